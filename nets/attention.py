@@ -1,0 +1,100 @@
+"""The attention registry: names -> blocks, `phi` aliases, and placement specs.
+
+Every block takes `channels` first and returns a tensor shaped like its input.
+"""
+from typing import Dict, Optional, Union
+
+import torch.nn as nn
+
+from nets.attn.cbam import CBAM
+from nets.attn.coord import CoordAttention
+from nets.attn.eca import ECA
+from nets.attn.se import SEBlock
+
+ATTENTION_BLOCKS = {
+    "se": SEBlock,
+    "cbam": CBAM,
+    "eca": ECA,
+    "ca": CoordAttention,
+}
+
+# The reference implementation's integer switch.
+PHI_NAMES = {0: "none", 1: "se", 2: "cbam", 3: "eca", 4: "ca"}
+
+# Where a block can go, with the channel count there. The first three are the default sites
+# (seed 004): the two backbone features and the upsampled P5 branch.
+SITE_CHANNELS = {"feat1": 256, "feat2": 512, "upsample": 128, "csp1": 128, "csp2": 256, "csp3": 512}
+DEFAULT_SITES = ("feat1", "feat2", "upsample")
+
+AttentionSpec = Union[None, int, str, Dict[str, Optional[str]]]
+
+
+def valid_names() -> str:
+    return ", ".join(["none"] + sorted(ATTENTION_BLOCKS))
+
+
+def check_name(name: Optional[str]) -> str:
+    """Normalise a block name ('none' for no block); raise ValueError listing the valid ones."""
+    name = "none" if name is None else str(name).strip().lower()
+    if name in ("", "none", "identity"):
+        return "none"
+    if name not in ATTENTION_BLOCKS:
+        raise ValueError(f"unknown attention {name!r}; valid names: {valid_names()}")
+    return name
+
+
+def build_attention(name: Optional[str], channels: int, **kwargs) -> nn.Module:
+    """Make the block `name` for `channels` channels; `nn.Identity()` for none."""
+    name = check_name(name)
+    if name == "none":
+        return nn.Identity()
+    return ATTENTION_BLOCKS[name](channels, **kwargs)
+
+
+def phi_to_name(phi: int) -> str:
+    try:
+        return PHI_NAMES[int(phi)]
+    except (KeyError, ValueError):
+        choices = ", ".join(f"{k} ({v})" for k, v in PHI_NAMES.items())
+        raise ValueError(f"unknown phi {phi!r}; valid phi values: {choices}") from None
+
+
+def parse_attention(spec: AttentionSpec = None) -> Dict[str, str]:
+    """Turn a placement spec into {site: block name} for every site in SITE_CHANNELS.
+
+    Accepted: None (no attention), a phi integer (or its digits as a string), one block name for the
+    three default sites, 'feat1=cbam,feat2=se,upsample=none' (sites not named get none), or a dict.
+    """
+    placement = {site: "none" for site in SITE_CHANNELS}
+    if spec is None:
+        return placement
+    if isinstance(spec, dict):
+        items = spec.items()
+    elif isinstance(spec, int) or str(spec).strip().isdigit():
+        items = [(site, phi_to_name(int(spec))) for site in DEFAULT_SITES]
+    elif "=" in str(spec):
+        items = [_split_pair(part) for part in str(spec).split(",") if part.strip()]
+    else:
+        items = [(site, spec) for site in DEFAULT_SITES]
+    for site, name in items:
+        site = str(site).strip().lower()
+        if site not in SITE_CHANNELS:
+            raise ValueError(f"unknown attention site {site!r}; valid sites: {', '.join(SITE_CHANNELS)}")
+        placement[site] = check_name(name)
+    return placement
+
+
+def _split_pair(part: str):
+    if part.count("=") != 1:
+        raise ValueError(f"attention spec part {part!r} must look like site=name, e.g. feat1=cbam")
+    site, name = part.split("=")
+    return site, name
+
+
+def attention_to_str(placement: Dict[str, str]) -> str:
+    """The shortest spec that `parse_attention` turns back into `placement`."""
+    names = {placement.get(site, "none") for site in DEFAULT_SITES}
+    extra = [s for s in SITE_CHANNELS if s not in DEFAULT_SITES and placement.get(s, "none") != "none"]
+    if len(names) == 1 and not extra:
+        return names.pop()
+    return ",".join(f"{s}={placement[s]}" for s in SITE_CHANNELS if placement.get(s, "none") != "none") or "none"

@@ -1,0 +1,92 @@
+"""YOLOv4-tiny: CSPDarknet53-tiny backbone, FPN neck, two YOLO heads, pluggable attention."""
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from nets.attention import AttentionSpec, SITE_CHANNELS, attention_to_str, build_attention, parse_attention
+from nets.CSPdarknet53_tiny import BasicConv, darknet53_tiny
+
+
+class Upsample(nn.Module):
+    """1x1 conv then nearest-neighbour x2 (darknet `[upsample] stride=2`)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.upsample = nn.Sequential(BasicConv(in_channels, out_channels, 1), nn.Upsample(scale_factor=2, mode="nearest"))
+
+    def forward(self, x):
+        return self.upsample(x)
+
+
+def yolo_head(filters_list: Sequence[int], in_filters: int) -> nn.Sequential:
+    """3x3 BasicConv to filters_list[0], then a plain 1x1 conv with bias to filters_list[1] outputs."""
+    return nn.Sequential(BasicConv(in_filters, filters_list[0], 3), nn.Conv2d(filters_list[0], filters_list[1], 1))
+
+
+class YoloBody(nn.Module):
+    """YOLOv4-tiny with attention blocks at named sites.
+
+    Args:
+        anchors_mask: anchor indices per head, P5 (stride 32) first, e.g. [[3, 4, 5], [1, 2, 3]].
+        num_classes: number of object classes.
+        phi: the reference's integer switch (0 none, 1 se, 2 cbam, 3 eca, 4 ca); ignored when
+            `attention` is given.
+        attention: a block name for the default sites, a per-site spec such as
+            'feat1=cbam,feat2=se,upsample=none', or a dict (see nets.attention.parse_attention).
+
+    forward(x: Tensor[B, 3, H, W]) with H, W multiples of 32 returns (out0, out1):
+    out0 Tensor[B, A0*(5+C), H/32, W/32] and out1 Tensor[B, A1*(5+C), H/16, W/16], raw logits laid
+    out per anchor as (tx, ty, tw, th, objectness, class scores...).
+    """
+
+    strides = (32, 16)
+
+    def __init__(self, anchors_mask, num_classes: int, phi: int = 0, pretrained: bool = False,
+                 attention: AttentionSpec = None):
+        super().__init__()
+        self.anchors_mask = [list(m) for m in anchors_mask]
+        self.num_classes = num_classes
+        self.placement = parse_attention(attention if attention is not None else phi)
+        self.attention = attention_to_str(self.placement)
+        csp = tuple(self.placement[f"csp{i}"] for i in (1, 2, 3))
+        self.backbone = darknet53_tiny(pretrained, csp_attention=csp)
+
+        # 13,13,512 -> 13,13,256
+        self.conv_for_P5 = BasicConv(512, 256, 1)
+        # 13,13,256 -> 13,13,512 -> 13,13,A*(5+C)
+        self.yolo_headP5 = yolo_head([512, len(anchors_mask[0]) * (5 + num_classes)], 256)
+        # 13,13,256 -> 13,13,128 -> 26,26,128
+        self.upsample = Upsample(256, 128)
+        # 26,26,384 -> 26,26,256 -> 26,26,A*(5+C)
+        self.yolo_headP4 = yolo_head([256, len(anchors_mask[1]) * (5 + num_classes)], 384)
+
+        self.feat1_att = build_attention(self.placement["feat1"], SITE_CHANNELS["feat1"])
+        self.feat2_att = build_attention(self.placement["feat2"], SITE_CHANNELS["feat2"])
+        self.upsample_att = build_attention(self.placement["upsample"], SITE_CHANNELS["upsample"])
+        self.init_head_biases()
+
+    def init_head_biases(self, objects_per_image: float = 8.0, input_size: int = 416):
+        """Start objectness and class logits at sensible priors instead of 0.5 probability.
+
+        With every logit at 0 a fresh model predicts an object in every cell, which swamps the
+        objectness loss for the first epochs; a prior of ~8 objects per image avoids that.
+        """
+        for head, stride, mask in ((self.yolo_headP5, 32, self.anchors_mask[0]), (self.yolo_headP4, 16, self.anchors_mask[1])):
+            bias = head[1].bias.data.view(len(mask), -1)
+            bias[:, 4] = math.log(objects_per_image / (input_size / stride) ** 2)
+            bias[:, 5:] = math.log(0.6 / max(self.num_classes - 0.99, 0.01))
+
+    def forward(self, x):
+        # feat1 26,26,256; feat2 13,13,512 (at 416)
+        feat1, feat2 = self.backbone(x)
+        feat1 = self.feat1_att(feat1)
+        feat2 = self.feat2_att(feat2)
+        P5 = self.conv_for_P5(feat2)
+        out0 = self.yolo_headP5(P5)
+        P5_upsample = self.upsample_att(self.upsample(P5))
+        # 26,26,128 + 26,26,256 -> 26,26,384
+        P4 = torch.cat([P5_upsample, feat1], dim=1)
+        out1 = self.yolo_headP4(P4)
+        return out0, out1

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from nets.summary import count_gflops, count_parameters
+from nets.yolo import YoloBody
+
+ANCHORS_MASK = [[3, 4, 5], [1, 2, 3]]
+
+
+@pytest.mark.parametrize("phi", range(5))
+@pytest.mark.parametrize("size", [320, 416, 608])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_output_shapes(phi, size, batch):
+    model = YoloBody(ANCHORS_MASK, 20, phi=phi).eval()
+    with torch.no_grad():
+        out0, out1 = model(torch.randn(batch, 3, size, size))
+    assert out0.shape == (batch, 75, size // 32, size // 32)
+    assert out1.shape == (batch, 75, size // 16, size // 16)
+
+
+def test_non_square_input():
+    out0, out1 = YoloBody(ANCHORS_MASK, 3).eval()(torch.randn(1, 3, 256, 384))
+    assert out0.shape == (1, 24, 8, 12) and out1.shape == (1, 24, 16, 24)
+
+
+@pytest.mark.parametrize("phi", range(5))
+def test_gradients_reach_first_conv(phi):
+    model = YoloBody(ANCHORS_MASK, 2, phi=phi)
+    out0, out1 = model(torch.randn(2, 3, 128, 128))
+    (out0.square().mean() + out1.square().mean()).backward()
+    grad = model.backbone.conv1.conv.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_parameter_count_matches_darknet():
+    model = YoloBody(ANCHORS_MASK, 80, phi=0)
+    assert count_parameters(model) == 6_056_606
+    running = sum(b.numel() for name, b in model.named_buffers() if "running_" in name)
+    # darknet's yolov4-tiny.weights holds 6,062,814 floats: parameters plus BN running statistics
+    assert count_parameters(model) + running == 6_062_814
+
+
+def test_feature_shapes_at_416():
+    feat1, feat2 = YoloBody(ANCHORS_MASK, 20).backbone(torch.randn(1, 3, 416, 416))
+    assert feat1.shape == (1, 256, 26, 26) and feat2.shape == (1, 512, 13, 13)
+
+
+def test_attention_argument_overrides_phi():
+    model = YoloBody(ANCHORS_MASK, 20, phi=1, attention="eca")
+    assert model.attention == "eca"
+    assert type(model.feat1_att).__name__ == "ECA"
+
+
+def test_per_site_attention_spec():
+    model = YoloBody(ANCHORS_MASK, 20, attention="feat1=cbam,csp2=se")
+    assert type(model.feat1_att).__name__ == "CBAM"
+    assert isinstance(model.feat2_att, torch.nn.Identity)
+    assert type(model.backbone.csp2_att).__name__ == "SEBlock"
+    assert model.attention == "feat1=cbam,csp2=se"
+    out0, out1 = model.eval()(torch.randn(1, 3, 128, 128))
+    assert out0.shape == (1, 75, 4, 4) and out1.shape == (1, 75, 8, 8)
+
+
+@pytest.mark.parametrize("bad, message", [(7, "valid phi values"), ("senet", "valid names"),
+                                          ("feat9=se", "valid sites"), ("feat1=se=cbam", "site=name")])
+def test_unknown_attention_fails_clearly(bad, message):
+    with pytest.raises(ValueError, match=message):
+        YoloBody(ANCHORS_MASK, 20, attention=bad)
+
+
+def test_unknown_phi_fails_clearly():
+    with pytest.raises(ValueError, match=r"0 \(none\).*4 \(ca\)"):
+        YoloBody(ANCHORS_MASK, 20, phi=5)
+
+
+def test_gflops_counted():
+    model = YoloBody(ANCHORS_MASK, 80, phi=0)
+    # darknet reports 6.910 BFLOPs for yolov4-tiny at 416; the conv/matmul FLOPs are within 1% of it
+    assert count_gflops(model, 416) == pytest.approx(6.91, rel=0.01)
+
+
+def test_summary_command_prints_every_phi(capsys):
+    from nets.summary import main, make_parser
+    main(make_parser().parse_args(["--input-size", "128"]))
+    out = capsys.readouterr().out
+    for name in ("none", "se", "cbam", "eca", "ca"):
+        assert f"({name})" in out

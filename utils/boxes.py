@@ -1,0 +1,124 @@
+"""Box maths shared by training, prediction and evaluation.
+
+Conventions: boxes are xyxy in pixels unless a name says otherwise; sizes are (height, width).
+"""
+from typing import List, NamedTuple, Sequence, Tuple
+
+import torch
+import torchvision
+from torch import Tensor
+
+
+class Letterbox(NamedTuple):
+    """How an image of `image_hw` maps into a network input: input = image * scale + pad."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: int
+    pad_y: int
+
+
+def letterbox_params(image_hw: Tuple[int, int], input_hw: Tuple[int, int], letterbox: bool = True) -> Letterbox:
+    """Scale and padding that fit an image into the input, keeping aspect ratio when `letterbox`.
+
+    The resized image is (round-down) nw x nh pixels centred with grey padding, as the reference does.
+    """
+    ih, iw = image_hw
+    h, w = input_hw
+    if not letterbox:
+        return Letterbox(w / iw, h / ih, 0, 0)
+    scale = min(w / iw, h / ih)
+    nw, nh = max(1, int(iw * scale)), max(1, int(ih * scale))
+    return Letterbox(nw / iw, nh / ih, (w - nw) // 2, (h - nh) // 2)
+
+
+def image_to_input_boxes(boxes: Tensor, lb: Letterbox) -> Tensor:
+    """Tensor[N, 4] xyxy in image pixels -> input pixels."""
+    scale = boxes.new_tensor([lb.scale_x, lb.scale_y, lb.scale_x, lb.scale_y])
+    pad = boxes.new_tensor([lb.pad_x, lb.pad_y, lb.pad_x, lb.pad_y])
+    return boxes * scale + pad
+
+
+def input_to_image_boxes(boxes: Tensor, lb: Letterbox, image_hw: Tuple[int, int]) -> Tensor:
+    """Tensor[N, 4] xyxy in input pixels -> image pixels, clipped to the image."""
+    scale = boxes.new_tensor([lb.scale_x, lb.scale_y, lb.scale_x, lb.scale_y])
+    pad = boxes.new_tensor([lb.pad_x, lb.pad_y, lb.pad_x, lb.pad_y])
+    out = (boxes - pad) / scale
+    out[:, 0::2] = out[:, 0::2].clamp(0, image_hw[1])
+    out[:, 1::2] = out[:, 1::2].clamp(0, image_hw[0])
+    return out
+
+
+def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    return torchvision.ops.box_convert(boxes, "cxcywh", "xyxy")
+
+
+def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    return torchvision.ops.box_convert(boxes, "xyxy", "cxcywh")
+
+
+def head_grid(out: Tensor, num_anchors: int) -> Tensor:
+    """Tensor[B, A*(5+C), H, W] raw head output -> Tensor[B, A, H, W, 5+C]."""
+    b, _, h, w = out.shape
+    return out.view(b, num_anchors, -1, h, w).permute(0, 1, 3, 4, 2)
+
+
+def decode_head(out: Tensor, anchors: Tensor, stride: int, scale_x_y: float = 1.0) -> Tensor:
+    """Decode one head.
+
+    Args:
+        out: Tensor[B, A*(5+C), H, W] raw logits.
+        anchors: Tensor[A, 2] anchor (w, h) in input pixels.
+        stride: input pixels per grid cell.
+        scale_x_y: darknet's grid sensitivity; centre = (sigmoid(t) * s - (s - 1) / 2 + cell) * stride.
+
+    Returns:
+        Tensor[B, A*H*W, 5+C]: cx, cy, w, h in input pixels, objectness and class probabilities.
+    """
+    p = head_grid(out.float(), anchors.shape[0])
+    _, _, h, w, _ = p.shape
+    gy, gx = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
+    grid = torch.stack([gx, gy], dim=-1).float()  # h,w,2
+    xy = (p[..., :2].sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + grid) * stride
+    wh = p[..., 2:4].exp() * anchors.float().to(p.device).view(1, -1, 1, 1, 2)
+    decoded = torch.cat([xy, wh, p[..., 4:].sigmoid()], dim=-1)
+    return decoded.reshape(p.shape[0], -1, p.shape[-1])
+
+
+def decode_outputs(outputs: Sequence[Tensor], anchors: Tensor, anchors_mask: Sequence[Sequence[int]],
+                   input_hw: Tuple[int, int], scale_x_y: float = 1.0) -> Tensor:
+    """Decode all heads (P5 first) into Tensor[B, N, 5+C] with xyxy boxes in input pixels."""
+    decoded = []
+    for out, mask in zip(outputs, anchors_mask):
+        stride = input_hw[0] // out.shape[2]
+        decoded.append(decode_head(out, anchors[list(mask)], stride, scale_x_y))
+    pred = torch.cat(decoded, dim=1)
+    return torch.cat([cxcywh_to_xyxy(pred[..., :4]), pred[..., 4:]], dim=-1)
+
+
+def postprocess(pred: Tensor, conf_thres: float = 0.5, nms_thres: float = 0.3, max_det: int = 300,
+                max_nms: int = 10000) -> List[Tensor]:
+    """Score filter and class-aware NMS.
+
+    Args:
+        pred: Tensor[B, N, 5+C] from decode_outputs.
+        conf_thres: keep boxes whose score = objectness * best class probability reaches this.
+        nms_thres: IoU above which a lower-scoring box of the same class is suppressed.
+        max_det: most detections kept per image.
+        max_nms: most candidates (by score) that enter NMS.
+
+    Returns:
+        One Tensor[K, 6] per image: x1, y1, x2, y2 (input pixels), score, class id.
+    """
+    results = []
+    for p in pred.float():
+        cls_prob, cls_id = p[:, 5:].max(dim=1)
+        score = p[:, 4] * cls_prob
+        keep = score >= conf_thres
+        boxes, score, cls_id = p[keep, :4], score[keep], cls_id[keep]
+        if score.numel() > max_nms:
+            top = score.topk(max_nms).indices
+            boxes, score, cls_id = boxes[top], score[top], cls_id[top]
+        kept = torchvision.ops.batched_nms(boxes, score, cls_id, nms_thres)[:max_det]
+        results.append(torch.cat([boxes[kept], score[kept, None], cls_id[kept, None].float()], dim=1))
+    return results

@@ -1,0 +1,35 @@
+"""Reading the small text files in model_data/: class names and anchors."""
+from pathlib import Path
+from typing import List
+
+import torch
+
+DEFAULT_ANCHORS_MASK = [[3, 4, 5], [1, 2, 3]]
+
+
+def read_classes(path) -> List[str]:
+    """One class name per line; blank lines ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classes file {path} does not exist; give one with --classes (one name per line)")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"classes file {path} holds no class names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"classes file {path} repeats a class name")
+    return names
+
+
+def read_anchors(path) -> torch.Tensor:
+    """Comma-separated `w,h` pairs (pixels at the training input size) -> Tensor[A, 2]."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"anchors file {path} does not exist; give one with --anchors")
+    text = path.read_text(encoding="utf-8").replace("\n", ",")
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise ValueError(f"anchors file {path}: expected comma-separated numbers ({e})") from None
+    if not values or len(values) % 2:
+        raise ValueError(f"anchors file {path}: expected an even count of numbers (w,h pairs), found {len(values)}")
+    return torch.tensor(values).view(-1, 2)
