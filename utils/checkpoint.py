@@ -1,0 +1,131 @@
+"""Checkpoints: atomic writes, reading any supported weights file, loading what matches.
+
+Our checkpoint is a dict with `format` == CHECKPOINT_FORMAT and:
+  model (state dict; EMA weights when EMA is on), class_names, anchors (list of [w, h]),
+  anchors_mask, attention (spec string), input_size ([h, w]), scale_x_y, epoch, args (dict),
+  and for resuming: optimizer, scheduler, scaler, ema, best_fitness.
+The reference implementation's .pth files are a bare state dict; darknet files end in `.weights`.
+"""
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+
+CHECKPOINT_FORMAT = "yolov4-tiny-attention/1"
+
+
+def save_atomic(obj, path) -> None:
+    """torch.save to a temporary file beside `path`, fsync, then rename over it.
+
+    A kill or a full disk mid-write leaves the previous file at `path` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path) -> Dict:
+    """Load a .pth file as a dict: ours (with metadata) or {'model': state_dict} for a bare state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return obj
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        return {"model": obj["model"]}
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"model": obj}  # the reference implementation's bare state dict
+    raise ValueError(f"{path}: expected a state dict or a checkpoint written by train.py, found {type(obj).__name__}")
+
+
+def load_matching(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> Tuple[int, List[str]]:
+    """Copy the tensors whose name and shape match; return (loaded count, descriptions of the rest)."""
+    own = model.state_dict()
+    matched, skipped = {}, []
+    for name, tensor in state_dict.items():
+        name = name[len("module."):] if name.startswith("module.") else name
+        if name not in own:
+            skipped.append(f"{name} (not in this model)")
+        elif own[name].shape != tensor.shape:
+            skipped.append(f"{name} (shape {tuple(tensor.shape)} in file, {tuple(own[name].shape)} in model)")
+        else:
+            matched[name] = tensor
+    missing = [n for n in own if n not in matched and not n.endswith("num_batches_tracked")]
+    model.load_state_dict(matched, strict=False)
+    skipped += [f"{n} (missing from file)" for n in missing if n not in state_dict]
+    return len(matched), skipped
+
+
+def load_weights(model: torch.nn.Module, path, verbose: bool = True) -> Tuple[int, List[str]]:
+    """Load our checkpoint, a reference .pth or a darknet .weights file into `model`, by name and shape."""
+    if str(path).endswith(".weights"):
+        from nets.darknet import load_darknet_weights
+        load_darknet_weights(model, path)
+        return len(model.state_dict()), []
+    loaded, skipped = load_matching(model, read_checkpoint(path)["model"])
+    if verbose:
+        total = len([n for n in model.state_dict() if not n.endswith("num_batches_tracked")])
+        print(f"loaded {loaded} tensors from {path} ({total} in the model)")
+        if skipped:
+            print(f"not loaded ({len(skipped)}): " + "; ".join(skipped[:20]) + (" ..." if len(skipped) > 20 else ""))
+    return loaded, skipped
+
+
+def model_from_weights(path, class_names=None, attention=None, anchors=None, anchors_mask=None,
+                       input_size=None, scale_x_y=None):
+    """Build a YoloBody and load `path` into it; returns (model, meta).
+
+    Our checkpoints carry their own class names, anchors, attention, input size and scale_x_y;
+    arguments given here are only needed for (and override) reference .pth and darknet .weights
+    files. `meta` holds: class_names, anchors (Tensor[A, 2]), anchors_mask, attention, input_size
+    ([h, w]), scale_x_y.
+    """
+    from nets.yolo import YoloBody
+    from utils.config import DEFAULT_ANCHORS_MASK, read_anchors
+
+    is_darknet = str(path).endswith(".weights")
+    ckpt = {} if is_darknet else read_checkpoint(path)
+    root = Path(__file__).resolve().parents[1]
+    meta = {
+        "class_names": class_names or ckpt.get("class_names"),
+        "anchors": torch.as_tensor(anchors if anchors is not None else ckpt.get("anchors", read_anchors(root / "model_data/yolo_anchors.txt")), dtype=torch.float32),
+        "anchors_mask": anchors_mask or ckpt.get("anchors_mask") or DEFAULT_ANCHORS_MASK,
+        "attention": attention if attention is not None else ckpt.get("attention", "none"),
+        "input_size": list(input_size or ckpt.get("input_size") or [416, 416]),
+        "scale_x_y": scale_x_y if scale_x_y is not None else ckpt.get("scale_x_y", 1.05 if is_darknet else 1.0),
+    }
+    if not meta["class_names"]:
+        raise ValueError(f"{path} does not name its classes; give a classes file (--classes)")
+    model = YoloBody(meta["anchors_mask"], len(meta["class_names"]), attention=meta["attention"])
+    if is_darknet:
+        from nets.darknet import load_darknet_weights
+        load_darknet_weights(model, path)
+        return model, meta
+    state = ckpt["model"]
+    own = model.state_dict()
+    mismatched = [n for n, t in state.items() if n in own and own[n].shape != t.shape]
+    missing = [n for n in own if n not in state and not n.endswith("num_batches_tracked")]
+    unexpected = [n for n in state if n not in own]
+    if mismatched or missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit a model with {len(meta['class_names'])} classes and attention "
+            f"{meta['attention']!r}: {len(mismatched)} tensors of another shape (e.g. {mismatched[:2]}), "
+            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); "
+            "check --classes and --phi/--attention")
+    model.load_state_dict(state, strict=False)
+    return model, meta
