@@ -122,3 +122,29 @@ def postprocess(pred: Tensor, conf_thres: float = 0.5, nms_thres: float = 0.3, m
         kept = torchvision.ops.batched_nms(boxes, score, cls_id, nms_thres)[:max_det]
         results.append(torch.cat([boxes[kept], score[kept, None], cls_id[kept, None].float()], dim=1))
     return results
+
+
+def paired_box_iou(a: Tensor, b: Tensor, eps: float = 1e-9) -> Tensor:
+    """IoU of a[i] with b[i] for Tensor[N, 4] xyxy boxes -> Tensor[N]."""
+    lt = torch.max(a[:, :2], b[:, :2])
+    rb = torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
+    return inter / (area_a + area_b - inter + eps)
+
+
+def batched_box_iou(a: Tensor, b: Tensor, eps: float = 1e-9) -> Tensor:
+    """IoU of every box in a[k] with every box in b[k]: Tensor[B, N, 4], Tensor[B, M, 4] -> Tensor[B, N, M]."""
+    lt = torch.max(a[:, :, None, :2], b[:, None, :, :2])
+    rb = torch.min(a[:, :, None, 2:], b[:, None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=3)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(dim=2)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(dim=2)
+    return inter / (area_a[:, :, None] + area_b[:, None, :] - inter + eps)
+
+
+def wh_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
+    """IoU of boxes sharing a centre, from widths and heights: Tensor[N, 2], Tensor[M, 2] -> Tensor[N, M]."""
+    inter = torch.min(wh1[:, None], wh2[None]).prod(dim=2)
+    return inter / (wh1.prod(dim=1)[:, None] + wh2.prod(dim=1)[None] - inter)
