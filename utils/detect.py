@@ -1,0 +1,195 @@
+"""Running a model over samples, and saving/loading detections as a COCO results file."""
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from utils.boxes import decode_outputs, input_to_image_boxes, postprocess
+from utils.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
+
+
+class LetterboxedSamples(Dataset):
+    """Each item: (input image HxWx3 uint8 or None when unreadable, Letterbox, (h, w) of the image, path)."""
+
+    def __init__(self, samples, input_hw, letterbox: bool = True):
+        self.samples = samples
+        self.input_hw = tuple(input_hw)
+        self.letterbox = letterbox
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        s = self.samples[i]
+        try:
+            image = read_image(s.image_path, apply_exif=getattr(s, "exif_transpose", True))
+        except ImageReadError as e:
+            return None, None, None, str(e)
+        inp, lb = letterbox_image(image, self.input_hw, self.letterbox)
+        return inp, lb, image.shape[:2], str(s.image_path)
+
+
+def collate_letterboxed(items):
+    return list(items)
+
+
+def as_hw(input_size) -> tuple:
+    return (int(input_size), int(input_size)) if np.isscalar(input_size) else tuple(int(v) for v in input_size)
+
+
+def detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres: float = 0.001,
+                   nms_thres: float = 0.5, scale_x_y: float = 1.0, letterbox: bool = True, batch_size: int = 8,
+                   workers: int = 0, device="cpu", amp: Optional[torch.dtype] = None,
+                   progress: bool = True) -> List[np.ndarray]:
+    """Detect objects in every sample's image.
+
+    Images are read and letterboxed in a DataLoader (`workers` processes); the network runs under
+    autocast with dtype `amp` when given; decoding and NMS run in fp32. An unreadable image gets a
+    warning naming it and no detections.
+
+    Returns one float32 array [K, 6] per sample: x1, y1, x2, y2 in original image pixels, score, class id.
+    """
+    from tqdm import tqdm
+
+    input_hw = as_hw(input_size)
+    device = torch.device(device)
+    anchors = torch.as_tensor(anchors, dtype=torch.float32)
+    loader = DataLoader(LetterboxedSamples(samples, input_hw, letterbox), batch_size=batch_size,
+                        shuffle=False, num_workers=workers, collate_fn=collate_letterboxed)
+    was_training = model.training
+    model.eval()
+    results = []
+    autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    try:
+        for batch in tqdm(loader, desc="detect", unit="batch", disable=not progress, leave=False):
+            results.extend(_detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres,
+                                         nms_thres, scale_x_y, device, autocast))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def _detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres, nms_thres, scale_x_y,
+                  device, autocast) -> List[np.ndarray]:
+    empty = np.zeros((0, 6), dtype=np.float32)
+    for inp, _, _, what in batch:
+        if inp is None:
+            warnings.warn(f"{what}; scored as an image without detections")
+    ok = [item for item in batch if item[0] is not None]
+    if not ok:
+        return [empty] * len(batch)
+    images = to_tensor_batch([item[0] for item in ok]).to(device)
+    with torch.no_grad():
+        with autocast:
+            outputs = model(images)
+        pred = decode_outputs([o.float() for o in outputs], anchors.to(device), anchors_mask, input_hw, scale_x_y)
+        kept = postprocess(pred, conf_thres, nms_thres)
+    found = iter(kept)
+    out = []
+    for inp, lb, image_hw, _ in batch:
+        if inp is None:
+            out.append(empty)
+            continue
+        det = next(found).cpu()
+        det[:, :4] = input_to_image_boxes(det[:, :4], lb, image_hw)
+        out.append(det.numpy().astype(np.float32))
+    return out
+
+
+def image_keys(samples) -> List[str]:
+    """A stable id per sample for results files: the file stem, or the path when stems repeat."""
+    stems = [Path(s.image_path).stem for s in samples]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [Path(s.image_path).as_posix() for s in samples]
+
+
+def write_json_atomic(obj, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_coco_results(path, detections: Sequence[np.ndarray], samples, class_names: Sequence[str]) -> int:
+    """Write detections as a COCO results list: image_id (see image_keys), category_id = class id + 1,
+    category_name, bbox [x, y, w, h] in image pixels, score. Returns the number written."""
+    rows = []
+    for key, det in zip(image_keys(samples), detections):
+        for x1, y1, x2, y2, score, c in np.asarray(det, dtype=np.float64).reshape(-1, 6):
+            rows.append({"image_id": key, "category_id": int(c) + 1, "category_name": class_names[int(c)],
+                         "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                         "score": round(float(score), 6)})
+    write_json_atomic(rows, path)
+    return len(rows)
+
+
+def _image_lookup(samples) -> dict:
+    """Ids a results file may use for a sample: our key, stem, file name, path, or the stem as an int."""
+    lookup = {}
+    for i, (key, s) in enumerate(zip(image_keys(samples), samples)):
+        p = Path(s.image_path)
+        for alias in (key, p.stem, p.name, str(p), p.as_posix()):
+            lookup.setdefault(alias, i)
+        if p.stem.isdigit():
+            lookup.setdefault(int(p.stem), i)
+    return lookup
+
+
+def _category(row, class_names, path, n):
+    if "category_name" in row:
+        if row["category_name"] not in class_names:
+            raise ValueError(f"{path}: result {n} has category_name {row['category_name']!r}, "
+                             f"not among the classes ({', '.join(class_names)}); check --classes")
+        return class_names.index(row["category_name"])
+    c = row["category_id"]
+    if not isinstance(c, int) or not 1 <= c <= len(class_names):
+        raise ValueError(f"{path}: result {n} has category_id {c!r}; expected 1..{len(class_names)} "
+                         "(class index + 1 in the --classes file, as get_map.py writes them)")
+    return c - 1
+
+
+def read_coco_results(path, samples, class_names: Sequence[str]) -> List[np.ndarray]:
+    """Read a COCO results file into one [K, 6] array per sample (image pixels, score, class id).
+
+    Results for images not in the samples are skipped with one warning that counts them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"detections file {path} does not exist")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a COCO results list [{{image_id, category_id, bbox, score}}, ...], "
+                         f"found a {type(rows).__name__}")
+    lookup = _image_lookup(samples)
+    per_image = [[] for _ in samples]
+    unknown = []
+    for n, row in enumerate(rows):
+        try:
+            x, y, w, h = (float(v) for v in row["bbox"])
+            score, image_id = float(row["score"]), row["image_id"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: result {n} is not {{image_id, category_id, bbox: [x, y, w, h], score}} ({e!r})") from None
+        if image_id not in lookup:
+            unknown.append(image_id)
+            continue
+        per_image[lookup[image_id]].append([x, y, x + w, y + h, score, _category(row, class_names, path, n)])
+    if unknown:
+        warnings.warn(f"{path}: {len(unknown)} results name images not in this split (e.g. {unknown[:3]}); skipped")
+    return [np.asarray(d, dtype=np.float32).reshape(-1, 6) for d in per_image]

@@ -1,0 +1,305 @@
+"""Detection metrics in memory: VOC AP (devkit rules), COCO mAP (pycocotools), P/R/F1, confusion matrix.
+
+Shared by get_map.py and training, so both report the same numbers with the same defaults.
+
+Inputs everywhere:
+  detections: one array [K, 6] per sample: x1, y1, x2, y2 (image pixels), score, class id.
+  samples: objects with `boxes` [N, 4] xyxy image pixels, `labels` [N], `difficult` [N] (utils.voc.Sample).
+Boxes are continuous coordinates (IoU without the devkit's +1 inclusive-pixel term), as in COCO.
+"""
+import contextlib
+import io
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+CONF_THRES = 0.001  # low, so the PR curve reaches high recall
+NMS_THRES = 0.5
+IOU_THRES = 0.5
+SCORE_THRES = 0.5  # the operating point for precision, recall, F1 and the confusion matrix
+METRICS = ("voc", "voc07", "coco", "all")
+COCO_STAT_NAMES = ("map50_95", "map50", "map75", "map_small", "map_medium", "map_large",
+                   "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
+
+
+class Boxes(NamedTuple):
+    """Flat boxes of a whole split; `image` is the sample index of each row."""
+
+    image: np.ndarray  # [M] int64
+    boxes: np.ndarray  # [M, 4] float64 xyxy
+    labels: np.ndarray  # [M] int64
+    scores: np.ndarray  # [M] float64 (ones for ground truth)
+    difficult: np.ndarray  # [M] bool (all False for detections)
+
+    def select(self, mask: np.ndarray) -> "Boxes":
+        return Boxes(*(a[mask] for a in self))
+
+
+def _flatten(per_image: Sequence[np.ndarray], fields) -> Boxes:
+    counts = [len(fields(x)[0]) for x in per_image]
+    image = np.repeat(np.arange(len(per_image), dtype=np.int64), counts)
+    if not image.size:
+        return Boxes(image, np.zeros((0, 4)), image.copy(), np.zeros(0), np.zeros(0, dtype=bool))
+    parts = [fields(x) for x in per_image]
+    return Boxes(image, np.concatenate([p[0] for p in parts]).astype(np.float64).reshape(-1, 4),
+                 np.concatenate([p[1] for p in parts]).astype(np.int64),
+                 np.concatenate([p[2] for p in parts]).astype(np.float64),
+                 np.concatenate([p[3] for p in parts]).astype(bool))
+
+
+def gather_ground_truth(samples) -> Boxes:
+    def fields(s):
+        n = len(s.labels)
+        difficult = np.zeros(n, dtype=bool) if s.difficult is None else np.asarray(s.difficult, dtype=bool)
+        return np.asarray(s.boxes, dtype=np.float64).reshape(-1, 4), np.asarray(s.labels), np.ones(n), difficult
+    return _flatten(samples, fields)
+
+
+def gather_detections(detections: Sequence[np.ndarray]) -> Boxes:
+    def fields(d):
+        d = np.asarray(d, dtype=np.float64).reshape(-1, 6)
+        return d[:, :4], d[:, 5], d[:, 4], np.zeros(len(d), dtype=bool)
+    return _flatten(detections, fields)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of broadcastable xyxy boxes [..., 4] and [..., 4] -> [...]."""
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / np.maximum(area_a + area_b - inter, np.finfo(np.float64).eps)
+
+
+def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = False) -> float:
+    """Area under the PR curve: VOC2010+ all-point interpolation, or VOC2007's 11 recall points."""
+    if use_07_metric:
+        return float(np.mean([np.max(prec[rec >= t], initial=0.0) for t in np.linspace(0, 1, 11)]))
+    mrec = np.concatenate([[0.0], rec, [1.0]])
+    mpre = np.concatenate([[0.0], prec, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # precision envelope
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def _best_gt(det: Boxes, gt: Boxes, num_images: int, chunk_elems: int = 1 << 22):
+    """For each detection, the same-image ground truth of highest IoU: (index into gt or -1, IoU)."""
+    counts = np.bincount(gt.image, minlength=num_images)
+    offsets = np.cumsum(counts) - counts
+    gmax = int(counts.max(initial=0))
+    best = np.full(len(det.image), -1, dtype=np.int64)
+    best_iou = np.zeros(len(det.image))
+    if gmax == 0:
+        return best, best_iou
+    padded = np.full((num_images, gmax, 4), np.nan)
+    padded[gt.image, np.arange(len(gt.image)) - offsets[gt.image]] = gt.boxes  # gt sorted by image
+    step = max(1, chunk_elems // gmax)
+    for s in range(0, len(det.image), step):
+        img = det.image[s:s + step]
+        iou = np.nan_to_num(box_iou(det.boxes[s:s + step, None, :], padded[img]), nan=-1.0)
+        slot = iou.argmax(axis=1)
+        best_iou[s:s + step] = iou[np.arange(len(img)), slot]
+        best[s:s + step] = np.where(best_iou[s:s + step] >= 0, offsets[img] + slot, -1)
+    return best, best_iou
+
+
+def match_class(det: Boxes, gt: Boxes, num_images: int, iou_thres: float = IOU_THRES):
+    """VOC devkit matching for one class.
+
+    Detections are taken by descending score; each takes its highest-IoU ground truth of the same
+    image. IoU > iou_thres on a difficult box: ignored (dropped). On a box not yet taken: TP.
+    Otherwise (taken already, or IoU too low): FP.
+    Returns (scores, tp) of the kept detections, sorted by descending score.
+    """
+    order = np.argsort(-det.scores, kind="stable")
+    det = det.select(order)
+    gt = gt.select(np.argsort(gt.image, kind="stable"))
+    best, best_iou = _best_gt(det, gt, num_images)
+    hit = (best >= 0) & (best_iou > iou_thres)
+    ignored = np.zeros(len(order), dtype=bool)
+    ignored[hit] = gt.difficult[best[hit]]
+    candidates = np.flatnonzero(hit & ~ignored)
+    tp = np.zeros(len(order), dtype=bool)
+    _, first = np.unique(best[candidates], return_index=True)  # first in score order wins the box
+    tp[candidates[first]] = True
+    return det.scores[~ignored], tp[~ignored]
+
+
+def class_metrics(scores: np.ndarray, tp: np.ndarray, npos: int, score_thr: float) -> Dict:
+    """AP (all-point and 11-point), the PR curve, and P/R/F1 at score_thr from matched detections."""
+    tp_cum = np.cumsum(tp)
+    fp_cum = np.cumsum(~tp)
+    prec = tp_cum / np.maximum(tp_cum + fp_cum, 1)
+    rec = tp_cum / max(npos, 1)
+    k = int(np.sum(scores >= score_thr))
+    tp_k, fp_k = (int(tp_cum[k - 1]), int(fp_cum[k - 1])) if k else (0, 0)
+    p = tp_k / k if k else 0.0
+    r = tp_k / npos if npos else 0.0
+    return {
+        "ap": voc_ap(rec, prec) if npos else None,
+        "ap07": voc_ap(rec, prec, use_07_metric=True) if npos else None,
+        "tp": tp_k, "fp": fp_k, "precision": p, "recall": r,
+        "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0,
+        "curve": {"recall": rec, "precision": prec, "scores": scores},
+    }
+
+
+def voc_eval(det: Boxes, gt: Boxes, num_images: int, class_names: Sequence[str],
+             iou_thres: float = IOU_THRES, score_thr: float = SCORE_THRES) -> List[Dict]:
+    """Per-class VOC results; AP is None for a class without non-difficult ground truth."""
+    results = []
+    for c, name in enumerate(class_names):
+        d, g = det.select(det.labels == c), gt.select(gt.labels == c)
+        npos = int(np.sum(~g.difficult))
+        scores, tp = match_class(d, g, num_images, iou_thres)
+        row = {"class": name, "gts": npos, "difficult": int(g.difficult.sum()), "dets": len(d.image)}
+        row.update(class_metrics(scores, tp, npos, score_thr))
+        results.append(row)
+    return results
+
+
+def mean_ap(per_class: Sequence[Dict], key: str) -> float:
+    """Mean over classes that have ground truth (0.0 when none has)."""
+    values = [r[key] for r in per_class if r[key] is not None]
+    return float(np.mean(values)) if values else 0.0
+
+
+def coco_ground_truth(gt: Boxes, image_sizes: Sequence, class_names: Sequence[str]) -> Dict:
+    """A COCO dataset dict; image ids are sample indices, category id = class id + 1.
+
+    Difficult boxes become crowd regions, the COCO way of marking boxes that neither count as
+    misses nor make a detection on them a false positive.
+    """
+    xywh = np.concatenate([gt.boxes[:, :2], gt.boxes[:, 2:] - gt.boxes[:, :2]], axis=1)
+    annotations = [{"id": i + 1, "image_id": int(img), "category_id": int(c) + 1, "bbox": b.tolist(),
+                    "area": float(b[2] * b[3]), "iscrowd": int(d)}
+                   for i, (img, c, b, d) in enumerate(zip(gt.image, gt.labels, xywh, gt.difficult))]
+    return {"images": [{"id": i, "height": int(h), "width": int(w)} for i, (h, w) in enumerate(image_sizes)],
+            "annotations": annotations,
+            "categories": [{"id": c + 1, "name": n} for c, n in enumerate(class_names)]}
+
+
+def coco_results(det: Boxes) -> List[Dict]:
+    """COCO results list (bbox xywh) with sample indices as image ids and class id + 1 as category."""
+    xywh = np.concatenate([det.boxes[:, :2], det.boxes[:, 2:] - det.boxes[:, :2]], axis=1)
+    return [{"image_id": int(i), "category_id": int(c) + 1, "bbox": b.tolist(), "score": float(s)}
+            for i, c, b, s in zip(det.image, det.labels, xywh, det.scores)]
+
+
+def coco_eval(gt_dict: Dict, results: List[Dict]):
+    """Run pycocotools' bbox evaluation quietly; returns (stats dict, per-class AP@[.5:.95] list)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    num_classes = len(gt_dict["categories"])
+    if not results or not gt_dict["annotations"]:
+        return {k: 0.0 for k in COCO_STAT_NAMES}, [None] * num_classes
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt_dict
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = {k: float(max(v, 0.0)) for k, v in zip(COCO_STAT_NAMES, ev.stats)}
+    prec = ev.eval["precision"][:, :, :, 0, -1]  # T, R, K at area "all", maxDets 100
+    per_class = []
+    for k in range(num_classes):
+        p = prec[:, :, k]
+        per_class.append(float(p[p > -1].mean()) if np.any(p > -1) else None)
+    return stats, per_class
+
+
+def confusion_matrix(det: Boxes, gt: Boxes, num_images: int, num_classes: int,
+                     score_thr: float = SCORE_THRES, iou_thres: float = IOU_THRES) -> np.ndarray:
+    """[C+1, C+1] counts, rows true class, columns predicted class, last row/column background.
+
+    Class-agnostic greedy matching per image, highest IoU pair first; a detection matched to a
+    difficult box is not counted, nor is an unmatched difficult box.
+    """
+    cm = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    det = det.select(det.scores >= score_thr)
+    det_starts = np.searchsorted(det.image, np.arange(num_images + 1))
+    gt_starts = np.searchsorted(gt.image, np.arange(num_images + 1))
+    for i in range(num_images):
+        d = det.select(slice(det_starts[i], det_starts[i + 1]))
+        g = gt.select(slice(gt_starts[i], gt_starts[i + 1]))
+        iou = box_iou(g.boxes[:, None, :], d.boxes[None, :, :]) if len(d.image) and len(g.image) else np.zeros((0, 0))
+        gi, di = np.nonzero(iou > iou_thres)
+        g_used = np.zeros(len(g.image), dtype=bool)
+        d_used = np.zeros(len(d.image), dtype=bool)
+        for k in np.argsort(-iou[gi, di], kind="stable"):
+            if not g_used[gi[k]] and not d_used[di[k]]:
+                g_used[gi[k]] = d_used[di[k]] = True
+                if not g.difficult[gi[k]]:
+                    cm[g.labels[gi[k]], d.labels[di[k]]] += 1
+        np.add.at(cm, (g.labels[~g_used & ~g.difficult], num_classes), 1)
+        np.add.at(cm, (num_classes, d.labels[~d_used]), 1)
+    return cm
+
+
+def check_detections(detections: Sequence[np.ndarray], samples, num_classes: int) -> None:
+    if len(detections) != len(samples):
+        raise ValueError(f"{len(detections)} detection arrays for {len(samples)} samples; expected one per sample")
+    for d in detections:
+        d = np.asarray(d).reshape(-1, 6)
+        if len(d) and (d[:, 5].min() < 0 or d[:, 5].max() >= num_classes):
+            raise ValueError(f"detection class id {int(d[:, 5].max())} outside 0..{num_classes - 1}")
+
+
+def evaluate_detections(detections: Sequence[np.ndarray], samples, class_names: Sequence[str],
+                        metric: str = "all", iou_thres: float = IOU_THRES,
+                        score_thr: float = SCORE_THRES) -> Dict:
+    """Score detections against the samples' ground truth.
+
+    Returns a dict with: map (VOC at iou_thres: 11-point for metric voc07, else all-point), map_voc,
+    map_voc07, map50 (VOC all-point at IoU 0.5), map50_95 and coco (pycocotools stats; None unless
+    metric is coco or all), per_class (one dict per class: class, gts, difficult, dets, ap, ap07,
+    ap50_95, and tp, fp, precision, recall, f1 at score_thr), curves (per-class PR arrays),
+    confusion_matrix, and the settings used.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    check_detections(detections, samples, len(class_names))
+    gt, det = gather_ground_truth(samples), gather_detections(detections)
+    per_class = voc_eval(det, gt, len(samples), class_names, iou_thres, score_thr)
+    map50 = mean_ap(per_class, "ap") if iou_thres == 0.5 else mean_ap(voc_eval(det, gt, len(samples), class_names, 0.5, score_thr), "ap")
+    coco_stats, coco_per_class = None, [None] * len(class_names)
+    if metric in ("coco", "all"):
+        sizes = [(s.height, s.width) for s in samples]
+        coco_stats, coco_per_class = coco_eval(coco_ground_truth(gt, sizes, class_names), coco_results(det))
+    curves = [row.pop("curve") for row in per_class]
+    for row, ap in zip(per_class, coco_per_class):
+        row["ap50_95"] = ap
+    return {
+        "map": mean_ap(per_class, "ap07" if metric == "voc07" else "ap"),
+        "map_voc": mean_ap(per_class, "ap"), "map_voc07": mean_ap(per_class, "ap07"), "map50": map50,
+        "map50_95": coco_stats["map50_95"] if coco_stats else None, "coco": coco_stats,
+        "per_class": per_class, "curves": curves,
+        "confusion_matrix": confusion_matrix(det, gt, len(samples), len(class_names), score_thr, iou_thres),
+        "settings": {"metric": metric, "iou_thres": iou_thres, "score_thr": score_thr,
+                     "images": len(samples), "classes": list(class_names)},
+    }
+
+
+def evaluate_model(model, samples, class_names, input_size, anchors, anchors_mask,
+                   conf_thres: float = CONF_THRES, nms_thres: float = NMS_THRES, scale_x_y: float = 1.0,
+                   letterbox: bool = True, batch_size: int = 8, workers: int = 0, device="cpu",
+                   amp: Optional[object] = None, progress: bool = True) -> Dict:
+    """Run `model` over `samples` (utils.detect.detect_samples) and score with evaluate_detections(metric='all').
+
+    The dict also holds the detections and, under settings, the detection knobs used.
+    """
+    from utils.detect import detect_samples
+
+    detections = detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres=conf_thres,
+                                nms_thres=nms_thres, scale_x_y=scale_x_y, letterbox=letterbox,
+                                batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress)
+    result = evaluate_detections(detections, samples, class_names, metric="all")
+    result["detections"] = detections
+    result["settings"].update({"conf_thres": conf_thres, "nms_thres": nms_thres, "letterbox": letterbox,
+                               "input_size": list(input_size) if not isinstance(input_size, int) else [input_size] * 2})
+    return result
