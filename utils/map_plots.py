@@ -1,0 +1,89 @@
+"""PNG plots of evaluation results: PR curve per class, AP per class, confusion matrix."""
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def save_figure(fig, path) -> Path:
+    """Save as PNG through a temporary file and rename, then close the figure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "class"
+
+
+def plot_pr_curve(name: str, curve: Dict, ap, score_thr: float, path) -> Path:
+    """Precision against recall for one class, the operating point at score_thr marked."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    rec, prec, scores = (np.asarray(curve[k]) for k in ("recall", "precision", "scores"))
+    if len(rec):
+        ax.plot(np.concatenate([[0.0], rec]), np.concatenate([[prec[0]], prec]), color="tab:blue")
+        envelope = np.maximum.accumulate(prec[::-1])[::-1]
+        ax.fill_between(np.concatenate([[0.0], rec]), np.concatenate([envelope[:1], envelope]), step="pre",
+                        alpha=0.15, color="tab:blue", label="interpolated (area = AP)")
+        k = int(np.sum(scores >= score_thr))
+        if k:
+            ax.plot(rec[k - 1], prec[k - 1], "o", color="tab:red", label=f"score >= {score_thr:g}")
+        ax.legend(loc="lower left")
+    title = f"{name}: AP {ap:.3f}" if ap is not None else f"{name}: no ground truth"
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_pr_curves(per_class: Sequence[Dict], curves: Sequence[Dict], score_thr: float, out_dir) -> List[Path]:
+    """One PNG per class, named after the class, under out_dir."""
+    return [plot_pr_curve(row["class"], curve, row["ap"], score_thr, Path(out_dir) / f"{i:02d}_{safe_name(row['class'])}.png")
+            for i, (row, curve) in enumerate(zip(per_class, curves))]
+
+
+def plot_ap_bars(per_class: Sequence[Dict], map_value: float, path, key: str = "ap") -> Path:
+    """Horizontal bars of AP per class, best at the top; classes without ground truth left out."""
+    rows = sorted((r for r in per_class if r[key] is not None), key=lambda r: r[key])
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(rows) + 1)))
+    ax.barh([r["class"] for r in rows], [r[key] for r in rows], color="tab:blue")
+    for y, r in enumerate(rows):
+        ax.text(min(r[key], 1.0) + 0.01, y, f"{r[key]:.3f}", va="center", fontsize=8)
+    ax.set(xlim=(0, 1.12), xlabel="AP", title=f"mAP {map_value:.4f}")
+    return save_figure(fig, path)
+
+
+def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path, normalize: bool = True) -> Path:
+    """Rows true class, columns predicted class, 'background' last; cells normalised by row when asked."""
+    cm = np.asarray(cm, dtype=np.float64)
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    names = list(class_names) + ["background"]
+    size = max(4.0, 0.45 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if len(names) <= 30:
+        for (i, j), v in np.ndenumerate(cm):
+            if v:
+                ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7,
+                        color="white" if shown[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix" + (" (row-normalised)" if normalize else ""))
+    return save_figure(fig, path)
