@@ -2,6 +2,7 @@
 
 Every block takes `channels` first and returns a tensor shaped like its input.
 """
+from functools import partial
 from typing import Dict, Optional, Union
 
 import torch.nn as nn
@@ -9,13 +10,37 @@ import torch.nn as nn
 from nets.attn.cbam import CBAM
 from nets.attn.coord import CoordAttention
 from nets.attn.eca import ECA
+from nets.attn.fca import FcaAttention
+from nets.attn.gct import GCT
+from nets.attn.gsop import GSoP
+from nets.attn.mfe import MFE
+from nets.attn.osra import OSRA
+from nets.attn.rcan import RCANChannelAttention
+from nets.attn.safm import SAFM
 from nets.attn.se import SEBlock
+from nets.attn.sk import SelectiveKernel
+from nets.attn.soca import SOCA
+from nets.attn.srm import SRM
+from nets.attn.triplet import TripletAttention
 
 ATTENTION_BLOCKS = {
     "se": SEBlock,
+    "se_max": partial(SEBlock, pool="max"),
     "cbam": CBAM,
+    "cbam_eca": partial(CBAM, channel_attn="conv"),
     "eca": ECA,
     "ca": CoordAttention,
+    "sk": SelectiveKernel,
+    "gct": GCT,
+    "srm": SRM,
+    "fca": FcaAttention,
+    "rcan": RCANChannelAttention,
+    "soca": SOCA,
+    "gsop": GSoP,
+    "triplet": TripletAttention,
+    "safm": SAFM,
+    "mfe": MFE,
+    "osra": OSRA,
 }
 
 # The reference implementation's integer switch.
