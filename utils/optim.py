@@ -14,9 +14,8 @@ def scaled_lr(lr: float, batch_size: int) -> float:
 def build_optimizer(model: torch.nn.Module, name: str, lr: float, momentum: float, weight_decay: float):
     """SGD, Adam or AdamW with weight decay on conv/linear weights only (not on BN or biases)."""
     decay, no_decay = [], []
-    for param_name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
+    # frozen parameters are included too: they get no gradient, so the optimizer leaves them alone
+    for p in model.parameters():
         (decay if p.ndim > 1 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if name == "sgd":
