@@ -1,6 +1,209 @@
-"""yolo.py: the YOLO inference class. Not implemented yet (see the open issues)."""
+"""YOLO: the one entry point for inference from Python.
+
+    from yolo import YOLO
+    yolo = YOLO("logs/run/best.pth")                 # our checkpoint carries classes, anchors, size
+    yolo = YOLO("yolov4-tiny.weights", classes="model_data/coco_classes.txt")
+    det = yolo.detect("img/street.jpg")              # or an HxWx3 uint8 RGB array
+    det.boxes, det.scores, det.class_ids             # xyxy original-image pixels, [K], [K]
+    drawn = yolo.draw(image, det)
+"""
+import copy
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nets.fuse import fuse_model
+from utils.boxes import Letterbox, decode_outputs, head_grid, input_to_image_boxes, postprocess
+from utils.checkpoint import model_from_weights
+from utils.config import read_classes
+from utils.drawing import draw_detections, heatmap_overlay
+from utils.export import export_onnx, export_onnx_nms, ort_session
+from utils.image import letterbox_image, read_image
+
+BACKENDS = ("torch", "onnx")
+ImageLike = Union[str, Path, np.ndarray]
+
+
+@dataclass
+class Detections:
+    """Detections in one image, best first.
+
+    boxes: float32 [K, 4] x1, y1, x2, y2 in original-image pixels (clipped to the image);
+    scores: float32 [K] objectness * class probability; class_ids: int64 [K] indices into class_names.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def as_rgb_array(image: ImageLike) -> np.ndarray:
+    """A path (read with EXIF orientation) or an array (HxWx3 uint8 RGB, or HxW gray) -> HxWx3 uint8 RGB."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, found shape {image.shape} dtype {image.dtype}")
+    return image
+
+
+def parse_input_size(size) -> Tuple[int, int]:
+    """An int or (h, w), each a positive multiple of 32 -> (h, w)."""
+    hw = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
+    if len(hw) != 2 or min(hw) <= 0 or hw[0] % 32 or hw[1] % 32:
+        raise ValueError(f"input size must be a positive multiple of 32 (e.g. 416 or 416,608), found {size}")
+    return hw
 
 
 class YOLO:
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("yolo.YOLO: not implemented yet")
+    """A detector loaded from a weights file.
+
+    Args:
+        weights: our checkpoint, a reference .pth (give `classes` and `attention`) or darknet .weights.
+        classes: class names or a classes file; needed unless the checkpoint names its classes.
+        attention: phi integer or attention spec for files that do not carry it.
+        input_size: network input, int or (h, w), multiples of 32; default the checkpoint's (or 416).
+        conf: score threshold; nms: NMS IoU threshold; max_det: most detections per image.
+        letterbox: keep aspect ratio with grey padding (True) or stretch (False).
+        device: 'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'...
+        backend: 'torch' (BN folded, channels-last) or 'onnx' (ONNX Runtime on the exported graph).
+        anchors, scale_x_y: override the file's (darknet files default to scale_x_y 1.05).
+    """
+
+    def __init__(self, weights, classes=None, attention=None, input_size=None, conf: float = 0.5,
+                 nms: float = 0.3, letterbox: bool = True, device: str = "auto", backend: str = "torch",
+                 max_det: int = 300, anchors=None, scale_x_y: Optional[float] = None):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        names = read_classes(classes) if isinstance(classes, (str, Path)) else classes
+        hw = parse_input_size(input_size) if input_size is not None else None
+        model, meta = model_from_weights(weights, class_names=names, attention=attention, anchors=anchors,
+                                         input_size=hw, scale_x_y=scale_x_y)
+        self.meta = meta
+        self.class_names = list(meta["class_names"])
+        self.input_hw = parse_input_size(meta["input_size"])
+        self.anchors, self.anchors_mask = meta["anchors"], meta["anchors_mask"]
+        self.scale_x_y = float(meta["scale_x_y"])
+        self.conf, self.nms, self.max_det, self.letterbox = conf, nms, max_det, letterbox
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   "cpu" if device == "auto" else device)
+        self.backend = backend
+        # channels-last measured ~25% faster on CPU for this network (bench/bench_infer.py)
+        self.model = fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
+        self.session = self._onnx_session() if backend == "onnx" else None
+
+    def _onnx_session(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(self._cpu_model(), Path(tmp) / "model.onnx", self.input_hw, check=False)
+            return ort_session(path, str(self.device))
+
+    def _cpu_model(self) -> torch.nn.Module:
+        return copy.deepcopy(self.model).cpu().to(memory_format=torch.contiguous_format).eval()
+
+    def preprocess(self, image: np.ndarray) -> Tuple[torch.Tensor, Letterbox]:
+        """HxWx3 uint8 RGB -> (Tensor[1, 3, h, w] float in [0, 1] on the device, Letterbox)."""
+        resized, lb = letterbox_image(image, self.input_hw, self.letterbox)
+        if self.session is not None:
+            return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))[None]).float().div_(255), lb
+        # HWC memory viewed as NCHW is already channels-last: no copy besides the float conversion
+        batch = torch.from_numpy(resized)[None].permute(0, 3, 1, 2)
+        return batch.to(self.device, non_blocking=True).float().div_(255), lb
+
+    def forward(self, batch: torch.Tensor) -> Sequence[torch.Tensor]:
+        """Raw head outputs (out0 stride 32, out1 stride 16) for a preprocessed batch."""
+        if self.session is not None:
+            return [torch.from_numpy(o) for o in self.session.run(None, {"images": batch.numpy()})]
+        with torch.inference_mode():
+            return self.model(batch)
+
+    def postprocess(self, outputs: Sequence[torch.Tensor], lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
+        """Decode, threshold, NMS and map boxes back to the image."""
+        with torch.inference_mode():
+            pred = decode_outputs(outputs, self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y)
+            det = postprocess(pred, self.conf, self.nms, self.max_det)[0].cpu()
+            boxes = input_to_image_boxes(det[:, :4], lb, image_hw)
+        return Detections(boxes.numpy().astype(np.float32), det[:, 4].numpy().astype(np.float32),
+                          det[:, 5].numpy().astype(np.int64))
+
+    def detect(self, image: ImageLike) -> Detections:
+        """Detect objects in a path or an HxWx3 uint8 RGB array."""
+        image = as_rgb_array(image)
+        batch, lb = self.preprocess(image)
+        return self.postprocess(self.forward(batch), lb, image.shape[:2])
+
+    def draw(self, image: ImageLike, det: Detections) -> np.ndarray:
+        """The image (HxWx3 uint8 RGB) with boxes and labels drawn."""
+        return draw_detections(as_rgb_array(image), det.boxes, det.scores, det.class_ids, self.class_names)
+
+    def objectness(self, image: np.ndarray) -> np.ndarray:
+        """HxW float map in [0, 1] over the image: the highest objectness of any anchor of either head."""
+        batch, lb = self.preprocess(image)
+        outputs = self.forward(batch)
+        h, w = self.input_hw
+        maps = []
+        for out, mask in zip(outputs, self.anchors_mask):
+            obj = head_grid(out.float().cpu(), len(mask))[..., 4].sigmoid().amax(dim=1, keepdim=True)
+            maps.append(F.interpolate(obj, size=(h, w), mode="bilinear", align_corners=False))
+        heat = torch.maximum(maps[0], maps[1])[0, 0].numpy()
+        nh, nw = round(image.shape[0] * lb.scale_y), round(image.shape[1] * lb.scale_x)
+        return heat[lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw]
+
+    def heatmap(self, image: ImageLike, alpha: float = 0.5) -> np.ndarray:
+        """The image with its objectness map overlaid as a colour heatmap (HxWx3 uint8 RGB)."""
+        image = as_rgb_array(image)
+        return heatmap_overlay(image, self.objectness(image), alpha)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def timed_detect(self, image: np.ndarray) -> Tuple[Detections, Dict[str, float]]:
+        """detect() on an RGB array, also returning seconds spent in pre, forward and post."""
+        t0 = time.perf_counter()
+        batch, lb = self.preprocess(image)
+        self._sync()
+        t1 = time.perf_counter()
+        outputs = self.forward(batch)
+        self._sync()
+        t2 = time.perf_counter()
+        det = self.postprocess(outputs, lb, image.shape[:2])
+        t3 = time.perf_counter()
+        return det, {"pre": t1 - t0, "forward": t2 - t1, "post": t3 - t2}
+
+    def measure_speed(self, image: Optional[ImageLike] = None, runs: int = 50, warmup: int = 5) -> Dict[str, float]:
+        """Mean milliseconds of pre, forward, post and total over `runs` after `warmup`, and FPS.
+
+        Without an image a fixed random 640x480 one is used.
+        """
+        image = as_rgb_array(image) if image is not None else \
+            np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        for _ in range(warmup):
+            self.timed_detect(image)
+        totals = {"pre": 0.0, "forward": 0.0, "post": 0.0}
+        for _ in range(max(1, runs)):
+            _, times = self.timed_detect(image)
+            for key, value in times.items():
+                totals[key] += value
+        ms = {f"{key}_ms": 1000.0 * value / max(1, runs) for key, value in totals.items()}
+        ms["total_ms"] = ms["pre_ms"] + ms["forward_ms"] + ms["post_ms"]
+        ms["fps"] = 1000.0 / ms["total_ms"]
+        return ms
+
+    def export_onnx(self, path, nms: bool = False, check: bool = True) -> Path:
+        """Write an ONNX graph (opset 17, dynamic batch) at this input size: raw head outputs, or with
+        `nms` decoding and NMS inside using this detector's conf, nms and max_det (see utils/export.py)."""
+        if nms:
+            return export_onnx_nms(self._cpu_model(), path, self.anchors, self.anchors_mask, self.input_hw,
+                                   self.scale_x_y, self.conf, self.nms, self.max_det)
+        return export_onnx(self._cpu_model(), path, self.input_hw, check=check)
