@@ -1,5 +1,238 @@
-"""get_map.py: not implemented yet (see the open issues)."""
+"""Score a detector on a dataset split: VOC AP per class (devkit rules) and COCO mAP, with plots.
+
+  python get_map.py                                  # newest logs/*/best.pth on the default eval split
+  python get_map.py --weights logs/exp/best.pth --metric voc07
+  python get_map.py --detections results.json        # score a saved COCO results file, no model
+
+Training reports its mAP with the same evaluator and defaults (utils/evaluator.py), so both agree.
+"""
+import argparse
+import csv
+import io
 import sys
+from pathlib import Path
+
+import numpy as np
+
+from utils import evaluator as ev
+
+ROOT = Path(__file__).resolve().parent
+
+
+class UserError(Exception):
+    """A problem with the command line or the files it names; printed as one line."""
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--weights", default=None, help="checkpoint (.pth from train.py or the reference repo) or darknet .weights "
+      "(default: the newest best.pth under logs/)")
+    a("--data", default="VOCdevkit", help="VOCdevkit root, VOC year folder or annotation-lines file "
+      "(default: VOCdevkit, or the demo dataset when it is empty)")
+    a("--split", default=None, help="split to score (default: the evaluation split, e.g. VOC2007/test or the demo's val)")
+    a("--classes", default=None, help="classes file (default: the checkpoint's class names; for other weights "
+      "and --detections: model_data/voc_classes.txt, or the demo's classes on the demo dataset)")
+    a("--phi", type=int, default=None, help="attention of a reference .pth / darknet file: 0 none, 1 se, 2 cbam, 3 eca, 4 ca")
+    a("--attention", default=None, help="attention spec of a reference .pth (overrides --phi); checkpoints know theirs")
+    a("--input-size", type=int, default=None, help="square input size, multiple of 32 (default: the checkpoint's, else 416)")
+    a("--conf", type=float, default=ev.CONF_THRES, help=f"score threshold before NMS (default {ev.CONF_THRES})")
+    a("--nms", type=float, default=ev.NMS_THRES, help=f"NMS IoU threshold (default {ev.NMS_THRES})")
+    a("--iou", type=float, default=ev.IOU_THRES, help=f"IoU a detection must exceed to match for VOC AP (default {ev.IOU_THRES})")
+    a("--metric", default="all", choices=ev.METRICS, help="voc: all-point AP (VOC2010+); voc07: 11-point AP; "
+      "coco: adds COCO mAP@[.5:.95] via pycocotools; all: every one (default all)")
+    a("--score-thr", type=float, default=ev.SCORE_THRES, help="score for precision/recall/F1 and the confusion "
+      f"matrix (default {ev.SCORE_THRES})")
+    a("--out", default=None, help="results folder (default: a new map* folder in the weights' run folder, or under map_out/)")
+    a("--detections", default=None, help="score this COCO results file (image_id, category_id or category_name, "
+      "bbox [x,y,w,h], score) instead of running a model")
+    a("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    a("--workers", type=int, default=0, help="DataLoader processes reading images (default 0: in the main process)")
+    a("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ... (default auto)")
+    a("--amp", default="off", choices=["off", "auto", "bf16", "fp16"], help="autocast dtype for the network; "
+      "decoding and NMS stay fp32 (default off, as training's evaluation)")
+    a("--no-plots", action="store_true", help="skip the PNG plots")
+    return p
+
+
+def newest_best(logs: Path) -> Path:
+    found = sorted(logs.glob("**/best.pth"), key=lambda f: f.stat().st_mtime) if logs.is_dir() else []
+    if not found:
+        raise UserError(f"no --weights given and no best.pth under {logs}/: train first (python train.py --phi 2) "
+                        "or pass --weights path/to/weights.pth")
+    return found[-1]
+
+
+def read_class_file(path) -> list:
+    from utils.config import read_classes
+    return read_classes(path)
+
+
+def default_classes_file(data_path: Path) -> Path:
+    from utils.voc import resolve_classes
+    return resolve_classes(data_path, ROOT / "model_data" / "voc_classes.txt")
+
+
+def build_model(args, data_path: Path):
+    """(model, meta, is_our_checkpoint) with the class names checked against --classes."""
+    from utils.checkpoint import model_from_weights, read_checkpoint
+
+    weights = Path(args.weights)
+    ckpt = {} if weights.suffix == ".weights" else read_checkpoint(weights)
+    own_names = ckpt.get("class_names")
+    given = read_class_file(args.classes) if args.classes else None
+    if own_names and given is not None and list(given) != list(own_names):
+        raise UserError(f"--classes {args.classes} ({len(given)}: {', '.join(given[:6])}...) differs from the "
+                        f"{len(own_names)} classes {weights} was trained on ({', '.join(own_names[:6])}...); "
+                        "leave out --classes to use the checkpoint's")
+    names = None if own_names else (given or read_class_file(default_classes_file(data_path)))
+    attention = args.attention if args.attention is not None else args.phi
+    if own_names and attention is not None:
+        print(f"note: {weights} records its attention; --phi/--attention ignored")
+        attention = None
+    size = [args.input_size] * 2 if args.input_size else None
+    model, meta = model_from_weights(weights, class_names=names, attention=attention, input_size=size)
+    return model, meta, bool(own_names)
+
+
+def check_split_classes(samples, class_names, split) -> None:
+    total = sum(len(s.labels) for s in samples)
+    if samples and total == 0:
+        raise UserError(f"split {split!r} holds no object of the {len(class_names)} classes "
+                        f"({', '.join(class_names[:6])}...): the weights' classes do not match the dataset's; "
+                        "check --classes and --data")
+
+
+def output_dir(args, base: Path) -> Path:
+    from utils.run_logger import new_run_dir
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    return new_run_dir(str(base), "map")
+
+
+def format_table(result) -> str:
+    coco = result["coco"] is not None
+    lines = [f"{'class':<16}{'AP':>8}{'AP07':>8}" + (f"{'AP50:95':>9}" if coco else "")
+             + f"{'GTs':>7}{'dets':>8}{'P':>7}{'R':>7}{'F1':>7}"]
+    fmt = lambda v, w: f"{v:>{w}.4f}" if v is not None else f"{'-':>{w}}"  # noqa: E731
+    for r in result["per_class"]:
+        lines.append(f"{r['class'][:15]:<16}{fmt(r['ap'], 8)}{fmt(r['ap07'], 8)}" + (fmt(r["ap50_95"], 9) if coco else "")
+                     + f"{r['gts']:>7}{r['dets']:>8}{r['precision']:>7.3f}{r['recall']:>7.3f}{r['f1']:>7.3f}")
+    return "\n".join(lines)
+
+
+def headline(result) -> str:
+    iou = result["settings"]["iou_thres"]
+    lines = [f"mAP@{iou:g} VOC all-point: {result['map_voc']:.4f}", f"mAP@{iou:g} VOC07 11-point: {result['map_voc07']:.4f}"]
+    if result["coco"] is not None:
+        c = result["coco"]
+        lines.append(f"COCO mAP@[.5:.95]: {c['map50_95']:.4f}  @.5: {c['map50']:.4f}  @.75: {c['map75']:.4f}  "
+                     f"small/medium/large: {c['map_small']:.4f}/{c['map_medium']:.4f}/{c['map_large']:.4f}")
+    return "\n".join(lines)
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_outputs(out: Path, result, class_names, plots: bool) -> None:
+    from utils.detect import write_json_atomic
+    summary = {k: v for k, v in result.items() if k not in ("curves", "detections", "confusion_matrix")}
+    summary["confusion_matrix"] = {"rows_true_cols_predicted": list(class_names) + ["background"],
+                                   "counts": np.asarray(result["confusion_matrix"]).tolist()}
+    write_json_atomic(summary, out / "summary.json")
+    buf = io.StringIO()
+    keys = ["class", "ap", "ap07", "ap50_95", "gts", "difficult", "dets", "tp", "fp", "precision", "recall", "f1"]
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(result["per_class"])
+    write_text_atomic(buf.getvalue(), out / "per_class.csv")
+    if plots:
+        from utils import map_plots
+        thr = result["settings"]["score_thr"]
+        map_plots.plot_pr_curves(result["per_class"], result["curves"], thr, out / "pr_curves")
+        map_plots.plot_ap_bars(result["per_class"], result["map"], out / "ap_per_class.png")
+        map_plots.plot_confusion_matrix(result["confusion_matrix"], class_names, out / "confusion_matrix.png")
+
+
+def run_model(args, data_path: Path, split: str):
+    """Detections from the model; returns (detections, samples, class_names, results base folder, settings)."""
+    from utils.amp import amp_name, resolve_amp, select_device
+    from utils.detect import detect_samples
+    from utils.voc import load_samples
+
+    model, meta, ours = build_model(args, data_path)
+    if meta["input_size"][0] % 32 or meta["input_size"][1] % 32:
+        raise UserError(f"input size {meta['input_size']} is not a multiple of 32")
+    names = meta["class_names"]
+    samples = load_samples(data_path, split, names)
+    check_split_classes(samples, names, split)
+    device = select_device(args.device)
+    amp = resolve_amp(args.amp, device)
+    detections = detect_samples(model.to(device), samples, meta["input_size"], meta["anchors"], meta["anchors_mask"],
+                                conf_thres=args.conf, nms_thres=args.nms, scale_x_y=meta["scale_x_y"],
+                                batch_size=args.batch_size, workers=args.workers, device=device, amp=amp)
+    settings = {"weights": str(args.weights), "input_size": meta["input_size"], "conf_thres": args.conf,
+                "nms_thres": args.nms, "attention": meta["attention"], "scale_x_y": meta["scale_x_y"],
+                "device": str(device), "amp": amp_name(amp)}
+    base = Path(args.weights).parent if ours else ROOT / "map_out"
+    return detections, samples, names, base, settings
+
+
+def load_detections(args, data_path: Path, split: str):
+    from utils.detect import read_coco_results
+    from utils.voc import load_samples
+
+    names = read_class_file(args.classes or default_classes_file(data_path))
+    samples = load_samples(data_path, split, names)
+    detections = read_coco_results(args.detections, samples, names)
+    return detections, samples, names, ROOT / "map_out", {"detections": str(args.detections)}
+
+
+def main(args) -> int:
+    from utils.voc import default_split, resolve_data
+
+    for flag in ("conf", "nms", "iou"):
+        if not 0 <= getattr(args, flag) <= 1:
+            raise UserError(f"--{flag} {getattr(args, flag)} is outside 0..1")
+    if not args.detections:
+        args.weights = args.weights or str(newest_best(ROOT / "logs"))
+    data_path = resolve_data(args.data)
+    split = args.split or default_split(data_path, "eval")
+    source = load_detections if args.detections else run_model
+    detections, samples, names, base, settings = source(args, data_path, split)
+    result = ev.evaluate_detections(detections, samples, names, metric=args.metric, iou_thres=args.iou,
+                                    score_thr=args.score_thr)
+    result["settings"].update(settings, data=str(data_path), split=split)
+    out = output_dir(args, base)
+    if not args.detections:
+        from utils.detect import write_coco_results
+        write_coco_results(out / "detections.json", detections, samples, names)
+    write_outputs(out, result, names, plots=not args.no_plots)
+    print(format_table(result))
+    print(headline(result))
+    print("settings: " + ", ".join(f"{k} {v}" for k, v in result["settings"].items() if k != "classes"))
+    print(f"results in {out}")
+    return 0
+
+
+def cli(argv=None) -> int:
+    from utils.image import ImageReadError
+
+    args = make_parser().parse_args(argv)
+    try:
+        return main(args)
+    except (UserError, FileNotFoundError, ValueError, ImageReadError) as e:
+        print(f"get_map.py: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("get_map.py: interrupted", file=sys.stderr)
+        return 130
+
 
 if __name__ == "__main__":
-    sys.exit("get_map.py: not implemented yet")
+    sys.exit(cli())
