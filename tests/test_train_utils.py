@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from utils.amp import resolve_amp, cpu_supports_bf16
+from utils.checkpoint import save_atomic
+from utils.ema import ModelEMA
+from utils.optim import build_optimizer, lr_factor, scaled_lr
+from utils.run_logger import ResultsLog, new_run_dir
+
+
+def test_amp_auto_falls_back_to_fp32_without_cpu_bf16():
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu, cpu_bf16=False) is None
+    assert resolve_amp("auto", cpu, cpu_bf16=True) is torch.bfloat16
+    assert resolve_amp("off", cpu, cpu_bf16=True) is None
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_amp("fp16", cpu)
+
+
+def test_cpu_bf16_detection_reads_the_flags(tmp_path):
+    with_flag = tmp_path / "cpuinfo1"
+    with_flag.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    without = tmp_path / "cpuinfo2"
+    without.write_text("flags\t\t: fpu sse avx2 avx512f\nmodel name\t: something bf16-ish\n")
+    assert cpu_supports_bf16(str(with_flag)) is True
+    assert cpu_supports_bf16(str(without)) is False
+    assert cpu_supports_bf16(str(tmp_path / "missing")) is False
+
+
+def test_lr_schedule_warmup_then_cosine_to_min():
+    assert lr_factor(0.5, 10, 1, 0.01, "cos") == pytest.approx(0.5)
+    assert lr_factor(1, 10, 1, 0.01, "cos") == pytest.approx(1.0)
+    assert lr_factor(10, 10, 1, 0.01, "cos") == pytest.approx(0.01)
+    assert lr_factor(5.5, 10, 1, 0.01, "cos") == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_factor(8, 10, 0, 0.001, "step") == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="cos or step"):
+        lr_factor(5, 10, 1, 0.01, "linear")
+
+
+def test_lr_scales_with_batch_against_64():
+    assert scaled_lr(0.01, 8) == pytest.approx(0.00125)
+
+
+def test_optimizer_keeps_bn_and_bias_out_of_weight_decay():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = build_optimizer(model, "adamw", 1e-3, 0.9, 5e-4)
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert decayed == {id(model[0].weight)}
+    assert opt.param_groups[1]["weight_decay"] == 0
+
+
+def test_ema_moves_towards_the_model():
+    model = torch.nn.Linear(2, 1)
+    ema = ModelEMA(model, decay=0.5, tau=1e-9)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    before = ema.module.weight.clone()
+    ema.update(model)
+    assert torch.allclose(ema.module.weight, 0.5 * before + 0.5)
+
+
+def test_run_dirs_are_numbered(tmp_path):
+    assert new_run_dir(tmp_path, "exp").name == "exp"
+    assert new_run_dir(tmp_path, "exp").name == "exp2"
+    assert new_run_dir(tmp_path, "exp").name == "exp3"
+
+
+def test_results_log_writes_csv_and_plots(tmp_path):
+    log = ResultsLog(tmp_path)
+    log.append({"epoch": 1, "train_loss": 2.0, "val_loss": 2.5})
+    log.append({"epoch": 2, "train_loss": 1.0, "val_loss": 1.5, "map50": 0.3, "map50_95": 0.1})
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,train_loss,val_loss,map50") and len(lines) == 3
+    assert (tmp_path / "loss.png").stat().st_size > 0 and (tmp_path / "map.png").stat().st_size > 0
+
+
+class ExplodingObject:
+    def __reduce__(self):
+        raise OSError("disk full (simulated)")
+
+
+def test_interrupted_checkpoint_write_leaves_previous_file_intact(tmp_path):
+    path = tmp_path / "last.pth"
+    save_atomic({"epoch": 1, "weights": torch.ones(3)}, path)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic({"epoch": 2, "bad": ExplodingObject()}, path)
+    assert torch.load(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temporary file left behind
