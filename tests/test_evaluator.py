@@ -1,0 +1,231 @@
+"""The evaluator against hand-worked AP values, a slow devkit-style reference, and pycocotools itself."""
+import contextlib
+import io
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from utils.evaluator import confusion_matrix, evaluate_detections, evaluate_model, gather_detections, \
+    gather_ground_truth, voc_ap
+
+
+def sample(boxes, labels, difficult=None, size=(100, 100)):
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    difficult = np.zeros(len(boxes), bool) if difficult is None else np.asarray(difficult, bool)
+    return types.SimpleNamespace(image_path="", boxes=boxes, labels=np.asarray(labels, np.int64),
+                                 difficult=difficult, height=size[0], width=size[1], exif_transpose=True)
+
+
+def dets(*rows):
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 6)
+
+
+A, B, C = [0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 90, 90]
+MISS = [60, 0, 70, 10]  # overlaps nothing
+
+
+def test_perfect_detections_score_one():
+    samples = [sample([A, B], [0, 1]), sample([C], [0])]
+    found = [dets([*A, 0.9, 0], [*B, 0.8, 1]), dets([*C, 0.7, 0])]
+    r = evaluate_detections(found, samples, ["a", "b"])
+    assert r["map"] == pytest.approx(1.0) and r["map_voc07"] == pytest.approx(1.0)
+    assert r["map50_95"] == pytest.approx(1.0) and r["map50"] == pytest.approx(1.0)
+    assert [row["f1"] for row in r["per_class"]] == [1.0, 1.0]
+
+
+def test_false_positive_ranked_first():
+    # FP, TP, TP with 2 ground truths: precision 1/2 at recall 1/2, 2/3 at recall 1; envelope 2/3 throughout
+    samples = [sample([A], [0]), sample([B], [0])]
+    found = [dets([*MISS, 0.9, 0], [*A, 0.8, 0]), dets([*B, 0.7, 0])]
+    r = evaluate_detections(found, samples, ["a"], metric="voc")
+    assert r["map"] == pytest.approx(2 / 3)
+    assert r["map50_95"] is None and r["coco"] is None
+
+
+def test_duplicate_counts_as_false_positive():
+    # TP, duplicate of the same box, TP: precision 1 at recall 1/2, then 2/3 at recall 1
+    samples = [sample([A], [0]), sample([B], [0])]
+    found = [dets([*A, 0.9, 0], [*A, 0.8, 0]), dets([*B, 0.7, 0])]
+    r = evaluate_detections(found, samples, ["a"], metric="voc")
+    assert r["map"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert (r["per_class"][0]["tp"], r["per_class"][0]["fp"]) == (2, 1)
+
+
+def test_detection_on_difficult_box_is_ignored():
+    # difficult B hit first, then a FP, then A: ignoring the hit leaves FP, TP -> AP 1/2;
+    # counting it as TP would give 5/6, as FP 1/3
+    found = [dets([*B, 0.9, 0], [*MISS, 0.8, 0], [*A, 0.7, 0])]
+    r = evaluate_detections(found, [sample([A, B], [0, 0], difficult=[False, True])], ["a"], metric="voc")
+    row = r["per_class"][0]
+    assert r["map"] == pytest.approx(0.5)
+    assert (row["gts"], row["difficult"], row["tp"], row["fp"]) == (1, 1, 1, 1)
+    plain = evaluate_detections(found, [sample([A, B], [0, 0])], ["a"], metric="voc")
+    assert plain["map"] == pytest.approx(5 / 6)
+
+
+def test_eleven_point_differs_from_all_point():
+    # 3 ground truths; TP .9, FP .8, TP .7, FP .6, TP .5 -> recall 1/3 1/3 2/3 2/3 1, precision 1 1/2 2/3 1/2 3/5
+    samples = [sample([A], [0]), sample([B], [0]), sample([C], [0])]
+    found = [dets([*A, 0.9, 0], [*MISS, 0.8, 0]), dets([*B, 0.7, 0], [0, 60, 10, 70, 0.6, 0]), dets([*C, 0.5, 0])]
+    r = evaluate_detections(found, samples, ["a"], metric="voc07")
+    all_point = (1 / 3) * (1 + 2 / 3 + 3 / 5)
+    eleven = (4 * 1 + 3 * (2 / 3) + 4 * (3 / 5)) / 11  # recall points 0-.3, .4-.6, .7-1
+    assert r["map_voc"] == pytest.approx(all_point) and r["map_voc07"] == pytest.approx(eleven)
+    assert r["map"] == pytest.approx(eleven) and abs(all_point - eleven) > 0.005
+
+
+def test_iou_must_exceed_threshold():
+    found = [dets([0, 0, 10, 5, 0.9, 0])]  # IoU with A is exactly 0.5
+    samples = [sample([A], [0])]
+    assert evaluate_detections(found, samples, ["a"], metric="voc")["map"] == 0.0
+    assert evaluate_detections(found, samples, ["a"], metric="voc", iou_thres=0.4)["map"] == pytest.approx(1.0)
+
+
+def test_images_without_ground_truth_and_classes_without_detections():
+    samples = [sample([A], [0]), sample([], []), sample([B], [1])]
+    found = [dets([*A, 0.9, 0]), dets([*B, 0.95, 0]), dets()]
+    r = evaluate_detections(found, samples, ["a", "b", "c"])
+    a, b, c = r["per_class"]
+    assert a["ap"] == pytest.approx(0.5) and a["fp"] == 1  # FP on the empty image ranked first
+    assert b["ap"] == 0.0 and b["dets"] == 0  # ground truth, no detections
+    assert c["ap"] is None and c["gts"] == 0  # no ground truth: left out of the mean
+    assert r["map"] == pytest.approx(0.25)
+    empty = evaluate_detections([dets() for _ in samples], samples, ["a", "b", "c"])
+    assert empty["map"] == 0.0 and empty["map50_95"] == 0.0
+
+
+def test_voc_ap_known_curves():
+    rec, prec = np.array([0.5, 1.0]), np.array([1.0, 0.5])
+    assert voc_ap(rec, prec) == pytest.approx(0.75)
+    assert voc_ap(rec, prec, use_07_metric=True) == pytest.approx((6 * 1.0 + 5 * 0.5) / 11)
+    assert voc_ap(np.array([]), np.array([])) == 0.0
+
+
+def reference_ap(found, samples, cls, iou_thres=0.5):
+    """The devkit's loop: global score order, best-IoU ground truth, difficult ignored, each box once."""
+    rows = sorted(((d[4], i, d[:4]) for i, ds in enumerate(found) for d in ds if d[5] == cls), key=lambda t: -t[0])
+    taken = {}
+    tp, fp = [], []
+    npos = sum(int(np.sum((s.labels == cls) & ~s.difficult)) for s in samples)
+    for _, i, box in rows:
+        s = samples[i]
+        best, best_j = 0.0, -1
+        for j in np.flatnonzero(s.labels == cls):
+            g = s.boxes[j]
+            iw = max(0.0, min(box[2], g[2]) - max(box[0], g[0]))
+            ih = max(0.0, min(box[3], g[3]) - max(box[1], g[1]))
+            union = (box[2] - box[0]) * (box[3] - box[1]) + (g[2] - g[0]) * (g[3] - g[1]) - iw * ih
+            if iw * ih / union > best:
+                best, best_j = iw * ih / union, j
+        if best > iou_thres and s.difficult[best_j]:
+            continue
+        hit = best > iou_thres and not taken.get((i, best_j))
+        taken[(i, best_j)] = taken.get((i, best_j)) or hit
+        tp.append(hit)
+        fp.append(not hit)
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    return voc_ap(tp / npos, tp / np.maximum(tp + fp, 1))
+
+
+def random_split(seed, n_images=30, n_classes=3):
+    rng = np.random.default_rng(seed)
+    samples, found = [], []
+    for _ in range(n_images):
+        n = rng.integers(0, 5)
+        xy = rng.uniform(0, 150, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(10, 60, (n, 2))], axis=1)
+        labels = rng.integers(0, n_classes, n)
+        samples.append(sample(boxes, labels, difficult=rng.random(n) < 0.2, size=(220, 220)))
+        jitter = np.repeat(boxes, 2, axis=0) + rng.normal(0, 4, (2 * n, 4))
+        m = rng.integers(0, 6)
+        noise_xy = rng.uniform(0, 150, (m, 2))
+        noise = np.concatenate([noise_xy, noise_xy + rng.uniform(10, 60, (m, 2))], axis=1)
+        all_boxes = np.concatenate([jitter, noise])
+        cls = np.concatenate([np.repeat(labels, 2), rng.integers(0, n_classes, m)])
+        cls = np.where(rng.random(len(cls)) < 0.1, rng.integers(0, n_classes, len(cls)), cls)
+        found.append(np.column_stack([all_boxes, rng.random(len(cls)), cls]).astype(np.float32))
+    return samples, found
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("iou", [0.5, 0.7])
+def test_fast_matching_equals_reference_loop(seed, iou):
+    samples, found = random_split(seed)
+    r = evaluate_detections(found, samples, ["a", "b", "c"], metric="voc", iou_thres=iou)
+    for c, row in enumerate(r["per_class"]):
+        assert row["ap"] == pytest.approx(reference_ap(found, samples, c, iou), abs=1e-12)
+
+
+def test_coco_path_equals_pycocotools_directly():
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    samples, found = random_split(3, n_images=40)
+    ours = evaluate_detections(found, samples, ["a", "b", "c"], metric="coco")
+    images, anns, results = [], [], []
+    for i, (s, d) in enumerate(zip(samples, found)):
+        images.append({"id": i, "height": s.height, "width": s.width})
+        for b, c, diff in zip(s.boxes.tolist(), s.labels.tolist(), s.difficult.tolist()):
+            w, h = b[2] - b[0], b[3] - b[1]
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": c + 1, "bbox": [b[0], b[1], w, h],
+                         "area": w * h, "iscrowd": int(diff)})
+        for x1, y1, x2, y2, score, c in d.tolist():
+            results.append({"image_id": i, "category_id": int(c) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": k + 1} for k in range(3)]}
+        gt.createIndex()
+        e = COCOeval(gt, gt.loadRes(results), "bbox")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    assert ours["map50_95"] == pytest.approx(e.stats[0], abs=1e-9)
+    assert [ours["coco"][k] for k in ("map50", "map75", "mar_100")] == pytest.approx([e.stats[1], e.stats[2], e.stats[8]], abs=1e-9)
+    assert 0.1 < ours["map50_95"] < 0.9
+
+
+def test_confusion_matrix_counts():
+    samples = [sample([A, B, C], [0, 1, 1], difficult=[False, False, True]), sample([A], [1])]
+    found = [dets([*A, 0.9, 0], [*B, 0.8, 0], [*C, 0.9, 1], [*MISS, 0.7, 1], [*B, 0.3, 1]), dets()]
+    cm = confusion_matrix(gather_detections(found), gather_ground_truth(samples), 2, 2, score_thr=0.5)
+    expected = [[1, 0, 0],   # a seen as a
+                [1, 0, 1],   # b seen as a; b of image 2 missed (background column)
+                [0, 1, 0]]   # MISS: a 'b' on background; C is difficult and counts nowhere
+    assert cm.tolist() == expected
+
+
+def test_bad_detections_rejected():
+    with pytest.raises(ValueError, match="one per sample"):
+        evaluate_detections([dets()], [sample([A], [0])] * 2, ["a"])
+    with pytest.raises(ValueError, match="class id 3"):
+        evaluate_detections([dets([*A, 0.9, 3])], [sample([A], [0])], ["a"])
+    with pytest.raises(ValueError, match="unknown metric"):
+        evaluate_detections([dets()], [sample([A], [0])], ["a"], metric="voc12")
+
+
+def test_evaluate_model_runs_the_model_on_images(tmp_path):
+    import cv2
+    from nets.yolo import YoloBody
+    from utils.config import DEFAULT_ANCHORS_MASK, read_anchors
+    from utils.detect import detect_samples
+
+    samples = []
+    for i, (h, w) in enumerate([(60, 90), (80, 50)]):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((h, w, 3), 40 * i, np.uint8))
+        s = sample([[5, 5, 30, 30]], [i % 2], size=(h, w))
+        s.image_path = str(tmp_path / f"{i}.png")
+        samples.append(s)
+    torch.manual_seed(0)
+    model = YoloBody(DEFAULT_ANCHORS_MASK, 2).train()
+    anchors = read_anchors("model_data/yolo_anchors.txt")
+    args = (samples, ["a", "b"], 64, anchors, DEFAULT_ANCHORS_MASK)
+    r = evaluate_model(model, *args, progress=False)
+    assert model.training, "evaluation must restore the training mode"
+    found = detect_samples(model, samples, 64, anchors, DEFAULT_ANCHORS_MASK, progress=False)
+    assert all(len(d) > 0 and (d[:, 4] >= 0.001).all() for d in found)
+    for d, s in zip(found, samples):
+        assert (d[:, [0, 2]] <= s.width).all() and (d[:, [1, 3]] <= s.height).all() and (d[:, :4] >= 0).all()
+    assert r["map50"] == evaluate_detections(found, samples, ["a", "b"])["map50"]
+    assert {"map50", "map50_95", "per_class", "detections"} <= set(r)
