@@ -3,7 +3,6 @@ from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 # FcaNet's 'top' frequency ranking in a 7x7 DCT space (u along H, v along W), best first
 TOP_FREQ_U = (0, 0, 6, 0, 0, 1, 1, 4, 5, 1, 3, 0, 0, 0, 3, 2, 4, 6, 3, 5, 5, 2, 6, 5, 5, 3, 3, 4, 2, 2, 6, 1)
@@ -28,8 +27,15 @@ def dct_filters(channels: int, num_freq: int, size: int = 7) -> torch.Tensor:
 
 
 def pool_matrix(size: int, out: int) -> torch.Tensor:
-    """Tensor[out, size]: the linear map of adaptive average pooling from `size` to `out` points."""
-    return F.adaptive_avg_pool1d(torch.eye(size).unsqueeze(0), out)[0].t()
+    """Tensor[out, size]: the linear map of adaptive average pooling from `size` to `out` points.
+
+    Output i averages inputs [floor(i*size/out), ceil((i+1)*size/out)), as F.adaptive_avg_pool1d does.
+    """
+    rows = []
+    for i in range(out):
+        start, end = (i * size) // out, ((i + 1) * size + out - 1) // out
+        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(size)])
+    return torch.tensor(rows)
 
 
 class FcaAttention(nn.Module):
@@ -73,7 +79,7 @@ class FcaAttention(nn.Module):
     def channel_weights(self, x):
         """Tensor[B, C, 1, 1] of gates."""
         b, c, h, w = x.shape
-        y = (x * self.filters_for(h, w)).sum(dim=(2, 3))
+        y = (x * self.filters_for(int(h), int(w))).sum(dim=(2, 3))
         return self.fc(y).view(b, c, 1, 1)
 
     def forward(self, x):

@@ -12,12 +12,13 @@ def adaptive_max_pool2d(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     fallback takes the same windows, [floor(i*H/h), ceil((i+1)*H/h)), one slice per output row/column
     (max pooling is separable), so its numbers equal PyTorch's.
     """
-    (h, w), (oh, ow) = x.shape[-2:], size
+    # int(): while tracing, sizes may be traced values whose `//` truncates instead of flooring
+    (h, w), (oh, ow) = [int(s) for s in x.shape[-2:]], size
     if not torch.onnx.is_in_onnx_export() or (h % oh == 0 and w % ow == 0):
         return F.adaptive_max_pool2d(x, size)
-    rows = [x[:, :, (i * h) // oh:-((-(i + 1) * h) // oh)].amax(dim=2, keepdim=True) for i in range(oh)]
+    rows = [x[:, :, (i * h) // oh:((i + 1) * h + oh - 1) // oh].amax(dim=2, keepdim=True) for i in range(oh)]
     x = torch.cat(rows, dim=2)
-    cols = [x[..., (j * w) // ow:-((-(j + 1) * w) // ow)].amax(dim=3, keepdim=True) for j in range(ow)]
+    cols = [x[..., (j * w) // ow:((j + 1) * w + ow - 1) // ow].amax(dim=3, keepdim=True) for j in range(ow)]
     return torch.cat(cols, dim=3)
 
 

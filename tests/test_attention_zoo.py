@@ -1,0 +1,184 @@
+"""Every registered attention block: shape, parameter counts, gradients, ONNX export, use in the model."""
+import io
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nets.attention import ATTENTION_BLOCKS, SITE_CHANNELS, build_attention
+from nets.attn.cbam import CBAM, ChannelAttention, ConvChannelAttention, SpatialAttention
+from nets.attn.covpool import covariance_pool, sqrtm_newton_schulz
+from nets.attn.eca import eca_kernel_size
+from nets.attn.fca import FcaAttention
+from nets.attn.safm import adaptive_max_pool2d
+from nets.attn.sk import SelectiveKernel
+from nets.yolo import YoloBody
+from tests.conftest import ANCHORS_MASK
+
+ISSUE_BLOCKS = {"se", "se_max", "eca", "cbam", "cbam_eca", "ca", "sk", "gct", "srm", "fca", "rcan", "soca",
+                "gsop", "triplet", "safm", "mfe", "osra"}
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def sk_count(c, d):
+    # two grouped 3x3 branches (32 groups) + their BN, 1x1 down + BN, 1x1 up to 2 branches; no biases
+    return 2 * (c * (c // 32) * 9 + 2 * c) + c * d + 2 * d + d * 2 * c
+
+
+def gsop_count(c, d):
+    # 1x1 down (+bias), 2 BNs, row-wise grouped conv d -> 4d with a d x 1 kernel (+bias), 1x1 up (+bias)
+    return c * d + d + 2 * d + 2 * d + 4 * d * d + 4 * d + 4 * d * c + c
+
+
+# Parameter counts worked out by hand for C channels with each block's default hyper-parameters.
+HAND_COUNTS = {
+    "se": lambda c: 2 * c * (c // 16),  # two bias-free Linear layers through C/16
+    "se_max": lambda c: 2 * c * (c // 16),  # same layers, max pooling
+    "cbam": lambda c: 2 * c * (c // 8) + 2 * 7 * 7,  # bias-free MLP through C/8, 7x7 conv over 2 maps
+    "cbam_eca": lambda c: eca_kernel_size(c) + 2 * 7 * 7,  # one 1-D kernel, 7x7 conv over 2 maps
+    "eca": lambda c: eca_kernel_size(c),  # one 1-D kernel
+    "ca": lambda c: c * (c // 16) + 2 * (c // 16) + 2 * (c // 16) * c,  # 1x1 down, BN, two 1x1 up
+    "sk": lambda c: sk_count(c, max(c // 16, 32)),
+    "gct": lambda c: 3 * c,  # alpha, gamma, beta per channel
+    "srm": lambda c: 2 * c + 2 * c,  # depthwise width-2 CFC, BN1d
+    "fca": lambda c: 2 * c * (c // 16),  # SE's bias-free MLP; the DCT filters are buffers
+    "rcan": lambda c: c * (c // 16) + c // 16 + (c // 16) * c + c,  # two 1x1 convs with bias
+    "soca": lambda c: c * (c // 8) + c // 8 + (c // 8) * c + c,  # two 1x1 convs with bias, ratio 8
+    "gsop": lambda c: gsop_count(c, min(128, c)),
+    "triplet": lambda c: 3 * (2 * 7 * 7 + 2),  # three 7x7 convs over 2 maps + BN(1), whatever C
+    "safm": lambda c: 4 * ((c // 4) * 9 + c // 4) + c * c + c,  # 4 depthwise 3x3 (+bias), 1x1 (+bias)
+    "mfe": lambda c: 4 * (9 * c * c + 2 * c) + 4 * c * c + (c * c + 2 * c),  # 4 3x3+BN, 4 SE 1x1, 1x1+BN
+    "osra": lambda c: (c * c + c) + (2 * c * c + 2 * c) + (25 * c + 2 * c + c + 2 * c) + (9 * c + c),  # q, kv, sr, local
+}
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda: build_attention("se_max", 64, rd_ratio=9), 896),
+    (lambda: build_attention("eca", 64), 3),
+    (lambda: SelectiveKernel(64), 8_768),
+    (lambda: ChannelAttention(64, rd_ratio=4), 2_048),
+    (lambda: ConvChannelAttention(64), 3),
+    (lambda: SpatialAttention(5), 50),
+    (lambda: build_attention("cbam", 64, rd_ratio=9, kernel_size=5), 946),
+    (lambda: build_attention("cbam_eca", 64, kernel_size=5), 53),
+], ids=["se_max_r9", "eca", "sk", "mlp_channel_r4", "conv_channel", "spatial_k5", "cbam_r9_k5", "cbam_eca_k5"])
+def test_seed_parameter_counts_at_64_channels(make, expected):
+    assert n_params(make()) == expected
+
+
+def test_registry_holds_every_block_of_the_issue():
+    assert ISSUE_BLOCKS <= set(ATTENTION_BLOCKS)
+    assert set(HAND_COUNTS) == set(ATTENTION_BLOCKS), "add a hand-worked parameter count for each new block"
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
+@pytest.mark.parametrize("channels", [128, 256, 512])
+def test_block_keeps_shape_on_all_map_sizes_and_has_hand_counted_params(name, channels):
+    block = build_attention(name, channels).eval()
+    assert n_params(block) == HAND_COUNTS[name](channels)
+    with torch.no_grad():
+        for h, w in [(13, 13), (26, 26), (13, 9), (4, 4), (2, 2), (1, 1)]:
+            x = torch.randn(1, channels, h, w)
+            y = block(x)
+            assert y.shape == x.shape, f"{name} at {h}x{w}"
+            assert torch.isfinite(y).all(), f"{name} at {h}x{w}"
+
+
+def perturb(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Move every parameter and BN statistic off its initial value (GCT starts as the exact identity)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=gen))
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0, 0.1, generator=gen)
+                m.running_var.uniform_(0.5, 1.5, generator=gen)
+    return module
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
+def test_gradients_reach_every_parameter_and_the_input(name):
+    block = perturb(build_attention(name, 32)).train()
+    x = torch.randn(4, 32, 6, 5, requires_grad=True)
+    (block(x) * torch.randn(4, 32, 6, 5)).sum().backward()
+    for pname, p in block.named_parameters():
+        assert p.grad is not None, f"{name}.{pname} got no gradient"
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{name}.{pname} gradient is zero"
+    assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
+def test_onnx_export_matches_onnxruntime(name):
+    block = perturb(build_attention(name, 32)).eval()
+    x = torch.randn(2, 32, 13, 9)  # 13x9: SAFM's 6x4 and 3x2 pools do not divide it
+    buffer = io.BytesIO()
+    torch.onnx.export(block, (x,), buffer, opset_version=17, input_names=["x"], dynamo=False)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        expected = block(x).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def plain_model_params():
+    return n_params(YoloBody(ANCHORS_MASK, 2))
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
+def test_model_runs_with_the_block_at_every_site(name, plain_model_params):
+    spec = ",".join(f"{site}={name}" for site in SITE_CHANNELS)
+    model = YoloBody(ANCHORS_MASK, 2, attention=spec).train()
+    added = sum(HAND_COUNTS[name](c) for c in SITE_CHANNELS.values())
+    assert n_params(model) - plain_model_params == added
+    with torch.no_grad():
+        out0, out1 = model(torch.randn(2, 3, 64, 64))  # sites see 8x8 down to 2x2 maps
+    assert out0.shape == (2, 21, 2, 2) and out1.shape == (2, 21, 4, 4)
+    assert torch.isfinite(out0).all() and torch.isfinite(out1).all()
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (2, 2), (7, 7), (13, 13), (26, 26), (13, 9)])
+def test_fca_folded_filters_equal_pooling_to_7x7_then_dct(h, w):
+    block = FcaAttention(32)
+    x = torch.randn(2, 32, h, w)
+    fast = (x * block.filters_for(h, w)).sum(dim=(2, 3))
+    slow = (F.adaptive_avg_pool2d(x, 7) * block.dct_weight).sum(dim=(2, 3))
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    # the first group uses frequency (0, 0): a constant 1/7 filter, i.e. 7 x global average pooling
+    torch.testing.assert_close(slow[:, :2], 7 * F.adaptive_avg_pool2d(x, 7).mean(dim=(2, 3))[:, :2])
+
+
+@pytest.mark.parametrize("size, out", [((13, 9), (6, 4)), ((26, 26), (3, 3)), ((5, 7), (2, 3)), ((4, 4), (2, 2))])
+def test_safm_export_pooling_equals_adaptive_max_pool(size, out, monkeypatch):
+    x = torch.randn(2, 3, *size)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    torch.testing.assert_close(adaptive_max_pool2d(x, out), F.adaptive_max_pool2d(x, out))
+
+
+def test_newton_schulz_square_root_squares_back_to_the_covariance():
+    cov = covariance_pool(torch.randn(2, 16, 9, 9))
+    root = sqrtm_newton_schulz(cov, iterations=15)
+    torch.testing.assert_close(root @ root, cov, rtol=1e-3, atol=1e-4)
+    zero = sqrtm_newton_schulz(torch.zeros(1, 8, 8))
+    assert torch.isfinite(zero).all() and zero.abs().max() == 0
+
+
+def test_fresh_gct_is_the_identity():
+    x = torch.randn(2, 64, 5, 5)
+    torch.testing.assert_close(build_attention("gct", 64)(x), x)
+
+
+def test_cbam_eca_names_and_bad_options():
+    names = list(build_attention("cbam_eca", 64).state_dict())
+    assert names == ["channelattention.conv.weight", "spatialattention.conv1.weight"]
+    with pytest.raises(ValueError, match="mlp"):
+        CBAM(64, channel_attn="fc")
+    with pytest.raises(ValueError, match="multiple of groups"):
+        SelectiveKernel(48)
