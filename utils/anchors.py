@@ -1,0 +1,122 @@
+"""Anchor boxes by k-means with IoU distance on the dataset's boxes at the training input size.
+
+    python -m utils.anchors --data VOCdevkit --input-size 416 [--write model_data/my_anchors.txt]
+
+Prints the new anchors beside the current ones with each set's average best IoU; writes a file only
+with --write.
+"""
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+
+from utils.boxes import letterbox_params
+from utils.config import read_anchors, read_classes
+from utils.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
+
+
+def iou_wh(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """IoU of boxes and anchors aligned at one corner: wh [N, 2], anchors [K, 2] -> [N, K]."""
+    inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
+    return inter / (wh[:, None, 0] * wh[:, None, 1] + anchors[None, :, 0] * anchors[None, :, 1] - inter)
+
+
+def avg_best_iou(wh: np.ndarray, anchors: np.ndarray) -> float:
+    """Mean over boxes of the IoU with their best anchor."""
+    return float(iou_wh(wh, anchors).max(axis=1).mean())
+
+
+def _kmeans_once(wh: np.ndarray, k: int, rng: np.random.Generator, iterations: int) -> np.ndarray:
+    centres = wh[rng.choice(len(wh), size=k, replace=False)].copy()
+    assign = np.full(len(wh), -1)
+    for _ in range(iterations):
+        new_assign = iou_wh(wh, centres).argmax(axis=1)
+        if (new_assign == assign).all():
+            break
+        assign = new_assign
+        for j in range(k):
+            members = wh[assign == j]
+            centres[j] = np.median(members, axis=0) if len(members) else wh[rng.integers(len(wh))]
+    return centres
+
+
+def kmeans_anchors(wh: np.ndarray, k: int, seed: int = 0, iterations: int = 300, restarts: int = 5) -> np.ndarray:
+    """k anchors [k, 2] (w, h) sorted by area; the best of `restarts` seeded runs by average best IoU."""
+    if len(np.unique(wh, axis=0)) < k:
+        raise ValueError(f"k-means needs at least {k} distinct box sizes, found {len(np.unique(wh, axis=0))}")
+    rng = np.random.default_rng(seed)
+    runs = [_kmeans_once(wh, k, rng, iterations) for _ in range(restarts)]
+    best = max(runs, key=lambda a: avg_best_iou(wh, a))
+    return best[np.argsort(best.prod(axis=1))]
+
+
+def box_sizes(samples: Sequence[Sample], input_size: int, letterbox: bool = True) -> np.ndarray:
+    """(w, h) [N, 2] of every box, scaled into the input as letterbox resizing would."""
+    sizes: List[np.ndarray] = []
+    for s in samples:
+        lb = letterbox_params((s.height, s.width), (input_size, input_size), letterbox)
+        wh = s.boxes[:, 2:] - s.boxes[:, :2]
+        sizes.append(wh * np.array([lb.scale_x, lb.scale_y]))
+    wh = np.concatenate(sizes) if sizes else np.zeros((0, 2))
+    return wh[(wh > 0).all(axis=1)]
+
+
+def format_anchors(anchors: np.ndarray) -> str:
+    """The anchors file format: `w,h, w,h, ...` rounded to whole pixels."""
+    return ", ".join(f"{int(round(w))},{int(round(h))}" for w, h in anchors)
+
+
+def write_atomic(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="VOCdevkit", help="VOCdevkit root, year folder or annotation-lines file")
+    p.add_argument("--split", default=None, help="split to read; default: the training split (utils.voc.default_split)")
+    p.add_argument("--classes", default="model_data/voc_classes.txt", help="classes file")
+    p.add_argument("--input-size", type=int, default=416, help="training input size (pixels)")
+    p.add_argument("--anchors", default="model_data/yolo_anchors.txt", help="current anchors, for comparison")
+    p.add_argument("--clusters", type=int, default=None, help="number of anchors; default: as many as --anchors")
+    p.add_argument("--no-letterbox", action="store_true", help="boxes scaled as by a plain resize")
+    p.add_argument("--seed", type=int, default=0, help="k-means seed")
+    p.add_argument("--iterations", type=int, default=300, help="most k-means iterations per run")
+    p.add_argument("--restarts", type=int, default=5, help="k-means runs; the best is kept")
+    p.add_argument("--write", default=None, help="write the new anchors to this file (nothing is written without it)")
+    return p
+
+
+def main(args: argparse.Namespace) -> np.ndarray:
+    data = resolve_data(args.data)
+    names = read_classes(resolve_classes(data, args.classes))
+    samples = load_samples(data, args.split or default_split(data, "train"), names)
+    wh = box_sizes(samples, args.input_size, not args.no_letterbox)
+    current = read_anchors(args.anchors).numpy()
+    anchors = kmeans_anchors(wh, args.clusters or len(current), args.seed, args.iterations, args.restarts)
+    print(f"{len(wh)} boxes at input size {args.input_size}")
+    print(f"{'new anchors':>30}  |  current anchors ({args.anchors})")
+    for i in range(max(len(anchors), len(current))):
+        new = f"{anchors[i, 0]:.1f} x {anchors[i, 1]:.1f}" if i < len(anchors) else ""
+        old = f"{current[i, 0]:.0f} x {current[i, 1]:.0f}" if i < len(current) else ""
+        print(f"{new:>30}  |  {old}")
+    print(f"{'avg best IoU ' + format(avg_best_iou(wh, anchors), '.3f'):>30}  |  avg best IoU {avg_best_iou(wh, current):.3f}")
+    print(f"anchors: {format_anchors(anchors)}")
+    if args.write:
+        write_atomic(format_anchors(anchors) + "\n", Path(args.write))
+        print(f"wrote {args.write}")
+    return anchors
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())

@@ -1,0 +1,166 @@
+"""YoloDataset, its collate function and the DataLoader set-up.
+
+A batch is (images, targets): images uint8 Tensor[B, 3, H, W] RGB; targets float32 Tensor[M, 6] with rows
+(batch index, class, cx, cy, w, h), the box normalised to [0, 1] of the input.
+
+Reproducibility: every random choice of sample i in epoch e comes from
+`numpy.random.default_rng([seed, e, i])`, and the sample order of epoch e from a torch Generator
+seeded with (seed, e); nothing depends on worker count, worker seeds or on earlier epochs, so a run
+resumed at epoch k sees exactly the batches of an uninterrupted run.
+
+Per epoch, call `loader.set_epoch(epoch)` on the loader from `build_dataloader` (it sets the sampler's
+and the dataset's epoch), and `loader.dataset.set_mosaic(False)` for the last part of training (see
+`mosaic_enabled`). Workers are started afresh each epoch (persistent_workers=False), so they always
+receive the dataset as it was when the epoch's iteration began.
+"""
+from typing import List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from utils.augment import AugmentConfig, hsv_jitter, mixup, mosaic, random_place
+from utils.image import letterbox_image, read_image
+from utils.voc import Sample
+
+
+def mosaic_enabled(epoch: int, epochs: int, ratio: float = 0.7) -> bool:
+    """Mosaic (and mixup with it) for the first `ratio` of the epochs, as the reference's special_aug_ratio."""
+    return epoch < int(epochs * ratio)
+
+
+def _input_hw(input_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    hw = (input_size, input_size) if isinstance(input_size, int) else tuple(int(v) for v in input_size)
+    if len(hw) != 2 or hw[0] % 32 or hw[1] % 32 or min(hw) <= 0:
+        raise ValueError(f"input size must be a positive multiple of 32 (or a pair of them), got {input_size}")
+    return hw
+
+
+class YoloDataset(Dataset):
+    """Samples -> (HxWx3 uint8 input image, float32 [N, 5] targets: class, cx, cy, w, h normalised).
+
+    Args:
+        samples: from utils.voc.load_samples.
+        input_size: network input, an int or (h, w), multiples of 32.
+        train: augment (and leave difficult objects out); otherwise letterbox only, all non-difficult boxes.
+        mosaic: probability of a mosaic of four images (train only; while set_mosaic(True)).
+        mixup: probability of blending a mosaic with another augmented image, as the reference does.
+        augment: the other knobs (see utils.augment.AugmentConfig); None for the defaults.
+        seed: base of every random choice.
+    """
+
+    def __init__(self, samples: Sequence[Sample], input_size: Union[int, Sequence[int]], train: bool,
+                 mosaic: float = 0.5, mixup: float = 0.5, augment: Optional[AugmentConfig] = None, seed: int = 0):
+        if not samples:
+            raise ValueError("YoloDataset needs at least one sample")
+        self.samples = list(samples)
+        self.input_hw = _input_hw(input_size)
+        self.train = train
+        self.mosaic_prob = mosaic
+        self.mixup_prob = mixup
+        self.cfg = augment if augment is not None else AugmentConfig()
+        self.seed = seed
+        self.epoch = 0
+        self.use_mosaic = True
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def set_mosaic(self, enabled: bool) -> None:
+        """Switch mosaic (and mixup) on or off, e.g. off for the final part of training."""
+        self.use_mosaic = bool(enabled)
+
+    def load(self, index: int, keep_difficult: bool = False):
+        """(image, boxes [N, 4] xyxy image pixels, labels [N]) of sample `index`, without difficult objects."""
+        s = self.samples[index]
+        image = read_image(s.image_path, apply_exif=s.exif_transpose)
+        keep = np.ones(len(s.labels), bool) if keep_difficult else ~s.difficult
+        return image, s.boxes[keep].astype(np.float32), s.labels[keep]
+
+    def _augmented(self, index: int, rng: np.random.Generator):
+        if self.use_mosaic and rng.random() < self.mosaic_prob:
+            picks = [index] + rng.integers(0, len(self), size=3).tolist()
+            out = mosaic([self.load(i) for i in picks], self.input_hw, self.cfg, rng)
+            if rng.random() < self.mixup_prob:
+                other = int(rng.integers(0, len(self)))
+                out = mixup(out, random_place(self.load(other), self.input_hw, self.cfg, rng))
+        else:
+            out = random_place(self.load(index), self.input_hw, self.cfg, rng)
+        return hsv_jitter(out[0], self.cfg.hsv, rng), out[1], out[2]
+
+    def _letterboxed(self, index: int):
+        image, boxes, labels = self.load(index)
+        resized, lb = letterbox_image(image, self.input_hw)
+        scale = np.array([lb.scale_x, lb.scale_y, lb.scale_x, lb.scale_y], dtype=np.float32)
+        pad = np.array([lb.pad_x, lb.pad_y, lb.pad_x, lb.pad_y], dtype=np.float32)
+        return resized, boxes * scale + pad, labels
+
+    def __getitem__(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+        if self.train:
+            image, boxes, labels = self._augmented(index, np.random.default_rng([self.seed, self.epoch, index]))
+        else:
+            image, boxes, labels = self._letterboxed(index)
+        h, w = self.input_hw
+        targets = np.zeros((len(labels), 5), dtype=np.float32)
+        if len(labels):
+            targets[:, 0] = labels
+            targets[:, 1] = (boxes[:, 0] + boxes[:, 2]) / 2 / w
+            targets[:, 2] = (boxes[:, 1] + boxes[:, 3]) / 2 / h
+            targets[:, 3] = (boxes[:, 2] - boxes[:, 0]) / w
+            targets[:, 4] = (boxes[:, 3] - boxes[:, 1]) / h
+        return image, targets
+
+
+def yolo_collate(batch: List[Tuple[np.ndarray, np.ndarray]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """[(HxWx3 uint8, [N, 5])] -> (uint8 Tensor[B, 3, H, W], float32 Tensor[M, 6] with the batch index first)."""
+    images = torch.from_numpy(np.stack([image for image, _ in batch])).permute(0, 3, 1, 2).contiguous()
+    rows = [np.concatenate([np.full((len(t), 1), i, np.float32), t], axis=1) for i, (_, t) in enumerate(batch)]
+    return images, torch.from_numpy(np.concatenate(rows).astype(np.float32)).reshape(-1, 6)
+
+
+class EpochSampler(Sampler):
+    """Indices in an order that depends only on (seed, epoch); in index order when not shuffling."""
+
+    def __init__(self, length: int, shuffle: bool, seed: int = 0):
+        self.length, self.shuffle, self.seed, self.epoch = length, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.length))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
+class YoloDataLoader(DataLoader):
+    """A DataLoader whose set_epoch(epoch) reaches both its sampler and its dataset."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+def _worker_init(_: int) -> None:
+    cv2.setNumThreads(0)  # each worker is one process; OpenCV threads would only contend for the cores
+
+
+def build_dataloader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: bool = True, seed: int = 0,
+                     distributed: bool = False, drop_last: bool = False) -> YoloDataLoader:
+    """DataLoader with yolo_collate and a seeded sampler (a DistributedSampler when `distributed`)."""
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    else:
+        sampler = EpochSampler(len(dataset), shuffle, seed)
+    return YoloDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                          collate_fn=yolo_collate, drop_last=drop_last, pin_memory=False,
+                          worker_init_fn=_worker_init if workers > 0 else None, persistent_workers=False)
