@@ -95,12 +95,20 @@ def build_model(args, data_path: Path):
     return model, meta, bool(own_names)
 
 
-def check_split_classes(samples, class_names, split) -> None:
-    total = sum(len(s.labels) for s in samples)
-    if samples and total == 0:
-        raise UserError(f"split {split!r} holds no object of the {len(class_names)} classes "
-                        f"({', '.join(class_names[:6])}...): the weights' classes do not match the dataset's; "
-                        "check --classes and --data")
+def load_split(data_path: Path, split: str, class_names):
+    """The split's samples; an error naming the classes when none of them occurs in the split."""
+    from utils.voc import DatasetError, load_samples
+
+    hint = (f"none of the {len(class_names)} classes ({', '.join(class_names[:8])}"
+            f"{', ...' if len(class_names) > 8 else ''}) is annotated in {data_path} [{split}]: the classes do not "
+            "match the dataset's; check --classes, --weights and --data")
+    try:
+        samples = load_samples(data_path, split, class_names)
+    except DatasetError as e:
+        raise UserError(f"{e}; {hint}") from None
+    if samples and not any(len(s.labels) for s in samples):
+        raise UserError(hint)
+    return samples
 
 
 def output_dir(args, base: Path) -> Path:
@@ -163,14 +171,12 @@ def run_model(args, data_path: Path, split: str):
     """Detections from the model; returns (detections, samples, class_names, results base folder, settings)."""
     from utils.amp import amp_name, resolve_amp, select_device
     from utils.detect import detect_samples
-    from utils.voc import load_samples
 
     model, meta, ours = build_model(args, data_path)
     if meta["input_size"][0] % 32 or meta["input_size"][1] % 32:
         raise UserError(f"input size {meta['input_size']} is not a multiple of 32")
     names = meta["class_names"]
-    samples = load_samples(data_path, split, names)
-    check_split_classes(samples, names, split)
+    samples = load_split(data_path, split, names)
     device = select_device(args.device)
     amp = resolve_amp(args.amp, device)
     detections = detect_samples(model.to(device), samples, meta["input_size"], meta["anchors"], meta["anchors_mask"],
@@ -185,10 +191,9 @@ def run_model(args, data_path: Path, split: str):
 
 def load_detections(args, data_path: Path, split: str):
     from utils.detect import read_coco_results
-    from utils.voc import load_samples
 
     names = read_class_file(args.classes or default_classes_file(data_path))
-    samples = load_samples(data_path, split, names)
+    samples = load_split(data_path, split, names)
     detections = read_coco_results(args.detections, samples, names)
     return detections, samples, names, ROOT / "map_out", {"detections": str(args.detections)}
 

@@ -129,10 +129,10 @@ def write_coco_results(path, detections: Sequence[np.ndarray], samples, class_na
     category_name, bbox [x, y, w, h] in image pixels, score. Returns the number written."""
     rows = []
     for key, det in zip(image_keys(samples), detections):
-        for x1, y1, x2, y2, score, c in np.asarray(det, dtype=np.float64).reshape(-1, 6):
+        # full float precision, so scoring the file gives exactly the numbers of the run that wrote it
+        for x1, y1, x2, y2, score, c in np.asarray(det, dtype=np.float64).reshape(-1, 6).tolist():
             rows.append({"image_id": key, "category_id": int(c) + 1, "category_name": class_names[int(c)],
-                         "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                         "score": round(float(score), 6)})
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
     write_json_atomic(rows, path)
     return len(rows)
 

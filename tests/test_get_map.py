@@ -1,0 +1,138 @@
+"""get_map.py end to end on a tiny generated VOC dataset: a random checkpoint, and saved results files."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import get_map
+from nets.yolo import YoloBody
+from utils.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from utils.config import DEFAULT_ANCHORS_MASK, read_anchors
+
+CLASSES = ["cat", "dog"]
+# stem -> (height, width), objects (name, xmin, ymin, xmax, ymax, difficult)
+IMAGES = {
+    "000001": ((96, 128), [("cat", 10, 12, 60, 70, 0), ("dog", 70, 20, 120, 90, 0)]),
+    "000002": ((80, 80), [("dog", 5, 5, 50, 60, 0), ("cat", 52, 40, 78, 78, 1)]),
+    "000003": ((100, 90), [("cat", 20, 30, 85, 95, 0)]),
+    "000004": ((64, 64), [("dog", 8, 8, 40, 40, 0)]),  # trainval only
+}
+
+
+def write_voc(root):
+    year = root / "VOCdevkit" / "VOC2007"
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (year / d).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for stem, ((h, w), objects) in IMAGES.items():
+        cv2.imwrite(str(year / "JPEGImages" / f"{stem}.jpg"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        objs = "".join(f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+                       f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>" for n, x1, y1, x2, y2, d in objects)
+        (year / "Annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename><size><width>{w}</width><height>{h}</height>"
+            f"<depth>3</depth></size>{objs}</annotation>")
+    (year / "ImageSets/Main/test.txt").write_text("000001\n000002\n000003\n")
+    (year / "ImageSets/Main/trainval.txt").write_text("000004\n")
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    return root / "VOCdevkit"
+
+
+@pytest.fixture
+def voc(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
+    return write_voc(tmp_path)
+
+
+def perfect_results(by_name=False):
+    rows = []
+    for stem, (_, objects) in list(IMAGES.items())[:3]:
+        for n, x1, y1, x2, y2, _ in objects:
+            row = {"image_id": int(stem) if by_name else stem, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": 0.9}
+            row.update({"category_name": n} if by_name else {"category_id": CLASSES.index(n) + 1})
+            rows.append(row)
+    return rows
+
+
+def run_cli(argv, capsys):
+    rc = get_map.cli(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("by_name", [False, True])
+def test_perfect_results_file_scores_one(voc, tmp_path, capsys, by_name):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(perfect_results(by_name)))
+    out = tmp_path / "out"
+    rc, text, err = run_cli(["--detections", str(results), "--data", str(voc), "--classes", str(tmp_path / "classes.txt"),
+                             "--out", str(out), "--no-plots"], capsys)
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["map"] == pytest.approx(1.0) and summary["map50_95"] == pytest.approx(1.0)
+    assert summary["settings"]["split"] == "VOC2007/test"
+    assert [r["gts"] for r in summary["per_class"]] == [2, 2]  # the difficult cat is not counted
+    assert "mAP@0.5 VOC all-point: 1.0000" in text and (out / "per_class.csv").is_file()
+
+
+def test_results_file_errors_are_one_line(voc, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"image_id": "000001", "category_id": 0, "bbox": [0, 0, 5, 5], "score": 0.5}]))
+    args = ["--data", str(voc), "--classes", str(tmp_path / "classes.txt"), "--out", str(tmp_path / "o")]
+    rc, _, err = run_cli(["--detections", str(bad)] + args, capsys)
+    assert rc == 1 and "category_id 0" in err and str(bad) in err and "Traceback" not in err
+    rc, _, err = run_cli(["--detections", str(tmp_path / "missing.json")] + args, capsys)
+    assert rc == 1 and "missing.json does not exist" in err
+
+
+def save_random_checkpoint(path, class_names):
+    torch.manual_seed(0)
+    model = YoloBody(DEFAULT_ANCHORS_MASK, len(class_names))
+    save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "class_names": class_names,
+                 "anchors": read_anchors("model_data/yolo_anchors.txt").tolist(), "anchors_mask": DEFAULT_ANCHORS_MASK,
+                 "attention": "none", "input_size": [64, 64], "scale_x_y": 1.0, "epoch": 0}, path)
+
+
+def test_get_map_script_on_random_checkpoint(voc, tmp_path, root, capsys):
+    weights = tmp_path / "run" / "best.pth"
+    save_random_checkpoint(weights, CLASSES)
+    env = dict(os.environ, YOLO_SCAN_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, str(root / "get_map.py"), "--weights", str(weights), "--data", str(voc)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = weights.parent / "map"  # default: a new folder in the weights' run folder
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["map50"] <= 1.0 and summary["settings"]["conf_thres"] == 0.001
+    assert summary["settings"]["nms_thres"] == 0.5 and summary["settings"]["input_size"] == [64, 64]
+    for png in ("ap_per_class.png", "confusion_matrix.png", "pr_curves/00_cat.png", "pr_curves/01_dog.png"):
+        assert (out / png).stat().st_size > 1000, png
+    assert "COCO mAP@[.5:.95]" in proc.stdout and "dog" in proc.stdout and "conf_thres 0.001" in proc.stdout
+    detections = json.loads((out / "detections.json").read_text())
+    assert detections and {"image_id", "category_id", "bbox", "score"} <= set(detections[0])
+    # the saved detections, scored without the model, give the same numbers
+    rc, _, err = run_cli(["--detections", str(out / "detections.json"), "--data", str(voc), "--classes",
+                          str(tmp_path / "classes.txt"), "--out", str(tmp_path / "again"), "--no-plots"], capsys)
+    assert rc == 0, err
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["map"] == pytest.approx(summary["map"], abs=1e-6)
+    assert again["map50_95"] == pytest.approx(summary["map50_95"], abs=1e-6)
+
+
+def test_classes_that_do_not_match_are_refused(voc, tmp_path, capsys):
+    weights = tmp_path / "run" / "best.pth"
+    save_random_checkpoint(weights, ["circle", "square", "star"])
+    three = ["--weights", str(weights), "--data", str(voc), "--out", str(tmp_path / "o")]
+    rc, _, err = run_cli(three, capsys)
+    assert rc == 1 and "do not match the dataset's" in err and "circle" in err and "Traceback" not in err
+    rc, _, err = run_cli(three + ["--classes", str(tmp_path / "classes.txt")], capsys)
+    assert rc == 1 and "differs from the 3 classes" in err
+
+
+def test_no_weights_says_how_to_get_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(get_map, "ROOT", tmp_path)
+    rc, _, err = run_cli([], capsys)
+    assert rc == 1 and "python train.py" in err and "--weights" in err
