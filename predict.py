@@ -1,5 +1,305 @@
-"""predict.py: not implemented yet (see the open issues)."""
+"""Detect objects in an image, a folder, a video or a camera; benchmark speed; export ONNX.
+
+    python predict.py --img img/street.jpg                  # annotated image + one line per detection
+    python predict.py --dir img/ --save-json --crop --count
+    python predict.py --video clip.mp4                      # or --video 0 for the first camera
+    python predict.py --fps --backend onnx                  # ms for pre, forward, post and FPS
+    python predict.py --export-onnx model.onnx [--export-onnx-nms]
+    python predict.py --weights yolov4-tiny.weights --classes model_data/coco_classes.txt --img a.jpg
+
+Outputs go to --out (default: a new numbered folder out/predict/exp1, exp2, ...). Nothing opens a
+window unless --show is given. Errors in the input stop with one line and exit code 1.
+"""
+import argparse
+import json
+import os
 import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.drawing import save_image, write_bytes_atomic
+from utils.image import IMAGE_EXTENSIONS, ImageReadError, read_image
+
+ROOT = Path(__file__).resolve().parent
+COCO_CLASSES = ROOT / "model_data" / "coco_classes.txt"
+
+
+class PredictError(Exception):
+    """A user error: printed as one line, exit code 1."""
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--img", help="image file to detect in (default: none)")
+    src.add_argument("--dir", help="folder of images; unreadable files are skipped with a warning (default: none)")
+    src.add_argument("--video", help="video file, or a camera index such as 0 (default: none)")
+    src.add_argument("--export-onnx", metavar="PATH", help="write an ONNX graph (opset 17, dynamic batch) and exit")
+    p.add_argument("--export-onnx-nms", action="store_true",
+                   help="with --export-onnx: put decoding, --conf, --nms and --max-det inside the graph (default: off)")
+    p.add_argument("--fps", action="store_true",
+                   help="benchmark the whole detect path on --img (or a random 640x480 image) (default: off)")
+    p.add_argument("--fps-runs", type=int, default=50, help="timed runs for --fps (default: 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs before --fps timing (default: 5)")
+    p.add_argument("--heatmap", action="store_true", help="also write an objectness heatmap per image (default: off)")
+    p.add_argument("--save-txt", action="store_true",
+                   help="write labels/<name>.txt: 'class score x1 y1 x2 y2' per line (default: off)")
+    p.add_argument("--save-json", action="store_true",
+                   help="write detections.json in COCO results format; category_id is the 0-based class "
+                        "index, image_id the file stem (an int when it is digits) (default: off)")
+    p.add_argument("--crop", action="store_true", help="write crops/<class>/<name>_<i>.jpg per detection (default: off)")
+    p.add_argument("--count", action="store_true", help="print the objects per class (default: off)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop a video after this many frames; 0 = all (default: 0)")
+    p.add_argument("--show", action="store_true", help="also show results in a window (needs a GUI OpenCV) (default: off)")
+    p.add_argument("--weights", help="our checkpoint, a reference .pth or darknet .weights "
+                                     "(default: the newest best.pth under --logs)")
+    p.add_argument("--logs", default="logs", help="where to look for best.pth without --weights (default: logs)")
+    p.add_argument("--classes", help="classes file, for files that do not name their classes "
+                                     "(default: from the checkpoint; coco_classes.txt for .weights)")
+    p.add_argument("--phi", type=int, help="reference attention switch 0-4, for reference .pth files (default: none)")
+    p.add_argument("--attention", help="attention spec, for files that do not carry it (default: the checkpoint's)")
+    p.add_argument("--input-size", help="input size, '416' or 'H,W', multiples of 32 (default: the checkpoint's, or 416)")
+    p.add_argument("--scale-x-y", type=float, help="grid sensitivity (default: the checkpoint's; 1.05 for .weights)")
+    p.add_argument("--conf", type=float, default=0.5, help="score threshold (default: 0.5)")
+    p.add_argument("--nms", type=float, default=0.3, help="NMS IoU threshold (default: 0.3)")
+    p.add_argument("--max-det", type=int, default=300, help="most detections per image (default: 300)")
+    p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep aspect ratio with grey padding; --no-letterbox stretches (default: on)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference engine (default: torch)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
+    p.add_argument("--out", help="output folder, files overwritten (default: a new out/predict/expN)")
+    return p
+
+
+def find_weights(logs) -> Path:
+    """The newest best.pth under `logs`, or PredictError saying how to get weights."""
+    found = sorted(Path(logs).rglob("best.pth"), key=lambda p: p.stat().st_mtime) if Path(logs).is_dir() else []
+    if not found:
+        raise PredictError(f"no --weights given and no best.pth under {logs}/: train a model with `python train.py`, "
+                           "or pass --weights PATH (a train.py checkpoint, a reference .pth with --classes, "
+                           "or darknet's yolov4-tiny.weights)")
+    return found[-1]
+
+
+def build_yolo(args):
+    from yolo import YOLO, parse_input_size
+    weights = Path(args.weights) if args.weights else find_weights(args.logs)
+    if not weights.is_file():
+        raise PredictError(f"weights file {weights} does not exist")
+    classes = args.classes or (str(COCO_CLASSES) if weights.suffix == ".weights" else None)
+    size = [int(s) for s in str(args.input_size).split(",")] if args.input_size else None
+    if size is not None:
+        size = parse_input_size(size[0] if len(size) == 1 else size)
+    attention = args.attention if args.attention is not None else args.phi
+    return YOLO(weights, classes=classes, attention=attention, input_size=size, conf=args.conf, nms=args.nms,
+                letterbox=args.letterbox, device=args.device, backend=args.backend, max_det=args.max_det,
+                scale_x_y=args.scale_x_y)
+
+
+def output_dir(out) -> Path:
+    if out:
+        path = Path(out)
+    else:
+        base = ROOT / "out" / "predict"
+        n = 1
+        while (base / f"exp{n}").exists():
+            n += 1
+        path = base / f"exp{n}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Shower:
+    """cv2.imshow when --show and OpenCV has a GUI; otherwise says so once and does nothing."""
+
+    def __init__(self, enabled: bool, out: Path):
+        self.enabled, self.out = enabled, out
+
+    def __call__(self, rgb: np.ndarray, wait: int = 0) -> None:
+        if not self.enabled:
+            return
+        try:
+            cv2.imshow("predict", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            cv2.waitKey(wait)
+        except cv2.error:
+            print(f"--show: this OpenCV build has no window support (opencv-python-headless); results are in "
+                  f"{self.out}. Install opencv-python instead of the headless build to see windows.")
+            self.enabled = False
+
+
+def describe(det, names, label: str) -> None:
+    if not len(det):
+        print(f"{label}: no detections")
+        return
+    print(f"{label}: {len(det)} detections")
+    for box, score, cls in zip(det.boxes, det.scores, det.class_ids):
+        x1, y1, x2, y2 = (round(float(v), 1) for v in box)
+        print(f"  {names[cls]} {score:.3f} [{x1}, {y1}, {x2}, {y2}]")
+
+
+def image_id(path: Path):
+    return int(path.stem) if path.stem.isdigit() else path.stem
+
+
+def coco_records(det, path: Path) -> list:
+    return [{"image_id": image_id(path), "category_id": int(c),
+             "bbox": [round(float(b[0]), 2), round(float(b[1]), 2), round(float(b[2] - b[0]), 2), round(float(b[3] - b[1]), 2)],
+             "score": round(float(s), 5)} for b, s, c in zip(det.boxes, det.scores, det.class_ids)]
+
+
+def write_extras(yolo, image, det, path: Path, out: Path, args) -> None:
+    """The per-image outputs chosen by flags: heatmap, labels txt, crops."""
+    names = yolo.class_names
+    if args.heatmap:
+        save_image(out / f"{path.stem}_heatmap.jpg", yolo.heatmap(image))
+    if args.save_txt:
+        lines = [f"{names[c]} {s:.5f} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f}"
+                 for b, s, c in zip(det.boxes, det.scores, det.class_ids)]
+        write_bytes_atomic(out / "labels" / f"{path.stem}.txt", "".join(line + "\n" for line in lines).encode())
+    if args.crop:
+        for i, (box, cls) in enumerate(zip(det.boxes, det.class_ids)):
+            x1, y1, x2, y2 = np.round(box).astype(int)
+            if x2 > x1 and y2 > y1:
+                save_image(out / "crops" / names[cls] / f"{path.stem}_{i}.jpg", image[y1:y2, x1:x2])
+
+
+def predict_images(yolo, paths, out: Path, args) -> Counter:
+    """Detect in every path; unreadable ones are skipped with a warning when there are several."""
+    counts, records, show = Counter(), [], Shower(args.show, out)
+    for path in paths:
+        try:
+            image = read_image(path)
+        except ImageReadError as e:
+            if len(paths) == 1:
+                raise PredictError(str(e)) from None
+            print(f"warning: skipped {e}", file=sys.stderr)
+            continue
+        det = yolo.detect(image)
+        drawn = yolo.draw(image, det)
+        suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"
+        save_image(out / f"{path.stem}{suffix}", drawn)
+        describe(det, yolo.class_names, str(path))
+        write_extras(yolo, image, det, path, out, args)
+        records += coco_records(det, path)
+        counts.update(yolo.class_names[c] for c in det.class_ids)
+        if args.count:
+            print("  counts: " + (", ".join(f"{k} {v}" for k, v in sorted(Counter(
+                yolo.class_names[c] for c in det.class_ids).items())) or "none"))
+        show(drawn)
+    if args.save_json:
+        write_bytes_atomic(out / "detections.json", json.dumps(records).encode())
+    return counts
+
+
+def list_images(folder: Path) -> list:
+    if not folder.is_dir():
+        raise PredictError(f"--dir {folder}: folder does not exist")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    if len(files) > len(images):
+        print(f"note: {len(files) - len(images)} files in {folder} without an image extension were ignored")
+    if not images:
+        raise PredictError(f"--dir {folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    return images
+
+
+def open_video(source: str):
+    """cv2.VideoCapture for a camera index or a file; PredictError when it cannot be read."""
+    if source.isdigit():
+        cap = cv2.VideoCapture(int(source))
+    else:
+        if not Path(source).is_file():
+            raise PredictError(f"--video {source}: file does not exist")
+        cap = cv2.VideoCapture(source)
+    ok = cap.isOpened()
+    if ok:
+        ok, first = cap.read()
+    if not ok:
+        cap.release()
+        raise PredictError(f"--video {source}: cannot be opened or holds no readable frames "
+                           "(not a video, unsupported codec, or no such camera)")
+    return cap, first
+
+
+def predict_video(yolo, source: str, out: Path, args) -> Counter:
+    """Annotate every frame into out/<name>.mp4 (mp4v); written to a temporary name, renamed at the end."""
+    cap, frame = open_video(source)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    name = f"camera{source}" if source.isdigit() else Path(source).stem
+    final, partial = out / f"{name}.mp4", out / f".{name}.partial.mp4"
+    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+    counts, show, frames, start = Counter(), Shower(args.show, out), 0, time.perf_counter()
+    try:
+        while frame is not None:
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            det = yolo.detect(rgb)
+            drawn = yolo.draw(rgb, det)
+            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            counts.update(yolo.class_names[c] for c in det.class_ids)
+            show(drawn, wait=1)
+            frames += 1
+            if args.max_frames and frames >= args.max_frames:
+                break
+            ok, frame = cap.read()
+            frame = frame if ok else None
+    except KeyboardInterrupt:
+        print("interrupted; keeping the frames written so far")
+    finally:
+        writer.release()
+        cap.release()
+    os.replace(partial, final)
+    seconds = time.perf_counter() - start
+    print(f"{final}: {frames} frames, {frames / max(seconds, 1e-9):.1f} FPS, {sum(counts.values())} detections")
+    return counts
+
+
+def run_fps(yolo, args, out: Path) -> None:
+    image = read_image(args.img) if args.img else None
+    ms = yolo.measure_speed(image, runs=args.fps_runs, warmup=args.warmup)
+    print(f"backend {yolo.backend} on {yolo.device}, input {yolo.input_hw[0]}x{yolo.input_hw[1]}, {args.fps_runs} runs")
+    for key in ("pre_ms", "forward_ms", "post_ms", "total_ms"):
+        print(f"  {key[:-3]:<8} {ms[key]:8.2f} ms")
+    print(f"  FPS      {ms['fps']:8.2f}")
+    write_bytes_atomic(out / "fps.json", json.dumps(ms, indent=1).encode())
+
+
+def run(args) -> None:
+    if not (args.img or args.dir or args.video or args.export_onnx or args.fps):
+        raise PredictError("nothing to do: give --img, --dir, --video, --fps or --export-onnx (see --help)")
+    if args.img and not Path(args.img).is_file():
+        raise PredictError(f"--img {args.img}: file does not exist")
+    yolo = build_yolo(args)
+    if args.export_onnx:
+        path = yolo.export_onnx(args.export_onnx, nms=args.export_onnx_nms)
+        kind = "with decoding and NMS" if args.export_onnx_nms else "raw head outputs, checked against torch"
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {kind})")
+        return
+    out = output_dir(args.out)
+    if args.fps:
+        run_fps(yolo, args, out)
+        return
+    if args.video:
+        counts = predict_video(yolo, args.video, out, args)
+    else:
+        counts = predict_images(yolo, [Path(args.img)] if args.img else list_images(Path(args.dir)), out, args)
+    if args.count:
+        print("total: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no objects"))
+    print(f"results in {out}")
+
+
+def main(args) -> int:
+    """Run predict.py with parsed `args`; returns the exit code (0 ok, 1 bad input)."""
+    try:
+        run(args)
+    except (PredictError, ImageReadError, FileNotFoundError, ValueError) as e:
+        print(f"predict.py: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit("predict.py: not implemented yet")
+    sys.exit(main(make_parser().parse_args()))

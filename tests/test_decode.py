@@ -1,0 +1,94 @@
+"""Decoding and NMS on hand-built head outputs, against boxes worked out by hand."""
+import math
+
+import pytest
+import torch
+
+from tests.test_yolo import ANCHORS, ANCHORS_MASK, make_checkpoint
+from utils.boxes import Letterbox, decode_outputs, letterbox_params, postprocess
+from yolo import YOLO
+
+INPUT_HW = (64, 96)  # out0 grid 2x3 (stride 32), out1 grid 4x6 (stride 16)
+NC = 2
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def hand_outputs(tx: float = 0.0, ty: float = 0.0, tw: float = 0.0, th: float = 0.0):
+    """Every anchor silent except anchor 0 of out1 (anchor index 1, 24x16) at cell gx=2, gy=2, class 0."""
+    out0 = torch.full((1, 3 * (5 + NC), 2, 3), -20.0)
+    out1 = torch.full((1, 3 * (5 + NC), 4, 6), -20.0)
+    out1[0, 0:7, 2, 2] = torch.tensor([tx, ty, tw, th, 3.0, 5.0, -5.0])
+    return [out0, out1]
+
+
+@pytest.fixture(scope="module")
+def yolo(tmp_path_factory):
+    return YOLO(make_checkpoint(tmp_path_factory.mktemp("dec") / "c.pth", INPUT_HW), conf=0.5)
+
+
+def test_decode_centre_size_and_score():
+    anchors = torch.tensor(ANCHORS, dtype=torch.float32)
+    pred = decode_outputs(hand_outputs(tw=math.log(2)), anchors, ANCHORS_MASK, INPUT_HW)
+    best = pred[0, pred[0, :, 4].argmax()]
+    # centre (0.5 + 2) * 16 = 40 in x and y; width 2 * 24, height 16
+    assert best[:4].tolist() == pytest.approx([16, 32, 64, 48], abs=1e-4)
+    assert best[4].item() == pytest.approx(1 / (1 + math.exp(-3)))
+    assert pred.shape == (1, 3 * (6 + 24), 5 + NC)
+
+
+def test_decode_scale_x_y():
+    anchors = torch.tensor(ANCHORS, dtype=torch.float32)
+    pred = decode_outputs(hand_outputs(tx=logit(0.8), ty=logit(0.1)), anchors, ANCHORS_MASK, INPUT_HW, 1.05)
+    best = pred[0, pred[0, :, 4].argmax()]
+    cx = (0.8 * 1.05 - 0.025 + 2) * 16  # darknet: sigmoid * s - (s - 1) / 2 + cell
+    cy = (0.1 * 1.05 - 0.025 + 2) * 16
+    assert best[:4].tolist() == pytest.approx([cx - 12, cy - 8, cx + 12, cy + 8], abs=1e-4)
+
+
+@pytest.mark.parametrize("letterbox, expected", [
+    # image 100 high x 200 wide into 64x96: scale 0.48, resized 96x48, 8 px grey above and below
+    (True, [28 / 0.48, (32 - 8) / 0.48, 52 / 0.48, (48 - 8) / 0.48]),
+    # stretched: x scale 96/200 = 0.48, y scale 64/100 = 0.64
+    (False, [28 / 0.48, 32 / 0.64, 52 / 0.48, 48 / 0.64]),
+])
+def test_letterbox_correction_non_square(yolo, letterbox, expected):
+    lb = letterbox_params((100, 200), INPUT_HW, letterbox)
+    assert lb == (Letterbox(0.48, 0.48, 0, 8) if letterbox else Letterbox(0.48, 0.64, 0, 0))
+    det = yolo.postprocess(hand_outputs(), lb, (100, 200))
+    assert len(det) == 1 and det.class_ids.tolist() == [0]
+    assert det.boxes[0].tolist() == pytest.approx(expected, abs=1e-3)
+    assert det.scores[0] == pytest.approx(1 / (1 + math.exp(-3)) / (1 + math.exp(-5)), rel=1e-5)
+
+
+def test_boxes_clipped_to_image(yolo):
+    lb = letterbox_params((64, 96), INPUT_HW, True)
+    det = yolo.postprocess(hand_outputs(tw=3.0, th=3.0), lb, (64, 96))
+    assert det.boxes[0].tolist() == pytest.approx([0, 0, 96, 64])
+
+
+def pred_from(rows):
+    """Rows of (x1, y1, x2, y2, obj, class) -> Tensor[1, N, 5 + 2] with one-hot class probabilities."""
+    pred = torch.zeros(1, len(rows), 7)
+    for i, (x1, y1, x2, y2, obj, cls) in enumerate(rows):
+        pred[0, i, :5] = torch.tensor([x1, y1, x2, y2, obj])
+        pred[0, i, 5 + cls] = 1.0
+    return pred
+
+
+def test_nms_keeps_the_right_boxes():
+    pred = pred_from([
+        (0, 0, 10, 10, 0.9, 0),      # kept: best of its cluster
+        (1, 1, 11, 11, 0.8, 0),      # IoU 0.68 with the first, same class: suppressed
+        (1, 1, 11, 11, 0.7, 1),      # same place, other class: kept
+        (20, 20, 30, 30, 0.6, 0),    # no overlap: kept
+        (5, 0, 15, 10, 0.85, 0),     # IoU 1/3 with the first: suppressed at 0.3
+        (40, 40, 50, 50, 0.2, 0),    # below the threshold: dropped
+    ])
+    kept = postprocess(pred, conf_thres=0.5, nms_thres=0.3)[0]
+    assert kept[:, 4].tolist() == pytest.approx([0.9, 0.7, 0.6])
+    assert kept[:, 5].tolist() == [0, 1, 0]
+    assert postprocess(pred, conf_thres=0.5, nms_thres=0.5)[0].shape[0] == 4  # the 1/3 overlap survives
+    assert postprocess(pred, conf_thres=0.5, nms_thres=0.3, max_det=2)[0][:, 4].tolist() == pytest.approx([0.9, 0.7])

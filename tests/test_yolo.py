@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import torch
+
+from nets.fuse import fuse_model
+from nets.yolo import YoloBody
+from utils.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from utils.drawing import class_colors, draw_detections, font_size
+from yolo import YOLO, Detections
+
+ANCHORS_MASK = [[3, 4, 5], [1, 2, 3]]
+ANCHORS = [[8, 8], [24, 16], [16, 16], [32, 32], [64, 64], [96, 96]]
+CLASSES = ["cat", "dog"]
+
+
+def random_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BN layer non-trivial statistics so folding and file layouts are really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return model.eval()
+
+
+def make_checkpoint(path, input_size=(64, 96), obj_bias: float = 2.0, seed: int = 0):
+    """A 2-class checkpoint in our format whose random model still finds objects (objectness biased up)."""
+    torch.manual_seed(seed)
+    model = random_bn(YoloBody(ANCHORS_MASK, len(CLASSES)), seed)
+    with torch.no_grad():
+        for head in (model.yolo_headP5[1], model.yolo_headP4[1]):
+            head.weight.normal_(0, 0.05)
+            head.bias.view(3, -1)[:, 4] = obj_bias
+            head.bias.view(3, -1)[:, 5] = 3.0
+    save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "class_names": CLASSES,
+                 "anchors": ANCHORS, "anchors_mask": ANCHORS_MASK, "attention": "none",
+                 "input_size": list(input_size), "scale_x_y": 1.0}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pth")
+
+
+@pytest.fixture(scope="session")
+def yolo(checkpoint):
+    return YOLO(checkpoint, conf=0.3)
+
+
+def rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_checkpoint_metadata_is_used(yolo):
+    assert yolo.class_names == CLASSES and yolo.input_hw == (64, 96) and yolo.scale_x_y == 1.0
+    assert yolo.anchors.tolist() == ANCHORS
+
+
+def test_fused_model_matches_eager():
+    model = random_bn(YoloBody(ANCHORS_MASK, 3, phi=2))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ref, fused = model(x), fuse_model(model)(x)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(ref, fused))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+
+
+@pytest.mark.parametrize("hw", [(20, 13), (90, 160), (1500, 2600)])
+def test_detect_any_image_size(yolo, hw):
+    det = yolo.detect(rgb(*hw))
+    assert isinstance(det, Detections) and len(det) > 0
+    assert det.boxes.dtype == np.float32 and det.class_ids.dtype == np.int64
+    assert (det.boxes[:, [0, 2]] <= hw[1]).all() and (det.boxes[:, [1, 3]] <= hw[0]).all() and (det.boxes >= 0).all()
+    assert (np.diff(det.scores) <= 0).all() and (det.scores >= 0.3).all()
+
+
+def test_detect_path_gray_and_array_agree(yolo, tmp_path):
+    from PIL import Image
+    gray = np.random.default_rng(1).integers(0, 256, (50, 70), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    a, b = yolo.detect(tmp_path / "g.png"), yolo.detect(gray)
+    assert len(a) == len(b) and np.allclose(a.boxes, b.boxes)
+
+
+def test_detect_rejects_bad_arrays(yolo):
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        yolo.detect(np.zeros((10, 10, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        yolo.detect(np.zeros((10, 10, 4), dtype=np.uint8))
+
+
+def test_bad_input_size(checkpoint):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        YOLO(checkpoint, input_size=100)
+
+
+def test_max_det_and_conf(checkpoint):
+    image = rgb(64, 96)
+    assert len(YOLO(checkpoint, conf=0.3, max_det=3).detect(image)) == 3
+    assert len(YOLO(checkpoint, conf=0.999).detect(image)) == 0
+
+
+def test_draw_colours_and_font(yolo):
+    image = np.zeros((120, 200, 3), np.uint8)
+    det = Detections(np.array([[10, 30, 80, 100], [100, 40, 190, 110]], np.float32),
+                     np.array([0.9, 0.8], np.float32), np.array([0, 1]))
+    drawn = yolo.draw(image, det)
+    colors = class_colors(2)
+    assert drawn.shape == image.shape and colors[0] != colors[1]
+    assert tuple(drawn[70, 10]) == colors[0] and tuple(drawn[80, 100]) == colors[1]  # left box edges
+    assert font_size((4000, 6000)) > 4 * font_size((300, 300)) and font_size((10, 10)) >= 11
+    tiny = draw_detections(np.zeros((8, 8, 3), np.uint8), det.boxes / 20, det.scores, det.class_ids, CLASSES)
+    assert tiny.shape == (8, 8, 3) and tiny.any()
+
+
+def test_heatmap_covers_image(yolo):
+    image = rgb(45, 130)
+    heat = yolo.objectness(image)
+    assert heat.min() >= 0 and heat.max() <= 1 and abs(heat.shape[1] / heat.shape[0] - 130 / 45) < 0.2
+    overlay = yolo.heatmap(image)
+    assert overlay.shape == image.shape and not np.array_equal(overlay, image)
+
+
+def test_measure_speed(yolo):
+    ms = yolo.measure_speed(rgb(64, 64), runs=2, warmup=1)
+    assert all(ms[k] > 0 for k in ("pre_ms", "forward_ms", "post_ms", "fps"))
+    assert ms["total_ms"] == pytest.approx(ms["pre_ms"] + ms["forward_ms"] + ms["post_ms"])
