@@ -348,6 +348,12 @@ def _pick(stems: Sequence[str], split: str, seed: int, val_fraction: float, wher
     return [s for s in stems if _seeded_val(s, seed, val_fraction) == (split == "val")]
 
 
+def _image_id(line: str, annotations: Path) -> str:
+    """The id on an ImageSets line; ids may hold spaces, class lists add a ` 1` / ` -1` column."""
+    whole, first = line.strip(), line.split()[0]
+    return first if whole != first and not (annotations / f"{whole}.xml").exists() else whole
+
+
 def _year_sources(year: Path, split: str, seed: int, val_fraction: float) -> List[_Source]:
     annotations, images = year / "Annotations", year / "JPEGImages"
     main = year / "ImageSets" / "Main"
@@ -357,7 +363,8 @@ def _year_sources(year: Path, split: str, seed: int, val_fraction: float) -> Lis
             list_file = main / f"{part}.txt"
             if not list_file.is_file():
                 raise DatasetError(f"{list_file} does not exist; splits in {main}: {', '.join(_split_names(year))}")
-            ids += [line.split()[0] for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            ids += [_image_id(line, annotations) for line in list_file.read_text(encoding="utf-8").splitlines()
+                    if line.strip()]
     else:
         stems = sorted(p.stem for p in annotations.glob("*.xml"))
         ids = _pick(stems, split, seed, val_fraction, str(year))
