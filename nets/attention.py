@@ -1,6 +1,12 @@
 """The attention registry: names -> blocks, `phi` aliases, and placement specs.
 
 Every block takes `channels` first and returns a tensor shaped like its input.
+
+Seed blocks left out because they have no single-map, shape-keeping form in a detector:
+DIA (one LSTM state carried across the layers of a stage), EncNet (needs the class count and
+returns a tuple with an auxiliary loss head), the joint channel-spatial CBAM variant (an MLP over
+C + H*W, so fixed to one H*W, and two outputs), gated fusion (two inputs), MSF fusion (four inputs;
+its single-input form is `mfe`), and bilinear attention (no code in the seeds).
 """
 from functools import partial
 from typing import Dict, Optional, Union

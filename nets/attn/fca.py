@@ -41,13 +41,14 @@ def pool_matrix(size: int, out: int) -> torch.Tensor:
 class FcaAttention(nn.Module):
     """FcaNet: Frequency Channel Attention Networks, https://arxiv.org/abs/2012.11879
 
-    Multi-spectral channel attention: channels split in `num_freq` groups, each pooled by its own 2-D
-    DCT basis (the top-16 frequencies of a 7x7 DCT; the (0, 0) one is global average pooling), then
-    SE's bias-free MLP and Sigmoid.
+    SE with 16 DCT frequencies (one per channel group) in place of average pooling. Multi-spectral
+    channel attention: channels split in `num_freq` groups, each pooled by its own 2-D DCT basis (the
+    top-16 frequencies of a 7x7 DCT; the (0, 0) one is global average pooling), then SE's bias-free MLP
+    and Sigmoid.
 
     Any input size: FcaNet's detection models average-pool the map to the 7x7 DCT size first. That
-    pooling is linear, so here it is folded into the filter: for an H x W map the filter is
-    P_h^T F P_w (P = adaptive pooling matrix), built once per size and cached. The result equals
+    pooling is linear, so here it is folded into the filter: for an H x W map the filter is P_h^T F P_w
+    (P = adaptive pooling matrix), built once per size and cached. The result equals
     "adaptive_avg_pool2d to 7x7, then DCT", works on 1x1 maps, and exports to ONNX as a constant.
     """
 

@@ -5,9 +5,10 @@ import torch.nn as nn
 class GCT(nn.Module):
     """Gated Channel Transformation for Visual Recognition, https://arxiv.org/abs/1909.11519
 
-    Global context embedding (per-channel l2 norm, or l1 norm, over H x W, scaled by `alpha`),
-    channel normalisation across channels (scaled by `gamma`), then the gate 1 + tanh(. + beta).
-    `gamma` and `beta` start at 0, so a fresh block is the identity (x * 1), as in the paper.
+    A per-channel norm embedding, normalised across channels, gates through 1 + tanh. Global context
+    embedding (per-channel l2 norm, or l1 norm, over H x W, scaled by `alpha`), channel normalisation
+    across channels (scaled by `gamma`), then the gate 1 + tanh(. + beta). `gamma` and `beta` start at
+    0, so a fresh block is the identity (x * 1), as in the paper.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5, mode: str = "l2", after_relu: bool = False):

@@ -6,10 +6,11 @@ from nets.attn.covpool import covariance_pool
 class GSoP(nn.Module):
     """Global Second-order Pooling Convolutional Networks, https://arxiv.org/abs/1811.12006
 
-    GSoP block (channel attention form, GSoP-Net1): ReLU, 1x1 conv down to d = min(rd_channels, C)
-    with BN + ReLU, covariance pooling (d x d), row-wise BN, a row-wise conv (a grouped conv with a
-    d x 1 kernel) to 4d, ReLU, a 1x1 conv to C, Sigmoid, and the gate times the input.
-    The down-projection BN needs a batch of 2 or more on 1x1 maps in training mode.
+    A gate from the channel covariance of a reduced map, through a row-wise conv. GSoP block (channel
+    attention form, GSoP-Net1): ReLU, 1x1 conv down to d = min(rd_channels, C) with BN + ReLU,
+    covariance pooling (d x d), row-wise BN, a row-wise conv (a grouped conv with a d x 1 kernel) to 4d,
+    ReLU, a 1x1 conv to C, Sigmoid, and the gate times the input. The down-projection BN needs a batch
+    of 2 or more on 1x1 maps in training mode.
     """
 
     def __init__(self, channels: int, rd_channels: int = 128, act_layer=nn.ReLU, gate_layer=nn.Sigmoid):

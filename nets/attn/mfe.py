@@ -15,10 +15,11 @@ class MFE(nn.Module):
     """SHISRCNet: Super-resolution And Classification Network For Low-resolution Breast Cancer
     Histopathology Image, https://arxiv.org/abs/2306.14119
 
-    Multi-Features Extraction block: a 3x3 conv and three dilated 3x3 convs (rates 2, 4, 8) in a
-    chain, each fed with the previous output plus the input (conv + BN + ReLU); multi-scale selective
-    fusion weighs the four outputs per channel (GAP, a bias-free 1x1 conv per branch, Sigmoid, then
-    softmax over the branches); the weighted sum plus the input goes through a 1x1 conv + BN + ReLU.
+    Chained dilated 3x3 convs fused by per-channel softmax weights, plus the input, then a 1x1 conv.
+    Multi-Features Extraction block: a 3x3 conv and three dilated 3x3 convs (rates 2, 4, 8) in a chain,
+    each fed with the previous output plus the input (conv + BN + ReLU); multi-scale selective fusion
+    weighs the four outputs per channel (GAP, a bias-free 1x1 conv per branch, Sigmoid, then softmax
+    over the branches); the weighted sum plus the input goes through a 1x1 conv + BN + ReLU.
 
     Like SK this re-computes features rather than gating them (its output is non-negative), and at
     ~41*C^2 parameters it is by far the heaviest block. The seed's fusion block (MSFblock) takes four

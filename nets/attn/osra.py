@@ -6,13 +6,14 @@ class OSRA(nn.Module):
     """TransXNet: Learning Both Global and Local Dynamics with a Dual Dynamic Token Mixer for Visual
     Recognition, https://arxiv.org/abs/2310.19380
 
-    Overlapping Spatial Reduction Attention: multi-head self-attention over the H*W positions whose
-    keys and values come from a map reduced by an overlapping strided depthwise conv (kernel
-    sr_ratio+3, stride sr_ratio) + BN + ReLU + depthwise 1x1 + BN, refined by a residual 3x3
-    depthwise conv, then projected to K and V by one 1x1 conv.
+    Multi-head self-attention whose keys and values come from a strided-conv reduced map. Overlapping
+    Spatial Reduction Attention: multi-head self-attention over the H*W positions whose keys and values
+    come from a map reduced by an overlapping strided depthwise conv (kernel sr_ratio+3, stride
+    sr_ratio) + BN + ReLU + depthwise 1x1 + BN, refined by a residual 3x3 depthwise conv, then projected
+    to K and V by one 1x1 conv.
 
-    As in the seed, the output is the attention output itself (no residual, no output projection,
-    no relative position bias: TransXNet adds those in the surrounding block), so placing it in the
+    As in the seed, the output is the attention output itself (no residual, no output projection, no
+    relative position bias: TransXNet adds those in the surrounding block), so placing it in the
     detector replaces the features with their attention mix. `channels` must be a multiple of
     `num_heads`.
     """

@@ -4,8 +4,9 @@ import torch.nn as nn
 class RCANChannelAttention(nn.Module):
     """Image Super-Resolution Using Very Deep Residual Channel Attention Networks, https://arxiv.org/abs/1807.02758
 
-    RCAN's channel attention (CALayer): global average pooling, 1x1 conv down by `rd_ratio` with
-    bias, ReLU, 1x1 conv up with bias, Sigmoid. The biases are what set it apart from SE.
+    SE-style gate from 1x1 convs with biases. RCAN's channel attention (CALayer): global average
+    pooling, 1x1 conv down by `rd_ratio` with bias, ReLU, 1x1 conv up with bias, Sigmoid. The biases are
+    what set it apart from SE.
     """
 
     def __init__(self, channels: int, rd_ratio: int = 16, act_layer=nn.ReLU, gate_layer=nn.Sigmoid):

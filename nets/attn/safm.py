@@ -25,12 +25,13 @@ def adaptive_max_pool2d(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 class SAFM(nn.Module):
     """Spatially-Adaptive Feature Modulation for Efficient Image Super-Resolution, https://arxiv.org/abs/2302.13800
 
-    Channels split in `n_levels` chunks; chunk i is max-pooled to (H/2^i, W/2^i), filtered by a 3x3
-    depthwise conv and upsampled back (nearest); a 1x1 conv aggregates the chunks, GELU makes the
-    modulation map, and the input is multiplied by it.
+    A multi-scale (max-pooled, depthwise-conv) modulation map times the input. Channels split in
+    `n_levels` chunks; chunk i is max-pooled to (H/2^i, W/2^i), filtered by a 3x3 depthwise conv and
+    upsampled back (nearest); a 1x1 conv aggregates the chunks, GELU makes the modulation map, and the
+    input is multiplied by it.
 
-    Detector note: on small maps H // 2^i can be 0 (a 13x13 map at level 3 gives 1, a 4x4 map gives
-    0); the pooled size is clamped to at least 1x1 so the block works down to 1x1 maps.
+    Detector note: on small maps H // 2^i can be 0 (a 13x13 map at level 3 gives 1, a 4x4 map gives 0);
+    the pooled size is clamped to at least 1x1 so the block works down to 1x1 maps.
     """
 
     def __init__(self, channels: int, n_levels: int = 4, act_layer=nn.GELU):

@@ -5,14 +5,15 @@ import torch.nn as nn
 class SelectiveKernel(nn.Module):
     """Selective Kernel Networks, https://arxiv.org/abs/1903.06586
 
-    Split: M grouped 3x3 convs with dilation 1..M (a dilated 3x3 stands in for 5x5, 7x7, ...), each
-    with BN + ReLU. Fuse: sum the branches, global average pool, 1x1 conv down to
-    d = max(C // rd_ratio, rd_min) with BN + ReLU. Select: a 1x1 conv up to M*C logits, softmax over
-    the M branches per channel, and the weighted sum of the branches.
+    Two or more dilated grouped 3x3 branches mixed by per-channel softmax weights. Split: M grouped 3x3
+    convs with dilation 1..M (a dilated 3x3 stands in for 5x5, 7x7, ...), each with BN + ReLU. Fuse: sum
+    the branches, global average pool, 1x1 conv down to d = max(C // rd_ratio, rd_min) with BN + ReLU.
+    Select: a 1x1 conv up to M*C logits, softmax over the M branches per channel, and the weighted sum
+    of the branches.
 
-    Unlike a gate (x * weights) this block replaces the features by new convolutions of them, as
-    SKConv does in SKNet; in == out channels and stride 1, so the shape is kept. The fuse BN needs
-    a batch of 2 or more in training mode. `channels` must be a multiple of `groups`.
+    Unlike a gate (x * weights) this block replaces the features by new convolutions of them, as SKConv
+    does in SKNet; in == out channels and stride 1, so the shape is kept. The fuse BN needs a batch of 2
+    or more in training mode. `channels` must be a multiple of `groups`.
     """
 
     def __init__(self, channels: int, rd_ratio: int = 16, rd_min: int = 32, branches: int = 2,

@@ -7,13 +7,13 @@ class SOCA(nn.Module):
     """Second-order Attention Network for Single Image Super-Resolution (SAN, CVPR 2019),
     https://openaccess.thecvf.com/content_CVPR_2019/html/Dai_Second-Order_Attention_Network_for_Single_Image_Super-Resolution_CVPR_2019_paper.html
 
-    Second-order channel attention: global covariance pooling (C x C), its matrix square root by
-    Newton-Schulz iterations, the mean of each row as the channel descriptor, then RCAN's 1x1 conv
-    down/up with biases and a Sigmoid gate.
+    A gate from the square-rooted channel covariance (second-order channel attention). In order: global
+    covariance pooling (C x C), its matrix square root by Newton-Schulz iterations, the mean of each row
+    as the channel descriptor, then RCAN's 1x1 conv down/up with biases and a Sigmoid gate.
 
-    Detector note: the seed crops maps larger than 1000x1000 before pooling, which never triggers
-    here, and holds an unused max-pool; both are left out. Cost is O(C^3) per image (a few C x C
-    matrix products), independent of H x W beyond the covariance itself.
+    Detector note: the seed crops maps larger than 1000x1000 before pooling, which never triggers here,
+    and holds an unused max-pool; both are left out. Cost is O(C^3) per image (a few C x C matrix
+    products), independent of H x W beyond the covariance itself.
     """
 
     def __init__(self, channels: int, rd_ratio: int = 8, iterations: int = 5, act_layer=nn.ReLU,

@@ -3,14 +3,15 @@ import torch.nn as nn
 
 
 class SRM(nn.Module):
-    """SRM: A Style-based Recalibration Module for CNNs, https://arxiv.org/abs/1903.10829
+    """SRM: A Style-based Recalibration Module for Convolutional Neural Networks, https://arxiv.org/abs/1903.10829
 
-    Style pooling (per-channel mean and standard deviation over H x W), a channel-wise fully
-    connected layer (a depthwise Conv1d of width 2 over [mean, std]), BatchNorm, Sigmoid.
+    A gate from style pooling (mean and std per channel). Style pooling (per-channel mean and standard
+    deviation over H x W), a channel-wise fully connected layer (a depthwise Conv1d of width 2 over
+    [mean, std]), BatchNorm, Sigmoid.
 
-    Detector note: the seed's `x.std()` is NaN on a 1x1 map and has an infinite gradient on a
-    constant one; here the std is sqrt(unbiased variance + eps), with variance 0 for a single pixel.
-    The BN needs a batch of 2 or more in training mode.
+    Detector note: the seed's `x.std()` is NaN on a 1x1 map and has an infinite gradient on a constant
+    one; here the std is sqrt(unbiased variance + eps), with variance 0 for a single pixel. The BN needs
+    a batch of 2 or more in training mode.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):

@@ -18,9 +18,10 @@ class ZPoolGate(nn.Module):
 class TripletAttention(nn.Module):
     """Rotate to Attend: Convolutional Triplet Attention Module, https://arxiv.org/abs/2010.03045
 
-    Three branches, each a Z-pool + 7x7 conv gate over one pair of dimensions: (C, W) with H pooled,
-    (H, C) with W pooled, and (H, W) with C pooled (the last is a CBAM-like spatial gate). The three
-    gated tensors are averaged. Holds 3 x (2*k*k + 2) parameters whatever the channel count.
+    Three Z-pool + 7x7 conv gates over the (C, W), (H, C) and (H, W) planes, averaged. Each branch
+    max- and mean-pools one dimension (H, W or C), a 7x7 conv + BN and Sigmoid give the gates over the
+    other two; the third branch is a CBAM-like spatial gate. The three gated tensors are averaged.
+    Holds 3 x (2*k*k + 2) parameters whatever the channel count.
     """
 
     def __init__(self, channels: int, kernel_size: int = 7, no_spatial: bool = False):
