@@ -1,0 +1,65 @@
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from nets.fuse import fuse_model
+from nets.yolo import YoloBody
+from tests.test_yolo import ANCHORS, ANCHORS_MASK, make_checkpoint, random_bn, rgb
+from utils.boxes import decode_outputs, postprocess
+from utils.export import OPSET, export_onnx, export_onnx_nms, max_abs_error, ort_session
+from yolo import YOLO
+
+HW = (64, 96)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    model = random_bn(YoloBody(ANCHORS_MASK, 2, phi=3))
+    with torch.no_grad():
+        for head in (model.yolo_headP5[1], model.yolo_headP4[1]):
+            head.weight.normal_(0, 0.05)
+            head.bias.view(3, -1)[:, 4] = 1.0
+    return model
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_raw_graph_matches_torch(model, tmp_path, batch):
+    path = export_onnx(fuse_model(model), tmp_path / "raw.onnx", HW)
+    graph = onnx.load(path)
+    assert graph.opset_import[0].version == OPSET
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    # the fused graph against the original, unfused eager model
+    assert max_abs_error(model, path, torch.rand(batch, 3, *HW)) < 1e-4
+
+
+def test_nms_graph_matches_torch_postprocess(model, tmp_path):
+    anchors = torch.tensor(ANCHORS, dtype=torch.float32)
+    path = export_onnx_nms(model, tmp_path / "nms.onnx", anchors, ANCHORS_MASK, HW, 1.05, conf=0.3, nms=0.4, max_det=7)
+    images = torch.rand(3, 3, *HW)
+    found = ort_session(path).run(None, {"images": images.numpy()})[0]
+    with torch.no_grad():
+        expected = postprocess(decode_outputs(model(images), anchors, ANCHORS_MASK, HW, 1.05), 0.3, 0.4, 7)
+    assert found.shape[1] == 7 and sum(len(e) for e in expected) > 3
+    for i, exp in enumerate(expected):
+        mine = found[found[:, 0] == i][:, 1:]
+        assert len(mine) == len(exp) <= 7
+        order_m, order_e = np.lexsort(mine.T[::-1]), np.lexsort(exp.numpy().T[::-1])
+        assert np.allclose(mine[order_m], exp.numpy()[order_e], atol=1e-3)
+
+
+def test_nms_graph_with_no_detections(model, tmp_path):
+    anchors = torch.tensor(ANCHORS, dtype=torch.float32)
+    path = export_onnx_nms(model, tmp_path / "none.onnx", anchors, ANCHORS_MASK, HW, conf=0.9999)
+    found = ort_session(path).run(None, {"images": np.random.rand(2, 3, *HW).astype(np.float32)})[0]
+    assert found.shape == (0, 7)
+
+
+def test_onnx_backend_detects_like_torch(tmp_path):
+    checkpoint = make_checkpoint(tmp_path / "c.pth", HW)
+    image = rgb(70, 150)
+    a = YOLO(checkpoint, conf=0.3).detect(image)
+    b = YOLO(checkpoint, conf=0.3, backend="onnx").detect(image)
+    assert len(a) > 0 and len(a) == len(b)
+    assert np.allclose(a.boxes, b.boxes, atol=1e-2) and np.allclose(a.scores, b.scores, atol=1e-4)

@@ -1,0 +1,135 @@
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import predict
+from tests.test_yolo import make_checkpoint, rgb
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("pred") / "best.pth")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A folder with RGB, grayscale, RGBA, 16-bit and tiny images, a broken .jpg and a stray text file."""
+    folder = tmp_path_factory.mktemp("imgs")
+    Image.fromarray(rgb(90, 160)).save(folder / "17.jpg")
+    Image.fromarray(rgb(40, 30)[..., 0]).save(folder / "gray.png")
+    Image.fromarray(np.dstack([rgb(50, 60), np.full((50, 60), 128, np.uint8)])).save(folder / "rgba.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 65535, (40, 50), dtype=np.uint16)).save(folder / "deep.png")
+    Image.fromarray(rgb(12, 20)).save(folder / "tiny.bmp")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def run(ckpt, tmp_path, *flags):
+    args = predict.make_parser().parse_args(["--weights", str(ckpt), "--out", str(tmp_path / "out"), *flags])
+    return predict.main(args)
+
+
+def test_image_with_every_extra(ckpt, images, tmp_path, capsys):
+    rc = run(ckpt, tmp_path, "--img", str(images / "17.jpg"), "--conf", "0.3", "--heatmap", "--save-txt",
+             "--save-json", "--crop", "--count", "--show")
+    out, out_dir = capsys.readouterr().out, tmp_path / "out"
+    assert rc == 0 and "17.jpg: " in out and " detections" in out and "counts: " in out and "total: " in out
+    assert "no window support" in out  # headless OpenCV: --show says so and goes on
+    assert Image.open(out_dir / "17.jpg").size == (160, 90)
+    assert Image.open(out_dir / "17_heatmap.jpg").size == (160, 90)
+    lines = (out_dir / "labels" / "17.txt").read_text().splitlines()
+    records = json.loads((out_dir / "detections.json").read_text())
+    assert len(lines) == len(records) > 0 and lines[0].split()[0] in ("cat", "dog")
+    assert set(records[0]) == {"image_id", "category_id", "bbox", "score"} and records[0]["image_id"] == 17
+    assert len(list((out_dir / "crops").rglob("*.jpg"))) == len(records)
+
+
+def test_folder_skips_unreadable(ckpt, images, tmp_path, capsys):
+    rc = run(ckpt, tmp_path, "--dir", str(images), "--conf", "0.3", "--save-json")
+    captured = capsys.readouterr()
+    assert rc == 0 and "broken.jpg" in captured.err and "warning: skipped" in captured.err
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["17.jpg", "deep.png", "detections.json", "gray.png", "rgba.png", "tiny.bmp"]
+    assert "1 files" in captured.out and "without an image extension" in captured.out
+
+
+def test_no_detections_still_writes(ckpt, images, tmp_path, capsys):
+    assert run(ckpt, tmp_path, "--img", str(images / "gray.png"), "--conf", "0.9999", "--save-txt") == 0
+    assert "gray.png: no detections" in capsys.readouterr().out
+    assert (tmp_path / "out" / "gray.png").is_file() and (tmp_path / "out" / "labels" / "gray.txt").read_text() == ""
+
+
+def test_video(ckpt, tmp_path, capsys):
+    source = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    for i in range(4):
+        writer.write(cv2.cvtColor(rgb(64, 96, seed=i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    assert run(ckpt, tmp_path, "--video", str(source), "--conf", "0.3", "--max-frames", "3") == 0
+    assert "3 frames" in capsys.readouterr().out
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 3 and not list((tmp_path / "out").glob(".*partial*"))
+
+
+def test_fps(ckpt, tmp_path, capsys):
+    assert run(ckpt, tmp_path, "--fps", "--fps-runs", "2", "--warmup", "1") == 0
+    out = capsys.readouterr().out
+    assert all(word in out for word in ("pre", "forward", "post", "FPS"))
+    assert json.loads((tmp_path / "out" / "fps.json").read_text())["fps"] > 0
+
+
+@pytest.mark.parametrize("nms", [False, True])
+def test_export_onnx(ckpt, tmp_path, nms):
+    import onnx
+    path = tmp_path / "m.onnx"
+    assert run(ckpt, tmp_path, "--export-onnx", str(path), *(["--export-onnx-nms"] if nms else [])) == 0
+    outputs = [o.name for o in onnx.load(path).graph.output]
+    assert outputs == (["detections"] if nms else ["out0", "out1"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--img", "nowhere.jpg"], "nowhere.jpg: file does not exist"),
+    (["--img", "notes.txt"], "notes.txt: not a readable image"),
+    (["--video", "notes.txt"], "cannot be opened"),
+    (["--video", "missing.mp4"], "missing.mp4: file does not exist"),
+    (["--dir", "nowhere"], "folder does not exist"),
+    (["--img", "x.jpg", "--input-size", "100"], "multiple of 32"),
+    ([], "nothing to do"),
+])
+def test_bad_input(ckpt, tmp_path, flags, message, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not an image or a video")
+    if flags[:2] == ["--img", "x.jpg"]:
+        Image.fromarray(rgb(10, 10)).save(tmp_path / "x.jpg")
+        flags = ["--img", str(tmp_path / "x.jpg"), *flags[2:]]
+    assert run(ckpt, tmp_path, *flags) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_script_errors_are_one_line(root, tmp_path):
+    """The real script: no weights anywhere -> how to train, exit 1, no traceback."""
+    Image.fromarray(rgb(10, 10)).save(tmp_path / "x.jpg")
+    result = subprocess.run([sys.executable, "predict.py", "--img", str(tmp_path / "x.jpg"), "--logs", str(tmp_path / "none")],
+                            cwd=root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "python train.py" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_default_weights_is_newest_best(tmp_path):
+    older, newer = tmp_path / "a" / "best.pth", tmp_path / "b" / "best.pth"
+    for path in (older, newer):
+        path.parent.mkdir()
+        path.write_bytes(b"x")
+    import os
+    os.utime(older, (1, 1))
+    assert predict.find_weights(tmp_path) == newer
