@@ -82,7 +82,8 @@ class YoloDataset(Dataset):
         return image, s.boxes[keep].astype(np.float32), s.labels[keep]
 
     def _augmented(self, index: int, rng: np.random.Generator):
-        if self.use_mosaic and rng.random() < self.mosaic_prob:
+        draw = rng.random()  # drawn either way, so switching mosaic off equals probability 0
+        if self.use_mosaic and draw < self.mosaic_prob:
             picks = [index] + rng.integers(0, len(self), size=3).tolist()
             out = mosaic([self.load(i) for i in picks], self.input_hw, self.cfg, rng)
             if rng.random() < self.mixup_prob:
