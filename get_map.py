@@ -120,14 +120,19 @@ def output_dir(args, base: Path) -> Path:
     return new_run_dir(str(base), "map")
 
 
+def num(value, width: int = 0) -> str:
+    return f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
+
+
 def format_table(result) -> str:
     coco = result["coco"] is not None
     lines = [f"{'class':<16}{'AP':>8}{'AP07':>8}" + (f"{'AP50:95':>9}" if coco else "")
              + f"{'GTs':>7}{'dets':>8}{'P':>7}{'R':>7}{'F1':>7}"]
-    fmt = lambda v, w: f"{v:>{w}.4f}" if v is not None else f"{'-':>{w}}"  # noqa: E731
     for r in result["per_class"]:
-        lines.append(f"{r['class'][:15]:<16}{fmt(r['ap'], 8)}{fmt(r['ap07'], 8)}" + (fmt(r["ap50_95"], 9) if coco else "")
+        lines.append(f"{r['class'][:15]:<16}{num(r['ap'], 8)}{num(r['ap07'], 8)}" + (num(r["ap50_95"], 9) if coco else "")
                      + f"{r['gts']:>7}{r['dets']:>8}{r['precision']:>7.3f}{r['recall']:>7.3f}{r['f1']:>7.3f}")
+    thr = result["settings"]["score_thr"]
+    lines.append(f"(AP over classes with ground truth; P, R, F1 at score >= {thr:g}; GTs exclude difficult boxes)")
     return "\n".join(lines)
 
 
@@ -135,9 +140,9 @@ def headline(result) -> str:
     iou = result["settings"]["iou_thres"]
     lines = [f"mAP@{iou:g} VOC all-point: {result['map_voc']:.4f}", f"mAP@{iou:g} VOC07 11-point: {result['map_voc07']:.4f}"]
     if result["coco"] is not None:
-        c = result["coco"]
-        lines.append(f"COCO mAP@[.5:.95]: {c['map50_95']:.4f}  @.5: {c['map50']:.4f}  @.75: {c['map75']:.4f}  "
-                     f"small/medium/large: {c['map_small']:.4f}/{c['map_medium']:.4f}/{c['map_large']:.4f}")
+        c = {k: num(v) for k, v in result["coco"].items()}
+        lines.append(f"COCO mAP@[.5:.95]: {c['map50_95']}  @.5: {c['map50']}  @.75: {c['map75']}  "
+                     f"small/medium/large: {c['map_small']}/{c['map_medium']}/{c['map_large']}")
     return "\n".join(lines)
 
 
@@ -201,9 +206,9 @@ def load_detections(args, data_path: Path, split: str):
 def main(args) -> int:
     from utils.voc import default_split, resolve_data
 
-    for flag in ("conf", "nms", "iou"):
+    for flag in ("conf", "nms", "iou", "score_thr"):
         if not 0 <= getattr(args, flag) <= 1:
-            raise UserError(f"--{flag} {getattr(args, flag)} is outside 0..1")
+            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)} is outside 0..1")
     if not args.detections:
         args.weights = args.weights or str(newest_best(ROOT / "logs"))
     data_path = resolve_data(args.data)

@@ -186,6 +186,9 @@ def read_coco_results(path, samples, class_names: Sequence[str]) -> List[np.ndar
             score, image_id = float(row["score"]), row["image_id"]
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: result {n} is not {{image_id, category_id, bbox: [x, y, w, h], score}} ({e!r})") from None
+        if w < 0 or h < 0:
+            raise ValueError(f"{path}: result {n} has bbox {row['bbox']}: width and height must not be negative "
+                             "(COCO bbox is [x, y, width, height])")
         if image_id not in lookup:
             unknown.append(image_id)
             continue

@@ -204,7 +204,7 @@ def coco_eval(gt_dict: Dict, results: List[Dict]):
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = {k: float(max(v, 0.0)) for k, v in zip(COCO_STAT_NAMES, ev.stats)}
+    stats = {k: float(v) if v >= 0 else None for k, v in zip(COCO_STAT_NAMES, ev.stats)}  # -1: no such boxes
     prec = ev.eval["precision"][:, :, :, 0, -1]  # T, R, K at area "all", maxDets 100
     per_class = []
     for k in range(num_classes):
@@ -277,7 +277,7 @@ def evaluate_detections(detections: Sequence[np.ndarray], samples, class_names: 
     return {
         "map": mean_ap(per_class, "ap07" if metric == "voc07" else "ap"),
         "map_voc": mean_ap(per_class, "ap"), "map_voc07": mean_ap(per_class, "ap07"), "map50": map50,
-        "map50_95": coco_stats["map50_95"] if coco_stats else None, "coco": coco_stats,
+        "map50_95": (coco_stats["map50_95"] or 0.0) if coco_stats else None, "coco": coco_stats,
         "per_class": per_class, "curves": curves,
         "confusion_matrix": confusion_matrix(det, gt, len(samples), len(class_names), score_thr, iou_thres),
         "settings": {"metric": metric, "iou_thres": iou_thres, "score_thr": score_thr,
