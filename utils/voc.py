@@ -499,7 +499,7 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
     Raises DatasetError when the split cannot be found or holds no usable image.
     """
     path = Path(data)
-    sources = _sources(path, split, seed, val_fraction)
+    sources = _sources(path.resolve(), split, seed, val_fraction)
     cache_file = _cache_path(path, split, class_names, seed, val_fraction, cache_dir)
     cache = _read_cache(cache_file) if use_cache else {}
     records: List[Optional[Record]] = [None] * len(sources)
