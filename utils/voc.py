@@ -111,9 +111,10 @@ def _find_image(images_dir: Path, filename: Optional[str], stem: str) -> Optiona
 
 def _xml_size(root) -> Optional[Tuple[int, int]]:
     try:
-        return int(float(root.findtext("size/width"))), int(float(root.findtext("size/height")))
+        size = int(float(root.findtext("size/width"))), int(float(root.findtext("size/height")))
     except (TypeError, ValueError):
         return None
+    return size if min(size) > 0 else None  # some tools write 0x0 for an unknown size
 
 
 def _xml_objects(root, where: str, class_names: Sequence[str], rec: Record) -> Tuple[list, int]:
