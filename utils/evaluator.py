@@ -172,9 +172,9 @@ def coco_ground_truth(gt: Boxes, image_sizes: Sequence, class_names: Sequence[st
     misses nor make a detection on them a false positive.
     """
     xywh = np.concatenate([gt.boxes[:, :2], gt.boxes[:, 2:] - gt.boxes[:, :2]], axis=1)
-    annotations = [{"id": i + 1, "image_id": int(img), "category_id": int(c) + 1, "bbox": b.tolist(),
-                    "area": float(b[2] * b[3]), "iscrowd": int(d)}
-                   for i, (img, c, b, d) in enumerate(zip(gt.image, gt.labels, xywh, gt.difficult))]
+    annotations = [{"id": i + 1, "image_id": img, "category_id": c + 1, "bbox": b, "area": b[2] * b[3], "iscrowd": int(d)}
+                   for i, (img, c, b, d) in enumerate(zip(gt.image.tolist(), gt.labels.tolist(), xywh.tolist(),
+                                                          gt.difficult.tolist()))]
     return {"images": [{"id": i, "height": int(h), "width": int(w)} for i, (h, w) in enumerate(image_sizes)],
             "annotations": annotations,
             "categories": [{"id": c + 1, "name": n} for c, n in enumerate(class_names)]}
@@ -183,8 +183,8 @@ def coco_ground_truth(gt: Boxes, image_sizes: Sequence, class_names: Sequence[st
 def coco_results(det: Boxes) -> List[Dict]:
     """COCO results list (bbox xywh) with sample indices as image ids and class id + 1 as category."""
     xywh = np.concatenate([det.boxes[:, :2], det.boxes[:, 2:] - det.boxes[:, :2]], axis=1)
-    return [{"image_id": int(i), "category_id": int(c) + 1, "bbox": b.tolist(), "score": float(s)}
-            for i, c, b, s in zip(det.image, det.labels, xywh, det.scores)]
+    return [{"image_id": i, "category_id": c + 1, "bbox": b, "score": s}
+            for i, c, b, s in zip(det.image.tolist(), det.labels.tolist(), xywh.tolist(), det.scores.tolist())]
 
 
 def coco_eval(gt_dict: Dict, results: List[Dict]):
