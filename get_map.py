@@ -168,7 +168,10 @@ def write_outputs(out: Path, result, class_names, plots: bool) -> None:
         from utils import map_plots
         thr = result["settings"]["score_thr"]
         map_plots.plot_pr_curves(result["per_class"], result["curves"], thr, out / "pr_curves")
-        map_plots.plot_ap_bars(result["per_class"], result["map"], out / "ap_per_class.png")
+        st = result["settings"]
+        label = f"mAP@{st['iou_thres']:g} ({'VOC07 11-point' if st['metric'] == 'voc07' else 'VOC all-point'})"
+        key = "ap07" if st["metric"] == "voc07" else "ap"
+        map_plots.plot_ap_bars(result["per_class"], result["map"], out / "ap_per_class.png", key=key, label=label)
         map_plots.plot_confusion_matrix(result["confusion_matrix"], class_names, out / "confusion_matrix.png")
 
 

@@ -58,14 +58,14 @@ def plot_pr_curves(per_class: Sequence[Dict], curves: Sequence[Dict], score_thr:
             for i, (row, curve) in enumerate(zip(per_class, curves))]
 
 
-def plot_ap_bars(per_class: Sequence[Dict], map_value: float, path, key: str = "ap") -> Path:
+def plot_ap_bars(per_class: Sequence[Dict], map_value: float, path, key: str = "ap", label: str = "mAP") -> Path:
     """Horizontal bars of AP per class, best at the top; classes without ground truth left out."""
     rows = sorted((r for r in per_class if r[key] is not None), key=lambda r: r[key])
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(rows) + 1)))
     ax.barh([r["class"] for r in rows], [r[key] for r in rows], color="tab:blue")
     for y, r in enumerate(rows):
         ax.text(min(r[key], 1.0) + 0.01, y, f"{r[key]:.3f}", va="center", fontsize=8)
-    ax.set(xlim=(0, 1.12), xlabel="AP", title=f"mAP {map_value:.4f}")
+    ax.set(xlim=(0, 1.12), xlabel="AP", title=f"{label} {map_value:.4f}")
     return save_figure(fig, path)
 
 
