@@ -105,17 +105,21 @@ class YOLO:
 
     def _onnx_session(self):
         with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(self._cpu_model(), Path(tmp) / "model.onnx", self.input_hw, check=False)
+            path = export_onnx(self._cpu_model(), Path(tmp) / "model.onnx", self.input_hw, check=False,
+                               uint8_nhwc=True)
             return ort_session(path, str(self.device))
 
     def _cpu_model(self) -> torch.nn.Module:
         return copy.deepcopy(self.model).cpu().to(memory_format=torch.contiguous_format).eval()
 
     def preprocess(self, image: np.ndarray) -> Tuple[torch.Tensor, Letterbox]:
-        """HxWx3 uint8 RGB -> (Tensor[1, 3, h, w] float in [0, 1] on the device, Letterbox)."""
+        """HxWx3 uint8 RGB -> (Tensor[1, 3, h, w] float in [0, 1] on the device, Letterbox).
+
+        For the onnx backend the batch is Tensor[1, h, w, 3] uint8 instead, converted inside the graph.
+        """
         resized, lb = letterbox_image(image, self.input_hw, self.letterbox)
-        if self.session is not None:
-            return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))[None]).float().div_(255), lb
+        if self.session is not None:  # the session's graph takes uint8 NHWC (utils.export.Uint8NHWC)
+            return torch.from_numpy(resized[None]), lb
         # HWC memory viewed as NCHW is already channels-last: no copy besides the float conversion
         batch = torch.from_numpy(resized)[None].permute(0, 3, 1, 2)
         return batch.to(self.device, non_blocking=True).float().div_(255), lb

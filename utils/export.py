@@ -24,6 +24,21 @@ from utils.boxes import decode_outputs
 OPSET = 17
 
 
+class Uint8NHWC(nn.Module):
+    """Takes Tensor[B, H, W, 3] uint8 RGB and runs `model` on it as float NCHW in [0, 1].
+
+    Used for the ONNX Runtime backend so the layout change and scaling run inside the runtime
+    instead of as separate numpy passes.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor):
+        return self.model(images.permute(0, 3, 1, 2).float() * (1.0 / 255.0))
+
+
 class DecodeNMS(nn.Module):
     """YoloBody plus decoding and class-aware NMS, traceable for ONNX export (see module docstring)."""
 
@@ -67,6 +82,8 @@ def ort_session(path, device: str = "cpu", threads: int = 0):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    # idle ORT threads would otherwise spin and steal the cores that pre/post-processing run on
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
@@ -92,17 +109,23 @@ def _export_atomic(module: nn.Module, path: Path, example: Tensor, output_names:
         raise
 
 
-def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool = True, atol: float = 1e-4) -> Path:
+def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool = True, atol: float = 1e-4,
+                uint8_nhwc: bool = False) -> Path:
     """Write the raw graph of `model` (eval mode, on CPU) to `path`; with `check`, compare ONNX Runtime
-    against torch on a batch of 2 random images and raise RuntimeError beyond `atol`."""
+    against torch on a batch of 2 random images and raise RuntimeError beyond `atol`.
+
+    With `uint8_nhwc` the input `images` is Tensor[B, H, W, 3] uint8 RGB instead (see Uint8NHWC).
+    """
     path = Path(path)
     model = model.eval().cpu()
-    example = torch.rand(1, 3, *input_hw)
+    module = Uint8NHWC(model).eval() if uint8_nhwc else model
+    example = torch.randint(0, 256, (1, *input_hw, 3), dtype=torch.uint8) if uint8_nhwc else torch.rand(1, 3, *input_hw)
     axes = {"images": {0: "batch"}, "out0": {0: "batch"}, "out1": {0: "batch"}}
     with torch.no_grad():
-        _export_atomic(model, path, example, ["out0", "out1"], axes)
+        _export_atomic(module, path, example, ["out0", "out1"], axes)
     if check:
-        error = max_abs_error(model, path, torch.rand(2, 3, *input_hw))
+        images = example.repeat(2, 1, 1, 1) if uint8_nhwc else torch.rand(2, 3, *input_hw)
+        error = max_abs_error(module, path, images)
         if error > atol:
             raise RuntimeError(f"{path}: ONNX Runtime differs from torch by {error:.3g} (more than {atol:g})")
     return path
