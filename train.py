@@ -18,6 +18,7 @@ from utils import distributed as dist
 from utils.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
 from utils.checkpoint import load_weights, read_checkpoint, save_atomic
 from utils.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes
+from utils.dataloader import YoloDataset, build_dataloader, mosaic_enabled
 from utils.ema import ModelEMA, unwrap
 from utils.loss import YOLOLoss
 from utils.optim import build_optimizer, scaled_lr
@@ -158,7 +159,6 @@ def build_loss(args, anchors: torch.Tensor, num_classes: int) -> YOLOLoss:
 
 
 def build_loaders(args, train_samples, val_samples, batch_size: int):
-    from utils.dataloader import YoloDataset, build_dataloader
 
     size = (args.input_size, args.input_size)
     train_set = YoloDataset(train_samples, size, train=True, mosaic=args.mosaic, mixup=args.mixup, seed=args.seed)
@@ -282,9 +282,8 @@ class EpochLoop:
         for epoch in range(self.start_epoch, self.args.epochs):
             self.enter_phase(epoch)
             train_loader, val_loader = self.loaders
-            train_loader.dataset.set_epoch(epoch, mosaic=epoch < self.args.mosaic_ratio * self.args.epochs)
-            if hasattr(train_loader.sampler, "set_epoch"):
-                train_loader.sampler.set_epoch(epoch)
+            train_loader.set_epoch(epoch)
+            train_loader.dataset.set_mosaic(mosaic_enabled(epoch, self.args.epochs, self.args.mosaic_ratio))
             try:
                 stats = train_one_epoch(self.state, train_loader, epoch, progress=dist.is_main() and not self.args.quiet)
             except torch.cuda.OutOfMemoryError:

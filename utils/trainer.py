@@ -81,7 +81,7 @@ def train_step(state: TrainState, images, targets) -> Optional[Dict[str, float]]
     state.optimizer.zero_grad(set_to_none=True)
     if state.ema:
         state.ema.update(state.model)
-    return {"loss": float(loss), **{k: float(v) for k, v in parts.items()}}
+    return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
 
 
 def train_one_epoch(state: TrainState, loader, epoch: int, progress: bool = True) -> Dict[str, float]:
