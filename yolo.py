@@ -101,13 +101,19 @@ class YOLO:
         self.backend = backend
         # channels-last measured ~25% faster on CPU for this network (bench/bench_infer.py)
         self.model = fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
-        self.session = self._onnx_session() if backend == "onnx" else None
+        self._session, self._session_key = None, None
 
-    def _onnx_session(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(self._cpu_model(), Path(tmp) / "model.onnx", self.input_hw, check=False,
-                               uint8_nhwc=True)
-            return ort_session(path, str(self.device))
+    @property
+    def session(self):
+        """The ONNX Runtime session (onnx backend; None for torch), rebuilt when conf, nms or max_det change
+        because its graph holds decoding and NMS (utils.export.DecodeNMS, uint8 NHWC input)."""
+        key = (self.conf, self.nms, self.max_det)
+        if self.backend == "onnx" and self._session_key != key:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = export_onnx_nms(self._cpu_model(), Path(tmp) / "model.onnx", self.anchors, self.anchors_mask,
+                                       self.input_hw, self.scale_x_y, *key, uint8_nhwc=True, raw_outputs=True)
+                self._session, self._session_key = ort_session(path, str(self.device)), key
+        return self._session
 
     def _cpu_model(self) -> torch.nn.Module:
         return copy.deepcopy(self.model).cpu().to(memory_format=torch.contiguous_format).eval()
@@ -118,7 +124,7 @@ class YOLO:
         For the onnx backend the batch is Tensor[1, h, w, 3] uint8 instead, converted inside the graph.
         """
         resized, lb = letterbox_image(image, self.input_hw, self.letterbox)
-        if self.session is not None:  # the session's graph takes uint8 NHWC (utils.export.Uint8NHWC)
+        if self.backend == "onnx":
             return torch.from_numpy(resized[None]), lb
         # HWC memory viewed as NCHW is already channels-last: no copy besides the float conversion
         batch = torch.from_numpy(resized)[None].permute(0, 3, 1, 2)
@@ -126,17 +132,33 @@ class YOLO:
 
     def forward(self, batch: torch.Tensor) -> Sequence[torch.Tensor]:
         """Raw head outputs (out0 stride 32, out1 stride 16) for a preprocessed batch."""
-        if self.session is not None:
-            return [torch.from_numpy(o) for o in self.session.run(None, {"images": batch.numpy()})]
+        if self.backend == "onnx":
+            return [torch.from_numpy(o) for o in self.session.run(["out0", "out1"], {"images": batch.numpy()})]
         with torch.inference_mode():
             return self.model(batch)
 
+    def infer(self, batch: torch.Tensor):
+        """What the backend computes: raw outputs (torch), or Tensor[K, 7] detections in input pixels (onnx)."""
+        if self.backend == "onnx":
+            return torch.from_numpy(self.session.run(["detections"], {"images": batch.numpy()})[0])
+        return self.forward(batch)
+
+    def finish(self, result, lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
+        """infer()'s result -> Detections in image pixels."""
+        if self.backend == "onnx":
+            return self._to_image(result[:, 1:], lb, image_hw)
+        return self.postprocess(result, lb, image_hw)
+
     def postprocess(self, outputs: Sequence[torch.Tensor], lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
-        """Decode, threshold, NMS and map boxes back to the image."""
+        """Decode raw outputs, threshold, NMS and map boxes back to the image."""
         with torch.inference_mode():
             pred = decode_outputs(outputs, self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y)
-            det = postprocess(pred, self.conf, self.nms, self.max_det)[0].cpu()
-            boxes = input_to_image_boxes(det[:, :4], lb, image_hw)
+            return self._to_image(postprocess(pred, self.conf, self.nms, self.max_det)[0].cpu(), lb, image_hw)
+
+    @staticmethod
+    def _to_image(det: torch.Tensor, lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
+        """Tensor[K, 6] (x1, y1, x2, y2 input pixels, score, class) -> Detections in image pixels."""
+        boxes = input_to_image_boxes(det[:, :4].float(), lb, image_hw)
         return Detections(boxes.numpy().astype(np.float32), det[:, 4].numpy().astype(np.float32),
                           det[:, 5].numpy().astype(np.int64))
 
@@ -144,7 +166,7 @@ class YOLO:
         """Detect objects in a path or an HxWx3 uint8 RGB array."""
         image = as_rgb_array(image)
         batch, lb = self.preprocess(image)
-        return self.postprocess(self.forward(batch), lb, image.shape[:2])
+        return self.finish(self.infer(batch), lb, image.shape[:2])
 
     def draw(self, image: ImageLike, det: Detections) -> np.ndarray:
         """The image (HxWx3 uint8 RGB) with boxes and labels drawn."""
@@ -173,15 +195,18 @@ class YOLO:
             torch.cuda.synchronize(self.device)
 
     def timed_detect(self, image: np.ndarray) -> Tuple[Detections, Dict[str, float]]:
-        """detect() on an RGB array, also returning seconds spent in pre, forward and post."""
+        """detect() on an RGB array, also returning seconds spent in pre, forward and post.
+
+        With the onnx backend, decoding and NMS run inside the graph and count as forward.
+        """
         t0 = time.perf_counter()
         batch, lb = self.preprocess(image)
         self._sync()
         t1 = time.perf_counter()
-        outputs = self.forward(batch)
+        result = self.infer(batch)
         self._sync()
         t2 = time.perf_counter()
-        det = self.postprocess(outputs, lb, image.shape[:2])
+        det = self.finish(result, lb, image.shape[:2])
         t3 = time.perf_counter()
         return det, {"pre": t1 - t0, "forward": t2 - t1, "post": t3 - t2}
 

@@ -40,20 +40,24 @@ class Uint8NHWC(nn.Module):
 
 
 class DecodeNMS(nn.Module):
-    """YoloBody plus decoding and class-aware NMS, traceable for ONNX export (see module docstring)."""
+    """YoloBody plus decoding and class-aware NMS, traceable for ONNX export (see module docstring).
+
+    With `raw_outputs` the raw head outputs are returned too: (detections, out0, out1).
+    """
 
     def __init__(self, model: nn.Module, anchors: Tensor, anchors_mask: Sequence[Sequence[int]],
                  input_hw: Tuple[int, int], scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3,
-                 max_det: int = 300):
+                 max_det: int = 300, raw_outputs: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.raw_outputs = model, raw_outputs
         self.register_buffer("anchors", anchors.float().clone())
         self.anchors_mask = [list(m) for m in anchors_mask]
         self.input_hw = tuple(input_hw)
         self.scale_x_y, self.conf, self.nms, self.max_det = scale_x_y, conf, nms, max_det
 
-    def forward(self, images: Tensor) -> Tensor:
-        pred = decode_outputs(self.model(images), self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y)
+    def forward(self, images: Tensor):
+        raw = self.model(images)
+        pred = decode_outputs(raw, self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y)
         b, n, _ = pred.shape
         cls_prob, cls_id = pred[..., 5:].max(dim=-1)
         score = (pred[..., 4] * cls_prob).reshape(-1)
@@ -72,7 +76,7 @@ class DecodeNMS(nn.Module):
         rank = (onehot.cumsum(dim=0) * onehot).sum(dim=1)
         cap = torch.nonzero(rank <= self.max_det).view(-1)
         out = torch.cat([batch.view(-1, 1).float(), boxes, score.view(-1, 1), cls_id.view(-1, 1).float()], dim=1)
-        return out[cap]
+        return (out[cap], *raw) if self.raw_outputs else out[cap]
 
 
 def ort_session(path, device: str = "cpu", threads: int = 0):
@@ -132,13 +136,21 @@ def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool =
 
 
 def export_onnx_nms(model: nn.Module, path, anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
-                    scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300) -> Path:
-    """Write the graph with decoding and NMS inside (output `detections`, see module docstring)."""
+                    scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
+                    uint8_nhwc: bool = False, raw_outputs: bool = False) -> Path:
+    """Write the graph with decoding and NMS inside (output `detections`, see module docstring).
+
+    `uint8_nhwc` takes Tensor[B, H, W, 3] uint8 input (see Uint8NHWC); `raw_outputs` adds out0, out1.
+    """
     path = Path(path)
-    module = DecodeNMS(model.eval().cpu(), anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det).eval()
+    model = model.eval().cpu()
+    model = Uint8NHWC(model).eval() if uint8_nhwc else model
+    module = DecodeNMS(model, anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det, raw_outputs).eval()
+    example = torch.randint(0, 256, (1, *input_hw, 3), dtype=torch.uint8) if uint8_nhwc else torch.rand(1, 3, *input_hw)
+    names = ["detections", "out0", "out1"] if raw_outputs else ["detections"]
+    axes = {"images": {0: "batch"}, "detections": {0: "count"}, "out0": {0: "batch"}, "out1": {0: "batch"}}
     with torch.no_grad():
-        _export_atomic(module, path, torch.rand(1, 3, *input_hw), ["detections"],
-                       {"images": {0: "batch"}, "detections": {0: "count"}})
+        _export_atomic(module, path, example, names, {k: v for k, v in axes.items() if k in names + ["images"]})
     return path
 
 
