@@ -4,10 +4,8 @@ With no dataset in VOCdevkit it trains on the embedded demo dataset (generated o
 schedule sized for it. `torchrun --nproc_per_node N train.py ...` trains with DistributedDataParallel.
 """
 import argparse
-import json
-import math
+import copy
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -18,6 +16,7 @@ from utils import distributed as dist
 from utils.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
 from utils.checkpoint import load_weights, read_checkpoint, save_atomic
 from utils.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes
+from utils.augment import AugmentConfig
 from utils.dataloader import YoloDataset, build_dataloader, mosaic_enabled
 from utils.ema import ModelEMA, unwrap
 from utils.loss import YOLOLoss
@@ -62,6 +61,11 @@ def make_parser() -> argparse.ArgumentParser:
     a("--mosaic", type=float, default=0.5, help="probability of a mosaic sample")
     a("--mixup", type=float, default=0.0, help="probability of mixing up a mosaic sample with another")
     a("--mosaic-ratio", type=float, default=0.7, help="mosaic and mixup only during this first share of epochs")
+    a("--jitter", type=float, default=0.3, help="aspect-ratio jitter of training images")
+    a("--scale", type=float, nargs=2, default=[0.5, 1.5], metavar=("MIN", "MAX"),
+      help="range of a training image's size relative to the input")
+    a("--flip", type=float, default=0.5, help="probability of a horizontal flip")
+    a("--hsv", type=float, nargs=3, default=[0.1, 0.7, 0.4], metavar=("H", "S", "V"), help="hue, saturation, value gains")
     a("--label-smoothing", type=float, default=0.0, help="class label smoothing")
     a("--focal-loss", action="store_true", help="sigmoid focal loss for classes")
     a("--box-weight", type=float, default=0.05, help="weight of the CIoU box loss")
@@ -161,7 +165,9 @@ def build_loss(args, anchors: torch.Tensor, num_classes: int) -> YOLOLoss:
 def build_loaders(args, train_samples, val_samples, batch_size: int):
 
     size = (args.input_size, args.input_size)
-    train_set = YoloDataset(train_samples, size, train=True, mosaic=args.mosaic, mixup=args.mixup, seed=args.seed)
+    augment = AugmentConfig(jitter=args.jitter, scale=tuple(args.scale), flip=args.flip, hsv=tuple(args.hsv))
+    train_set = YoloDataset(train_samples, size, train=True, mosaic=args.mosaic, mixup=args.mixup, augment=augment,
+                            seed=args.seed)
     val_set = YoloDataset(val_samples, size, train=False, seed=args.seed)
     distributed = dist.world_size() > 1
     train_loader = build_dataloader(train_set, batch_size, args.workers, shuffle=True, seed=args.seed,
@@ -176,11 +182,16 @@ def set_backbone_frozen(model: torch.nn.Module, frozen: bool) -> None:
 
 
 def evaluate(args, model, val_samples, class_names, anchors, state: TrainState) -> dict:
-    """mAP with the evaluator and settings get_map.py uses."""
+    """mAP with the evaluator and settings get_map.py uses.
+
+    The model is evaluated as get_map.py will load it from the checkpoint (contiguous memory, the
+    evaluator's batch size), so both print the same numbers.
+    """
     from utils.evaluator import evaluate_model
+    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     return evaluate_model(model, val_samples, class_names, args.input_size, anchors, DEFAULT_ANCHORS_MASK,
-                          scale_x_y=args.scale_x_y, batch_size=args.batch_size, workers=args.workers,
-                          device=state.device, amp=state.amp_dtype, progress=not args.quiet)
+                          scale_x_y=args.scale_x_y, workers=args.workers, device=state.device,
+                          amp=state.amp_dtype, progress=not args.quiet)
 
 
 def checkpoint_meta(args, class_names, anchors) -> dict:

@@ -7,6 +7,7 @@ from typing import Tuple
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from utils.boxes import Letterbox, letterbox_params
@@ -81,8 +82,7 @@ def letterbox_image(image: np.ndarray, input_hw: Tuple[int, int], letterbox: boo
     return out, lb
 
 
-def to_tensor_batch(images) -> "torch.Tensor":
+def to_tensor_batch(images) -> torch.Tensor:
     """List of HxWx3 uint8 RGB arrays (same size) -> Tensor[B, 3, H, W] float in [0, 1]."""
-    import torch
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
     return batch.float().div_(255.0)
