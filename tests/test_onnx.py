@@ -63,3 +63,8 @@ def test_onnx_backend_detects_like_torch(tmp_path):
     b = YOLO(checkpoint, conf=0.3, backend="onnx").detect(image)
     assert len(a) > 0 and len(a) == len(b)
     assert np.allclose(a.boxes, b.boxes, atol=1e-2) and np.allclose(a.scores, b.scores, atol=1e-4)
+    onnx_yolo = YOLO(checkpoint, conf=0.3, max_det=2, backend="onnx")
+    assert len(onnx_yolo.detect(image)) == 2
+    onnx_yolo.conf = 0.9999  # the session graph holds the thresholds: it is rebuilt
+    assert len(onnx_yolo.detect(image)) == 0
+    assert onnx_yolo.heatmap(image).shape == image.shape
