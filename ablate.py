@@ -330,15 +330,15 @@ def write_chart(rows: List[Dict], path: Path, seeds: int) -> None:
     save_figure(fig, path)
 
 
-def table_notes(args, command: str, records: List[Dict], budget: List[str]) -> List[str]:
-    import torch
+def table_notes(args, command: str, records: List[Dict], budget: List[str], threads: int) -> List[str]:
     first = records[0]
     notes = [f"command: `{command}`", f"train.py flags shared by every run: `{shlex.join(budget)}`",
              f"scored: last.pth of each run on {first['eval_split']} ({first['eval_images']} images) with "
              f"utils.evaluator (get_map.py's settings); mAP is the mean over seeds, ± the sample standard deviation",
              f"params and GFLOPs at {args.bench_size}x{args.bench_size}; latency: median of {args.latency_runs} "
-             f"batch-1 forward passes on the CPU ({torch.get_num_threads()} threads) after {args.latency_warmup} "
-             f"warm-up pass{'' if args.latency_warmup == 1 else 'es'}, eager fp32, timed round-robin over the variants"]
+             f"batch-1 forward passes on the CPU ({threads} thread{'' if threads == 1 else 's'}) after "
+             f"{args.latency_warmup} warm-up pass{'' if args.latency_warmup == 1 else 'es'}, eager fp32, timed "
+             "round-robin over the variants"]
     if args.seeds < 2:
         notes.append("one seed per variant: no spread is shown; use --seeds 3 or more to tell a gain from noise")
     differ = config_differences(records)
@@ -374,14 +374,20 @@ def run_all(args, command: str) -> int:
 
 def write_tables(args, command: str, variants: List[Variant], records: List[Dict], budget: List[str]) -> None:
     import torch
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     done = [v for v in variants if any(r["variant"] == v.label for r in records)]
-    print(f"timing {len(done)} variants at {args.bench_size}x{args.bench_size} on the CPU ...", flush=True)
-    bench = bench_variants(done, records[0]["num_classes"], args.bench_size, args.latency_runs, args.latency_warmup)
+    previous = torch.get_num_threads()
+    threads = args.threads if args.threads > 0 else previous
+    print(f"timing {len(done)} variants at {args.bench_size}x{args.bench_size} on the CPU, {threads} threads ...",
+          flush=True)
+    torch.set_num_threads(threads)
+    try:
+        bench = bench_variants(done, records[0]["num_classes"], args.bench_size, args.latency_runs,
+                               args.latency_warmup)
+    finally:
+        torch.set_num_threads(previous)
     rows = summarise(done, records, bench)
     out = Path(args.out)
-    notes = table_notes(args, command, records, budget)
+    notes = table_notes(args, command, records, budget, threads)
     write_csv(rows, out / "ablation.csv")
     write_markdown(rows, out / "ablation.md", notes)
     write_chart(rows, out / "ablation.png", args.seeds)

@@ -7,6 +7,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import ablate
 
@@ -131,13 +132,15 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
-def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_path, capsys):
+def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # train.py subprocesses: tiny tensors gain nothing from threads
     voc = write_voc(tmp_path / "VOCtiny")
     out = tmp_path / "ablation"
     argv = ["--variants", "0,3", "--out", out, "--data", voc, "--classes", voc / "classes.txt", "--epochs", "1",
             "--input-size", "64", "--batch-size", "2", "--eval-period", "0", "--workers", "0", "--device", "cpu",
-            "--bench-size", "64", "--latency-runs", "2", "--latency-warmup", "1", "--quiet",
+            "--bench-size", "64", "--latency-runs", "2", "--latency-warmup", "1", "--threads", "1", "--quiet",
             "--train-args=--mosaic 0 --amp off"]
+    threads_before = torch.get_num_threads()
     assert ablate.main(argv) == 0, capsys.readouterr().err
 
     rows = read_rows(out / "ablation.csv")
@@ -148,7 +151,8 @@ def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_pa
     assert int(rows[1]["params"]) > int(rows[0]["params"])  # ECA adds weights
     table = (out / "ablation.md").read_text()
     assert table.count("| phi0 | none |") == 1 and table.count("| phi3 | eca |") == 1
-    assert "one seed per variant" in table and "--epochs 1" in table
+    assert "one seed per variant" in table and "--epochs 1" in table and "(1 thread)" in table
+    assert torch.get_num_threads() == threads_before  # --threads only while timing
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "done" / "phi3_s0.json").read_text())["epochs"] == 1
 
