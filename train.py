@@ -75,7 +75,10 @@ def make_parser() -> argparse.ArgumentParser:
       "(1.0: best anchor only, as the reference)")
     a("--hard-obj", action="store_true", help="objectness target 1 at positives (reference) instead of the IoU")
     a("--ignore-thres", type=float, default=0.5, help="predictions overlapping a truth above this IoU are not negatives")
-    a("--scale-x-y", type=float, default=1.0, help="grid sensitivity of box centres (darknet uses 1.05)")
+    a("--scale-x-y", type=float, default=2.0, help="grid sensitivity of box centres: centre = (sigmoid(t) * s - "
+      "(s - 1) / 2 + cell) * stride (darknet's yolov4-tiny uses 1.05, the reference 1.0)")
+    a("--neighbor-cells", action=argparse.BooleanOptionalAction, default=True,
+      help="also assign a truth to the 2 neighbouring cells nearest its centre (needs --scale-x-y >= 2)")
     a("--weights", default=None, help="initial weights: a checkpoint, a reference .pth or a darknet .weights file")
     a("--resume", default=None, help="continue the run of this last.pth exactly where it stopped")
     a("--save-dir", default="logs", help="folder of the run folders")
@@ -159,7 +162,7 @@ def build_loss(args, anchors: torch.Tensor, num_classes: int) -> YOLOLoss:
                     box_weight=args.box_weight, obj_weight=args.obj_weight, cls_weight=args.cls_weight,
                     balance=(0.4, 1.0), ignore_thres=args.ignore_thres, assign_thres=args.assign_thres,
                     iou_aware=not args.hard_obj, label_smoothing=args.label_smoothing, focal=args.focal_loss,
-                    scale_x_y=args.scale_x_y)
+                    scale_x_y=args.scale_x_y, neighbor_cells=args.neighbor_cells)
 
 
 def build_loaders(args, train_samples, val_samples, batch_size: int):

@@ -123,3 +123,30 @@ def test_loss_runs_under_bf16_outputs():
     outputs = [o.detach().bfloat16().requires_grad_() for o in zero_outputs()]
     total, _ = make_loss()(outputs, torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3]]))
     assert total.dtype == torch.float32 and torch.isfinite(total)
+
+
+def test_neighbour_cells_add_the_two_nearer_cells():
+    loss = make_loss(assign_thres=1.0, scale_x_y=2.0, neighbor_cells=True)
+    # centre at (4.3, 4.7) cells of the 8x8 P4 grid: nearer neighbours are x-1 (frac .3) and y+1 (frac .7)
+    targets = torch.tensor([[0, 0, 4.3 / 8, 4.7 / 8, 37 / 128, 58 / 128]])
+    _, slot, gy, gx = loss.assign(targets, [(4, 4), (8, 8)])[1]
+    assert sorted(zip(gy.tolist(), gx.tolist())) == [(4, 3), (4, 4), (5, 4)]
+    assert slot.tolist() == [1, 1, 1]
+    # in the corner, neighbours outside the grid are dropped
+    corner = torch.tensor([[0, 0, 0.1 / 8, 7.9 / 8, 37 / 128, 58 / 128]])
+    _, _, gy, gx = loss.assign(corner, [(4, 4), (8, 8)])[1]
+    assert list(zip(gy.tolist(), gx.tolist())) == [(7, 0)]
+
+
+def test_neighbour_cells_need_grid_sensitivity_two():
+    with pytest.raises(ValueError, match="scale_x_y >= 2"):
+        make_loss(scale_x_y=1.05, neighbor_cells=True)
+
+
+def test_neighbour_prediction_can_reach_the_truth_centre():
+    # with scale_x_y 2 a centre can sit 0.5 cells outside its own cell: sigmoid(t) -> 1 gives offset 1.5
+    loss = make_loss(scale_x_y=2.0, neighbor_cells=True)
+    p = torch.zeros(1, 1, 1, 1, 8)
+    p[..., 0] = 20.0
+    boxes = loss.decode(p, torch.tensor([[1.0, 1.0]]))
+    assert boxes[0, 0, 0, 0, 0].item() == pytest.approx(1.5, abs=1e-6)

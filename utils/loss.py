@@ -33,14 +33,19 @@ class YOLOLoss(nn.Module):
         label_smoothing: class targets become eps/2 and 1 - eps/2.
         focal: use the sigmoid focal loss (alpha 0.25, gamma 2) for classes.
         scale_x_y: darknet's grid sensitivity factor for box centres.
+        neighbor_cells: also assign each truth to the two neighbouring cells nearest its centre
+            (needs scale_x_y >= 2); more positives make training from scratch converge faster.
     """
 
     def __init__(self, anchors: Tensor, num_classes: int, anchors_mask: Sequence[Sequence[int]],
                  strides: Sequence[int] = (32, 16), box_weight: float = 0.05, obj_weight: float = 1.0,
                  cls_weight: float = 0.5, balance: Sequence[float] = (1.0, 1.0), ignore_thres: float = 0.5,
                  assign_thres: float = 0.213, iou_aware: bool = True, label_smoothing: float = 0.0,
-                 focal: bool = False, scale_x_y: float = 1.0):
+                 focal: bool = False, scale_x_y: float = 1.0, neighbor_cells: bool = False):
         super().__init__()
+        if neighbor_cells and scale_x_y < 2.0:
+            raise ValueError(f"neighbour-cell assignment needs scale_x_y >= 2 so a prediction can reach the truth "
+                             f"centre, got {scale_x_y}; raise scale_x_y or turn neighbour cells off")
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False)
         self.num_classes = num_classes
         self.anchors_mask = [list(m) for m in anchors_mask]
@@ -49,7 +54,7 @@ class YOLOLoss(nn.Module):
         self.balance = list(balance)
         self.ignore_thres, self.assign_thres = ignore_thres, assign_thres
         self.iou_aware, self.label_smoothing, self.focal = iou_aware, label_smoothing, focal
-        self.scale_x_y = scale_x_y
+        self.scale_x_y, self.neighbor_cells = scale_x_y, neighbor_cells
         self.used_anchors = sorted({i for m in self.anchors_mask for i in m})
 
     def forward(self, outputs: Sequence[Tensor], targets: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -71,18 +76,35 @@ class YOLOLoss(nn.Module):
         input_hw = (grid_sizes[0][0] * self.strides[0], grid_sizes[0][1] * self.strides[0])
         wh = targets[:, 4:6] * targets.new_tensor([input_hw[1], input_hw[0]])
         shape_iou = wh_iou(wh, self.anchors.to(wh.device))  # M, A_all
-        best = self.used_anchors[0] + 0 * shape_iou[:, 0].long()
-        if len(targets):
-            best = torch.as_tensor(self.used_anchors, device=wh.device)[shape_iou[:, self.used_anchors].argmax(1)]
+        used = torch.as_tensor(self.used_anchors, device=wh.device)
+        best = used[shape_iou[:, used].argmax(1)]
         result = []
         for mask, (h, w) in zip(self.anchors_mask, grid_sizes):
             mask_t = torch.as_tensor(mask, device=wh.device)
             pos = (shape_iou[:, mask_t] > self.assign_thres) | (best[:, None] == mask_t[None])
             t_idx, slot = pos.nonzero(as_tuple=True)
-            gx = (targets[t_idx, 2] * w).long().clamp(0, w - 1)
-            gy = (targets[t_idx, 3] * h).long().clamp(0, h - 1)
-            result.append((t_idx, slot, gy, gx))
+            gxy = targets[t_idx, 2:4] * targets.new_tensor([w, h])
+            result.append(self.cells(t_idx, slot, gxy, h, w))
         return result
+
+    def cells(self, t_idx: Tensor, slot: Tensor, gxy: Tensor, h: int, w: int):
+        """The cell holding each truth centre, and with `neighbor_cells` also the nearer neighbour in x
+        and in y (reachable because scale_x_y >= 2 lets a centre move half a cell outside its cell)."""
+        cell = gxy.long()
+        cells = [cell]
+        if self.neighbor_cells:
+            frac = gxy - cell
+            step = torch.where(frac < 0.5, -1, 1)
+            cells += [cell + torch.stack([step[:, 0], torch.zeros_like(step[:, 0])], 1),
+                      cell + torch.stack([torch.zeros_like(step[:, 1]), step[:, 1]], 1)]
+        cell = torch.cat(cells)
+        t_idx, slot = t_idx.repeat(len(cells)), slot.repeat(len(cells))
+        inside = (cell[:, 0] >= 0) & (cell[:, 0] < w) & (cell[:, 1] >= 0) & (cell[:, 1] < h)
+        if not self.neighbor_cells:  # a centre exactly on the right or bottom edge
+            cell, inside = cell.clone(), torch.ones_like(inside)
+            cell[:, 0].clamp_(0, w - 1)
+            cell[:, 1].clamp_(0, h - 1)
+        return t_idx[inside], slot[inside], cell[inside, 1], cell[inside, 0]
 
     @staticmethod
     def padded_truths(targets: Tensor, batch: int) -> Tuple[Tensor, Tensor]:
