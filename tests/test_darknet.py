@@ -21,16 +21,15 @@ def same_state(a, b) -> bool:
 
 
 def test_layer_order_follows_cfg(root):
-    cfg = (root / "../shared/yolov4-tiny.cfg").resolve()
-    text = cfg.read_text() if cfg.is_file() else None
+    """The reader's layer order is darknet's: the cfg's filters= lines, in order, are our conv widths."""
+    text = (root / "model_data" / "yolov4-tiny.cfg").read_text()
     layers = darknet_layers(YoloBody(ANCHORS_MASK, 80))
     outs = [conv.out_channels for _, conv, _ in layers]
     assert len(layers) == 21
     assert outs == [32, 64, 64, 32, 32, 64, 128, 64, 64, 128, 256, 128, 128, 256, 512, 256, 512, 255, 128, 256, 255]
     assert [bn is None for _, _, bn in layers].count(True) == 2
-    if text is not None:  # the cfg's filters= lines, in order, are exactly these
-        filters = [int(line.split("=")[1]) for line in text.splitlines() if line.replace(" ", "").startswith("filters=")]
-        assert filters == outs
+    filters = [int(line.split("=")[1]) for line in text.splitlines() if line.replace(" ", "").startswith("filters=")]
+    assert filters == outs
 
 
 def test_roundtrip_random_model(tmp_path):
