@@ -5,7 +5,12 @@
     python predict.py --video clip.mp4                      # or --video 0 for the first camera
     python predict.py --fps --backend onnx                  # ms for pre, forward, post and FPS
     python predict.py --export-onnx model.onnx [--export-onnx-nms]
+    python predict.py --export-onnx model_int8.onnx --int8 [--data VOCdevkit --calib-images 100]
+    python predict.py --weights model_int8.onnx --img a.jpg        # an exported graph, run by ONNX Runtime
     python predict.py --weights yolov4-tiny.weights --classes model_data/coco_classes.txt --img a.jpg
+
+--amp (default auto) runs the torch backend's network under bf16 autocast on CPUs with native bf16
+(and on CUDA); decoding and NMS stay fp32. The precision in use is printed at start.
 
 Outputs go to --out (default: a new numbered folder out/predict/exp1, exp2, ...). Nothing opens a
 window unless --show is given. Errors in the input stop with one line and exit code 1.
@@ -21,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.amp import AMP_CHOICES
 from utils.drawing import save_image, write_bytes_atomic
 from utils.image import IMAGE_EXTENSIONS, ImageReadError, read_image
 
@@ -41,6 +47,15 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--export-onnx", metavar="PATH", help="write an ONNX graph (opset 17, dynamic batch) and exit")
     p.add_argument("--export-onnx-nms", action="store_true",
                    help="with --export-onnx: put decoding, --conf, --nms and --max-det inside the graph (default: off)")
+    p.add_argument("--int8", action="store_true",
+                   help="with --export-onnx: quantize the raw graph to int8 (static, QDQ) with calibration images "
+                        "from --data; run it with --weights PATH.onnx (default: off)")
+    p.add_argument("--data", default="VOCdevkit",
+                   help="dataset the --int8 calibration images come from; the demo dataset when VOCdevkit/ is "
+                        "empty (default: VOCdevkit)")
+    p.add_argument("--split", help="split of --data for calibration (default: the training split)")
+    p.add_argument("--calib-images", type=int, default=100,
+                   help="calibration images for --int8, spread evenly over the split (default: 100)")
     p.add_argument("--fps", action="store_true",
                    help="benchmark the whole detect path on --img (or a random 640x480 image) (default: off)")
     p.add_argument("--fps-runs", type=int, default=50, help="timed runs for --fps (default: 50)")
@@ -55,8 +70,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", action="store_true", help="print the objects per class (default: off)")
     p.add_argument("--max-frames", type=int, default=0, help="stop a video after this many frames; 0 = all (default: 0)")
     p.add_argument("--show", action="store_true", help="also show results in a window (needs a GUI OpenCV) (default: off)")
-    p.add_argument("--weights", help="our checkpoint, a reference .pth or darknet .weights "
-                                     "(default: the newest best.pth under --logs)")
+    p.add_argument("--weights", help="our checkpoint, a reference .pth, darknet .weights or a .onnx graph written by "
+                                     "--export-onnx (default: the newest best.pth under --logs)")
     p.add_argument("--logs", default="logs", help="where to look for best.pth without --weights (default: logs)")
     p.add_argument("--classes", help="classes file, for files that do not name their classes "
                                      "(default: from the checkpoint; coco_classes.txt for .weights)")
@@ -69,7 +84,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=int, default=300, help="most detections per image (default: 300)")
     p.add_argument("--letterbox", action=argparse.BooleanOptionalAction, default=True,
                    help="keep aspect ratio with grey padding; --no-letterbox stretches (default: on)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference engine (default: torch)")
+    p.add_argument("--backend", choices=("torch", "onnx"),
+                   help="inference engine (default: torch; onnx for .onnx weights, which run only there)")
+    p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                   help="autocast for the torch backend: auto = bf16 on CPUs with native bf16 and on CUDA, "
+                        "else off (fp32) (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
     p.add_argument("--out", help="output folder, files overwritten (default: a new out/predict/expN)")
     return p
@@ -97,7 +116,7 @@ def build_yolo(args):
     attention = args.attention if args.attention is not None else args.phi
     return YOLO(weights, classes=classes, attention=attention, input_size=size, conf=args.conf, nms=args.nms,
                 letterbox=args.letterbox, device=args.device, backend=args.backend, max_det=args.max_det,
-                scale_x_y=args.scale_x_y)
+                scale_x_y=args.scale_x_y, amp=args.amp)
 
 
 def output_dir(out) -> Path:
@@ -260,11 +279,25 @@ def predict_video(yolo, source: str, out: Path, args) -> Counter:
 def run_fps(yolo, args, out: Path) -> None:
     image = read_image(args.img) if args.img else None
     ms = yolo.measure_speed(image, runs=args.fps_runs, warmup=args.warmup)
-    print(f"backend {yolo.backend} on {yolo.device}, input {yolo.input_hw[0]}x{yolo.input_hw[1]}, {args.fps_runs} runs")
+    print(f"backend {yolo.backend} ({yolo.precision}) on {yolo.device}, input {yolo.input_hw[0]}x{yolo.input_hw[1]}, "
+          f"{args.fps_runs} runs")
     for key in ("pre_ms", "forward_ms", "post_ms", "total_ms"):
         print(f"  {key[:-3]:<8} {ms[key]:8.2f} ms")
     print(f"  FPS      {ms['fps']:8.2f}")
-    write_bytes_atomic(out / "fps.json", json.dumps(ms, indent=1).encode())
+    write_bytes_atomic(out / "fps.json", json.dumps({**ms, "backend": yolo.backend, "precision": yolo.precision},
+                                                    indent=1).encode())
+
+
+def export(yolo, args) -> None:
+    """--export-onnx: the raw graph, the graph with NMS, or (--int8) the quantized raw graph."""
+    calibration = None
+    if args.int8:
+        from utils.quantize import calibration_images
+        calibration = calibration_images(args.data, args.split, yolo.class_names, args.calib_images)
+    path = yolo.export_onnx(args.export_onnx, nms=args.export_onnx_nms, calibration_images=calibration)
+    kind = (f"int8 raw head outputs, calibrated on {len(calibration)} images" if args.int8 else
+            "with decoding and NMS" if args.export_onnx_nms else "raw head outputs, checked against torch")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {kind})")
 
 
 def run(args) -> None:
@@ -272,11 +305,13 @@ def run(args) -> None:
         raise PredictError("nothing to do: give --img, --dir, --video, --fps or --export-onnx (see --help)")
     if args.img and not Path(args.img).is_file():
         raise PredictError(f"--img {args.img}: file does not exist")
+    if args.int8 and (not args.export_onnx or args.export_onnx_nms):
+        raise PredictError("--int8 quantizes the raw graph: use it with --export-onnx PATH and without --export-onnx-nms")
     yolo = build_yolo(args)
+    amp_note = f"--amp {args.amp}" if yolo.backend == "torch" else "--amp applies to the torch backend only"
+    print(f"backend {yolo.backend} on {yolo.device}, precision {yolo.precision} ({amp_note})")
     if args.export_onnx:
-        path = yolo.export_onnx(args.export_onnx, nms=args.export_onnx_nms)
-        kind = "with decoding and NMS" if args.export_onnx_nms else "raw head outputs, checked against torch"
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {kind})")
+        export(yolo, args)
         return
     out = output_dir(args.out)
     if args.fps:

@@ -3,6 +3,7 @@
     from yolo import YOLO
     yolo = YOLO("logs/run/best.pth")                 # our checkpoint carries classes, anchors, size
     yolo = YOLO("yolov4-tiny.weights", classes="model_data/coco_classes.txt")
+    yolo = YOLO("model_int8.onnx")                   # a graph from yolo.export_onnx: ONNX Runtime
     det = yolo.detect("img/street.jpg")              # or an HxWx3 uint8 RGB array
     det.boxes, det.scores, det.class_ids             # xyxy original-image pixels, [K], [K]
     drawn = yolo.draw(image, det)
@@ -19,11 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from nets.fuse import fuse_model
+from utils.amp import amp_name, autocast, resolve_amp, select_device
 from utils.boxes import Letterbox, decode_outputs, head_grid, input_to_image_boxes, postprocess
 from utils.checkpoint import model_from_weights
 from utils.config import read_classes
 from utils.drawing import draw_detections, heatmap_overlay
-from utils.export import export_onnx, export_onnx_nms, ort_session
+from utils.export import OrtRaw, export_onnx, export_onnx_nms, onnx_metadata, ort_session, read_onnx_metadata
 from utils.image import letterbox_image, read_image
 
 BACKENDS = ("torch", "onnx")
@@ -70,45 +72,86 @@ class YOLO:
     """A detector loaded from a weights file.
 
     Args:
-        weights: our checkpoint, a reference .pth (give `classes` and `attention`) or darknet .weights.
-        classes: class names or a classes file; needed unless the checkpoint names its classes.
+        weights: our checkpoint, a reference .pth (give `classes` and `attention`), darknet .weights, or a
+            raw .onnx graph written by export_onnx (fp32 or int8; it carries its classes, anchors and size).
+        classes: class names or a classes file; needed unless the file names its classes.
         attention: phi integer or attention spec for files that do not carry it.
-        input_size: network input, int or (h, w), multiples of 32; default the checkpoint's (or 416).
+        input_size: network input, int or (h, w), multiples of 32; default the file's (or 416).
         conf: score threshold; nms: NMS IoU threshold; max_det: most detections per image.
         letterbox: keep aspect ratio with grey padding (True) or stretch (False).
         device: 'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'...
-        backend: 'torch' (BN folded, channels-last) or 'onnx' (ONNX Runtime on the exported graph).
+        backend: 'torch' (BN folded, channels-last, autocast) or 'onnx' (ONNX Runtime); default torch,
+            and onnx for .onnx files, the only backend they run on.
+        amp: autocast for the torch backend, 'auto' | 'off' | 'bf16' | 'fp16' (utils.amp.resolve_amp: auto is
+            bf16 on CPUs with native bf16 and on CUDA, else fp32); decoding and NMS always run in fp32.
         anchors, scale_x_y: override the file's (darknet files default to scale_x_y 1.05).
     """
 
     def __init__(self, weights, classes=None, attention=None, input_size=None, conf: float = 0.5,
-                 nms: float = 0.3, letterbox: bool = True, device: str = "auto", backend: str = "torch",
-                 max_det: int = 300, anchors=None, scale_x_y: Optional[float] = None):
+                 nms: float = 0.3, letterbox: bool = True, device: str = "auto", backend: Optional[str] = None,
+                 max_det: int = 300, anchors=None, scale_x_y: Optional[float] = None, amp: str = "auto"):
+        is_onnx = str(weights).lower().endswith(".onnx")
+        backend = backend or ("onnx" if is_onnx else "torch")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if is_onnx and backend != "onnx":
+            raise ValueError(f"{weights} is an ONNX graph: it runs on the onnx backend (ONNX Runtime), not {backend}")
         names = read_classes(classes) if isinstance(classes, (str, Path)) else classes
         hw = parse_input_size(input_size) if input_size is not None else None
-        model, meta = model_from_weights(weights, class_names=names, attention=attention, anchors=anchors,
-                                         input_size=hw, scale_x_y=scale_x_y)
+        self.device = select_device(device)
+        self.backend = backend
+        self._session, self._session_key = None, None
+        if is_onnx:
+            model, meta = None, self._load_onnx(weights, names, hw, anchors, scale_x_y)
+        else:
+            model, meta = model_from_weights(weights, class_names=names, attention=attention, anchors=anchors,
+                                             input_size=hw, scale_x_y=scale_x_y)
         self.meta = meta
         self.class_names = list(meta["class_names"])
         self.input_hw = parse_input_size(meta["input_size"])
         self.anchors, self.anchors_mask = meta["anchors"], meta["anchors_mask"]
         self.scale_x_y = float(meta["scale_x_y"])
         self.conf, self.nms, self.max_det, self.letterbox = conf, nms, max_det, letterbox
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   "cpu" if device == "auto" else device)
-        self.backend = backend
-        # channels-last measured ~25% faster on CPU for this network (bench/bench_infer.py)
-        self.model = fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
-        self._session, self._session_key = None, None
+        amp_dtype = resolve_amp(amp, self.device)
+        self.amp = amp_dtype if backend == "torch" else None
+        # channels-last measured faster on CPU for this network, fp32 and bf16 (bench/bench_infer.py)
+        self.model = None if model is None else fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
+
+    def _load_onnx(self, path, names, hw, anchors, scale_x_y) -> dict:
+        """Open a raw graph written by export_onnx; returns its metadata with the given overrides."""
+        meta = read_onnx_metadata(path)
+        if hw is not None and tuple(hw) != tuple(meta["input_size"]):
+            raise ValueError(f"{path} was exported for input {meta['input_size'][0]}x{meta['input_size'][1]}, "
+                             f"not {hw[0]}x{hw[1]}: its size is fixed; leave out the input size or export again")
+        if names is not None:
+            if len(names) != len(meta["class_names"]):
+                raise ValueError(f"{path} predicts {len(meta['class_names'])} classes, {len(names)} names given")
+            meta["class_names"] = list(names)
+        meta["anchors"] = torch.as_tensor(anchors, dtype=torch.float32) if anchors is not None else meta["anchors"]
+        meta["scale_x_y"] = scale_x_y if scale_x_y is not None else meta["scale_x_y"]
+        self._session = ort_session(path, str(self.device))
+        OrtRaw(self._session, str(path))  # raises unless the graph has float NCHW input and raw outputs
+        return meta
+
+    @property
+    def precision(self) -> str:
+        """What runs the network: 'bf16 autocast', 'off (fp32)' (torch), 'int8 ONNX Runtime', ..."""
+        if self.backend == "onnx":
+            return f"{self.meta.get('precision', 'fp32')} ONNX Runtime"
+        return f"{amp_name(self.amp)} autocast" if self.amp is not None else amp_name(None)
+
+    @property
+    def graph_nms(self) -> bool:
+        """True when decoding and NMS run inside the ONNX graph (onnx backend built from torch weights)."""
+        return self.backend == "onnx" and self.model is not None
 
     @property
     def session(self):
-        """The ONNX Runtime session (onnx backend; None for torch), rebuilt when conf, nms or max_det change
-        because its graph holds decoding and NMS (utils.export.DecodeNMS, uint8 NHWC input)."""
+        """The ONNX Runtime session (onnx backend; None for torch). For a loaded .onnx file, its raw graph;
+        built from torch weights, a graph holding decoding and NMS (utils.export.DecodeNMS, uint8 NHWC
+        input), rebuilt when conf, nms or max_det change."""
         key = (self.conf, self.nms, self.max_det)
-        if self.backend == "onnx" and self._session_key != key:
+        if self.graph_nms and self._session_key != key:
             with tempfile.TemporaryDirectory() as tmp:
                 path = export_onnx_nms(self._cpu_model(), Path(tmp) / "model.onnx", self.anchors, self.anchors_mask,
                                        self.input_hw, self.scale_x_y, *key, uint8_nhwc=True, raw_outputs=True)
@@ -116,36 +159,44 @@ class YOLO:
         return self._session
 
     def _cpu_model(self) -> torch.nn.Module:
+        if self.model is None:
+            raise ValueError("this detector runs an ONNX graph; export from the weights it was made from")
         return copy.deepcopy(self.model).cpu().to(memory_format=torch.contiguous_format).eval()
 
     def preprocess(self, image: np.ndarray) -> Tuple[torch.Tensor, Letterbox]:
         """HxWx3 uint8 RGB -> (Tensor[1, 3, h, w] float in [0, 1] on the device, Letterbox).
 
-        For the onnx backend the batch is Tensor[1, h, w, 3] uint8 instead, converted inside the graph.
+        When the graph holds NMS (graph_nms) the batch is Tensor[1, h, w, 3] uint8, converted inside it.
         """
         resized, lb = letterbox_image(image, self.input_hw, self.letterbox)
-        if self.backend == "onnx":
+        if self.graph_nms:
             return torch.from_numpy(resized[None]), lb
         # HWC memory viewed as NCHW is already channels-last: no copy besides the float conversion
         batch = torch.from_numpy(resized)[None].permute(0, 3, 1, 2)
+        if self.backend == "onnx":  # ONNX Runtime wants contiguous NCHW
+            return batch.contiguous().float().div_(255), lb
         return batch.to(self.device, non_blocking=True).float().div_(255), lb
 
     def forward(self, batch: torch.Tensor) -> Sequence[torch.Tensor]:
-        """Raw head outputs (out0 stride 32, out1 stride 16) for a preprocessed batch."""
+        """Raw head outputs (out0 stride 32, out1 stride 16), float32, for a preprocessed batch.
+
+        The torch backend runs the network under autocast with self.amp; the outputs come back as fp32.
+        """
         if self.backend == "onnx":
             return [torch.from_numpy(o) for o in self.session.run(["out0", "out1"], {"images": batch.numpy()})]
-        with torch.inference_mode():
-            return self.model(batch)
+        with torch.inference_mode(), autocast(self.device, self.amp):
+            outputs = self.model(batch)
+        return [o.float() for o in outputs]
 
     def infer(self, batch: torch.Tensor):
-        """What the backend computes: raw outputs (torch), or Tensor[K, 7] detections in input pixels (onnx)."""
-        if self.backend == "onnx":
+        """What the backend computes: raw outputs, or Tensor[K, 7] detections in input pixels (graph_nms)."""
+        if self.graph_nms:
             return torch.from_numpy(self.session.run(["detections"], {"images": batch.numpy()})[0])
         return self.forward(batch)
 
     def finish(self, result, lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
         """infer()'s result -> Detections in image pixels."""
-        if self.backend == "onnx":
+        if self.graph_nms:
             return self._to_image(result[:, 1:], lb, image_hw)
         return self.postprocess(result, lb, image_hw)
 
@@ -197,7 +248,7 @@ class YOLO:
     def timed_detect(self, image: np.ndarray) -> Tuple[Detections, Dict[str, float]]:
         """detect() on an RGB array, also returning seconds spent in pre, forward and post.
 
-        With the onnx backend, decoding and NMS run inside the graph and count as forward.
+        When decoding and NMS run inside the graph (graph_nms) they count as forward.
         """
         t0 = time.perf_counter()
         batch, lb = self.preprocess(image)
@@ -229,10 +280,18 @@ class YOLO:
         ms["fps"] = 1000.0 / ms["total_ms"]
         return ms
 
-    def export_onnx(self, path, nms: bool = False, check: bool = True) -> Path:
-        """Write an ONNX graph (opset 17, dynamic batch) at this input size: raw head outputs, or with
-        `nms` decoding and NMS inside using this detector's conf, nms and max_det (see utils/export.py)."""
+    def export_onnx(self, path, nms: bool = False, check: bool = True, calibration_images=None) -> Path:
+        """Write an ONNX graph (opset 17, dynamic batch) at this input size, with this detector's settings in
+        its metadata (utils/export.py): raw head outputs, or with `nms` decoding and NMS inside using this
+        detector's conf, nms and max_det. With `calibration_images` (paths or RGB arrays, e.g. from
+        utils.quantize.calibration_images) the raw graph is quantized to int8 (utils/quantize.py)."""
+        if calibration_images is not None:
+            if nms:
+                raise ValueError("int8 quantizes the raw graph; decoding and NMS stay outside it (drop the NMS option)")
+            from utils.quantize import export_int8
+            return export_int8(self._cpu_model(), self.meta, path, calibration_images, letterbox=self.letterbox)
+        metadata = onnx_metadata(self.meta)
         if nms:
             return export_onnx_nms(self._cpu_model(), path, self.anchors, self.anchors_mask, self.input_hw,
-                                   self.scale_x_y, self.conf, self.nms, self.max_det)
-        return export_onnx(self._cpu_model(), path, self.input_hw, check=check)
+                                   self.scale_x_y, self.conf, self.nms, self.max_det, metadata=metadata)
+        return export_onnx(self._cpu_model(), path, self.input_hw, check=check, metadata=metadata)

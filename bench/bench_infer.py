@@ -1,14 +1,20 @@
-"""CPU inference speed: bare forwards and the whole detect() path, per backend, in one run.
+"""CPU inference speed: bare forwards and the whole detect() path, per backend and precision, in one run.
 
     python bench/bench_infer.py                       # random 80-class model, 416x416, batch 1
-    python bench/bench_infer.py --weights best.pth --img street.jpg
+    python bench/bench_infer.py --weights best.pth --img street.jpg --data VOCdevkit
 
 Rows are timed round-robin (one call of each row per round) so load from other processes hits all
-rows alike; the table shows the best and the median time per row. The onnx backend's graph holds
-decoding and NMS too; its forward row asks for the raw outputs only. A random model finds nothing
-at --conf 0.5, so NMS is nearly free here; with trained weights NMS adds a little. Ratios printed:
-  detect/forward per backend (target <= 1.15) and plain eager forward / best forward (target >= 1.3).
-To add a row (e.g. bf16 or int8 ONNX), append a (name, callable) pair in build_rows().
+rows alike; the table shows the best and the median time per row. Paths timed:
+  torch fp32 (BN folded, channels-last), torch bf16 (the same under bf16 autocast: --amp bf16);
+  onnx (fp32 graph holding decoding and NMS, uint8 NHWC input); onnx int8 (the raw graph quantized
+  by utils/quantize.py, run by YOLO("model_int8.onnx") with decoding and NMS in torch).
+The int8 graph is calibrated on --calib-images images from --data, or on random images without
+--data (the speed does not depend on them). On a CPU without native bf16 the bf16 rows are emulated
+and slow. A random model finds nothing at --conf 0.5, so NMS is nearly free here; with trained
+weights NMS adds a little. Ratios printed:
+  detect/forward per path (target <= 1.15); plain eager forward / best forward (target >= 1.3);
+  fastest detect() / fp32 ONNX Runtime forward, the faster of its two inputs (target <= 0.7).
+To add a row, append a (name, callable) pair in build_rows().
 """
 import argparse
 import statistics
@@ -23,14 +29,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nets.yolo import YoloBody  # noqa: E402
+from utils.amp import cpu_supports_bf16  # noqa: E402
 from utils.checkpoint import CHECKPOINT_FORMAT, model_from_weights, save_atomic  # noqa: E402
 from utils.config import DEFAULT_ANCHORS_MASK, read_anchors  # noqa: E402
 from utils.export import export_onnx, ort_session  # noqa: E402
 from utils.image import read_image  # noqa: E402
+from utils.quantize import calibration_images  # noqa: E402
 from yolo import YOLO  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EAGER = "forward eager (plain YoloBody)"
+# path -> (its forward row, its detect() row)
+PATHS = {
+    "torch": ("forward fused channels-last [torch]", "detect() torch"),
+    "torch bf16": ("forward fused channels-last bf16 [torch]", "detect() torch bf16"),
+    "onnx": ("forward ONNX Runtime uint8 NHWC [onnx]", "detect() onnx"),
+    "onnx int8": ("forward ONNX Runtime int8 [onnx int8]", "detect() onnx int8"),
+}
+ORT_FP32 = ("forward ONNX Runtime float NCHW", "forward ONNX Runtime uint8 NHWC [onnx]")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -42,6 +58,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=50, help="timed rounds, one call per row each (default: 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default: 5)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--data", help="dataset for the int8 calibration images (default: none, random images)")
+    p.add_argument("--calib-images", type=int, default=8, help="int8 calibration images (default: 8)")
     return p
 
 
@@ -56,9 +74,22 @@ def random_checkpoint(folder: Path, num_classes: int, input_size: int) -> Path:
     return path
 
 
-def build_rows(weights: Path, input_size: int, image: np.ndarray):
+def int8_detector(weights: Path, input_size: int, folder: Path, data, calib_images: int) -> YOLO:
+    """YOLO on the int8 graph of `weights`, calibrated on `data` (or random images without it)."""
+    fp32 = YOLO(weights, input_size=input_size, device="cpu", amp="off")
+    if data:
+        images = calibration_images(data, None, fp32.class_names, calib_images)
+    else:
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(calib_images)]
+    return YOLO(fp32.export_onnx(folder / "int8.onnx", calibration_images=images))
+
+
+def build_rows(weights: Path, input_size: int, image: np.ndarray, int8: YOLO):
     """[(name, callable)]: each callable runs one timed call."""
-    dets = {b: YOLO(weights, input_size=input_size, backend=b, device="cpu") for b in ("torch", "onnx")}
+    dets = {"torch": YOLO(weights, input_size=input_size, device="cpu", amp="off"),
+            "torch bf16": YOLO(weights, input_size=input_size, device="cpu", amp="bf16"),
+            "onnx": YOLO(weights, input_size=input_size, backend="onnx", device="cpu"), "onnx int8": int8}
     eager = model_from_weights(weights, input_size=[input_size, input_size])[0].eval()
     x = torch.rand(1, 3, input_size, input_size)
     x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -77,12 +108,12 @@ def build_rows(weights: Path, input_size: int, image: np.ndarray):
     return [
         (EAGER, no_grad(lambda: eager(x))),
         ("forward fused NCHW", no_grad(lambda: fused_nchw(x))),
-        ("forward fused channels-last [torch]", no_grad(lambda: dets["torch"].model(x_cl))),
-        ("forward ONNX Runtime float NCHW", lambda: float_session.run(None, {"images": x.numpy()})),
-        ("forward ONNX Runtime uint8 NHWC [onnx]", lambda: session.run(["out0", "out1"], {"images": x_u8})),
-        ("detect() torch", lambda: dets["torch"].detect(image)),
-        ("detect() onnx", lambda: dets["onnx"].detect(image)),
-    ]
+        (PATHS["torch"][0], no_grad(lambda: dets["torch"].model(x_cl))),
+        (PATHS["torch bf16"][0], lambda: dets["torch bf16"].forward(x_cl)),
+        (ORT_FP32[0], lambda: float_session.run(None, {"images": x.numpy()})),
+        (PATHS["onnx"][0], lambda: session.run(["out0", "out1"], {"images": x_u8})),
+        (PATHS["onnx int8"][0], lambda: int8.session.run(["out0", "out1"], {"images": x.numpy()})),
+    ] + [(PATHS[name][1], lambda det=det: det.detect(image)) for name, det in dets.items()]
 
 
 def time_rows(rows, rounds: int, warmup: int):
@@ -98,15 +129,19 @@ def time_rows(rows, rounds: int, warmup: int):
 
 
 def ratios(ms, col: int) -> None:
-    eager = ms[EAGER][col]
-    forwards = {"torch": ms["forward fused channels-last [torch]"][col], "onnx": ms["forward ONNX Runtime uint8 NHWC [onnx]"][col]}
-    for backend, forward in forwards.items():
-        ratio = ms[f"detect() {backend}"][col] / forward
-        print(f"  detect()/forward {backend}: {ratio:.3f} (target <= 1.15) {'ok' if ratio <= 1.15 else 'MISSED'}")
+    forwards = {path: ms[forward][col] for path, (forward, _) in PATHS.items()}
+    for path, (forward, detect) in PATHS.items():
+        ratio = ms[detect][col] / forwards[path]
+        print(f"  detect()/forward {path}: {ratio:.3f} (target <= 1.15) {'ok' if ratio <= 1.15 else 'MISSED'}")
     best = min(forwards, key=forwards.get)
-    speedup = eager / forwards[best]
-    print(f"  best backend {best}: {speedup:.2f}x faster than the plain eager forward "
+    speedup = ms[EAGER][col] / forwards[best]
+    print(f"  best forward {best}: {speedup:.2f}x faster than the plain eager forward "
           f"(target >= 1.3) {'ok' if speedup >= 1.3 else 'MISSED'}")
+    fastest = min(PATHS, key=lambda path: ms[PATHS[path][1]][col])
+    ort = min(ms[row][col] for row in ORT_FP32)
+    ratio = ms[PATHS[fastest][1]][col] / ort
+    print(f"  fastest detect() ({fastest}) / fp32 ONNX Runtime forward: {ratio:.2f} "
+          f"(target <= 0.7) {'ok' if ratio <= 0.7 else 'MISSED'}")
 
 
 def report(ms) -> None:
@@ -124,9 +159,11 @@ def main(args) -> None:
     image = read_image(args.img) if args.img else np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(args.weights) if args.weights else random_checkpoint(Path(tmp), args.num_classes, args.input_size)
-        rows = build_rows(weights, args.input_size, image)
+        int8 = int8_detector(weights, args.input_size, Path(tmp), args.data, args.calib_images)
+        rows = build_rows(weights, args.input_size, image, int8)
     print(f"input {args.input_size}x{args.input_size}, batch 1, {args.threads} torch threads, image "
-          f"{image.shape[1]}x{image.shape[0]}, {args.rounds} rounds (median), torch {torch.__version__}")
+          f"{image.shape[1]}x{image.shape[0]}, {args.rounds} rounds (median), torch {torch.__version__}, "
+          f"CPU native bf16: {'yes' if cpu_supports_bf16() else 'no (bf16 rows emulated)'}")
     report(time_rows(rows, args.rounds, args.warmup))
 
 

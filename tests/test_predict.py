@@ -133,3 +133,16 @@ def test_default_weights_is_newest_best(tmp_path):
     import os
     os.utime(older, (1, 1))
     assert predict.find_weights(tmp_path) == newer
+
+
+@pytest.mark.parametrize("native, line", [(False, "precision off (fp32) (--amp auto)"),
+                                          (True, "precision bf16 autocast (--amp auto)")])
+def test_amp_auto_is_reported(ckpt, images, tmp_path, capsys, monkeypatch, native, line):
+    monkeypatch.setattr("utils.amp.cpu_supports_bf16", lambda *args: native)
+    assert run(ckpt, tmp_path, "--img", str(images / "tiny.bmp"), "--device", "cpu") == 0
+    assert line in capsys.readouterr().out
+
+
+def test_int8_needs_the_raw_export(ckpt, tmp_path, capsys):
+    assert run(ckpt, tmp_path, "--export-onnx", str(tmp_path / "m.onnx"), "--export-onnx-nms", "--int8") == 1
+    assert "--int8 quantizes the raw graph" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import torch
 
 from nets.fuse import fuse_model
 from nets.yolo import YoloBody
+from utils.boxes import decode_outputs
 from utils.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from utils.drawing import class_colors, draw_detections, font_size
 from yolo import YOLO, Detections
@@ -129,3 +130,42 @@ def test_measure_speed(yolo):
     ms = yolo.measure_speed(rgb(64, 64), runs=2, warmup=1)
     assert all(ms[k] > 0 for k in ("pre_ms", "forward_ms", "post_ms", "fps"))
     assert ms["total_ms"] == pytest.approx(ms["pre_ms"] + ms["forward_ms"] + ms["post_ms"])
+
+
+def test_bf16_matches_fp32_within_tolerance(checkpoint):
+    """bf16 autocast keeps 8 mantissa bits: on a fixed model and image the raw logits may move by up to 0.05,
+    decoded boxes by up to 0.5 px (input 64x96), objectness and class probabilities by up to 0.005."""
+    fp32, bf16 = YOLO(checkpoint, amp="off", conf=0.3), YOLO(checkpoint, amp="bf16", conf=0.3)
+    assert (fp32.amp, bf16.amp) == (None, torch.bfloat16) and bf16.precision == "bf16 autocast"
+    image = rgb(64, 96, seed=3)
+    batch, _ = fp32.preprocess(image)
+    raw32, raw16 = fp32.forward(batch), bf16.forward(batch)
+    assert all(o.dtype == torch.float32 for o in raw16)  # handed to decoding in fp32
+    assert not torch.equal(raw32[0], raw16[0])  # bf16 really ran
+    assert max(float((a - b).abs().max()) for a, b in zip(raw32, raw16)) < 0.05
+    d32, d16 = (decode_outputs(raw, fp32.anchors, ANCHORS_MASK, fp32.input_hw) for raw in (raw32, raw16))
+    assert float((d32[..., :4] - d16[..., :4]).abs().max()) < 0.5
+    assert float((d32[..., 4:] - d16[..., 4:]).abs().max()) < 0.005
+    det32, det16 = fp32.detect(image), bf16.detect(image)
+    assert len(det16) > 5 and abs(len(det16) - len(det32)) <= 2  # a box or two may cross the threshold
+    for box, score, cls in zip(det16.boxes, det16.scores, det16.class_ids):
+        if score > 0.31:  # clear of the threshold: the fp32 run has the same detection
+            match = np.abs(det32.boxes - box).max(axis=1).argmin()
+            assert np.abs(det32.boxes[match] - box).max() < 0.5 and det32.class_ids[match] == cls
+            assert abs(det32.scores[match] - score) < 0.005
+
+
+@pytest.mark.parametrize("native, expected", [(False, None), (True, torch.bfloat16)])
+def test_amp_auto_follows_cpu_bf16_support(checkpoint, monkeypatch, native, expected):
+    monkeypatch.setattr("utils.amp.cpu_supports_bf16", lambda *args: native)
+    yolo = YOLO(checkpoint, device="cpu")  # amp="auto" is the default
+    assert yolo.amp is expected
+    assert yolo.precision == ("bf16 autocast" if native else "off (fp32)")
+    assert YOLO(checkpoint, device="cpu", backend="onnx").amp is None  # the graph has its own precision
+
+
+def test_bad_amp_choice(checkpoint):
+    with pytest.raises(ValueError, match="auto, off, bf16, fp16"):
+        YOLO(checkpoint, amp="int8")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        YOLO(checkpoint, amp="fp16", device="cpu")

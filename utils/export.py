@@ -6,12 +6,19 @@ Two graphs can be written:
   nms: same input; one output `detections` Tensor[K, 7]: batch index, x1, y1, x2, y2 (input pixels),
        score, class id, with decoding, score threshold, class-aware NMS and max_det per image inside.
 H and W are fixed at export time (the input size); only the batch is dynamic.
+
+Metadata: exports made with `metadata` (YOLO.export_onnx always does) carry the detector's settings
+in the ONNX metadata_props, each value JSON: format (ONNX_FORMAT), class_names, anchors ([[w, h], ...]),
+anchors_mask, attention, input_size ([h, w]), scale_x_y and precision ("fp32" or "int8"; int8 graphs
+add calibration). `read_onnx_metadata` reads them back, so a raw graph runs with nothing else
+(`YOLO("model.onnx")`, utils.quantize.evaluate_onnx).
 """
+import json
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +29,10 @@ from torch import Tensor
 from utils.boxes import decode_outputs
 
 OPSET = 17
+ONNX_FORMAT = "yolov4-tiny-attention/onnx/1"
+META_KEYS = ("class_names", "anchors", "anchors_mask", "attention", "input_size", "scale_x_y")
+EXTRA_KEYS = ("format", "precision", "calibration")
+RAW_OUTPUTS = ("out0", "out1")
 
 
 class Uint8NHWC(nn.Module):
@@ -79,6 +90,70 @@ class DecodeNMS(nn.Module):
         return (out[cap], *raw) if self.raw_outputs else out[cap]
 
 
+def onnx_metadata(meta: Dict, precision: str = "fp32", calibration: Optional[Dict] = None) -> Dict[str, str]:
+    """metadata_props for a graph of the detector described by `meta` (as utils.checkpoint.model_from_weights
+    returns it): the META_KEYS, format, precision and calibration settings (int8), each value as JSON."""
+    props = {"format": ONNX_FORMAT, "precision": precision}
+    if calibration is not None:
+        props["calibration"] = calibration
+    for key in META_KEYS:
+        value = meta[key]
+        props[key] = value.tolist() if isinstance(value, Tensor) else value
+    return {key: json.dumps(value) for key, value in props.items()}
+
+
+def set_metadata(model, props: Dict[str, str]) -> None:
+    """Add or replace metadata_props of an onnx.ModelProto in place."""
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in props.items():
+        entry = existing[key] if key in existing else model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_onnx_metadata(path) -> Dict:
+    """The detector settings stored in an exported graph (see the module docstring): class_names, anchors
+    (Tensor[A, 2]), anchors_mask, attention, input_size, scale_x_y, format, precision, and calibration (int8)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist")
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except DecodeError as e:
+        raise ValueError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    missing = [key for key in ("format",) + META_KEYS if key not in props]
+    if missing or json.loads(props["format"]) != ONNX_FORMAT:
+        raise ValueError(f"{path}: expected a graph exported by this project (format {ONNX_FORMAT}, with its classes, "
+                         f"anchors and input size in the metadata); found format {props.get('format', 'none')} and "
+                         f"missing keys {missing or 'none'}. Export it again with `python predict.py --export-onnx PATH`")
+    # other tools add their own keys (onnxruntime's quantizer: onnx.infer, ...), not JSON: left out
+    meta = {key: json.loads(value) for key, value in props.items() if key in META_KEYS + EXTRA_KEYS}
+    meta["anchors"] = torch.tensor(meta["anchors"], dtype=torch.float32)
+    return meta
+
+
+class OrtRaw(nn.Module):
+    """A raw graph (float NCHW `images` -> out0, out1) run by ONNX Runtime, called like YoloBody:
+    forward(Tensor[B, 3, H, W]) -> [out0, out1] as CPU float tensors. Lets code written for the torch
+    model (utils.detect.detect_samples, YOLO) run the graph unchanged; no autograd."""
+
+    def __init__(self, session, where: str = "ONNX model"):
+        super().__init__()
+        inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
+        if len(inputs) != 1 or inputs[0].name != "images" or inputs[0].type != "tensor(float)" or \
+                any(name not in outputs for name in RAW_OUTPUTS):
+            found = ", ".join(f"{i.name} {i.type}" for i in inputs)
+            raise ValueError(f"{where}: expected a raw graph (input images float [B, 3, H, W]; outputs out0, out1), "
+                             f"found inputs {found} and outputs {', '.join(outputs)}; export it without "
+                             "--export-onnx-nms (python predict.py --export-onnx PATH)")
+        self.session = session
+
+    def forward(self, images: Tensor):
+        found = self.session.run(list(RAW_OUTPUTS), {"images": images.detach().cpu().float().contiguous().numpy()})
+        return [torch.from_numpy(out) for out in found]
+
+
 def ort_session(path, device: str = "cpu", threads: int = 0):
     """An onnxruntime InferenceSession on CPU (or CUDA when `device` is cuda and available)."""
     import onnxruntime as ort
@@ -95,7 +170,7 @@ def ort_session(path, device: str = "cpu", threads: int = 0):
 
 
 def _export_atomic(module: nn.Module, path: Path, example: Tensor, output_names: Sequence[str],
-                   dynamic_axes: dict) -> None:
+                   dynamic_axes: dict, metadata: Optional[Dict[str, str]] = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -106,6 +181,10 @@ def _export_atomic(module: nn.Module, path: Path, example: Tensor, output_names:
             torch.onnx.export(module, (example,), tmp, opset_version=OPSET, dynamo=False,
                               input_names=["images"], output_names=list(output_names), dynamic_axes=dynamic_axes)
         import onnx
+        if metadata:
+            graph = onnx.load(tmp)
+            set_metadata(graph, metadata)
+            onnx.save(graph, tmp)
         onnx.checker.check_model(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -114,11 +193,12 @@ def _export_atomic(module: nn.Module, path: Path, example: Tensor, output_names:
 
 
 def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool = True, atol: float = 1e-4,
-                uint8_nhwc: bool = False) -> Path:
+                uint8_nhwc: bool = False, metadata: Optional[Dict[str, str]] = None) -> Path:
     """Write the raw graph of `model` (eval mode, on CPU) to `path`; with `check`, compare ONNX Runtime
     against torch on a batch of 2 random images and raise RuntimeError beyond `atol`.
 
     With `uint8_nhwc` the input `images` is Tensor[B, H, W, 3] uint8 RGB instead (see Uint8NHWC).
+    `metadata`: metadata_props to store (see onnx_metadata).
     """
     path = Path(path)
     model = model.eval().cpu()
@@ -126,7 +206,7 @@ def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool =
     example = torch.randint(0, 256, (1, *input_hw, 3), dtype=torch.uint8) if uint8_nhwc else torch.rand(1, 3, *input_hw)
     axes = {"images": {0: "batch"}, "out0": {0: "batch"}, "out1": {0: "batch"}}
     with torch.no_grad():
-        _export_atomic(module, path, example, ["out0", "out1"], axes)
+        _export_atomic(module, path, example, list(RAW_OUTPUTS), axes, metadata)
     if check:
         images = example.repeat(2, 1, 1, 1) if uint8_nhwc else torch.rand(2, 3, *input_hw)
         error = max_abs_error(module, path, images)
@@ -137,10 +217,12 @@ def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool =
 
 def export_onnx_nms(model: nn.Module, path, anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
                     scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
-                    uint8_nhwc: bool = False, raw_outputs: bool = False) -> Path:
+                    uint8_nhwc: bool = False, raw_outputs: bool = False,
+                    metadata: Optional[Dict[str, str]] = None) -> Path:
     """Write the graph with decoding and NMS inside (output `detections`, see module docstring).
 
-    `uint8_nhwc` takes Tensor[B, H, W, 3] uint8 input (see Uint8NHWC); `raw_outputs` adds out0, out1.
+    `uint8_nhwc` takes Tensor[B, H, W, 3] uint8 input (see Uint8NHWC); `raw_outputs` adds out0, out1;
+    `metadata`: metadata_props to store (see onnx_metadata).
     """
     path = Path(path)
     model = model.eval().cpu()
@@ -150,7 +232,7 @@ def export_onnx_nms(model: nn.Module, path, anchors: Tensor, anchors_mask, input
     names = ["detections", "out0", "out1"] if raw_outputs else ["detections"]
     axes = {"images": {0: "batch"}, "detections": {0: "count"}, "out0": {0: "batch"}, "out1": {0: "batch"}}
     with torch.no_grad():
-        _export_atomic(module, path, example, names, {k: v for k, v in axes.items() if k in names + ["images"]})
+        _export_atomic(module, path, example, names, {k: v for k, v in axes.items() if k in names + ["images"]}, metadata)
     return path
 
 

@@ -1,0 +1,253 @@
+"""int8 ONNX graphs by static quantization with ONNX Runtime, and scoring ONNX graphs on a dataset split.
+
+    python -m utils.quantize --weights logs/run/best.pth [--data VOCdevkit] [--calib-images 100] [--out model_int8.onnx]
+
+writes the fp32 and the int8 raw graph and prints mAP@0.5 of the torch model, the fp32 graph and the
+int8 graph on the evaluation split, in one table.
+
+How the int8 graph is made (quantize_onnx):
+  * the raw graph (utils/export.py: images -> out0, out1; decoding and NMS are not in it, they run in
+    fp32 after it) is cleaned by ONNX Runtime's quant_pre_process (constant folding, shape inference);
+  * calibration: `--calib-images` images spread evenly over a dataset split (the training split by
+    default), letterboxed exactly as at inference; ranges per tensor by `method` (minmax default);
+  * QDQ format with uint8 activations and int8 weights (ONNX Runtime's fast U8S8 kernels on x86;
+    int8 activations measured ~1.8x slower here), weights per output channel;
+  * the two output convs (1x1, producing the raw logits that decoding reads) are left in fp32
+    (`head_fp32`); they are a tiny share of the compute.
+The int8 file carries the fp32 export's metadata with precision "int8" and the calibration set, so
+`YOLO("model_int8.onnx")` and evaluate_onnx need nothing else.
+"""
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from utils.export import OrtRaw, onnx_metadata, ort_session, read_onnx_metadata, set_metadata
+from utils.image import letterbox_image, read_image
+
+DEFAULT_CALIB_IMAGES = 100
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+def calibration_images(data, split: Optional[str], class_names: Sequence[str],
+                       count: int = DEFAULT_CALIB_IMAGES) -> List[Path]:
+    """`count` image paths spread evenly over `split` of `data` (default split: the training split,
+    utils.voc.default_split(data, 'train'); `data` as utils.voc.resolve_data takes it)."""
+    from utils.voc import default_split, load_samples, resolve_data
+
+    if count < 1:
+        raise ValueError(f"--calib-images must be at least 1, found {count}")
+    data_path = resolve_data(data)
+    samples = load_samples(data_path, split or default_split(data_path, "train"), class_names)
+    picks = np.unique(np.linspace(0, len(samples) - 1, min(count, len(samples))).round().astype(int))
+    return [Path(samples[i].image_path) for i in picks]
+
+
+class LetterboxReader(CalibrationDataReader):
+    """Feeds images to the ONNX Runtime calibrator as the model sees them: letterboxed to `input_hw`,
+    float NCHW in [0, 1], one image per batch. `images`: paths or HxWx3 uint8 RGB arrays."""
+
+    def __init__(self, images: Sequence, input_hw, letterbox: bool = True):
+        self.images, self.input_hw, self.letterbox = list(images), tuple(input_hw), letterbox
+        self.position = 0
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        if self.position >= len(self.images):
+            return None
+        image = self.images[self.position]
+        self.position += 1
+        rgb = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+        resized, _ = letterbox_image(rgb, self.input_hw, self.letterbox)
+        return {"images": np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0}
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def output_convs(model) -> List[str]:
+    """Names of the Conv nodes of an onnx.ModelProto whose outputs are graph outputs (the raw logits)."""
+    outputs = {o.name for o in model.graph.output}
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and outputs.intersection(n.output)]
+
+
+def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True, per_channel: bool = True,
+                  head_fp32: bool = True, method: str = "minmax") -> Path:
+    """Write the int8 QDQ version of a raw graph exported with metadata (see the module docstring).
+
+    `images`: calibration images (paths or HxWx3 uint8 RGB arrays). Returns `out_path`.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIB_METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; valid: {', '.join(CALIB_METHODS)}")
+    if not images:
+        raise ValueError("no calibration images: give at least one (--calib-images, --data)")
+    meta = read_onnx_metadata(fp32_path)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quantize.") as tmp:
+        clean, quantized = Path(tmp) / "clean.onnx", Path(tmp) / "int8.onnx"
+        # symbolic shape inference cannot follow the Resize of the upsample; onnx's own shape inference does
+        quant_pre_process(str(fp32_path), str(clean), skip_symbolic_shape=True)
+        excluded = output_convs(onnx.load(str(clean))) if head_fp32 else []
+        logger = logging.getLogger()
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # quantize_static warns to pre-process, which is done above
+        try:
+            quantize_static(str(clean), str(quantized), LetterboxReader(images, meta["input_size"], letterbox),
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=excluded, calibrate_method=calibrate,
+                            extra_options={"CalibMaxIntermediateOutputs": 16})
+        finally:
+            logger.setLevel(level)
+        graph = onnx.load(str(quantized))
+        settings = {"images": len(images), "method": method, "per_channel": per_channel, "head_fp32": head_fp32}
+        set_metadata(graph, onnx_metadata(meta, precision="int8", calibration=settings))
+        onnx.save(graph, str(quantized))
+        os.replace(quantized, out_path)
+    return out_path
+
+
+def export_int8(model, meta: Dict, path, images: Sequence, letterbox: bool = True, **options) -> Path:
+    """Export `model` (a YoloBody, eval, CPU; BN folded is best) described by `meta` as a raw fp32 graph and
+    quantize it to `path` (quantize_onnx; `options`: per_channel, head_fp32, method)."""
+    from utils.export import export_onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export.") as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", tuple(meta["input_size"]), metadata=onnx_metadata(meta))
+        return quantize_onnx(fp32, path, images, letterbox=letterbox, **options)
+
+
+def evaluate_onnx(onnx_path, samples, class_names: Sequence[str], conf_thres: Optional[float] = None,
+                  nms_thres: Optional[float] = None, letterbox: bool = True, batch_size: int = 8, workers: int = 0,
+                  progress: bool = True) -> Dict:
+    """Run a raw graph exported with metadata (fp32 or int8) over `samples` and score it.
+
+    The same path as utils.evaluator.evaluate_model (same loader, letterbox, fp32 decoding and NMS,
+    evaluate_detections; conf and NMS thresholds default to its 0.001 and 0.5), with ONNX Runtime
+    running the network. Returns evaluate_model's dict (map50, map50_95, per_class, detections, ...).
+    """
+    from utils.evaluator import CONF_THRES, NMS_THRES, evaluate_model
+
+    meta = read_onnx_metadata(onnx_path)
+    if len(meta["class_names"]) != len(class_names):
+        raise ValueError(f"{onnx_path} predicts {len(meta['class_names'])} classes ({', '.join(meta['class_names'][:5])}"
+                         f"...), but {len(class_names)} class names were given; score it with the classes it was "
+                         "trained on")
+    module = OrtRaw(ort_session(onnx_path), str(onnx_path))
+    return evaluate_model(module, samples, class_names, meta["input_size"], meta["anchors"], meta["anchors_mask"],
+                          conf_thres=CONF_THRES if conf_thres is None else conf_thres,
+                          nms_thres=NMS_THRES if nms_thres is None else nms_thres, scale_x_y=meta["scale_x_y"],
+                          letterbox=letterbox, batch_size=batch_size, workers=workers, device="cpu", progress=progress)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m utils.quantize", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="our checkpoint (or a reference .pth / darknet .weights with --classes)")
+    p.add_argument("--classes", help="classes file, for weights that do not name their classes (default: the checkpoint's)")
+    p.add_argument("--attention", help="attention spec or phi, for weights that do not carry it (default: the checkpoint's)")
+    p.add_argument("--input-size", type=int, help="square input size, a multiple of 32 (default: the checkpoint's)")
+    p.add_argument("--data", default="VOCdevkit", help="dataset; the demo dataset when VOCdevkit/ is empty (default: VOCdevkit)")
+    p.add_argument("--split", help="split to score on (default: the dataset's evaluation split)")
+    p.add_argument("--calib-split", help="split the calibration images come from (default: the training split)")
+    p.add_argument("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES,
+                   help=f"calibration images, spread evenly over --calib-split (default: {DEFAULT_CALIB_IMAGES})")
+    p.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax", help="activation ranges (default: minmax)")
+    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                   help="int8 weight scales per output channel (default: on)")
+    p.add_argument("--head-fp32", action=argparse.BooleanOptionalAction, default=True,
+                   help="leave the two output convs in fp32 (default: on)")
+    p.add_argument("--out", default="out/quantize/model_int8.onnx", help="int8 graph (default: out/quantize/model_int8.onnx)")
+    p.add_argument("--fp32-out", help="fp32 graph (default: beside --out, 'int8' in its name replaced by 'fp32')")
+    p.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
+                   help="also score the torch model under this autocast when it resolves to bf16/fp16 (default: auto)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward when scoring (default: 8)")
+    p.add_argument("--device", default="cpu", help="device for the torch rows (default: cpu)")
+    return p
+
+
+def fp32_path(out: Path, fp32_out: Optional[str]) -> Path:
+    if fp32_out:
+        return Path(fp32_out)
+    name = out.name.replace("int8", "fp32") if "int8" in out.name else f"{out.stem}_fp32{out.suffix}"
+    return out.with_name(name)
+
+
+def format_table(rows: Sequence[tuple]) -> str:
+    """rows: (name, evaluate dict) -> mAP@0.5 and mAP@0.5:0.95 with the change against the first row."""
+    base = rows[0][1]["map50"]
+    lines = [f"{'model':<28}{'mAP@0.5':>9}{'vs first':>10}{'mAP@.5:.95':>12}"]
+    for name, result in rows:
+        lines.append(f"{name:<28}{100 * result['map50']:>8.2f}%{100 * (result['map50'] - base):>+9.2f}"
+                     f"{100 * (result['map50_95'] or 0):>11.2f}%")
+    return "\n".join(lines)
+
+
+def compare(args) -> List[tuple]:
+    """Export fp32 and int8 graphs and score them with the torch model; returns [(row name, result)]."""
+    import torch
+
+    from nets.fuse import fuse_model
+    from utils.amp import amp_name, resolve_amp, select_device
+    from utils.checkpoint import model_from_weights
+    from utils.config import read_classes
+    from utils.evaluator import evaluate_model
+    from utils.export import export_onnx
+    from utils.voc import default_split, load_samples, resolve_data
+
+    names = read_classes(args.classes) if args.classes else None
+    size = [args.input_size] * 2 if args.input_size else None
+    model, meta = model_from_weights(args.weights, class_names=names, attention=args.attention, input_size=size)
+    model.eval()
+    data_path = resolve_data(args.data)
+    split = args.split or default_split(data_path, "eval")
+    calib = calibration_images(data_path, args.calib_split, meta["class_names"], args.calib_images)
+    samples = load_samples(data_path, split, meta["class_names"])
+    out = Path(args.out)
+    fp32 = export_onnx(fuse_model(model), fp32_path(out, args.fp32_out), tuple(meta["input_size"]),
+                       metadata=onnx_metadata(meta))
+    int8 = quantize_onnx(fp32, out, calib, per_channel=args.per_channel, head_fp32=args.head_fp32,
+                         method=args.calib_method)
+    print(f"wrote {fp32} and {int8} (int8: {len(calib)} calibration images from {data_path})")
+    device = select_device(args.device)
+    torch_eval = dict(input_size=meta["input_size"], anchors=meta["anchors"], anchors_mask=meta["anchors_mask"],
+                      scale_x_y=meta["scale_x_y"], batch_size=args.batch_size, device=device, progress=False)
+    rows = [("torch fp32", evaluate_model(model.to(device), samples, meta["class_names"], **torch_eval))]
+    amp = resolve_amp(args.amp, device)
+    if amp is not None:
+        rows.append((f"torch {amp_name(amp)} autocast", evaluate_model(model, samples, meta["class_names"], amp=amp,
+                                                                      **torch_eval)))
+    for name, path in (("onnx fp32", fp32), ("onnx int8", int8)):
+        rows.append((name, evaluate_onnx(path, samples, meta["class_names"], batch_size=args.batch_size, progress=False)))
+    print(f"{data_path} [{split}], {len(samples)} images, input {meta['input_size'][0]}x{meta['input_size'][1]}, "
+          f"calibration: {len(calib)} images, {args.calib_method}, "
+          f"per-channel {'on' if args.per_channel else 'off'}, output convs {'fp32' if args.head_fp32 else 'int8'}")
+    return rows
+
+
+def main(args) -> int:
+    """Run the comparison; returns the exit code (0 ok, 1 bad input)."""
+    try:
+        rows = compare(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"utils.quantize: error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(make_parser().parse_args()))
