@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from utils.run_logger import write_text_atomic
+from utils.fileio import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent
 # Flags ablate.py sets itself for every run; --train-args may not override them.

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import evaluator as ev
+from utils.fileio import write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parent
 
@@ -146,24 +147,17 @@ def headline(result) -> str:
     return "\n".join(lines)
 
 
-def write_text_atomic(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_outputs(out: Path, result, class_names, plots: bool) -> None:
-    from utils.detect import write_json_atomic
     summary = {k: v for k, v in result.items() if k not in ("curves", "detections", "confusion_matrix")}
     summary["confusion_matrix"] = {"rows_true_cols_predicted": list(class_names) + ["background"],
                                    "counts": np.asarray(result["confusion_matrix"]).tolist()}
-    write_json_atomic(summary, out / "summary.json")
+    write_json_atomic(out / "summary.json", summary)
     buf = io.StringIO()
     keys = ["class", "ap", "ap07", "ap50_95", "gts", "difficult", "dets", "tp", "fp", "precision", "recall", "f1"]
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(result["per_class"])
-    write_text_atomic(buf.getvalue(), out / "per_class.csv")
+    write_text_atomic(out / "per_class.csv", buf.getvalue())
     if plots:
         from utils import map_plots
         thr = result["settings"]["score_thr"]

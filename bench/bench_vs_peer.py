@@ -36,9 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.config import read_classes  # noqa: E402
-from utils.detect import write_json_atomic  # noqa: E402
 from utils.evaluator import CONF_THRES, NMS_THRES  # noqa: E402
-from utils.run_logger import write_text_atomic  # noqa: E402
+from utils.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.voc import REPO_ROOT, Sample  # noqa: E402
 
 DATASETS = {"demo": "model_data/demo_classes.txt", "alt": "model_data/demo_alt_classes.txt"}  # demo style -> classes
@@ -321,7 +320,7 @@ class Bench:
         else:
             python = self.peer_python()
             record = train_peer(python, self.convert(dataset), self.settings, self.out, key)
-        write_json_atomic(record, record_file)
+        write_json_atomic(record_file, record)
         return record
 
     def score(self, dataset: Dataset, model: str, key: str, record: Dict) -> Dict:
@@ -350,7 +349,7 @@ class Bench:
         record = self.train(dataset, model, key)
         row = {"dataset": dataset.name, "model": model, "settings": asdict(self.settings), **record,
                **self.score(dataset, model, key, record)}
-        write_json_atomic(row, result_file)
+        write_json_atomic(result_file, row)
         print(f"{key}: AP50 {row['map50']:.4f}, AP50-95 {row['map50_95']:.4f}, "
               f"train {row['train_wall_s'] / 60:.1f} min", flush=True)
         return row
@@ -386,7 +385,7 @@ def write_outputs(rows: List[Dict], settings: Settings, out: Path) -> str:
     """Write <out>/bench_vs_peer.md and .json atomically; returns the markdown."""
     text = format_table(rows) + "\n\n" + table_notes(settings, rows) + "\n"
     write_text_atomic(out / "bench_vs_peer.md", text)
-    write_json_atomic({"settings": asdict(settings), "rows": rows}, out / "bench_vs_peer.json")
+    write_json_atomic(out / "bench_vs_peer.json", {"settings": asdict(settings), "rows": rows})
     return text
 
 

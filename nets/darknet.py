@@ -5,14 +5,13 @@ else int32) followed by float32 values per `[convolutional]` layer in cfg order:
 batch_normalize=1 the BN beta, gamma, running mean, running variance, then the kernel; for the two
 output convs the bias, then the kernel. Kernels are stored [out, in, kh, kw], as in PyTorch.
 """
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+from utils.fileio import atomic_open
 
 HEADER_INT32 = 3
 
@@ -106,17 +105,9 @@ def _chunks(model: nn.Module) -> Iterator[bytes]:
 def save_darknet_weights(model: nn.Module, path, major: int = 0, minor: int = 2, revision: int = 5,
                          seen: int = 0) -> None:
     """Write `model` (a YoloBody) as a darknet `.weights` file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     seen_type = "<i8" if major * 10 + minor >= 2 else "<i4"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(np.array([major, minor, revision], dtype="<i4").tobytes())
-            f.write(np.array([seen], dtype=seen_type).tobytes())
-            for chunk in _chunks(model):
-                f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        f.write(np.array([major, minor, revision], dtype="<i4").tobytes())
+        f.write(np.array([seen], dtype=seen_type).tobytes())
+        for chunk in _chunks(model):
+            f.write(chunk)

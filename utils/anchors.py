@@ -6,9 +6,6 @@ Prints the new anchors beside the current ones with each set's average best IoU;
 with --write.
 """
 import argparse
-import os
-import tempfile
-from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
@@ -16,6 +13,7 @@ import numpy as np
 from utils.boxes import letterbox_params
 from utils.config import read_anchors, read_classes
 from utils.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
+from utils.fileio import write_text_atomic
 
 
 def iou_wh(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
@@ -69,18 +67,6 @@ def format_anchors(anchors: np.ndarray) -> str:
     return ", ".join(f"{int(round(w))},{int(round(h))}" for w, h in anchors)
 
 
-def write_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="VOCdevkit", help="VOCdevkit root, year folder or annotation-lines file")
@@ -113,7 +99,7 @@ def main(args: argparse.Namespace) -> np.ndarray:
     print(f"{'avg best IoU ' + format(avg_best_iou(wh, anchors), '.3f'):>30}  |  avg best IoU {avg_best_iou(wh, current):.3f}")
     print(f"anchors: {format_anchors(anchors)}")
     if args.write:
-        write_atomic(format_anchors(anchors) + "\n", Path(args.write))
+        write_text_atomic(args.write, format_anchors(anchors) + "\n")
         print(f"wrote {args.write}")
     return anchors
 

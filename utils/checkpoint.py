@@ -6,12 +6,12 @@ Our checkpoint is a dict with `format` == CHECKPOINT_FORMAT and:
   and for resuming: optimizer, scheduler, scaler, ema, best_fitness.
 The reference implementation's .pth files are a bare state dict; darknet files end in `.weights`.
 """
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import torch
+
+from utils.fileio import atomic_open
 
 CHECKPOINT_FORMAT = "yolov4-tiny-attention/1"
 
@@ -21,18 +21,8 @@ def save_atomic(obj, path) -> None:
 
     A kill or a full disk mid-write leaves the previous file at `path` untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", fsync=True) as f:
+        torch.save(obj, f)
 
 
 def read_checkpoint(path) -> Dict:

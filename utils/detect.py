@@ -1,8 +1,6 @@
 """Running a model over samples, and saving/loading detections as a COCO results file."""
 import contextlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -13,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from utils.boxes import decode_outputs, input_to_image_boxes, postprocess
 from utils.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
+from utils.fileio import write_json_atomic
 
 
 class LetterboxedSamples(Dataset):
@@ -111,19 +110,6 @@ def image_keys(samples) -> List[str]:
     return [Path(s.image_path).as_posix() for s in samples]
 
 
-def write_json_atomic(obj, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_coco_results(path, detections: Sequence[np.ndarray], samples, class_names: Sequence[str]) -> int:
     """Write detections as a COCO results list: image_id (see image_keys), category_id = class id + 1,
     category_name, bbox [x, y, w, h] in image pixels, score. Returns the number written."""
@@ -133,7 +119,7 @@ def write_coco_results(path, detections: Sequence[np.ndarray], samples, class_na
         for x1, y1, x2, y2, score, c in np.asarray(det, dtype=np.float64).reshape(-1, 6).tolist():
             rows.append({"image_id": key, "category_id": int(c) + 1, "category_name": class_names[int(c)],
                          "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
-    write_json_atomic(rows, path)
+    write_json_atomic(path, rows)
     return len(rows)
 
 

@@ -1,8 +1,6 @@
 """Drawing detections and heatmaps on RGB images, and writing images and text files atomically."""
 import colorsys
 import io
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -10,6 +8,7 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from utils.fileio import write_bytes_atomic  # noqa: F401 (predict.py imports it from here)
 
 Color = Tuple[int, int, int]
 
@@ -70,20 +69,6 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> 
     heat8 = np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8)
     colored = cv2.cvtColor(cv2.applyColorMap(heat8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(image, 1.0 - alpha, colored, alpha, 0.0)
-
-
-def write_bytes_atomic(path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_image(path, image: np.ndarray, quality: int = 95) -> None:

@@ -1,7 +1,5 @@
 """PNG plots of evaluation results: PR curve per class, AP per class, confusion matrix."""
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -11,19 +9,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from utils.fileio import atomic_open  # noqa: E402
+
 
 def save_figure(fig, path) -> Path:
     """Save as PNG through a temporary file and rename, then close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         plt.close(fig)
     return path

@@ -1,11 +1,10 @@
 """Run folders, results.csv, argument files and training curves."""
 import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List
 
 import yaml
+from utils.fileio import atomic_open, write_text_atomic
 
 
 def new_run_dir(save_dir: str = "logs", name: str = "exp") -> Path:
@@ -20,18 +19,6 @@ def new_run_dir(save_dir: str = "logs", name: str = "exp") -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"no free run folder name under {root}")
-
-
-def write_text_atomic(path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_yaml(path, data: Dict) -> None:
@@ -61,19 +48,15 @@ class ResultsLog:
     def append(self, row: Dict) -> None:
         self.rows.append(dict(row))
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
-        with tempfile.NamedTemporaryFile("w", newline="", delete=False, dir=self.path.parent,
-                                         prefix=".results.", encoding="utf-8") as f:
+        with atomic_open(self.path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(f.name, self.path)
         self.plot()
 
     def plot(self) -> None:
         """loss.png (train and val loss) and map.png (mAP@0.5 and @0.5:0.95) beside results.csv."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from utils.map_plots import plt, save_figure
 
         epochs = [r["epoch"] for r in self.rows]
         for filename, keys, ylabel in (("loss.png", ("train_loss", "val_loss"), "loss"),
@@ -88,8 +71,4 @@ class ResultsLog:
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend()
-            fig.tight_layout()
-            tmp = self.path.parent / f".{filename}.tmp.png"
-            fig.savefig(tmp, dpi=100)
-            plt.close(fig)
-            os.replace(tmp, self.path.parent / filename)
+            save_figure(fig, self.path.parent / filename)

@@ -35,7 +35,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from utils.image import IMAGE_EXTENSIONS, ImageReadError, exif_rotates, open_image
+from utils.fileio import atomic_open
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "VOCdevkit"
@@ -443,11 +443,8 @@ def _read_cache(cache_file: Path) -> Dict:
 
 def _write_cache(cache_file: Path, cache: Dict) -> None:
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{cache_file.name}.", suffix=".tmp", dir=cache_file.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(cache_file, "wb") as f:
             pickle.dump(cache, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, cache_file)
     except OSError as e:
         _warn(f"{cache_file}: could not write the scan cache ({e}); the next scan will read every file again")
 
