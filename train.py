@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent
 # 15 minutes on 2 CPU cores; a real dataset gets a full schedule. Flags given explicitly win.
 SCHEDULE_DEFAULTS = {
     "dataset": {"epochs": 100, "input_size": 416, "eval_period": 5},
-    "demo": {"epochs": 30, "input_size": 320, "eval_period": 5},
+    "demo": {"epochs": 25, "input_size": 320, "eval_period": 5},
 }
 
 
@@ -46,7 +46,7 @@ def make_parser() -> argparse.ArgumentParser:
     a("--val-split", default=None, help="validation split (default: the evaluation split get_map.py uses)")
     a("--anchors", default=str(ROOT / "model_data/yolo_anchors.txt"), help="anchors file (w,h pairs in pixels)")
     a("--input-size", type=int, default=None, help="square input size, a multiple of 32 (default 416; 320 on the demo)")
-    a("--epochs", type=int, default=None, help="total epochs, freeze epochs included (default 100; 30 on the demo)")
+    a("--epochs", type=int, default=None, help="total epochs, freeze epochs included (default 100; 25 on the demo)")
     a("--freeze-epochs", type=int, default=0, help="epochs with the backbone frozen first (useful with --weights)")
     a("--freeze-batch-size", type=int, default=16, help="batch size while the backbone is frozen")
     a("--batch-size", type=int, default=8, help="batch size (per process under torchrun)")
