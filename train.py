@@ -333,7 +333,7 @@ class EpochLoop:
         if args.eval_period and ((epoch + 1) % args.eval_period == 0 or last):
             metrics = evaluate(args, eval_model, self.val_samples, self.class_names, self.anchors, state)
             row.update(map50=metrics["map50"], map50_95=metrics["map50_95"])
-            fitness = metrics["map50"]
+            fitness = map_fitness(row)
         else:
             fitness = None if args.eval_period else -row["val_loss"]
         improved = fitness is not None and (self.best is None or fitness > self.best)
@@ -360,13 +360,20 @@ class EpochLoop:
         print(f"done: {len(rows)} epochs in {sum(r['seconds'] for r in rows) / 60:.1f} min; run folder {self.run_dir}")
         if evaluated:
             last = evaluated[-1]
-            best = max(evaluated, key=lambda r: r["map50"])
+            best = max(evaluated, key=map_fitness)
             print(f"last evaluation (epoch {last['epoch']}, last.pth): mAP@0.5 {last['map50']:.4f}, "
                   f"mAP@0.5:0.95 {last['map50_95']:.4f}")
             print(f"best: {self.run_dir / 'best.pth'} (epoch {best['epoch']}): mAP@0.5 {best['map50']:.4f}, "
                   f"mAP@0.5:0.95 {best['map50_95']:.4f}")
         elif (self.run_dir / "best.pth").exists():
             print(f"best (by validation loss): {self.run_dir / 'best.pth'} (epoch {self.best_epoch})")
+
+
+def map_fitness(row: dict) -> float:
+    """What best.pth maximises: 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95 (mAP@0.5 alone without COCO numbers)."""
+    if row.get("map50_95") is None:
+        return row["map50"]
+    return 0.1 * row["map50"] + 0.9 * row["map50_95"]
 
 
 def format_row(row: dict, epochs: int) -> str:

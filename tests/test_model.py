@@ -85,3 +85,29 @@ def test_summary_command_prints_every_phi(capsys):
     out = capsys.readouterr().out
     for name in ("none", "se", "cbam", "eca", "ca"):
         assert f"({name})" in out
+
+
+def test_head_biases_start_at_the_priors():
+    import math
+    model = YoloBody(ANCHORS_MASK, 5)
+    p5 = model.yolo_headP5[1].bias.view(3, 10)
+    p4 = model.yolo_headP4[1].bias.view(3, 10)
+    # 8 objects expected per 416x416 image: 13*13 cells at stride 32, 26*26 at stride 16
+    assert torch.allclose(p5[:, 4], torch.full((3,), math.log(8 / 169)))
+    assert torch.allclose(p4[:, 4], torch.full((3,), math.log(8 / 676)))
+    # class prior 0.6 / (C - 0.99) = 0.6 / 4.01
+    assert torch.allclose(p5[:, 5:], torch.full((3, 5), math.log(0.6 / 4.01)))
+    assert (p5[:, :4] != 0).any()  # box biases keep PyTorch's default init
+
+
+def test_conv_init_statistics():
+    # PyTorch's default conv init (kaiming uniform, a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)):
+    # std 1/sqrt(3 fan_in), not the reference's normal(0, 0.02) that starves deep layers of signal
+    torch.manual_seed(0)
+    model = YoloBody(ANCHORS_MASK, 5)
+    w = model.backbone.conv3.conv.weight  # 512 x 512 x 3 x 3
+    fan_in = 512 * 9
+    assert w.std().item() == pytest.approx(1 / (3 * fan_in) ** 0.5, rel=0.02)
+    assert w.abs().max().item() <= 1 / fan_in ** 0.5
+    bn = model.backbone.conv3.bn
+    assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
