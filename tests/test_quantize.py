@@ -1,9 +1,6 @@
-import json
-
 import numpy as np
 import onnx
 import pytest
-import torch
 from PIL import Image
 
 import predict

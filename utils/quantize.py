@@ -202,8 +202,6 @@ def format_table(rows: Sequence[tuple]) -> str:
 
 def compare(args) -> List[tuple]:
     """Export fp32 and int8 graphs and score them with the torch model; returns [(row name, result)]."""
-    import torch
-
     from nets.fuse import fuse_model
     from utils.amp import amp_name, resolve_amp, select_device
     from utils.checkpoint import model_from_weights
