@@ -14,6 +14,9 @@ and slow. A random model finds nothing at --conf 0.5, so NMS is nearly free here
 weights NMS adds a little. Ratios printed:
   detect/forward per path (target <= 1.15); plain eager forward / best forward (target >= 1.3);
   fastest detect() / fp32 ONNX Runtime forward, the faster of its two inputs (target <= 0.7).
+Run it on a quiet machine (check `uptime`): while other processes keep a core busy, torch's rows
+(OpenMP, --threads threads, each parallel op waiting for every thread) were measured 10-40x slower,
+ONNX Runtime's forwards about 1.5x slower, and detect() onnx int8 with them (its decoding is torch).
 To add a row, append a (name, callable) pair in build_rows().
 """
 import argparse
