@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 
 from utils.amp import AMP_CHOICES
-from utils.drawing import save_image, write_bytes_atomic
+from utils.drawing import save_image
+from utils.fileio import write_bytes_atomic
 from utils.image import IMAGE_EXTENSIONS, ImageReadError, read_image
 
 ROOT = Path(__file__).resolve().parent

@@ -13,9 +13,8 @@ anchors_mask, attention, input_size ([h, w]), scale_x_y and precision ("fp32" or
 add calibration). `read_onnx_metadata` reads them back, so a raw graph runs with nothing else
 (`YOLO("model.onnx")`, utils.quantize.evaluate_onnx).
 """
+import io
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -27,6 +26,7 @@ import torchvision
 from torch import Tensor
 
 from utils.boxes import decode_outputs
+from utils.fileio import write_bytes_atomic
 
 OPSET = 17
 ONNX_FORMAT = "yolov4-tiny-attention/onnx/1"
@@ -171,25 +171,19 @@ def ort_session(path, device: str = "cpu", threads: int = 0):
 
 def _export_atomic(module: nn.Module, path: Path, example: Tensor, output_names: Sequence[str],
                    dynamic_axes: dict, metadata: Optional[Dict[str, str]] = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            # the TorchScript exporter is deprecated but handles torchvision's NMS; the new one needs onnxscript
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example,), tmp, opset_version=OPSET, dynamo=False,
-                              input_names=["images"], output_names=list(output_names), dynamic_axes=dynamic_axes)
-        import onnx
-        if metadata:
-            graph = onnx.load(tmp)
-            set_metadata(graph, metadata)
-            onnx.save(graph, tmp)
-        onnx.checker.check_model(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.onnx.export into memory, add `metadata`, check, and write `path` atomically."""
+    import onnx
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # the TorchScript exporter is deprecated but handles torchvision's NMS; the new one needs onnxscript
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, opset_version=OPSET, dynamo=False,
+                          input_names=["images"], output_names=list(output_names), dynamic_axes=dynamic_axes)
+    graph = onnx.load_from_string(buffer.getvalue())
+    if metadata:
+        set_metadata(graph, metadata)
+    onnx.checker.check_model(graph)
+    write_bytes_atomic(path, graph.SerializeToString())
 
 
 def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool = True, atol: float = 1e-4,

@@ -23,7 +23,6 @@ so `YOLO("model_int8.onnx")` and evaluate_onnx need nothing else.
 """
 import argparse
 import logging
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from utils.export import OrtRaw, onnx_metadata, ort_session, read_onnx_metadata, set_metadata
+from utils.fileio import write_bytes_atomic
 from utils.image import letterbox_image, read_image, to_tensor_batch
 
 DEFAULT_CALIB_IMAGES = 100
@@ -95,11 +95,9 @@ def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True,
     if not images:
         raise ValueError("no calibration images: give at least one (--calib-images, --data)")
     meta = read_onnx_metadata(fp32_path)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quantize.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="quantize.") as tmp:
         clean, quantized = Path(tmp) / "clean.onnx", Path(tmp) / "int8.onnx"
         # symbolic shape inference cannot follow the Resize of the upsample; onnx's own shape inference does
         quant_pre_process(str(fp32_path), str(clean), skip_symbolic_shape=True)
@@ -115,11 +113,10 @@ def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True,
         finally:
             logger.setLevel(level)
         graph = onnx.load(str(quantized))
-        settings = {"images": len(images), "method": method, "per_channel": per_channel, "head_fp32": head_fp32}
-        set_metadata(graph, onnx_metadata(meta, precision="int8", calibration=settings))
-        onnx.save(graph, str(quantized))
-        os.replace(quantized, out_path)
-    return out_path
+    settings = {"images": len(images), "method": method, "per_channel": per_channel, "head_fp32": head_fp32}
+    set_metadata(graph, onnx_metadata(meta, precision="int8", calibration=settings))
+    write_bytes_atomic(out_path, graph.SerializeToString())
+    return Path(out_path)
 
 
 def export_int8(model, meta: Dict, path, images: Sequence, letterbox: bool = True, **options) -> Path:
@@ -127,9 +124,7 @@ def export_int8(model, meta: Dict, path, images: Sequence, letterbox: bool = Tru
     quantize it to `path` (quantize_onnx; `options`: per_channel, head_fp32, method)."""
     from utils.export import export_onnx
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="export.") as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", tuple(meta["input_size"]), metadata=onnx_metadata(meta))
         return quantize_onnx(fp32, path, images, letterbox=letterbox, **options)
 
