@@ -19,6 +19,7 @@ from nets.yolo import YoloBody  # noqa: E402
 from utils.config import DEFAULT_ANCHORS_MASK, read_classes  # noqa: E402
 from utils.dataloader import YoloDataset, build_dataloader  # noqa: E402
 from utils.demo_data import ensure_demo_dataset  # noqa: E402
+from utils.amp import autocast, resolve_amp  # noqa: E402
 from utils.voc import default_split, load_samples, resolve_classes  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="batch size for the loader and the model")
     p.add_argument("--batches", type=int, default=12, help="loader batches timed per setting (after one warm-up batch)")
     p.add_argument("--workers", default="0,2", help="comma-separated worker counts to time")
-    p.add_argument("--model-steps", type=int, default=4, help="model training steps timed (after one warm-up step)")
+    p.add_argument("--model-steps", type=int, default=4, help="model training steps timed (after two warm-up steps)")
     p.add_argument("--phi", type=int, default=0, help="attention phi of the model")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     return p
@@ -51,15 +52,20 @@ def loader_rate(dataset: YoloDataset, batch_size: int, workers: int, batches: in
 
 
 def model_rate(num_classes: int, phi: int, batch_size: int, input_size: int, steps: int) -> float:
-    """Training images per second of YoloBody: forward, stand-in loss, backward, SGD step."""
-    model = YoloBody(DEFAULT_ANCHORS_MASK, num_classes, phi=phi).train()
+    """Training images per second of YoloBody as train.py runs it by default (--amp auto, channels-last):
+    forward, stand-in loss, backward, SGD step; two untimed warm-up steps first."""
+    cpu = torch.device("cpu")
+    amp_dtype = resolve_amp("auto", cpu)
+    model = YoloBody(DEFAULT_ANCHORS_MASK, num_classes, phi=phi).train().to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     batch = torch.randint(0, 256, (batch_size, 3, input_size, input_size), dtype=torch.uint8)
-    for step in range(steps + 1):
-        if step == 1:
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    for step in range(steps + 2):
+        if step == 2:
             start = time.perf_counter()
-        outputs = model(batch.float() / 255.0)
-        loss = sum(o.pow(2).mean() for o in outputs)
+        with autocast(cpu, amp_dtype):
+            outputs = model(batch.float() / 255.0)
+        loss = sum(o.float().pow(2).mean() for o in outputs)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -71,6 +77,8 @@ def main(args: argparse.Namespace) -> None:
     data = Path(args.data) if args.data else ensure_demo_dataset()
     names = read_classes(resolve_classes(data, args.classes))
     samples = load_samples(data, default_split(data, "train"), names)
+    # the model first: OpenCV's thread pool, busy after a loader ran in this process, slows torch's threads
+    model = model_rate(len(names), args.phi, args.batch_size, args.input_size, args.model_steps)
     rates = {}
     for mosaic in (True, False):
         dataset = YoloDataset(samples, args.input_size, train=True, mosaic=1.0 if mosaic else 0.0, mixup=0.5)
@@ -78,7 +86,6 @@ def main(args: argparse.Namespace) -> None:
             rates[(mosaic, workers)] = loader_rate(dataset, args.batch_size, workers, args.batches)
             print(f"loader  input {args.input_size}  mosaic {'on ' if mosaic else 'off'}  workers {workers}: "
                   f"{rates[(mosaic, workers)]:7.1f} images/s")
-    model = model_rate(len(names), args.phi, args.batch_size, args.input_size, args.model_steps)
     print(f"model   input {args.input_size}  batch {args.batch_size}  phi {args.phi}  train step: {model:7.1f} images/s "
           f"({args.batch_size / model:.2f} s/step)")
     for (mosaic, workers), rate in rates.items():
