@@ -1,6 +1,7 @@
 import torch.nn as nn
 
 from nets.attn.covpool import covariance_pool, sqrtm_newton_schulz
+from nets.attn.rcan import conv_gate
 
 
 class SOCA(nn.Module):
@@ -21,12 +22,7 @@ class SOCA(nn.Module):
         super().__init__()
         hidden = max(1, channels // rd_ratio)
         self.iterations = iterations
-        self.conv_du = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=True),
-            act_layer(),
-            nn.Conv2d(hidden, channels, 1, bias=True),
-            gate_layer(),
-        )
+        self.conv_du = conv_gate(channels, hidden, act_layer, gate_layer)
 
     def channel_weights(self, x):
         """Tensor[B, C, 1, 1] of gates."""
