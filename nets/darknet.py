@@ -51,14 +51,30 @@ def header_bytes(major: int, minor: int) -> int:
     return HEADER_INT32 * 4 + (8 if major * 10 + minor >= 2 else 4)
 
 
-def _class_hint(model: nn.Module, found: int) -> str:
-    """Explain a size mismatch: another class count if the difference fits one, else another network."""
+def classes_for_floats(model: nn.Module, found: int):
+    """The class count a file of `found` floats fits with this model's layout, or None if none does."""
     # each class adds one output channel per anchor to both heads: kernel plus bias
     heads = (model.yolo_headP5[1], model.yolo_headP4[1])
     per_class = sum(len(mask) * (conv.in_channels + 1) for mask, conv in zip(model.anchors_mask, heads))
     diff = found - expected_floats(model)
     classes = model.num_classes + diff // per_class
-    if diff % per_class == 0 and classes >= 1:
+    return classes if diff % per_class == 0 and classes >= 1 else None
+
+
+def darknet_file_classes(model: nn.Module, path):
+    """The class count of the yolov4-tiny in a darknet `.weights` file, or None when it is not one."""
+    data = Path(path).read_bytes()
+    if len(data) < header_bytes(0, 2):
+        return None
+    major, minor, _ = np.frombuffer(data, dtype="<i4", count=HEADER_INT32)
+    body = len(data) - header_bytes(int(major), int(minor))
+    return classes_for_floats(model, body // 4) if body % 4 == 0 else None
+
+
+def _class_hint(model: nn.Module, found: int) -> str:
+    """Explain a size mismatch: another class count if the difference fits one, else another network."""
+    classes = classes_for_floats(model, found)
+    if classes is not None:
         return (f"the file fits {classes} classes but the model has {model.num_classes}; "
                 f"give a classes file with {classes} names (--classes)")
     return "the file is truncated or is not a yolov4-tiny network (compare with the cfg in the README)"

@@ -86,3 +86,19 @@ def test_interrupted_checkpoint_write_leaves_previous_file_intact(tmp_path):
         save_atomic({"epoch": 2, "bad": ExplodingObject()}, path)
     assert torch.load(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temporary file left behind
+
+
+def test_darknet_file_of_another_class_count_loads_what_matches(tmp_path):
+    from nets.darknet import save_darknet_weights
+    from nets.yolo import YoloBody
+    from utils.checkpoint import load_weights
+    coco = YoloBody([[3, 4, 5], [1, 2, 3]], 80)
+    save_darknet_weights(coco, tmp_path / "coco.weights")
+    model = YoloBody([[3, 4, 5], [1, 2, 3]], 3, phi=1)
+    loaded, skipped = load_weights(model, tmp_path / "coco.weights", verbose=False)
+    assert torch.equal(model.backbone.conv1.conv.weight, coco.backbone.conv1.conv.weight)
+    assert torch.equal(model.yolo_headP4[0].bn.running_var, coco.yolo_headP4[0].bn.running_var)
+    heads = [s for s in skipped if s.startswith("yolo_headP")]
+    assert len(heads) == 4 and all("shape (255" in s for s in heads)  # the two output convs, weight and bias
+    assert sum("(missing from file)" in s for s in skipped) == 6  # SE's two Linear layers at three sites
+    assert loaded == len(model.state_dict()) - 4 - 6

@@ -61,15 +61,23 @@ def load_matching(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -
     return len(matched), skipped
 
 
+def read_state_dict(model: torch.nn.Module, path) -> Dict[str, torch.Tensor]:
+    """The state dict in `path`; a darknet `.weights` file is read through a YoloBody of its own class count."""
+    if not str(path).endswith(".weights"):
+        return read_checkpoint(path)["model"]
+    from nets.darknet import darknet_file_classes, load_darknet_weights
+    from nets.yolo import YoloBody
+    classes = darknet_file_classes(model, path)
+    donor = YoloBody(model.anchors_mask, classes or model.num_classes)
+    load_darknet_weights(donor, path)  # raises, naming expected and found sizes, for a file that does not fit
+    return donor.state_dict()
+
+
 def load_weights(model: torch.nn.Module, path, verbose: bool = True) -> Tuple[int, List[str]]:
     """Load our checkpoint, a reference .pth or a darknet .weights file into `model`, by name and shape."""
-    if str(path).endswith(".weights"):
-        from nets.darknet import load_darknet_weights
-        load_darknet_weights(model, path)
-        return len(model.state_dict()), []
-    loaded, skipped = load_matching(model, read_checkpoint(path)["model"])
+    loaded, skipped = load_matching(model, read_state_dict(model, path))
     if verbose:
-        total = len([n for n in model.state_dict() if not n.endswith("num_batches_tracked")])
+        total = len(model.state_dict())
         print(f"loaded {loaded} tensors from {path} ({total} in the model)")
         if skipped:
             print(f"not loaded ({len(skipped)}): " + "; ".join(skipped[:20]) + (" ..." if len(skipped) > 20 else ""))
