@@ -62,6 +62,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps-runs", type=int, default=50, help="timed runs for --fps (default: 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs before --fps timing (default: 5)")
     p.add_argument("--heatmap", action="store_true", help="also write an objectness heatmap per image (default: off)")
+    p.add_argument("--attention-map", action="store_true",
+                   help="also write, per attention site, the block's spatial map over the image (<name>_att_<site>.jpg; "
+                        "CBAM, coordinate, triplet attention) or its channel weights (.png; SE, ECA, ...) (default: off)")
     p.add_argument("--save-txt", action="store_true",
                    help="write labels/<name>.txt: 'class score x1 y1 x2 y2' per line (default: off)")
     p.add_argument("--save-json", action="store_true",
@@ -176,6 +179,12 @@ def write_extras(yolo, image, det, path: Path, out: Path, args) -> None:
     names = yolo.class_names
     if args.heatmap:
         save_image(out / f"{path.stem}_heatmap.jpg", yolo.heatmap(image))
+    if args.attention_map:
+        from utils.attention_maps import save_attention_maps
+        maps = yolo.attention_maps(image)
+        if not maps:
+            print(f"{path}: the model has no attention block with a map to show")
+        save_attention_maps(out, path.stem, image, maps)
     if args.save_txt:
         lines = [f"{names[c]} {s:.5f} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f}"
                  for b, s, c in zip(det.boxes, det.scores, det.class_ids)]

@@ -236,6 +236,23 @@ class YOLO:
         nh, nw = round(image.shape[0] * lb.scale_y), round(image.shape[1] * lb.scale_x)
         return heat[lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw]
 
+    def attention_maps(self, image: ImageLike) -> Dict[str, Tuple[str, np.ndarray]]:
+        """{site: ('spatial', HxW map over the image) or ('channel', [C] weights)} of the model's attention blocks."""
+        from utils.attention_maps import attention_maps
+        if self.model is None:
+            raise ValueError("attention maps need the torch backend (a .pth or .weights file, --backend torch)")
+        image = as_rgb_array(image)
+        batch, lb = self.preprocess(image)
+        maps = attention_maps(self.model, batch)
+        nh, nw = round(image.shape[0] * lb.scale_y), round(image.shape[1] * lb.scale_x)
+        h, w = self.input_hw
+        for site, (kind, values) in maps.items():
+            if kind == "spatial":  # map grid -> input pixels -> the image part of the letterbox
+                full = F.interpolate(torch.from_numpy(values)[None, None], size=(h, w), mode="bilinear",
+                                     align_corners=False)[0, 0].numpy()
+                maps[site] = (kind, full[lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw])
+        return maps
+
     def heatmap(self, image: ImageLike, alpha: float = 0.5) -> np.ndarray:
         """The image with its objectness map overlaid as a colour heatmap (HxWx3 uint8 RGB)."""
         image = as_rgb_array(image)
