@@ -97,18 +97,24 @@ def build_model(args, data_path: Path):
 
 
 def load_split(data_path: Path, split: str, class_names):
-    """The split's samples; an error naming the classes when none of them occurs in the split."""
-    from utils.voc import DatasetError, load_samples
+    """The split's samples; an error when the classes and the dataset's annotated names do not match."""
+    from utils.voc import DatasetError, ScanStats, load_samples
 
     hint = (f"none of the {len(class_names)} classes ({', '.join(class_names[:8])}"
             f"{', ...' if len(class_names) > 8 else ''}) is annotated in {data_path} [{split}]: the classes do not "
             "match the dataset's; check --classes, --weights and --data")
+    stats = ScanStats()
     try:
-        samples = load_samples(data_path, split, class_names)
+        samples = load_samples(data_path, split, class_names, stats=stats)
     except DatasetError as e:
         raise UserError(f"{e}; {hint}") from None
     if samples and not any(len(s.labels) for s in samples):
         raise UserError(hint)
+    if stats.unknown:
+        lacking = ", ".join(f"{name} ({count})" for name, count in stats.unknown.most_common(8))
+        raise UserError(f"{data_path} [{split}] annotates classes that the weights' {len(class_names)} classes lack: "
+                        f"{lacking}; those objects could never be found. Use weights trained on this dataset's "
+                        "classes, or --classes with every annotated name")
     return samples
 
 

@@ -136,3 +136,10 @@ def test_no_weights_says_how_to_get_them(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(get_map, "ROOT", tmp_path)
     rc, _, err = run_cli([], capsys)
     assert rc == 1 and "python train.py" in err and "--weights" in err
+
+
+def test_dataset_classes_the_weights_lack_are_refused(voc, tmp_path, capsys):
+    weights = tmp_path / "run" / "best.pth"
+    save_random_checkpoint(weights, ["cat", "horse"])  # the dataset also annotates dog, which these weights lack
+    rc, _, err = run_cli(["--weights", str(weights), "--data", str(voc), "--out", str(tmp_path / "o")], capsys)
+    assert rc == 1 and "lack: dog (2)" in err and "Traceback" not in err

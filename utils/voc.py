@@ -491,9 +491,11 @@ class ScanStats:
 
 
 def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, use_cache: bool = True,
-                 seed: int = 0, val_fraction: float = 0.1, workers: int = 4) -> List[Sample]:
+                 seed: int = 0, val_fraction: float = 0.1, workers: int = 4,
+                 stats: Optional["ScanStats"] = None) -> List[Sample]:
     """Scan and validate a dataset split; warn about and skip bad files; print a one-line summary.
 
+    `stats`, when given, is filled with what the scan found (e.g. the annotated names the classes lack).
     Raises DatasetError when the split cannot be found or holds no usable image.
     """
     path = Path(data)
@@ -511,7 +513,8 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i, record in zip(todo, pool.map(lambda j: _parse(sources[j], class_names), todo)):
             records[i] = record
-    stats = ScanStats(from_cache=len(sources) - len(todo))
+    stats = stats if stats is not None else ScanStats()
+    stats.from_cache = len(sources) - len(todo)
     for record in records:
         for message in record.warnings:
             _warn(message)
