@@ -166,7 +166,6 @@ def build_loss(args, anchors: torch.Tensor, num_classes: int) -> YOLOLoss:
 
 
 def build_loaders(args, train_samples, val_samples, batch_size: int):
-
     size = (args.input_size, args.input_size)
     augment = AugmentConfig(jitter=args.jitter, scale=tuple(args.scale), flip=args.flip, hsv=tuple(args.hsv))
     train_set = YoloDataset(train_samples, size, train=True, mosaic=args.mosaic, mixup=args.mixup, augment=augment,
