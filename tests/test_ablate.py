@@ -4,41 +4,11 @@ import json
 import math
 import sys
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
 import ablate
-
-CLASSES = ["red", "blue"]
-COLOURS_BGR = {"red": (40, 40, 255), "blue": (255, 40, 40)}
-
-
-def write_voc(root, n_images: int = 4):
-    """Grey 96x96 images with one coloured rectangle each; train and val both list every image."""
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    stems = []
-    for i in range(n_images):
-        name = CLASSES[i % 2]
-        x1, y1 = (int(v) for v in rng.integers(4, 40, size=2))
-        x2, y2 = x1 + int(rng.integers(30, 50)), y1 + int(rng.integers(30, 50))
-        image = np.full((96, 96, 3), 128, np.uint8)
-        cv2.rectangle(image, (x1, y1), (x2, y2), COLOURS_BGR[name], -1)
-        stem = f"im{i}"
-        cv2.imwrite(str(root / "JPEGImages" / f"{stem}.png"), image)
-        (root / "Annotations" / f"{stem}.xml").write_text(
-            f"<annotation><filename>{stem}.png</filename><size><width>96</width><height>96</height><depth>3</depth>"
-            f"</size><object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
-            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object></annotation>")
-        stems.append(stem)
-    for split in ("train", "val"):
-        (root / "ImageSets/Main" / f"{split}.txt").write_text("\n".join(stems) + "\n")
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    return root
-
+from tests.tiny_voc import write_tiny_voc
 
 @pytest.fixture(autouse=True)
 def scan_cache(tmp_path, monkeypatch):
@@ -134,7 +104,7 @@ def read_rows(path):
 
 def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # train.py subprocesses: tiny tensors gain nothing from threads
-    voc = write_voc(tmp_path / "VOCtiny")
+    voc = write_tiny_voc(tmp_path / "VOCtiny", 4)
     out = tmp_path / "ablation"
     argv = ["--variants", "0,3", "--out", out, "--data", voc, "--classes", voc / "classes.txt", "--epochs", "1",
             "--input-size", "64", "--batch-size", "2", "--eval-period", "0", "--workers", "0", "--device", "cpu",
