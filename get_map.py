@@ -41,7 +41,9 @@ def make_parser() -> argparse.ArgumentParser:
     a("--nms", type=float, default=ev.NMS_THRES, help=f"NMS IoU threshold (default {ev.NMS_THRES})")
     a("--iou", type=float, default=ev.IOU_THRES, help=f"IoU a detection must exceed to match for VOC AP (default {ev.IOU_THRES})")
     a("--metric", default="all", choices=ev.METRICS, help="voc: all-point AP (VOC2010+); voc07: 11-point AP; "
-      "coco: adds COCO mAP@[.5:.95] via pycocotools; all: every one (default all)")
+      "coco: adds COCO mAP@[.5:.95] and the size breakdown; all: every one (default all)")
+    a("--coco-backend", default="fast", choices=ev.COCO_BACKENDS, help="fast: vectorised, the same numbers as "
+      "pycocotools (tested); pycocotools: run COCOeval itself (default fast)")
     a("--score-thr", type=float, default=ev.SCORE_THRES, help="score for precision/recall/F1 and the confusion "
       f"matrix (default {ev.SCORE_THRES})")
     a("--out", default=None, help="results folder (default: a new map* folder in the weights' run folder, or under map_out/)")
@@ -219,7 +221,7 @@ def main(args) -> int:
     source = load_detections if args.detections else run_model
     detections, samples, names, base, settings = source(args, data_path, split)
     result = ev.evaluate_detections(detections, samples, names, metric=args.metric, iou_thres=args.iou,
-                                    score_thr=args.score_thr)
+                                    score_thr=args.score_thr, coco_backend=args.coco_backend)
     result["settings"].update(settings, data=str(data_path), split=split)
     out = output_dir(args, base)
     if not args.detections:

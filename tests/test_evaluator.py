@@ -158,12 +158,13 @@ def test_fast_matching_equals_reference_loop(seed, iou):
         assert row["ap"] == pytest.approx(reference_ap(found, samples, c, iou), abs=1e-12)
 
 
-def test_coco_path_equals_pycocotools_directly():
+@pytest.mark.parametrize("backend", ["fast", "pycocotools"])
+def test_coco_path_equals_pycocotools_directly(backend):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     samples, found = random_split(3, n_images=40)
-    ours = evaluate_detections(found, samples, ["a", "b", "c"], metric="coco")
+    ours = evaluate_detections(found, samples, ["a", "b", "c"], metric="coco", coco_backend=backend)
     images, anns, results = [], [], []
     for i, (s, d) in enumerate(zip(samples, found)):
         images.append({"id": i, "height": s.height, "width": s.width})

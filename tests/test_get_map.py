@@ -64,16 +64,17 @@ def run_cli(argv, capsys):
     return rc, out, err
 
 
-@pytest.mark.parametrize("by_name", [False, True])
-def test_perfect_results_file_scores_one(voc, tmp_path, capsys, by_name):
+@pytest.mark.parametrize("by_name,backend", [(False, "fast"), (True, "pycocotools")])
+def test_perfect_results_file_scores_one(voc, tmp_path, capsys, by_name, backend):
     results = tmp_path / "results.json"
     results.write_text(json.dumps(perfect_results(by_name)))
     out = tmp_path / "out"
     rc, text, err = run_cli(["--detections", str(results), "--data", str(voc), "--classes", str(tmp_path / "classes.txt"),
-                             "--out", str(out), "--no-plots"], capsys)
+                             "--out", str(out), "--no-plots", "--coco-backend", backend], capsys)
     assert rc == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["map"] == pytest.approx(1.0) and summary["map50_95"] == pytest.approx(1.0)
+    assert summary["settings"]["coco_backend"] == backend
     assert summary["settings"]["split"] == "VOC2007/test"
     assert [r["gts"] for r in summary["per_class"]] == [2, 2]  # the difficult cat is not counted
     assert "mAP@0.5 VOC all-point: 1.0000" in text and (out / "per_class.csv").is_file()
