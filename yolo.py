@@ -21,11 +21,11 @@ import torch.nn.functional as F
 
 from nets.fuse import fuse_model
 from utils.amp import amp_name, autocast, resolve_amp, select_device
-from utils.boxes import Letterbox, decode_outputs, head_grid, input_to_image_boxes, postprocess
+from utils.boxes import Letterbox, decode_candidates, head_grid, input_to_image_boxes, postprocess
 from utils.checkpoint import model_from_weights
 from utils.config import read_classes
 from utils.drawing import draw_detections, heatmap_overlay
-from utils.export import OrtRaw, export_onnx, export_onnx_nms, onnx_metadata, ort_session, read_onnx_metadata
+from utils.export import detector_graph, export_onnx, export_onnx_nms, onnx_metadata, ort_session, read_onnx_metadata
 from utils.image import letterbox_image, read_image
 
 BACKENDS = ("torch", "onnx")
@@ -100,7 +100,8 @@ class YOLO:
         hw = parse_input_size(input_size) if input_size is not None else None
         self.device = select_device(device)
         self.backend = backend
-        self._session, self._session_key = None, None
+        self._session, self._session_key, self._raw = None, None, None
+        self._source = str(weights)
         if is_onnx:
             model, meta = None, self._load_onnx(weights, names, hw, anchors, scale_x_y)
         else:
@@ -116,6 +117,8 @@ class YOLO:
         self.amp = amp_dtype if backend == "torch" else None
         # channels-last measured faster on CPU for this network, fp32 and bf16 (bench/bench_infer.py)
         self.model = None if model is None else fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
+        if backend == "onnx":
+            self.session  # build it now, so a graph that cannot serve fails here
 
     def _load_onnx(self, path, names, hw, anchors, scale_x_y) -> dict:
         """Open a raw graph written by export_onnx; returns its metadata with the given overrides."""
@@ -129,8 +132,8 @@ class YOLO:
             meta["class_names"] = list(names)
         meta["anchors"] = torch.as_tensor(anchors, dtype=torch.float32) if anchors is not None else meta["anchors"]
         meta["scale_x_y"] = scale_x_y if scale_x_y is not None else meta["scale_x_y"]
-        self._session = ort_session(path, str(self.device))
-        OrtRaw(self._session, str(path))  # raises unless the graph has float NCHW input and raw outputs
+        import onnx
+        self._raw = onnx.load(str(path))
         return meta
 
     @property
@@ -141,22 +144,25 @@ class YOLO:
         return f"{amp_name(self.amp)} autocast" if self.amp is not None else amp_name(None)
 
     @property
-    def graph_nms(self) -> bool:
-        """True when decoding and NMS run inside the ONNX graph (onnx backend built from torch weights)."""
-        return self.backend == "onnx" and self.model is not None
-
-    @property
     def session(self):
-        """The ONNX Runtime session (onnx backend; None for torch). For a loaded .onnx file, its raw graph;
-        built from torch weights, a graph holding decoding and NMS (utils.export.DecodeNMS, uint8 NHWC
-        input), rebuilt when conf, nms or max_det change."""
+        """The ONNX Runtime session of the onnx backend (None for torch): the raw graph (the .onnx file, or
+        exported from the weights) with uint8 NHWC input, decoding and NMS inside (utils.export.detector_graph),
+        rebuilt when conf, nms or max_det change."""
         key = (self.conf, self.nms, self.max_det)
-        if self.graph_nms and self._session_key != key:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = export_onnx_nms(self._cpu_model(), Path(tmp) / "model.onnx", self.anchors, self.anchors_mask,
-                                       self.input_hw, self.scale_x_y, *key, uint8_nhwc=True, raw_outputs=True)
-                self._session, self._session_key = ort_session(path, str(self.device)), key
+        if self.backend == "onnx" and self._session_key != key:
+            graph = detector_graph(self._raw_graph(), len(self.class_names), self.anchors, self.anchors_mask,
+                                   self.input_hw, self.scale_x_y, *key, where=self._source)
+            self._session, self._session_key = ort_session(graph.SerializeToString(), str(self.device)), key
         return self._session
+
+    def _raw_graph(self):
+        """The raw graph as an onnx.ModelProto: the loaded file, or exported from the weights once."""
+        if self._raw is None:
+            import onnx
+            with tempfile.TemporaryDirectory() as tmp:
+                path = export_onnx(self._cpu_model(), Path(tmp) / "raw.onnx", self.input_hw, check=False)
+                self._raw = onnx.load(str(path))
+        return self._raw
 
     def _cpu_model(self) -> torch.nn.Module:
         if self.model is None:
@@ -166,15 +172,13 @@ class YOLO:
     def preprocess(self, image: np.ndarray) -> Tuple[torch.Tensor, Letterbox]:
         """HxWx3 uint8 RGB -> (Tensor[1, 3, h, w] float in [0, 1] on the device, Letterbox).
 
-        When the graph holds NMS (graph_nms) the batch is Tensor[1, h, w, 3] uint8, converted inside it.
+        For the onnx backend the batch is Tensor[1, h, w, 3] uint8: the graph converts it (see session).
         """
         resized, lb = letterbox_image(image, self.input_hw, self.letterbox)
-        if self.graph_nms:
+        if self.backend == "onnx":
             return torch.from_numpy(resized[None]), lb
         # HWC memory viewed as NCHW is already channels-last: no copy besides the float conversion
         batch = torch.from_numpy(resized)[None].permute(0, 3, 1, 2)
-        if self.backend == "onnx":  # ONNX Runtime wants contiguous NCHW
-            return batch.contiguous().float().div_(255), lb
         return batch.to(self.device, non_blocking=True).float().div_(255), lb
 
     def forward(self, batch: torch.Tensor) -> Sequence[torch.Tensor]:
@@ -189,21 +193,21 @@ class YOLO:
         return [o.float() for o in outputs]
 
     def infer(self, batch: torch.Tensor):
-        """What the backend computes: raw outputs, or Tensor[K, 7] detections in input pixels (graph_nms)."""
-        if self.graph_nms:
+        """What the backend computes: raw outputs (torch), or Tensor[K, 7] detections in input pixels (onnx)."""
+        if self.backend == "onnx":
             return torch.from_numpy(self.session.run(["detections"], {"images": batch.numpy()})[0])
         return self.forward(batch)
 
     def finish(self, result, lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
         """infer()'s result -> Detections in image pixels."""
-        if self.graph_nms:
+        if self.backend == "onnx":
             return self._to_image(result[:, 1:], lb, image_hw)
         return self.postprocess(result, lb, image_hw)
 
     def postprocess(self, outputs: Sequence[torch.Tensor], lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
         """Decode raw outputs, threshold, NMS and map boxes back to the image."""
         with torch.inference_mode():
-            pred = decode_outputs(outputs, self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y)
+            pred = decode_candidates(outputs, self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y, self.conf)
             return self._to_image(postprocess(pred, self.conf, self.nms, self.max_det)[0].cpu(), lb, image_hw)
 
     @staticmethod
@@ -265,7 +269,7 @@ class YOLO:
     def timed_detect(self, image: np.ndarray) -> Tuple[Detections, Dict[str, float]]:
         """detect() on an RGB array, also returning seconds spent in pre, forward and post.
 
-        When decoding and NMS run inside the graph (graph_nms) they count as forward.
+        On the onnx backend decoding and NMS run inside the graph and count as forward.
         """
         t0 = time.perf_counter()
         batch, lb = self.preprocess(image)

@@ -4,19 +4,24 @@
     python bench/bench_infer.py --weights best.pth --img street.jpg --data VOCdevkit
 
 Rows are timed round-robin (one call of each row per round) so load from other processes hits all
-rows alike; the table shows the best and the median time per row. Paths timed:
+rows alike; the table shows the best and the median time per row. Each call starts after a --pause
+of idle time: torch's OpenMP workers keep spinning for a while after a torch call and would otherwise
+tax whichever row runs next (ONNX Runtime's rows most), which a program running one backend never
+sees. Paths timed:
   torch fp32 (BN folded, channels-last), torch bf16 (the same under bf16 autocast: --amp bf16);
-  onnx (fp32 graph holding decoding and NMS, uint8 NHWC input); onnx int8 (the raw graph quantized
-  by utils/quantize.py, run by YOLO("model_int8.onnx") with decoding and NMS in torch).
+  onnx (the fp32 raw graph) and onnx int8 (the raw graph quantized by utils/quantize.py, run by
+  YOLO("model_int8.onnx")). Their forward rows run the raw graph file as exported (float NCHW in, raw
+  outputs out); detect() runs it as YOLO does, behind uint8 NHWC input with decoding and NMS added
+  to the graph (utils.export.detector_graph).
 The int8 graph is calibrated on --calib-images images from --data, or on random images without
 --data (the speed does not depend on them). On a CPU without native bf16 the bf16 rows are emulated
 and slow. A random model finds nothing at --conf 0.5, so NMS is nearly free here; with trained
 weights NMS adds a little. Ratios printed:
   detect/forward per path (target <= 1.15); plain eager forward / best forward (target >= 1.3);
-  fastest detect() / fp32 ONNX Runtime forward, the faster of its two inputs (target <= 0.7).
+  fastest detect() / fp32 ONNX Runtime forward of the raw graph (target <= 0.7).
 Run it on a quiet machine (check `uptime`): while other processes keep a core busy, torch's rows
 (OpenMP, --threads threads, each parallel op waiting for every thread) were measured 10-40x slower,
-ONNX Runtime's forwards about 1.5x slower, and detect() onnx int8 with them (its decoding is torch).
+ONNX Runtime's forwards about 1.5x slower.
 To add a row, append a (name, callable) pair in build_rows().
 """
 import argparse
@@ -46,10 +51,9 @@ EAGER = "forward eager (plain YoloBody)"
 PATHS = {
     "torch": ("forward fused channels-last [torch]", "detect() torch"),
     "torch bf16": ("forward fused channels-last bf16 [torch]", "detect() torch bf16"),
-    "onnx": ("forward ONNX Runtime uint8 NHWC [onnx]", "detect() onnx"),
-    "onnx int8": ("forward ONNX Runtime int8 [onnx int8]", "detect() onnx int8"),
+    "onnx": ("forward ONNX Runtime fp32 raw graph [onnx]", "detect() onnx"),
+    "onnx int8": ("forward ONNX Runtime int8 raw graph [onnx int8]", "detect() onnx int8"),
 }
-ORT_FP32 = ("forward ONNX Runtime float NCHW", "forward ONNX Runtime uint8 NHWC [onnx]")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -61,6 +65,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=50, help="timed rounds, one call per row each (default: 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default: 5)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--pause", type=float, default=0.02, help="idle seconds before each timed call (default: 0.02)")
     p.add_argument("--data", help="dataset for the int8 calibration images (default: none, random images)")
     p.add_argument("--calib-images", type=int, default=8, help="int8 calibration images (default: 8)")
     return p
@@ -77,30 +82,28 @@ def random_checkpoint(folder: Path, num_classes: int, input_size: int) -> Path:
     return path
 
 
-def int8_detector(weights: Path, input_size: int, folder: Path, data, calib_images: int) -> YOLO:
-    """YOLO on the int8 graph of `weights`, calibrated on `data` (or random images without it)."""
+def int8_graph(weights: Path, input_size: int, folder: Path, data, calib_images: int) -> Path:
+    """The int8 raw graph of `weights`, calibrated on `data` (or random images without it)."""
     fp32 = YOLO(weights, input_size=input_size, device="cpu", amp="off")
     if data:
         images = calibration_images(data, None, fp32.class_names, calib_images)
     else:
         rng = np.random.default_rng(0)
         images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(calib_images)]
-    return YOLO(fp32.export_onnx(folder / "int8.onnx", calibration_images=images))
+    return fp32.export_onnx(folder / "int8.onnx", calibration_images=images)
 
 
-def build_rows(weights: Path, input_size: int, image: np.ndarray, int8: YOLO):
+def build_rows(weights: Path, input_size: int, image: np.ndarray, int8_path: Path, folder: Path):
     """[(name, callable)]: each callable runs one timed call."""
     dets = {"torch": YOLO(weights, input_size=input_size, device="cpu", amp="off"),
             "torch bf16": YOLO(weights, input_size=input_size, device="cpu", amp="bf16"),
-            "onnx": YOLO(weights, input_size=input_size, backend="onnx", device="cpu"), "onnx int8": int8}
+            "onnx": YOLO(weights, input_size=input_size, backend="onnx", device="cpu"), "onnx int8": YOLO(int8_path)}
     eager = model_from_weights(weights, input_size=[input_size, input_size])[0].eval()
     x = torch.rand(1, 3, input_size, input_size)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     fused_nchw = dets["torch"]._cpu_model()
-    session = dets["onnx"].session
-    x_u8 = torch.randint(0, 256, (1, input_size, input_size, 3), dtype=torch.uint8).numpy()
-    with tempfile.TemporaryDirectory() as tmp:  # the exported graph users get: float NCHW input
-        float_session = ort_session(export_onnx(fused_nchw, Path(tmp) / "m.onnx", (input_size, input_size)))
+    raw_fp32 = ort_session(export_onnx(fused_nchw, folder / "fp32.onnx", (input_size, input_size)))
+    raw_int8 = ort_session(int8_path)
 
     def no_grad(fn):
         def run():
@@ -113,17 +116,17 @@ def build_rows(weights: Path, input_size: int, image: np.ndarray, int8: YOLO):
         ("forward fused NCHW", no_grad(lambda: fused_nchw(x))),
         (PATHS["torch"][0], no_grad(lambda: dets["torch"].model(x_cl))),
         (PATHS["torch bf16"][0], lambda: dets["torch bf16"].forward(x_cl)),
-        (ORT_FP32[0], lambda: float_session.run(None, {"images": x.numpy()})),
-        (PATHS["onnx"][0], lambda: session.run(["out0", "out1"], {"images": x_u8})),
-        (PATHS["onnx int8"][0], lambda: int8.session.run(["out0", "out1"], {"images": x.numpy()})),
+        (PATHS["onnx"][0], lambda: raw_fp32.run(None, {"images": x.numpy()})),
+        (PATHS["onnx int8"][0], lambda: raw_int8.run(None, {"images": x.numpy()})),
     ] + [(PATHS[name][1], lambda det=det: det.detect(image)) for name, det in dets.items()]
 
 
-def time_rows(rows, rounds: int, warmup: int):
-    """{name: (best, median) milliseconds}, timed round-robin."""
+def time_rows(rows, rounds: int, warmup: int, pause: float):
+    """{name: (best, median) milliseconds}, timed round-robin with `pause` seconds idle before each call."""
     times = {name: [] for name, _ in rows}
     for r in range(warmup + rounds):
         for name, fn in rows:
+            time.sleep(pause)
             start = time.perf_counter()
             fn()
             if r >= warmup:
@@ -141,8 +144,7 @@ def ratios(ms, col: int) -> None:
     print(f"  best forward {best}: {speedup:.2f}x faster than the plain eager forward "
           f"(target >= 1.3) {'ok' if speedup >= 1.3 else 'MISSED'}")
     fastest = min(PATHS, key=lambda path: ms[PATHS[path][1]][col])
-    ort = min(ms[row][col] for row in ORT_FP32)
-    ratio = ms[PATHS[fastest][1]][col] / ort
+    ratio = ms[PATHS[fastest][1]][col] / forwards["onnx"]
     print(f"  fastest detect() ({fastest}) / fp32 ONNX Runtime forward: {ratio:.2f} "
           f"(target <= 0.7) {'ok' if ratio <= 0.7 else 'MISSED'}")
 
@@ -162,12 +164,13 @@ def main(args) -> None:
     image = read_image(args.img) if args.img else np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(args.weights) if args.weights else random_checkpoint(Path(tmp), args.num_classes, args.input_size)
-        int8 = int8_detector(weights, args.input_size, Path(tmp), args.data, args.calib_images)
-        rows = build_rows(weights, args.input_size, image, int8)
+        int8 = int8_graph(weights, args.input_size, Path(tmp), args.data, args.calib_images)
+        rows = build_rows(weights, args.input_size, image, int8, Path(tmp))
     print(f"input {args.input_size}x{args.input_size}, batch 1, {args.threads} torch threads, image "
-          f"{image.shape[1]}x{image.shape[0]}, {args.rounds} rounds (median), torch {torch.__version__}, "
+          f"{image.shape[1]}x{image.shape[0]}, {args.rounds} rounds (median), {args.pause * 1000:.0f} ms pause, "
+          f"torch {torch.__version__}, "
           f"CPU native bf16: {'yes' if cpu_supports_bf16() else 'no (bf16 rows emulated)'}")
-    report(time_rows(rows, args.rounds, args.warmup))
+    report(time_rows(rows, args.rounds, args.warmup, args.pause))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.test_yolo import ANCHORS, ANCHORS_MASK, make_checkpoint
-from utils.boxes import Letterbox, decode_outputs, letterbox_params, postprocess
+from utils.boxes import Letterbox, decode_candidates, decode_outputs, letterbox_params, postprocess
 from yolo import YOLO
 
 INPUT_HW = (64, 96)  # out0 grid 2x3 (stride 32), out1 grid 4x6 (stride 16)
@@ -92,3 +92,19 @@ def test_nms_keeps_the_right_boxes():
     assert kept[:, 5].tolist() == [0, 1, 0]
     assert postprocess(pred, conf_thres=0.5, nms_thres=0.5)[0].shape[0] == 4  # the 1/3 overlap survives
     assert postprocess(pred, conf_thres=0.5, nms_thres=0.3, max_det=2)[0][:, 4].tolist() == pytest.approx([0.9, 0.7])
+
+
+@pytest.mark.parametrize("conf,scale_x_y", [(0.5, 1.0), (0.3, 1.05), (0.001, 2.0)])
+def test_candidate_decoding_keeps_what_full_decoding_keeps(conf, scale_x_y):
+    torch.manual_seed(0)
+    num_classes = 3
+    # objectness logits spread around the threshold, so some cells pass and some do not
+    outputs = [torch.randn(2, 3 * (5 + num_classes), 4, 6) * 3, torch.randn(2, 3 * (5 + num_classes), 8, 12) * 3]
+    anchors = torch.tensor(ANCHORS, dtype=torch.float32)
+    full = postprocess(decode_outputs(outputs, anchors, ANCHORS_MASK, (128, 192), scale_x_y), conf, 0.45)
+    pred = decode_candidates(outputs, anchors, ANCHORS_MASK, (128, 192), scale_x_y, conf)
+    some = postprocess(pred, conf, 0.45)
+    assert sum(len(p) for p in pred) < 2 * 3 * (4 * 6 + 8 * 12)  # cells below the threshold were skipped
+    assert all(len(f) > 0 for f in full)
+    for f, s in zip(full, some):
+        torch.testing.assert_close(s, f, rtol=1e-6, atol=1e-5)  # vectorised and scalar exp differ by an ulp

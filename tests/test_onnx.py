@@ -7,7 +7,7 @@ from nets.fuse import fuse_model
 from nets.yolo import YoloBody
 from tests.test_yolo import ANCHORS, ANCHORS_MASK, make_checkpoint, random_bn, rgb
 from utils.boxes import decode_outputs, postprocess
-from utils.export import OPSET, export_onnx, export_onnx_nms, max_abs_error, ort_session
+from utils.export import OPSET, detector_graph, export_onnx, export_onnx_nms, max_abs_error, ort_session
 from yolo import YOLO
 
 HW = (64, 96)
@@ -34,11 +34,21 @@ def test_raw_graph_matches_torch(model, tmp_path):
         assert max_abs_error(model, path, torch.rand(batch, 3, *HW)) < 1e-4
 
 
-def test_nms_graph_matches_torch_postprocess(model, tmp_path):
+@pytest.mark.parametrize("graph", ["nms", "detector"])
+def test_nms_graph_matches_torch_postprocess(model, tmp_path, graph):
+    """export_onnx_nms (float NCHW in) and detector_graph (the raw graph behind uint8 NHWC, as YOLO runs it)."""
     anchors = torch.tensor(ANCHORS, dtype=torch.float32)
-    path = export_onnx_nms(model, tmp_path / "nms.onnx", anchors, ANCHORS_MASK, HW, 1.05, conf=0.3, nms=0.4, max_det=7)
-    images = torch.rand(3, 3, *HW)
-    found = ort_session(path).run(None, {"images": images.numpy()})[0]
+    pixels = torch.randint(0, 256, (3, *HW, 3), dtype=torch.uint8)
+    images = pixels.permute(0, 3, 1, 2).float() / 255
+    if graph == "nms":
+        path = export_onnx_nms(model, tmp_path / "nms.onnx", anchors, ANCHORS_MASK, HW, 1.05, conf=0.3, nms=0.4, max_det=7)
+        found = ort_session(path).run(["detections"], {"images": images.numpy()})[0]
+    else:
+        raw = onnx.load(export_onnx(model, tmp_path / "raw.onnx", HW))
+        both = detector_graph(raw, 2, anchors, ANCHORS_MASK, HW, 1.05, conf=0.3, nms=0.4, max_det=7)
+        found, out0 = ort_session(both.SerializeToString()).run(["detections", "out0"], {"images": pixels.numpy()})
+        with torch.no_grad():
+            assert np.abs(out0 - model(images)[0].numpy()).max() < 1e-4
     with torch.no_grad():
         expected = postprocess(decode_outputs(model(images), anchors, ANCHORS_MASK, HW, 1.05), 0.3, 0.4, 7)
     assert found.shape[1] == 7 and sum(len(e) for e in expected) > 3

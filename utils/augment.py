@@ -9,7 +9,7 @@ from typing import List, Tuple
 import cv2
 import numpy as np
 
-from utils.image import PAD_VALUE
+from utils.image import PAD_VALUE, resize
 
 Annotated = Tuple[np.ndarray, np.ndarray, np.ndarray]  # image, boxes [N, 4], labels [N]
 
@@ -83,11 +83,6 @@ def hflip(image: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]
     return np.ascontiguousarray(image[:, ::-1]), flipped
 
 
-def _resized(image: np.ndarray, new_wh: Tuple[int, int]) -> np.ndarray:
-    shrink = new_wh[0] < image.shape[1]
-    return cv2.resize(image, new_wh, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
 def random_place(sample: Annotated, input_hw: Tuple[int, int], cfg: AugmentConfig, rng: np.random.Generator) -> Annotated:
     """Random aspect jitter, scale, position and flip of one image on a grey input-sized canvas."""
     image, boxes, labels = sample
@@ -97,7 +92,7 @@ def random_place(sample: Annotated, input_hw: Tuple[int, int], cfg: AugmentConfi
     # a random offset; negative when the image is larger than the input, so that it is cropped
     x, y = (int(v) for v in rng.random(2) * (input_hw[1] - nw, input_hw[0] - nh))
     canvas = np.full((input_hw[0], input_hw[1], 3), cfg.fill, dtype=np.uint8)
-    paste(canvas, _resized(image, (nw, nh)), x, y, (0, 0, input_hw[1], input_hw[0]))
+    paste(canvas, resize(image, (nw, nh)), x, y, (0, 0, input_hw[1], input_hw[0]))
     boxes = resize_boxes(boxes, image.shape[:2], (nw, nh), x, y)
     boxes, labels = filter_boxes(boxes, labels, (0, 0, input_hw[1], input_hw[0]), cfg.min_box_size)
     return canvas, boxes, labels
@@ -117,7 +112,7 @@ def mosaic(samples: List[Annotated], input_hw: Tuple[int, int], cfg: AugmentConf
         # the tile's corner that faces the centre sits on the centre
         x = cx - nw if region[0] == 0 else cx
         y = cy - nh if region[1] == 0 else cy
-        paste(canvas, _resized(image, (nw, nh)), x, y, region)
+        paste(canvas, resize(image, (nw, nh)), x, y, region)
         placed = resize_boxes(boxes, image.shape[:2], (nw, nh), x, y)
         placed, kept = filter_boxes(placed, labels, region, cfg.min_box_size)
         all_boxes.append(placed)

@@ -2,6 +2,7 @@
 
 Conventions: boxes are xyxy in pixels unless a name says otherwise; sizes are (height, width).
 """
+import math
 from typing import List, NamedTuple, Sequence, Tuple
 
 import torch
@@ -63,6 +64,14 @@ def head_grid(out: Tensor, num_anchors: int) -> Tensor:
     return out.view(b, num_anchors, -1, h, w).permute(0, 1, 3, 4, 2)
 
 
+def _decode(p: Tensor, cell_xy: Tensor, anchor_wh: Tensor, stride: int, scale_x_y: float) -> Tensor:
+    """Logits [..., 5+C] at grid cells cell_xy [..., 2] with anchors anchor_wh [..., 2] ->
+    [..., 5+C]: cx, cy, w, h in input pixels, then sigmoid objectness and class probabilities."""
+    xy = (p[..., :2].sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + cell_xy) * stride
+    wh = p[..., 2:4].exp() * anchor_wh
+    return torch.cat([xy, wh, p[..., 4:].sigmoid()], dim=-1)
+
+
 def decode_head(out: Tensor, anchors: Tensor, stride: int, scale_x_y: float = 1.0) -> Tensor:
     """Decode one head.
 
@@ -79,9 +88,7 @@ def decode_head(out: Tensor, anchors: Tensor, stride: int, scale_x_y: float = 1.
     _, _, h, w, _ = p.shape
     gy, gx = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
     grid = torch.stack([gx, gy], dim=-1).float()  # h,w,2
-    xy = (p[..., :2].sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + grid) * stride
-    wh = p[..., 2:4].exp() * anchors.float().to(p.device).view(1, -1, 1, 1, 2)
-    decoded = torch.cat([xy, wh, p[..., 4:].sigmoid()], dim=-1)
+    decoded = _decode(p, grid, anchors.float().to(p.device).view(1, -1, 1, 1, 2), stride, scale_x_y)
     return decoded.reshape(p.shape[0], -1, p.shape[-1])
 
 
@@ -96,12 +103,50 @@ def decode_outputs(outputs: Sequence[Tensor], anchors: Tensor, anchors_mask: Seq
     return torch.cat([cxcywh_to_xyxy(pred[..., :4]), pred[..., 4:]], dim=-1)
 
 
-def postprocess(pred: Tensor, conf_thres: float = 0.5, nms_thres: float = 0.3, max_det: int = 300,
+def decode_candidates_flat(outputs: Sequence[Tensor], anchors: Tensor, anchors_mask: Sequence[Sequence[int]],
+                           input_hw: Tuple[int, int], scale_x_y: float = 1.0,
+                           conf_thres: float = 0.5) -> Tuple[Tensor, Tensor]:
+    """The boxes of every image whose objectness reaches conf_thres, decoded as decode_outputs does:
+    (Tensor[K, 5+C] xyxy input pixels, objectness, class probabilities; Tensor[K] image index).
+
+    A score (objectness x class probability) never exceeds the objectness, so postprocess at conf_thres
+    keeps exactly what it keeps from decode_outputs. Decoding only these boxes makes post-processing
+    several times cheaper (in torch and inside ONNX graphs: it is traceable), and keeps torch's tensors
+    small enough to run on the calling thread, without waking its thread pool.
+    """
+    # objectness logit threshold, a hair low: the sigmoid in _decode may round the other way
+    min_logit = math.log(conf_thres / (1 - conf_thres)) - 1e-4 if 0 < conf_thres < 1 else \
+        (-math.inf if conf_thres <= 0 else math.inf)
+    anchors = anchors.to(outputs[0].device).float()
+    rows, cells, anchor_wh, strides, images = [], [], [], [], []
+    for out, mask in zip(outputs, anchors_mask):
+        p = head_grid(out, len(mask))  # B, A, H, W, 5+C
+        b, a, y, x = torch.nonzero(p[..., 4] >= min_logit, as_tuple=True)
+        rows.append(p[b, a, y, x])
+        cells.append(torch.stack([x, y], dim=1))
+        anchor_wh.append(anchors[list(mask)][a])
+        strides.append(torch.full_like(b, input_hw[0] // out.shape[2]))
+        images.append(b)
+    cell_xy, stride = torch.cat(cells).float(), torch.cat(strides).float()[:, None]
+    decoded = _decode(torch.cat(rows).float(), cell_xy, torch.cat(anchor_wh), stride, scale_x_y)
+    return torch.cat([cxcywh_to_xyxy(decoded[:, :4]), decoded[:, 4:]], dim=1), torch.cat(images)
+
+
+def decode_candidates(outputs: Sequence[Tensor], anchors: Tensor, anchors_mask: Sequence[Sequence[int]],
+                      input_hw: Tuple[int, int], scale_x_y: float = 1.0, conf_thres: float = 0.5) -> List[Tensor]:
+    """decode_candidates_flat split by image: one Tensor[K, 5+C] per image, for postprocess."""
+    decoded, image = decode_candidates_flat(outputs, anchors, anchors_mask, input_hw, scale_x_y, conf_thres)
+    if len(outputs[0]) == 1:
+        return [decoded]
+    return [decoded[image == i] for i in range(len(outputs[0]))]
+
+
+def postprocess(pred, conf_thres: float = 0.5, nms_thres: float = 0.3, max_det: int = 300,
                 max_nms: int = 10000) -> List[Tensor]:
     """Score filter and class-aware NMS.
 
     Args:
-        pred: Tensor[B, N, 5+C] from decode_outputs.
+        pred: Tensor[B, N, 5+C] from decode_outputs, or decode_candidates' list of Tensor[N, 5+C].
         conf_thres: keep boxes whose score = objectness * best class probability reaches this.
         nms_thres: IoU above which a lower-scoring box of the same class is suppressed.
         max_det: most detections kept per image.
@@ -111,7 +156,8 @@ def postprocess(pred: Tensor, conf_thres: float = 0.5, nms_thres: float = 0.3, m
         One Tensor[K, 6] per image: x1, y1, x2, y2 (input pixels), score, class id.
     """
     results = []
-    for p in pred.float():
+    for p in pred:
+        p = p.float()
         cls_prob, cls_id = p[:, 5:].max(dim=1)
         score = p[:, 4] * cls_prob
         keep = score >= conf_thres

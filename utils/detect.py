@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils.boxes import decode_outputs, input_to_image_boxes, postprocess
+from utils.boxes import decode_candidates, input_to_image_boxes, postprocess
 from utils.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
 from utils.fileio import write_json_atomic
 
@@ -88,7 +88,8 @@ def _detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres, nms
     with torch.no_grad():
         with autocast:
             outputs = model(images)
-        pred = decode_outputs([o.float() for o in outputs], anchors.to(device), anchors_mask, input_hw, scale_x_y)
+        pred = decode_candidates([o.float() for o in outputs], anchors.to(device), anchors_mask, input_hw, scale_x_y,
+                                 conf_thres)
         kept = postprocess(pred, conf_thres, nms_thres)
     found = iter(kept)
     out = []

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torchvision
 from torch import Tensor
 
-from utils.boxes import decode_outputs
+from utils.boxes import decode_candidates_flat
 from utils.fileio import write_bytes_atomic
 
 OPSET = 17
@@ -35,49 +35,28 @@ EXTRA_KEYS = ("format", "precision", "calibration")
 RAW_OUTPUTS = ("out0", "out1")
 
 
-class Uint8NHWC(nn.Module):
-    """Takes Tensor[B, H, W, 3] uint8 RGB and runs `model` on it as float NCHW in [0, 1].
+class RawToDetections(nn.Module):
+    """Raw head outputs -> detections: decoding, score threshold and class-aware NMS, traceable for ONNX
+    export. forward(out0, out1) -> Tensor[K, 7] (see the module docstring)."""
 
-    Used for the ONNX Runtime backend so the layout change and scaling run inside the runtime
-    instead of as separate numpy passes.
-    """
-
-    def __init__(self, model: nn.Module):
+    def __init__(self, anchors: Tensor, anchors_mask: Sequence[Sequence[int]], input_hw: Tuple[int, int],
+                 scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300):
         super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor):
-        return self.model(images.permute(0, 3, 1, 2).float() * (1.0 / 255.0))
-
-
-class DecodeNMS(nn.Module):
-    """YoloBody plus decoding and class-aware NMS, traceable for ONNX export (see module docstring).
-
-    With `raw_outputs` the raw head outputs are returned too: (detections, out0, out1).
-    """
-
-    def __init__(self, model: nn.Module, anchors: Tensor, anchors_mask: Sequence[Sequence[int]],
-                 input_hw: Tuple[int, int], scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3,
-                 max_det: int = 300, raw_outputs: bool = False):
-        super().__init__()
-        self.model, self.raw_outputs = model, raw_outputs
         self.register_buffer("anchors", anchors.float().clone())
         self.anchors_mask = [list(m) for m in anchors_mask]
         self.input_hw = tuple(input_hw)
         self.scale_x_y, self.conf, self.nms, self.max_det = scale_x_y, conf, nms, max_det
 
-    def forward(self, images: Tensor):
-        raw = self.model(images)
-        pred = decode_outputs(raw, self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y)
-        b, n, _ = pred.shape
-        cls_prob, cls_id = pred[..., 5:].max(dim=-1)
-        score = (pred[..., 4] * cls_prob).reshape(-1)
-        batch = torch.arange(b, device=pred.device).view(-1, 1).expand(b, n).reshape(-1)
-        boxes, cls_id = pred[..., :4].reshape(-1, 4), cls_id.reshape(-1)
+    def forward(self, out0: Tensor, out1: Tensor) -> Tensor:
+        pred, batch = decode_candidates_flat([out0, out1], self.anchors, self.anchors_mask, self.input_hw,
+                                             self.scale_x_y, self.conf)
+        b = out0.shape[0]
+        cls_prob, cls_id = pred[:, 5:].max(dim=1)
+        score = pred[:, 4] * cls_prob
         keep = torch.nonzero(score >= self.conf).view(-1)
-        boxes, score, cls_id, batch = boxes[keep], score[keep], cls_id[keep], batch[keep]
+        boxes, score, cls_id, batch = pred[keep, :4], score[keep], cls_id[keep], batch[keep]
         # one NMS over all images and classes: shift every (image, class) group to its own region
-        group = (batch * (pred.shape[-1] - 5) + cls_id).float()
+        group = (batch * (pred.shape[1] - 5) + cls_id).float()
         span = torch.cat([boxes.abs().reshape(-1), boxes.new_zeros(1)]).max() * 2 + 1  # works when empty
         shift = group.view(-1, 1) * span
         kept = torchvision.ops.nms(boxes + shift, score, self.nms)  # sorted by score, descending
@@ -87,7 +66,20 @@ class DecodeNMS(nn.Module):
         rank = (onehot.cumsum(dim=0) * onehot).sum(dim=1)
         cap = torch.nonzero(rank <= self.max_det).view(-1)
         out = torch.cat([batch.view(-1, 1).float(), boxes, score.view(-1, 1), cls_id.view(-1, 1).float()], dim=1)
-        return (out[cap], *raw) if self.raw_outputs else out[cap]
+        return out[cap]
+
+
+
+
+class DecodeNMS(nn.Module):
+    """YoloBody followed by RawToDetections: images -> detections."""
+
+    def __init__(self, model: nn.Module, post: RawToDetections):
+        super().__init__()
+        self.model, self.post = model, post
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.post(*self.model(images))
 
 
 def onnx_metadata(meta: Dict, precision: str = "fp32", calibration: Optional[Dict] = None) -> Dict[str, str]:
@@ -140,13 +132,7 @@ class OrtRaw(nn.Module):
 
     def __init__(self, session, where: str = "ONNX model"):
         super().__init__()
-        inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
-        if len(inputs) != 1 or inputs[0].name != "images" or inputs[0].type != "tensor(float)" or \
-                any(name not in outputs for name in RAW_OUTPUTS):
-            found = ", ".join(f"{i.name} {i.type}" for i in inputs)
-            raise ValueError(f"{where}: expected a raw graph (input images float [B, 3, H, W]; outputs out0, out1), "
-                             f"found inputs {found} and outputs {', '.join(outputs)}; export it without "
-                             "--export-onnx-nms (python predict.py --export-onnx PATH)")
+        _raw_graph_check([(i.name, i.type) for i in session.get_inputs()], [o.name for o in session.get_outputs()], where)
         self.session = session
 
     def forward(self, images: Tensor):
@@ -154,8 +140,9 @@ class OrtRaw(nn.Module):
         return [torch.from_numpy(out) for out in found]
 
 
-def ort_session(path, device: str = "cpu", threads: int = 0):
-    """An onnxruntime InferenceSession on CPU (or CUDA when `device` is cuda and available)."""
+def ort_session(model, device: str = "cpu", threads: int = 0):
+    """An onnxruntime InferenceSession of `model` (a path, or the serialized bytes of a graph) on CPU (or
+    CUDA when `device` is cuda and available)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -166,7 +153,8 @@ def ort_session(path, device: str = "cpu", threads: int = 0):
     providers = ["CPUExecutionProvider"]
     if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    model = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(model, sess_options=options, providers=providers)
 
 
 def _export_atomic(module: nn.Module, path: Path, example: Tensor, output_names: Sequence[str],
@@ -187,23 +175,19 @@ def _export_atomic(module: nn.Module, path: Path, example: Tensor, output_names:
 
 
 def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool = True, atol: float = 1e-4,
-                uint8_nhwc: bool = False, metadata: Optional[Dict[str, str]] = None) -> Path:
+                metadata: Optional[Dict[str, str]] = None) -> Path:
     """Write the raw graph of `model` (eval mode, on CPU) to `path`; with `check`, compare ONNX Runtime
     against torch on a batch of 2 random images and raise RuntimeError beyond `atol`.
 
-    With `uint8_nhwc` the input `images` is Tensor[B, H, W, 3] uint8 RGB instead (see Uint8NHWC).
     `metadata`: metadata_props to store (see onnx_metadata).
     """
     path = Path(path)
     model = model.eval().cpu()
-    module = Uint8NHWC(model).eval() if uint8_nhwc else model
-    example = torch.randint(0, 256, (1, *input_hw, 3), dtype=torch.uint8) if uint8_nhwc else torch.rand(1, 3, *input_hw)
     axes = {"images": {0: "batch"}, "out0": {0: "batch"}, "out1": {0: "batch"}}
     with torch.no_grad():
-        _export_atomic(module, path, example, list(RAW_OUTPUTS), axes, metadata)
+        _export_atomic(model, path, torch.rand(1, 3, *input_hw), list(RAW_OUTPUTS), axes, metadata)
     if check:
-        images = example.repeat(2, 1, 1, 1) if uint8_nhwc else torch.rand(2, 3, *input_hw)
-        error = max_abs_error(module, path, images)
+        error = max_abs_error(model, path, torch.rand(2, 3, *input_hw))
         if error > atol:
             raise RuntimeError(f"{path}: ONNX Runtime differs from torch by {error:.3g} (more than {atol:g})")
     return path
@@ -211,23 +195,89 @@ def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool =
 
 def export_onnx_nms(model: nn.Module, path, anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
                     scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
-                    uint8_nhwc: bool = False, raw_outputs: bool = False,
                     metadata: Optional[Dict[str, str]] = None) -> Path:
     """Write the graph with decoding and NMS inside (output `detections`, see module docstring).
 
-    `uint8_nhwc` takes Tensor[B, H, W, 3] uint8 input (see Uint8NHWC); `raw_outputs` adds out0, out1;
     `metadata`: metadata_props to store (see onnx_metadata).
     """
     path = Path(path)
-    model = model.eval().cpu()
-    model = Uint8NHWC(model).eval() if uint8_nhwc else model
-    module = DecodeNMS(model, anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det, raw_outputs).eval()
-    example = torch.randint(0, 256, (1, *input_hw, 3), dtype=torch.uint8) if uint8_nhwc else torch.rand(1, 3, *input_hw)
-    names = ["detections", "out0", "out1"] if raw_outputs else ["detections"]
-    axes = {"images": {0: "batch"}, "detections": {0: "count"}, "out0": {0: "batch"}, "out1": {0: "batch"}}
+    post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det)
+    module = DecodeNMS(model.eval().cpu(), post).eval()
     with torch.no_grad():
-        _export_atomic(module, path, example, names, {k: v for k, v in axes.items() if k in names + ["images"]}, metadata)
+        _export_atomic(module, path, torch.rand(1, 3, *input_hw), ["detections"],
+                       {"images": {0: "batch"}, "detections": {0: "count"}}, metadata)
     return path
+
+
+def _raw_graph_check(inputs: Sequence[Tuple[str, str]], outputs: Sequence[str], where: str) -> None:
+    """Raise unless a graph has the raw layout: one input `images` of float, outputs out0 and out1.
+    inputs: (name, type) pairs, type as ONNX Runtime writes it ('tensor(float)')."""
+    if len(inputs) != 1 or inputs[0] != ("images", "tensor(float)") or any(name not in outputs for name in RAW_OUTPUTS):
+        found = ", ".join(f"{name} {kind}" for name, kind in inputs)
+        raise ValueError(f"{where}: expected a raw graph (input images float [B, 3, H, W]; outputs out0, out1), "
+                         f"found inputs {found} and outputs {', '.join(outputs)}; export it without "
+                         "--export-onnx-nms (python predict.py --export-onnx PATH)")
+
+
+def _uint8_nhwc_input(graph) -> None:
+    """Make a raw onnx.ModelProto take `images` as Tensor[B, H, W, 3] uint8 RGB, in place: Transpose, Cast
+    and a multiply by 1/255 run inside the runtime, in place of a numpy pass over the image per call."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    g = graph.graph
+    old = g.input[0]
+    batch, _, h, w = old.type.tensor_type.shape.dim
+    for node in g.node:
+        node.input[:] = ["images_nchw" if name == "images" else name for name in node.input]
+    g.initializer.append(numpy_helper.from_array(np.array(1.0 / 255.0, dtype=np.float32), "inv_255"))
+    g.node.insert(0, helper.make_node("Mul", ["images_float", "inv_255"], ["images_nchw"], name="scale_images"))
+    g.node.insert(0, helper.make_node("Cast", ["images_nhwc_t"], ["images_float"], to=TensorProto.FLOAT,
+                                      name="cast_images"))
+    g.node.insert(0, helper.make_node("Transpose", ["images"], ["images_nhwc_t"], perm=[0, 3, 1, 2],
+                                      name="transpose_images"))
+    shape = [batch.dim_param or batch.dim_value, h.dim_value, w.dim_value, 3]
+    g.input.remove(old)
+    g.input.insert(0, helper.make_tensor_value_info("images", TensorProto.UINT8, shape))
+    onnx.checker.check_model(graph)
+
+
+def detector_graph(raw, num_classes: int, anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
+                   scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
+                   where: str = "ONNX model"):
+    """The raw graph `raw` (onnx.ModelProto, fp32 or int8) made into a whole detector for ONNX Runtime:
+    input `images` Tensor[B, H, W, 3] uint8 RGB (letterboxed), outputs `detections` (as the nms graph's)
+    and out0, out1. Returns a new onnx.ModelProto; `raw` is not changed.
+
+    With the input conversion, decoding and NMS inside, a detect() call does little more than one
+    session.run, on fp32 and int8 graphs alike.
+    """
+    import onnx
+    from onnx import compose
+    graph = onnx.ModelProto()
+    graph.CopyFrom(raw)
+    inputs = [(i.name, "tensor(float)" if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT else
+               onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name) for i in graph.graph.input
+              if i.name not in {init.name for init in graph.graph.initializer}]
+    _raw_graph_check(inputs, [o.name for o in graph.graph.output], where)
+    _uint8_nhwc_input(graph)
+    post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det).eval()
+    out0, out1 = (torch.rand(1, len(mask) * (5 + num_classes), input_hw[0] // stride, input_hw[1] // stride)
+                  for mask, stride in zip(anchors_mask, (32, 16)))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(post, (out0, out1), buffer, opset_version=OPSET, dynamo=False, input_names=list(RAW_OUTPUTS),
+                          output_names=["detections"],
+                          dynamic_axes={"out0": {0: "batch"}, "out1": {0: "batch"}, "detections": {0: "count"}})
+    post_graph = onnx.load_from_string(buffer.getvalue())
+    post_graph.ir_version = graph.ir_version
+    merged = compose.merge_models(graph, post_graph, io_map=[(n, n) for n in RAW_OUTPUTS], prefix2="post/",
+                                  outputs=["post/detections"] + list(RAW_OUTPUTS))
+    for node in merged.graph.node:
+        node.output[:] = ["detections" if name == "post/detections" else name for name in node.output]
+    for out in merged.graph.output:
+        out.name = "detections" if out.name == "post/detections" else out.name
+    return merged
 
 
 def max_abs_error(model: nn.Module, path, images: Tensor) -> float:

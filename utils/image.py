@@ -66,6 +66,14 @@ def read_image(path, apply_exif: bool = True) -> np.ndarray:
     return to_rgb_array(image)
 
 
+def resize(image: np.ndarray, new_wh: Tuple[int, int]) -> np.ndarray:
+    """cv2.resize to new_wh: bilinear, unless shrinking below half size, where bilinear would alias and
+    area averaging is used. Bilinear is what darknet and ultralytics use at inference; at 640x480 -> 416
+    it takes ~0.1 ms where area averaging takes ~1 ms, a tenth of an int8 forward."""
+    scale = min(new_wh[0] / image.shape[1], new_wh[1] / image.shape[0])
+    return cv2.resize(image, new_wh, interpolation=cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR)
+
+
 def letterbox_image(image: np.ndarray, input_hw: Tuple[int, int], letterbox: bool = True) -> Tuple[np.ndarray, Letterbox]:
     """Resize HxWx3 uint8 into the network input, keeping aspect ratio with grey padding when `letterbox`.
 
@@ -73,8 +81,7 @@ def letterbox_image(image: np.ndarray, input_hw: Tuple[int, int], letterbox: boo
     """
     lb = letterbox_params(image.shape[:2], input_hw, letterbox)
     nw, nh = round(image.shape[1] * lb.scale_x), round(image.shape[0] * lb.scale_y)
-    interp = cv2.INTER_AREA if nw < image.shape[1] else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (nw, nh), interpolation=interp)
+    resized = resize(image, (nw, nh))
     if (nh, nw) == tuple(input_hw):
         return resized, lb
     out = np.full((input_hw[0], input_hw[1], 3), PAD_VALUE, dtype=np.uint8)
