@@ -118,7 +118,7 @@ class YOLO:
         # channels-last measured faster on CPU for this network, fp32 and bf16 (bench/bench_infer.py)
         self.model = None if model is None else fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
         if backend == "onnx":
-            self.session  # build it now, so a graph that cannot serve fails here
+            _ = self.session  # built now, so a graph that cannot serve fails here
 
     def _load_onnx(self, path, names, hw, anchors, scale_x_y) -> dict:
         """Open a raw graph written by export_onnx; returns its metadata with the given overrides."""

@@ -226,3 +226,15 @@ def test_resolve_data_falls_back_to_demo_only_for_the_default(tmp_path, monkeypa
         voc.resolve_data(tmp_path / "elsewhere")
     make_year(tmp_path / "VOCdevkit" / "VOC2007", good())
     assert voc.resolve_data("VOCdevkit") == Path("VOCdevkit")
+
+
+@pytest.mark.parametrize("scale,flag", [(0.65, "INTER_LINEAR"), (0.4, "INTER_AREA"), (1.5, "INTER_LINEAR")])
+def test_resize_is_bilinear_except_below_half_size(scale, flag):
+    import cv2
+    from utils.image import resize
+    image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    size = (round(160 * scale), round(120 * scale))
+    assert np.array_equal(resize(image, size), cv2.resize(image, size, interpolation=getattr(cv2, flag)))
+    other = "INTER_AREA" if flag == "INTER_LINEAR" else "INTER_LINEAR"
+    if scale < 1:  # upscaling, area averaging is bilinear too
+        assert not np.array_equal(resize(image, size), cv2.resize(image, size, interpolation=getattr(cv2, other)))

@@ -64,9 +64,9 @@ def head_grid(out: Tensor, num_anchors: int) -> Tensor:
     return out.view(b, num_anchors, -1, h, w).permute(0, 1, 3, 4, 2)
 
 
-def _decode(p: Tensor, cell_xy: Tensor, anchor_wh: Tensor, stride: int, scale_x_y: float) -> Tensor:
-    """Logits [..., 5+C] at grid cells cell_xy [..., 2] with anchors anchor_wh [..., 2] ->
-    [..., 5+C]: cx, cy, w, h in input pixels, then sigmoid objectness and class probabilities."""
+def _decode(p: Tensor, cell_xy: Tensor, anchor_wh: Tensor, stride, scale_x_y: float) -> Tensor:
+    """Logits [..., 5+C] at grid cells cell_xy [..., 2] with anchors anchor_wh [..., 2] and stride (an int,
+    or a Tensor [..., 1]) -> [..., 5+C]: cx, cy, w, h in input pixels, sigmoid objectness and class probabilities."""
     xy = (p[..., :2].sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + cell_xy) * stride
     wh = p[..., 2:4].exp() * anchor_wh
     return torch.cat([xy, wh, p[..., 4:].sigmoid()], dim=-1)

@@ -6,6 +6,8 @@ Two graphs can be written:
   nms: same input; one output `detections` Tensor[K, 7]: batch index, x1, y1, x2, y2 (input pixels),
        score, class id, with decoding, score threshold, class-aware NMS and max_det per image inside.
 H and W are fixed at export time (the input size); only the batch is dynamic.
+The onnx backend of yolo.YOLO runs a third, made in memory from a raw graph (detector_graph): input
+`images` Tensor[B, H, W, 3] uint8, outputs `detections`, out0 and out1.
 
 Metadata: exports made with `metadata` (YOLO.export_onnx always does) carry the detector's settings
 in the ONNX metadata_props, each value JSON: format (ONNX_FORMAT), class_names, anchors ([[w, h], ...]),
@@ -67,8 +69,6 @@ class RawToDetections(nn.Module):
         cap = torch.nonzero(rank <= self.max_det).view(-1)
         out = torch.cat([batch.view(-1, 1).float(), boxes, score.view(-1, 1), cls_id.view(-1, 1).float()], dim=1)
         return out[cap]
-
-
 
 
 class DecodeNMS(nn.Module):
@@ -255,9 +255,9 @@ def detector_graph(raw, num_classes: int, anchors: Tensor, anchors_mask, input_h
     from onnx import compose
     graph = onnx.ModelProto()
     graph.CopyFrom(raw)
-    inputs = [(i.name, "tensor(float)" if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT else
-               onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name) for i in graph.graph.input
-              if i.name not in {init.name for init in graph.graph.initializer}]
+    weights = {init.name for init in graph.graph.initializer}  # old IR versions list them as inputs too
+    inputs = [(i.name, f"tensor({onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type).lower()})")
+              for i in graph.graph.input if i.name not in weights]
     _raw_graph_check(inputs, [o.name for o in graph.graph.output], where)
     _uint8_nhwc_input(graph)
     post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det).eval()
