@@ -319,9 +319,9 @@ def write_chart(rows: List[Dict], path: Path, seeds: int) -> None:
     fig, (ax_map, ax_ms) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 4.5),
                                         gridspec_kw={"width_ratios": [2, 1]})
     for offset, key, label in ((-0.2, "map50", "mAP@0.5"), (0.2, "map50_95", "mAP@0.5:0.95")):
-        errors = [r[f"{key}_std"] or 0.0 for r in rows]
+        errors = [r[f"{key}_std"] or 0.0 for r in rows] if seeds > 1 else None  # no spread from one seed
         ax_map.bar(x + offset, [r[key] for r in rows], 0.4, yerr=errors, capsize=3, label=label)
-    ax_map.set_title(f"mAP by variant (mean ± std over {seeds} seed{'s' if seeds > 1 else ''})")
+    ax_map.set_title(f"mAP by variant (mean ± std over {seeds} seeds)" if seeds > 1 else "mAP by variant (one seed)")
     ax_map.legend()
     ax_ms.bar(x, [r["latency_ms"] for r in rows], 0.6, color="tab:gray")
     ax_ms.set_title("CPU latency, batch 1 (ms)")
