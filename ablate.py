@@ -322,7 +322,8 @@ def write_chart(rows: List[Dict], path: Path, seeds: int) -> None:
         errors = [r[f"{key}_std"] or 0.0 for r in rows] if seeds > 1 else None  # no spread from one seed
         ax_map.bar(x + offset, [r[key] for r in rows], 0.4, yerr=errors, capsize=3, label=label)
     ax_map.set_title(f"mAP by variant (mean ± std over {seeds} seeds)" if seeds > 1 else "mAP by variant (one seed)")
-    ax_map.legend()
+    ax_map.set_ylim(0, 1.15)  # room for the legend above the bars
+    ax_map.legend(loc="upper center", ncol=2)
     ax_ms.bar(x, [r["latency_ms"] for r in rows], 0.6, color="tab:gray")
     ax_ms.set_title("CPU latency, batch 1 (ms)")
     for ax in (ax_map, ax_ms):
