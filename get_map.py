@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import evaluator as ev
+from utils.amp import AMP_CHOICES
 from utils.fileio import write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parent
@@ -52,7 +53,7 @@ def make_parser() -> argparse.ArgumentParser:
     a("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     a("--workers", type=int, default=0, help="DataLoader processes reading images (default 0: in the main process)")
     a("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ... (default auto)")
-    a("--amp", default="auto", choices=["off", "auto", "bf16", "fp16"], help="autocast dtype for the network; "
+    a("--amp", default="auto", choices=AMP_CHOICES, help="autocast dtype for the network; "
       "decoding and NMS stay fp32 (auto: bf16 on CPUs with native support, as training evaluates)")
     a("--no-plots", action="store_true", help="skip the PNG plots")
     return p

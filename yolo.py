@@ -9,7 +9,6 @@
     drawn = yolo.draw(image, det)
 """
 import copy
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from utils.boxes import Letterbox, decode_candidates, head_grid, input_to_image_
 from utils.checkpoint import model_from_weights
 from utils.config import read_classes
 from utils.drawing import draw_detections, heatmap_overlay
-from utils.export import detector_graph, export_onnx, export_onnx_nms, onnx_metadata, ort_session, read_onnx_metadata
+from utils.export import (detector_graph, export_onnx, export_onnx_nms, onnx_metadata, ort_session, raw_graph,
+                          read_onnx_metadata)
 from utils.image import letterbox_image, read_image
 
 BACKENDS = ("torch", "onnx")
@@ -158,10 +158,7 @@ class YOLO:
     def _raw_graph(self):
         """The raw graph as an onnx.ModelProto: the loaded file, or exported from the weights once."""
         if self._raw is None:
-            import onnx
-            with tempfile.TemporaryDirectory() as tmp:
-                path = export_onnx(self._cpu_model(), Path(tmp) / "raw.onnx", self.input_hw, check=False)
-                self._raw = onnx.load(str(path))
+            self._raw = raw_graph(self._cpu_model(), self.input_hw)
         return self._raw
 
     def _cpu_model(self) -> torch.nn.Module:

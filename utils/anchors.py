@@ -12,8 +12,8 @@ import numpy as np
 
 from utils.boxes import letterbox_params
 from utils.config import read_anchors, read_classes
-from utils.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
 from utils.fileio import write_text_atomic
+from utils.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
 
 
 def iou_wh(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from utils.boxes import decode_candidates, input_to_image_boxes, postprocess
-from utils.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
 from utils.fileio import write_json_atomic
+from utils.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
 
 
 class LetterboxedSamples(Dataset):

@@ -1,4 +1,4 @@
-"""Drawing detections and heatmaps on RGB images, and writing images and text files atomically."""
+"""Drawing detections and heatmaps on RGB images, and writing images atomically."""
 import colorsys
 import io
 from functools import lru_cache
@@ -8,7 +8,8 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from utils.fileio import write_bytes_atomic  # noqa: F401 (predict.py imports it from here)
+
+from utils.fileio import write_bytes_atomic
 
 Color = Tuple[int, int, int]
 

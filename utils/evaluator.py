@@ -166,6 +166,11 @@ def mean_ap(per_class: Sequence[Dict], key: str) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
+def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+
+
 def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
@@ -219,8 +224,7 @@ def coco_eval(gt: Boxes, det: Boxes, num_images: int, class_names: Sequence[str]
 
     backend 'fast' (utils.coco_metric) and 'pycocotools' give the same numbers; fast is ~30x quicker.
     """
-    if backend not in COCO_BACKENDS:
-        raise ValueError(f"unknown COCO backend {backend!r}; expected one of {', '.join(COCO_BACKENDS)}")
+    _check_choice("COCO backend", backend, COCO_BACKENDS)
     num_classes = len(class_names)
     if not len(det.image) or not len(gt.image):
         return {k: 0.0 for k in COCO_STAT_NAMES}, [None] * num_classes
@@ -285,10 +289,8 @@ def evaluate_detections(detections: Sequence[np.ndarray], samples, class_names: 
     ap50_95, and tp, fp, precision, recall, f1 at score_thr), curves (per-class PR arrays),
     confusion_matrix, and the settings used.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
-    if coco_backend not in COCO_BACKENDS:
-        raise ValueError(f"unknown COCO backend {coco_backend!r}; expected one of {', '.join(COCO_BACKENDS)}")
+    _check_choice("metric", metric, METRICS)
+    _check_choice("COCO backend", coco_backend, COCO_BACKENDS)
     check_detections(detections, samples, len(class_names))
     gt, det = gather_ground_truth(samples), gather_detections(detections)
     per_class = voc_eval(det, gt, len(samples), class_names, iou_thres, score_thr)

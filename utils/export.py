@@ -157,21 +157,32 @@ def ort_session(model, device: str = "cpu", threads: int = 0):
     return ort.InferenceSession(model, sess_options=options, providers=providers)
 
 
-def _export_atomic(module: nn.Module, path: Path, example: Tensor, output_names: Sequence[str],
-                   dynamic_axes: dict, metadata: Optional[Dict[str, str]] = None) -> None:
-    """torch.onnx.export into memory, add `metadata`, check, and write `path` atomically."""
+def _to_onnx(module: nn.Module, args: Tuple[Tensor, ...], input_names: Sequence[str], output_names: Sequence[str],
+             dynamic_axes: dict):
+    """torch.onnx.export of `module` (eval) into memory -> onnx.ModelProto at OPSET."""
     import onnx
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.no_grad():
         # the TorchScript exporter is deprecated but handles torchvision's NMS; the new one needs onnxscript
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), buffer, opset_version=OPSET, dynamo=False,
-                          input_names=["images"], output_names=list(output_names), dynamic_axes=dynamic_axes)
-    graph = onnx.load_from_string(buffer.getvalue())
+        torch.onnx.export(module, args, buffer, opset_version=OPSET, dynamo=False, input_names=list(input_names),
+                          output_names=list(output_names), dynamic_axes=dynamic_axes)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _write_graph(graph, path: Path, metadata: Optional[Dict[str, str]] = None) -> None:
+    """Add `metadata` to an onnx.ModelProto, check it, and write it to `path` atomically."""
+    import onnx
     if metadata:
         set_metadata(graph, metadata)
     onnx.checker.check_model(graph)
     write_bytes_atomic(path, graph.SerializeToString())
+
+
+def raw_graph(model: nn.Module, input_hw: Tuple[int, int]):
+    """The raw graph of `model` (eval mode, on CPU) as an onnx.ModelProto, in memory."""
+    axes = {"images": {0: "batch"}, "out0": {0: "batch"}, "out1": {0: "batch"}}
+    return _to_onnx(model.eval().cpu(), (torch.rand(1, 3, *input_hw),), ["images"], RAW_OUTPUTS, axes)
 
 
 def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool = True, atol: float = 1e-4,
@@ -182,10 +193,7 @@ def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool =
     `metadata`: metadata_props to store (see onnx_metadata).
     """
     path = Path(path)
-    model = model.eval().cpu()
-    axes = {"images": {0: "batch"}, "out0": {0: "batch"}, "out1": {0: "batch"}}
-    with torch.no_grad():
-        _export_atomic(model, path, torch.rand(1, 3, *input_hw), list(RAW_OUTPUTS), axes, metadata)
+    _write_graph(raw_graph(model, input_hw), path, metadata)
     if check:
         error = max_abs_error(model, path, torch.rand(2, 3, *input_hw))
         if error > atol:
@@ -203,9 +211,9 @@ def export_onnx_nms(model: nn.Module, path, anchors: Tensor, anchors_mask, input
     path = Path(path)
     post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det)
     module = DecodeNMS(model.eval().cpu(), post).eval()
-    with torch.no_grad():
-        _export_atomic(module, path, torch.rand(1, 3, *input_hw), ["detections"],
-                       {"images": {0: "batch"}, "detections": {0: "count"}}, metadata)
+    graph = _to_onnx(module, (torch.rand(1, 3, *input_hw),), ["images"], ["detections"],
+                     {"images": {0: "batch"}, "detections": {0: "count"}})
+    _write_graph(graph, path, metadata)
     return path
 
 
@@ -263,13 +271,8 @@ def detector_graph(raw, num_classes: int, anchors: Tensor, anchors_mask, input_h
     post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det).eval()
     out0, out1 = (torch.rand(1, len(mask) * (5 + num_classes), input_hw[0] // stride, input_hw[1] // stride)
                   for mask, stride in zip(anchors_mask, (32, 16)))
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(post, (out0, out1), buffer, opset_version=OPSET, dynamo=False, input_names=list(RAW_OUTPUTS),
-                          output_names=["detections"],
-                          dynamic_axes={"out0": {0: "batch"}, "out1": {0: "batch"}, "detections": {0: "count"}})
-    post_graph = onnx.load_from_string(buffer.getvalue())
+    post_graph = _to_onnx(post, (out0, out1), RAW_OUTPUTS, ["detections"],
+                          {"out0": {0: "batch"}, "out1": {0: "batch"}, "detections": {0: "count"}})
     post_graph.ir_version = graph.ir_version
     merged = compose.merge_models(graph, post_graph, io_map=[(n, n) for n in RAW_OUTPUTS], prefix2="post/",
                                   outputs=["post/detections"] + list(RAW_OUTPUTS))

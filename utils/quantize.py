@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from utils.amp import AMP_CHOICES
 from utils.export import OrtRaw, onnx_metadata, ort_session, read_onnx_metadata, set_metadata
 from utils.fileio import write_bytes_atomic
 from utils.image import letterbox_image, read_image, to_tensor_batch
@@ -171,7 +172,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="leave the two output convs in fp32 (default: on)")
     p.add_argument("--out", default="out/quantize/model_int8.onnx", help="int8 graph (default: out/quantize/model_int8.onnx)")
     p.add_argument("--fp32-out", help="fp32 graph (default: beside --out, 'int8' in its name replaced by 'fp32')")
-    p.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
                    help="also score the torch model under this autocast when it resolves to bf16/fp16 (default: auto)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward when scoring (default: 8)")
     p.add_argument("--device", default="cpu", help="device for the torch rows (default: cpu)")
