@@ -5,6 +5,7 @@ schedule sized for it. `torchrun --nproc_per_node N train.py ...` trains with Di
 """
 import argparse
 import copy
+import math
 import sys
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from utils.ema import ModelEMA, unwrap
 from utils.loss import YOLOLoss
 from utils.optim import build_optimizer, scaled_lr
 from utils.run_logger import ResultsLog, new_run_dir, read_yaml, write_yaml
-from utils.trainer import TrainState, TrainingDiverged, make_checkpoint, restore_checkpoint, train_one_epoch, validation_loss
+from utils.fileio import remove_stale_temporaries
+from utils.trainer import (TrainState, TrainingDiverged, make_checkpoint, nonfinite_tensors, restore_checkpoint,
+                           train_one_epoch, validation_loss)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -94,6 +97,8 @@ def make_parser() -> argparse.ArgumentParser:
     a("--no-ema", dest="ema", action="store_false", help="turn off the EMA of the weights")
     a("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun on GPUs")
     a("--channels-last", default="auto", choices=["auto", "on", "off"], help="channels-last memory format")
+    a("--grad-clip", type=float, default=10.0, help="clip the gradients' total L2 norm to this (0: off); a step "
+      "with non-finite gradients is always skipped")
     a("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -250,11 +255,13 @@ def train(args) -> int:
                        device=device, amp_dtype=amp_dtype, base_lr=0.0, epochs=args.epochs,
                        warmup_epochs=args.warmup_epochs, min_lr_ratio=args.min_lr / args.lr,
                        lr_schedule=args.lr_schedule, channels_last=args.channels_last_on,
-                       ema=ModelEMA(model) if args.ema and main_proc else None,
+                       grad_clip=args.grad_clip, ema=ModelEMA(model) if args.ema and main_proc else None,
                        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
     if resume:
         restore_checkpoint(state, resume)
     if main_proc:
+        for stale in remove_stale_temporaries(run_dir):
+            print(f"removed {stale}, a temporary file left by a write that was killed")
         describe(args, device, amp_dtype, class_names, train_samples, val_samples, is_demo)
         write_yaml(run_dir / "run_args.yaml", serialisable(args))
         print(f"run folder: {run_dir}")
@@ -263,9 +270,7 @@ def train(args) -> int:
         loop.run()
     except KeyboardInterrupt:
         if main_proc:
-            loop.save("last.pth", loop.last_completed)
-            print(f"\ninterrupted: saved {run_dir / 'last.pth'}; continue with python train.py --resume "
-                  f"{run_dir / 'last.pth'}")
+            loop.interrupted()
         return 130
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
@@ -303,8 +308,8 @@ class EpochLoop:
                 raise SystemExit(f"error: out of GPU memory at batch size {self.phase[1]} "
                                  f"({'frozen' if self.phase[0] else 'unfrozen'} phase); lower "
                                  f"{'--freeze-batch-size' if self.phase[0] else '--batch-size'}") from None
-            self.last_completed = epoch
             stop = self.end_of_epoch(epoch, stats, val_loader) if dist.is_main() else False
+            self.last_completed = epoch  # complete only once evaluated and saved
             if dist.broadcast_flag(stop, self.state.device):
                 break
 
@@ -335,23 +340,48 @@ class EpochLoop:
             fitness = map_fitness(row)
         else:
             fitness = None if args.eval_period else -row["val_loss"]
-        improved = fitness is not None and (self.best is None or fitness > self.best)
+        improved = fitness is not None and math.isfinite(fitness) and (self.best is None or fitness > self.best)
         if improved:
             self.best, self.best_epoch = fitness, epoch + 1
         row["best"] = improved
-        self.results.append(row)
-        self.save("last.pth", epoch)
+        ckpt = self.checkpoint(epoch, self.results.rows + [row])
+        # best.pth before last.pth: a kill in between leaves last.pth at the previous epoch, so the
+        # resumed run redoes this epoch and writes best.pth again; the other order would leave it stale
         if improved:
-            self.save("best.pth", epoch)
+            save_atomic(ckpt, self.run_dir / "best.pth")
+        save_atomic(ckpt, self.run_dir / "last.pth")
         if args.save_period and (epoch + 1) % args.save_period == 0:
-            self.save(f"epoch_{epoch + 1}.pth", epoch)
+            save_atomic(ckpt, self.run_dir / f"epoch_{epoch + 1}.pth")
+        self.results.append(row)
         print(format_row(row, args.epochs))
         return bool(args.patience and self.best_epoch and epoch + 1 - self.best_epoch >= args.patience
                     and args.eval_period)
 
-    def save(self, name: str, epoch: int) -> None:
-        ckpt = make_checkpoint(self.state, epoch, self.meta, self.best, self.results.rows)
-        save_atomic(ckpt, self.run_dir / name)
+    def checkpoint(self, epoch: int, rows: list) -> dict:
+        """The checkpoint after `epoch`; refuses (TrainingDiverged) when any of its tensors is not finite."""
+        ckpt = make_checkpoint(self.state, epoch, self.meta, self.best, rows)
+        bad = nonfinite_tensors(ckpt)
+        if bad:
+            raise TrainingDiverged(f"epoch {epoch + 1}: {len(bad)} tensors are not finite (e.g. {', '.join(bad[:3])}); "
+                                   f"not saved, {self.run_dir / 'last.pth'} keeps the last good epoch")
+        return ckpt
+
+    def interrupted(self) -> None:
+        """Ctrl-C: last.pth stays at the last complete epoch (exact resume); the weights of this moment
+        go to interrupted.pth, for prediction or as --weights."""
+        last = self.run_dir / "last.pth"
+        try:
+            ckpt = self.checkpoint(self.last_completed, self.results.rows)
+            ckpt["optimizer"] = None  # mid-epoch weights: not a point to resume from
+            save_atomic(ckpt, self.run_dir / "interrupted.pth")
+            saved = f"saved the weights of this moment to {self.run_dir / 'interrupted.pth'}; "
+        except TrainingDiverged as e:
+            saved = f"{e}; "
+        if last.exists():
+            print(f"\ninterrupted: {saved}{last} holds epoch {self.last_completed + 1}, the last complete one; "
+                  f"continue with python train.py --resume {last}")
+        else:
+            print(f"\ninterrupted before the first epoch was complete: {saved}nothing to resume")
 
     def summary(self) -> None:
         rows = self.results.rows

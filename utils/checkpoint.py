@@ -6,6 +6,8 @@ Our checkpoint is a dict with `format` == CHECKPOINT_FORMAT and:
   and for resuming: optimizer, scheduler, scaler, ema, best_fitness.
 The reference implementation's .pth files are a bare state dict; darknet files end in `.weights`.
 """
+import pickle
+import re
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -26,21 +28,47 @@ def save_atomic(obj, path) -> None:
 
 
 def read_checkpoint(path) -> Dict:
-    """Load a .pth file as a dict: ours (with metadata) or {'model': state_dict} for a bare state dict."""
+    """Load a .pth file as a dict: ours (with metadata) or {'model': state_dict} for a bare state dict.
+
+    Weights files are untrusted input: they are unpickled with weights_only=True, so a file that
+    asks to build any object beyond tensors, containers, numbers and strings (and numpy scalars,
+    which older checkpoints may hold) is refused and nothing in it runs.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: not a plain weights file: it asks to run or build {_pickled_global(e)}, "
+                         "which a weights file never needs; refused, nothing in it was run") from None
     except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         return obj
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         return {"model": obj["model"]}
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {"model": obj}  # the reference implementation's bare state dict
     raise ValueError(f"{path}: expected a state dict or a checkpoint written by train.py, found {type(obj).__name__}")
+
+
+def _numpy_safe_globals() -> list:
+    """numpy scalars and dtypes, as a checkpoint whose metrics were numpy floats holds them."""
+    import numpy as np
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray.scalar, np.dtype, *(type(np.dtype(t)) for t in ("float64", "float32", "int64", "bool"))]
+
+
+def _pickled_global(error: Exception) -> str:
+    """The Python object the unpickler refused, as torch's message names it (`GLOBAL module.name`)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return found.group(1) if found else "an object other than tensors"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def load_matching(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> Tuple[int, List[str]]:

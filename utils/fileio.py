@@ -1,12 +1,33 @@
 """Writing files atomically: a temporary file beside the target, renamed over it when complete.
 
 A kill or a full disk mid-write leaves the previous file (or none) at the path, never half a file.
+The temporary files are named `.NAME.XXXXXXXX.tmp`; a SIGKILL can leave one behind, which
+`remove_stale_temporaries` deletes the next time a run starts in that folder.
 """
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+
+TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # mkstemp's 8 random characters
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder) -> list:
+    """Delete the temporary files that an atomic write killed mid-way left in `folder`; returns their paths."""
+    stale = [p for p in Path(folder).glob(f".*{TEMP_SUFFIX}") if _TEMP_NAME.fullmatch(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 @contextmanager
@@ -14,7 +35,8 @@ def atomic_open(path, mode: str = "wb", fsync: bool = False, **kwargs):
     """Open a temporary file beside `path` for writing; it replaces `path` when the block ends cleanly."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a finished file gets the usual mode
     if "b" not in mode:
         kwargs.setdefault("encoding", "utf-8")
     try:

@@ -3,7 +3,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from tqdm import tqdm
@@ -55,24 +55,28 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, state: TrainState):
 
 
 def train_step(state: TrainState, images, targets) -> Optional[Dict[str, float]]:
-    """One optimisation step; returns the loss parts, or None when the loss was not finite (step skipped)."""
+    """One optimisation step; returns the loss parts, or None when the step was skipped.
+
+    A step is skipped, leaving weights, EMA and optimizer state untouched, when the loss or any
+    gradient is not finite: one bad batch must not turn the weights into NaN for good.
+    """
     with autocast(state.device, state.amp_dtype):
         outputs = state.model(images)
     loss, parts = state.loss_fn([o.float() for o in outputs], targets)
     if not torch.isfinite(loss):
-        state.bad_steps += 1
-        state.optimizer.zero_grad(set_to_none=True)
-        warnings.warn(f"non-finite loss ({float(loss)}), step skipped ({state.bad_steps} in a row)")
-        if state.bad_steps >= state.max_bad_steps:
-            raise TrainingDiverged(f"{state.bad_steps} non-finite losses in a row: training diverged; "
-                                   "try a lower --lr or --amp off; last.pth holds the last good epoch")
+        skip_step(state, f"non-finite loss ({float(loss)})")
         return None
-    state.bad_steps = 0
     scaler = state.scaler
     (scaler.scale(loss) if scaler else loss).backward()
     if scaler:
         scaler.unscale_(state.optimizer)
-    torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.grad_clip)
+    grad_norm = gradient_norm(state.model, state.grad_clip)
+    if not math.isfinite(grad_norm):
+        if scaler:
+            scaler.update()  # lowers the fp16 loss scale; the optimizer does not step
+        skip_step(state, f"non-finite gradients (loss {float(loss):.4g})")
+        return None
+    state.bad_steps = 0
     if scaler:
         scaler.step(state.optimizer)
         scaler.update()
@@ -82,6 +86,28 @@ def train_step(state: TrainState, images, targets) -> Optional[Dict[str, float]]
     if state.ema:
         state.ema.update(state.model)
     return {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
+
+
+def gradient_norm(model: torch.nn.Module, clip: float) -> float:
+    """The total L2 norm of the gradients, clipping them to `clip` first when it is > 0 and the norm finite."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+    if clip > 0 and math.isfinite(norm) and norm > clip:
+        for g in grads:
+            g.mul_(clip / (norm + 1e-6))
+    return norm
+
+
+def skip_step(state: TrainState, reason: str) -> None:
+    """Drop this step's gradients; stop the run after `max_bad_steps` skipped steps in a row."""
+    state.bad_steps += 1
+    state.optimizer.zero_grad(set_to_none=True)
+    warnings.warn(f"{reason}: step skipped ({state.bad_steps} in a row)")
+    if state.bad_steps >= state.max_bad_steps:
+        raise TrainingDiverged(f"{state.bad_steps} steps in a row with a non-finite loss or gradients: training "
+                               "diverged; try a lower --lr, --grad-clip or --amp off; last.pth holds the last good epoch")
 
 
 def train_one_epoch(state: TrainState, loader, epoch: int, progress: bool = True) -> Dict[str, float]:
@@ -108,7 +134,7 @@ def train_one_epoch(state: TrainState, loader, epoch: int, progress: bool = True
 
 @torch.no_grad()
 def validation_loss(model: torch.nn.Module, loss_fn, loader, state: TrainState) -> float:
-    """Mean loss of `model` (in eval mode) over a letterbox-only validation loader."""
+    """Mean loss of `model` (in eval mode) over a letterbox-only validation loader; NaN when no batch is finite."""
     was_training = model.training
     model.eval()
     total, batches = 0.0, 0
@@ -120,7 +146,7 @@ def validation_loss(model: torch.nn.Module, loss_fn, loader, state: TrainState) 
         if math.isfinite(float(loss)):
             total, batches = total + float(loss), batches + 1
     model.train(was_training)
-    return total / max(batches, 1)
+    return total / batches if batches else math.nan
 
 
 def make_checkpoint(state: TrainState, epoch: int, meta: Dict, best_fitness: Optional[float],
@@ -142,6 +168,17 @@ def make_checkpoint(state: TrainState, epoch: int, meta: Dict, best_fitness: Opt
     }
     ckpt.update(meta)
     return ckpt
+
+
+def nonfinite_tensors(obj, prefix: str = "") -> List[str]:
+    """Names of the floating-point tensors in a (nested) checkpoint that hold NaN or inf."""
+    if isinstance(obj, torch.Tensor):
+        return [prefix] if obj.is_floating_point() and not torch.isfinite(obj).all() else []
+    if isinstance(obj, dict):
+        return [n for k, v in obj.items() for n in nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [n for i, v in enumerate(obj) for n in nonfinite_tensors(v, f"{prefix}[{i}]")]
+    return []
 
 
 def restore_checkpoint(state: TrainState, ckpt: Dict) -> None:
