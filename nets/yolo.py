@@ -78,6 +78,19 @@ class YoloBody(nn.Module):
             bias[:, 4] = math.log(objects_per_image / (input_size / stride) ** 2)
             bias[:, 5:] = math.log(0.6 / max(self.num_classes - 0.99, 0.01))
 
+    def init_normal(self, std: float = 0.02) -> None:
+        """bubbliiiing/yolov4-tiny-pytorch's weights_init, for training from scratch as it does: conv
+        weights normal(0, std), BatchNorm weights normal(1, std) and biases 0; the output convs' biases
+        get PyTorch's default init instead of the priors of init_head_biases."""
+        for head in (self.yolo_headP5, self.yolo_headP4):
+            head[1].reset_parameters()
+        for m in self.modules():
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+                nn.init.normal_(m.weight, 0.0, std)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, std)
+                nn.init.constant_(m.bias, 0.0)
+
     def forward(self, x):
         # feat1 26,26,256; feat2 13,13,512 (at 416)
         feat1, feat2 = self.backbone(x)

@@ -195,3 +195,103 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
                 else:
                     t.copy_(torch.randn(t.shape, generator=g) * 0.1)
     return model
+
+
+# The loss of the reference at commit 1bbb2f2: nets/yolo_training.py's YOLOLoss.forward per head, summed
+# over the heads as its utils/utils_fit.py does, restated with loops over images and truths. Targets: one
+# Tensor[n, 5] per image, (cx, cy, w, h, class) normalised to the input; anchors: Tensor[A, 2] in input
+# pixels; input_shape: (h, w).
+
+def reference_assignment(targets, anchors, anchors_mask, input_shape, grid_sizes):
+    """Per image, one (head, anchor slot, cell y, cell x) list per truth: its best anchor (the best that a
+    head uses), in every head that uses it, at the cell holding its centre."""
+    used = sorted({i for m in anchors_mask for i in m})
+    places = []
+    for boxes in targets:
+        per_image = []
+        for t in boxes:
+            w, h = float(t[2]) * input_shape[1], float(t[3]) * input_shape[0]
+            inter = [min(w, aw) * min(h, ah) for aw, ah in anchors.tolist()]
+            ious = [i / (w * h + aw * ah - i) for i, (aw, ah) in zip(inter, anchors.tolist())]
+            best = max(used, key=lambda a: (ious[a], -a))
+            per_image.append([(level, mask.index(best), int(torch.floor(t[1] * gh)), int(torch.floor(t[0] * gw)))
+                              for level, (mask, (gh, gw)) in enumerate(zip(anchors_mask, grid_sizes)) if best in mask])
+        places.append(per_image)
+    return places
+
+
+def reference_bce(prob, target):
+    """The reference's BCELoss: probabilities clipped to [1e-7, 1 - 1e-7], no gradient beyond."""
+    eps = 1e-7
+    prob = torch.where(prob < eps, torch.full_like(prob, eps), prob)
+    prob = torch.where(prob > 1 - eps, torch.full_like(prob, 1 - eps), prob)
+    return -target * torch.log(prob) - (1 - target) * torch.log(1 - prob)
+
+
+def reference_ciou(b1, b2):
+    """The reference's box_ciou of (cx, cy, w, h) boxes, alpha in the graph."""
+    b1_min, b1_max = b1[:, :2] - b1[:, 2:] / 2, b1[:, :2] + b1[:, 2:] / 2
+    b2_min, b2_max = b2[:, :2] - b2[:, 2:] / 2, b2[:, :2] + b2[:, 2:] / 2
+    inter_wh = torch.clamp(torch.min(b1_max, b2_max) - torch.max(b1_min, b2_min), min=0)
+    inter = inter_wh[:, 0] * inter_wh[:, 1]
+    union = b1[:, 2] * b1[:, 3] + b2[:, 2] * b2[:, 3] - inter
+    iou = inter / torch.clamp(union, min=1e-6)
+    centre = ((b1[:, :2] - b2[:, :2]) ** 2).sum(1)
+    enclose_wh = torch.clamp(torch.max(b1_max, b2_max) - torch.min(b1_min, b2_min), min=0)
+    ciou = iou - centre / torch.clamp((enclose_wh ** 2).sum(1), min=1e-6)
+    v = (4 / math.pi ** 2) * (torch.atan(b1[:, 2] / torch.clamp(b1[:, 3], min=1e-6))
+                              - torch.atan(b2[:, 2] / torch.clamp(b2[:, 3], min=1e-6))) ** 2
+    alpha = v / torch.clamp(1.0 - iou + v, min=1e-6)
+    return ciou - alpha * v
+
+
+def reference_head_loss(level, out, targets, places, anchors, num_classes, anchors_mask, input_shape):
+    bs, _, in_h, in_w = out.shape
+    mask = list(anchors_mask[level])
+    pred = out.view(bs, len(mask), 5 + num_classes, in_h, in_w).permute(0, 1, 3, 4, 2)
+    stride = torch.tensor([input_shape[1] / in_w, input_shape[0] / in_h])
+    anchor_wh = (anchors[mask] / stride).view(1, len(mask), 1, 1, 2)
+    grid_x = torch.arange(in_w, dtype=torch.float32).view(1, 1, 1, in_w)
+    grid_y = torch.arange(in_h, dtype=torch.float32).view(1, 1, in_h, 1)
+    pred_boxes = torch.stack([pred[..., 0].sigmoid() + grid_x, pred[..., 1].sigmoid() + grid_y,
+                              pred[..., 2].exp() * anchor_wh[..., 0], pred[..., 3].exp() * anchor_wh[..., 1]], -1)
+    y_true = torch.zeros(bs, len(mask), in_h, in_w, 5 + num_classes)
+    noobj = torch.ones(bs, len(mask), in_h, in_w, dtype=torch.bool)
+    scale = torch.tensor([in_w, in_h, in_w, in_h], dtype=torch.float32)
+    for b in range(bs):
+        for t, truth_places in zip(targets[b], places[b]):
+            for head, k, j, i in truth_places:
+                if head == level:
+                    noobj[b, k, j, i] = False
+                    y_true[b, k, j, i, :4] = t[:4] * scale
+                    y_true[b, k, j, i, 4] = 1
+                    y_true[b, k, j, i, 5 + int(t[4])] = 1
+        if len(targets[b]):  # ignore: predictions overlapping a truth above IoU 0.5 are not negatives
+            ious = _cxcywh_iou(targets[b][:, :4] * scale, pred_boxes[b].detach().reshape(-1, 4))
+            noobj[b][ious.max(0).values.view(len(mask), in_h, in_w) > 0.5] = False
+    obj_mask = y_true[..., 4] == 1
+    loss = out.new_zeros(())
+    if obj_mask.any():
+        loss_loc = (1 - reference_ciou(pred_boxes[obj_mask], y_true[..., :4][obj_mask])).mean()
+        loss_cls = reference_bce(pred[..., 5:].sigmoid()[obj_mask], y_true[..., 5:][obj_mask]).mean()
+        loss = loss + loss_loc * 0.05 + loss_cls * (num_classes / 80)
+    loss_conf = reference_bce(pred[..., 4].sigmoid(), obj_mask.float())[noobj | obj_mask].mean()
+    obj_ratio = 5 * input_shape[0] * input_shape[1] / 416 ** 2
+    return loss + loss_conf * [0.4, 1.0, 4][level] * obj_ratio
+
+
+def _cxcywh_iou(a, b):
+    """IoU of every (cx, cy, w, h) box in a with every one in b, as the reference's calculate_iou (no eps)."""
+    a_min, a_max = a[:, None, :2] - a[:, None, 2:] / 2, a[:, None, :2] + a[:, None, 2:] / 2
+    b_min, b_max = b[None, :, :2] - b[None, :, 2:] / 2, b[None, :, :2] + b[None, :, 2:] / 2
+    inter_wh = torch.clamp(torch.min(a_max, b_max) - torch.max(a_min, b_min), min=0)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    return inter / (a[:, None, 2] * a[:, None, 3] + b[None, :, 2] * b[None, :, 3] - inter)
+
+
+def reference_yolo_loss(outputs, targets, anchors, num_classes, anchors_mask, input_shape):
+    """Total reference loss over the heads; `targets` must not put two truths on one (image, slot, cell)
+    (the reference then keeps the last truth's box and the union of their classes)."""
+    places = reference_assignment(targets, anchors, anchors_mask, input_shape, [o.shape[2:] for o in outputs])
+    return sum(reference_head_loss(level, out, targets, places, anchors, num_classes, anchors_mask, input_shape)
+               for level, out in enumerate(outputs))

@@ -73,10 +73,35 @@ def test_distributed_sampler(samples, tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         loader = build_dataloader(YoloDataset(samples, 64, train=True), 4, distributed=True, seed=1)
-        assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
+        assert (loader.sampler.rank, loader.sampler.world_size) == (0, 1)
         assert_same(epoch_batches(loader, 3), epoch_batches(loader, 3))
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("length,world,drop_last", [(10, 2, True), (11, 2, True), (11, 3, False), (7, 2, False)])
+def test_rank_shards_are_disjoint_and_together_make_one_process_batches(length, world, drop_last):
+    from utils.dataloader import EpochSampler
+    single = EpochSampler(length, True, seed=3)
+    single.set_epoch(2)
+    order = list(single)
+    assert sorted(order) == list(range(length)) and order != sorted(order)
+    shards = []
+    for r in range(world):
+        sampler = EpochSampler(length, True, seed=3, rank=r, world_size=world, drop_last=drop_last)
+        sampler.set_epoch(2)
+        shards.append(list(sampler))
+        assert len(shards[-1]) == len(sampler)
+    assert len({len(s) for s in shards}) == 1  # every rank takes the same number of steps
+    if drop_last:
+        flat = [i for s in shards for i in s]
+        assert len(flat) == len(set(flat)) == length // world * world  # disjoint
+    else:
+        assert set(i for s in shards for i in s) == set(range(length))  # every image, padding repeats a few
+    per_rank = 2  # batch k of every rank together is batch k of one process with a world x larger batch
+    for k in range(length // (per_rank * world)):
+        together = sorted(i for s in shards for i in s[k * per_rank:(k + 1) * per_rank])
+        assert together == sorted(order[k * per_rank * world:(k + 1) * per_rank * world])
 
 
 def test_mosaic_schedule_and_input_size_check():

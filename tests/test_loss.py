@@ -3,9 +3,14 @@ import math
 import pytest
 import torch
 
+from torchvision.ops import complete_box_iou_loss
+
 from nets.yolo import YoloBody
+from tests.reference_model import reference_ciou
+from utils.boxes import cxcywh_to_xyxy
 from utils.config import DEFAULT_ANCHORS_MASK
-from utils.loss import YOLOLoss
+from utils.loss import YOLOLoss, complete_iou_loss
+from utils.recipes import loss_kwargs, recipe_args
 
 ANCHORS = torch.tensor([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]], dtype=torch.float32)
 
@@ -33,10 +38,13 @@ def test_loss_finite_and_positive_on_random_targets_with_empty_images():
 
 def test_loss_with_no_objects_at_all_is_objectness_only():
     outputs = zero_outputs(batch=2)
-    total, parts = make_loss()(outputs, torch.zeros(0, 6))
+    # the loss train.py builds with its default flags
+    kwargs = loss_kwargs(recipe_args("default"), 3, 128)
+    total, parts = make_loss(**kwargs)(outputs, torch.zeros(0, 6))
     assert parts["box"] == 0 and parts["cls"] == 0
-    # every cell a negative with logit 0: BCE = log 2, weighted by the head balance (0.4 + 1.0 by default)
-    assert parts["obj"].item() == pytest.approx(math.log(2) * 2.0, rel=1e-5)
+    # every cell a negative with logit 0: BCE = log 2 per head, heads weighted 0.4 (P5) and 1.0 (P4)
+    assert kwargs["balance"] == (0.4, 1.0)
+    assert parts["obj"].item() == pytest.approx(math.log(2) * (0.4 + 1.0) * kwargs["obj_weight"], rel=1e-5)
     total.backward()
 
 
@@ -108,15 +116,43 @@ def test_ignore_threshold_drops_overlapping_negatives():
     assert (g_lenient == 0).sum() > (g_strict == 0).sum()
 
 
-def test_label_smoothing_and_focal_change_class_loss():
+def one_positive_with_class_logits(logits):
+    """P4 outputs of a 128 input whose anchor-2 slot has the given class logits in every cell, and one truth
+    of class 1 that is exactly anchor 2 at cell (4, 4) (its only positive with assign_thres 1)."""
     outputs = zero_outputs()
-    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3]])
-    plain = make_loss()(outputs, targets)[1]["cls"]
-    smooth = make_loss(label_smoothing=0.1)(outputs, targets)[1]["cls"]
-    focal = make_loss(focal=True)(outputs, targets)[1]["cls"]
-    # with logits 0 BCE is log 2 whatever the target, so smoothing leaves it; focal scales it down
-    assert smooth.item() == pytest.approx(plain.item(), rel=1e-6)
-    assert focal < plain
+    with torch.no_grad():
+        outputs[1].view(3, 8, 8, 8)[1, 5:] = torch.tensor(logits).view(3, 1, 1)
+    return outputs, torch.tensor([[0, 1, 4.5 / 8, 4.5 / 8, 37 / 128, 58 / 128]])
+
+
+def hand_bce(logits, targets):
+    return sum(-t * math.log(1 / (1 + math.exp(-x))) - (1 - t) * math.log(1 - 1 / (1 + math.exp(-x)))
+               for x, t in zip(logits, targets)) / len(logits)
+
+
+@pytest.mark.parametrize("by_classes, off", [(False, 0.1 / 2), (True, 0.1 / 3)])
+def test_label_smoothing_matches_a_hand_computation(by_classes, off):
+    logits = [2.0, -1.0, 0.5]
+    outputs, targets = one_positive_with_class_logits(logits)
+    common = dict(assign_thres=1.0, cls_weight=1.0)
+    plain = make_loss(**common)(outputs, targets)[1]["cls"].item()
+    smooth = make_loss(label_smoothing=0.1, smooth_by_classes=by_classes, **common)(outputs, targets)[1]["cls"].item()
+    # class 1 is the truth: targets eps/2 (or eps/C) and 1 - eps + that
+    assert plain == pytest.approx(hand_bce(logits, [0, 1, 0]), rel=1e-6)
+    assert smooth == pytest.approx(hand_bce(logits, [off, 0.9 + off, off]), rel=1e-6)
+    assert abs(smooth - plain) > 1e-2
+
+
+def test_focal_class_loss_matches_a_hand_computation():
+    logits = [2.0, -1.0, 0.5]
+    outputs, targets = one_positive_with_class_logits(logits)
+    focal = make_loss(assign_thres=1.0, cls_weight=1.0, focal=True)(outputs, targets)[1]["cls"].item()
+    # alpha_t (1 - p_t)^2 BCE, alpha 0.25 on the true class and 0.75 on the others, summed per positive
+    expected = 0.0
+    for x, t in zip(logits, [0, 1, 0]):
+        p_t = 1 / (1 + math.exp(-x)) if t else 1 - 1 / (1 + math.exp(-x))
+        expected += (0.25 if t else 0.75) * (1 - p_t) ** 2 * -math.log(p_t)
+    assert focal == pytest.approx(expected, rel=1e-6)
 
 
 def test_loss_runs_under_bf16_outputs():
@@ -150,3 +186,133 @@ def test_neighbour_prediction_can_reach_the_truth_centre():
     p[..., 0] = 20.0
     boxes = loss.decode(p, torch.tensor([[1.0, 1.0]]))
     assert boxes[0, 0, 0, 0, 0].item() == pytest.approx(1.5, abs=1e-6)
+
+
+def colliding_targets(seed):
+    """Truth pairs on the same cells (a twin: nearly the same box, another class), an exact duplicate box
+    of another class, and a repeated row: many (image, anchor, cell) slots with two or more truths."""
+    g = torch.Generator().manual_seed(seed)
+    n = 12
+    base = torch.cat([torch.randint(0, 2, (n, 1), generator=g), torch.randint(0, 3, (n, 1), generator=g),
+                      torch.rand(n, 2, generator=g) * 0.8 + 0.1, torch.rand(n, 2, generator=g) * 0.4 + 0.05], 1)
+    twin = base.clone()
+    twin[:, 2:4] += (torch.rand(n, 2, generator=g) - 0.5) * 0.01
+    twin[:, 4:6] *= 1 + (torch.rand(n, 2, generator=g) - 0.5) * 0.1
+    twin[:, 1] = (twin[:, 1] + 1) % 3
+    duplicate = base[:2].clone()
+    duplicate[:, 1] = (duplicate[:, 1] + 2) % 3
+    return torch.cat([base, twin, duplicate, base[:1]]).float()
+
+
+def random_outputs(seed, batch=2, size=128):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, 3 * 8, size // s, size // s, generator=g) * 0.5).requires_grad_() for s in (32, 16)]
+
+
+PERMUTATION_CASES = {
+    "train.py defaults": dict(balance=(0.4, 1.0), scale_x_y=2.0, neighbor_cells=True),
+    "best anchor, hard objectness, smoothing": dict(assign_thres=1.0, iou_aware=False, label_smoothing=0.1),
+    "focal": dict(balance=(0.4, 1.0), focal=True),
+}
+
+
+@pytest.mark.parametrize("case", list(PERMUTATION_CASES) + ["reference recipe"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_loss_does_not_depend_on_the_order_of_target_rows(case, seed):
+    if case == "reference recipe":
+        kwargs = loss_kwargs(recipe_args("reference"), 3, 128)
+    else:
+        kwargs = PERMUTATION_CASES[case]
+    loss = make_loss(**kwargs)
+    targets = colliding_targets(seed)
+    n = len(targets) // 2 - 1
+    same_cell = ((targets[:n, 2:4] * 8).long() == (targets[n:2 * n, 2:4] * 8).long()).all(1)
+    assert same_cell.sum() >= n // 2  # the twins do share slots with their originals
+    outputs = random_outputs(seed)
+    shuffled = targets[torch.randperm(len(targets), generator=torch.Generator().manual_seed(seed))]
+    total, parts = loss(outputs, targets)
+    total_s, parts_s = loss(outputs, shuffled)
+    for key in parts:
+        torch.testing.assert_close(parts_s[key], parts[key], rtol=1e-6, atol=0, msg=key)
+    grads = torch.autograd.grad(total, outputs)
+    grads_s = torch.autograd.grad(total_s, outputs)
+    for g, g_s in zip(grads, grads_s):
+        torch.testing.assert_close(g_s, g, rtol=1e-6, atol=1e-9)
+
+
+def test_one_truth_per_slot_keeps_the_best_shape_fit():
+    # two truths of P4 cell (4, 4) whose best anchor is anchor 2 (37x58): the exact fit wins, in either order
+    exact = [0, 0, 4.5 / 8, 4.5 / 8, 37 / 128, 58 / 128]
+    smaller = [0, 1, 4.4 / 8, 4.6 / 8, 30 / 128, 50 / 128]
+    loss = make_loss(assign_thres=1.0)
+    for rows, winner in (([exact, smaller], 0), ([smaller, exact], 1)):
+        t_idx, slot, gy, gx = loss.assign(torch.tensor(rows), [(4, 4), (8, 8)])[1]
+        assert t_idx.tolist() == [winner] and slot.tolist() == [1] and (gy.item(), gx.item()) == (4, 4)
+
+
+def test_one_truth_per_slot_breaks_shape_ties_by_the_smaller_box():
+    # half and twice anchor 2's size have the same shape IoU with it (0.25); the smaller is kept
+    half = [0, 0, 4.5 / 8, 4.5 / 8, 18.5 / 128, 29 / 128]
+    double = [0, 1, 4.5 / 8, 4.5 / 8, 74 / 128, 116 / 128]
+    loss = make_loss(assign_thres=0.2)
+    for rows, winner in (([half, double], 0), ([double, half], 1)):
+        t_idx, slot, _, _ = loss.assign(torch.tensor(rows), [(4, 4), (8, 8)])[1]
+        assert t_idx[slot == 1].tolist() == [winner]
+
+
+def test_ciou_loss_equals_torchvision_and_keeps_alpha_on_request():
+    g = torch.Generator().manual_seed(0)
+    cxcy = torch.rand(40, 2, generator=g) * 10
+    pred = torch.cat([cxcy, torch.rand(40, 2, generator=g) * 4 + 0.2], 1).requires_grad_()  # cx, cy, w, h
+    target = torch.cat([cxcy + torch.randn(40, 2, generator=g), torch.rand(40, 2, generator=g) * 4 + 0.2], 1)
+
+    def value_and_grad(loss_of_xyxy):
+        value = loss_of_xyxy(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(target))
+        return value.detach(), torch.autograd.grad(value.sum(), pred)[0]
+
+    ours, g_ours = value_and_grad(complete_iou_loss)
+    tv, g_tv = value_and_grad(complete_box_iou_loss)
+    torch.testing.assert_close(ours, tv, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g_ours, g_tv, rtol=1e-5, atol=1e-6)
+    # alpha in the graph: the reference's box_ciou, the same value and another gradient
+    with_alpha, g_alpha = value_and_grad(lambda p, t: complete_iou_loss(p, t, alpha_grad=True))
+    reference = 1 - reference_ciou(pred, target)  # takes (cx, cy, w, h)
+    reference, g_reference = reference.detach(), torch.autograd.grad(reference.sum(), pred)[0]
+    torch.testing.assert_close(with_alpha, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_alpha, g_reference, rtol=1e-4, atol=1e-6)
+    assert (g_alpha - g_ours).abs().max() > 1e-3
+
+
+def test_bce_clip_bounds_saturated_objectness_as_the_reference():
+    outputs = zero_outputs()
+    with torch.no_grad():
+        outputs[1].view(3, 8, 8, 8)[:, 4] = 30.0  # every P4 prediction sure of an object, none there
+    common = dict(box_weight=0, cls_weight=0, balance=(0.0, 1.0))
+    plain = make_loss(**common)(outputs, torch.zeros(0, 6))[1]["obj"]
+    clipped = make_loss(bce_clip=1e-7, **common)(outputs, torch.zeros(0, 6))[1]["obj"]
+    assert plain.item() == pytest.approx(30.0, rel=1e-4)
+    # -log(1 - p) with p clipped to float32's 1 - 1e-7
+    assert clipped.item() == pytest.approx(-math.log(1 - float(torch.tensor(1 - 1e-7))), rel=1e-4)
+    assert torch.autograd.grad(clipped, outputs[1])[0].abs().max() == 0
+
+
+def test_bce_clip_must_be_below_one_half():
+    with pytest.raises(ValueError, match="bce_clip"):
+        make_loss(bce_clip=0.5)
+
+
+@pytest.mark.parametrize("alpha_grad", [False, True])
+def test_a_predicted_size_that_underflows_to_zero_keeps_gradients_finite(alpha_grad):
+    """The bf16 NaN (issue 13): a size logit of -150 flushes exp() to 0; the aspect term then divided by
+    a zero height, finite in value but NaN in gradient, and one such step turned every weight into NaN."""
+    outputs = zero_outputs()
+    with torch.no_grad():
+        outputs[1].view(3, 8, 8, 8)[:, 3] = -150.0  # every P4 height logit
+    targets = torch.tensor([[0, 1, 0.45, 0.55, 0.2, 0.3]])
+    total, parts = make_loss(ciou_alpha_grad=alpha_grad)(outputs, targets)
+    grads = torch.autograd.grad(total, outputs)
+    assert torch.isfinite(total) and parts["box"] > 0
+    assert all(torch.isfinite(g).all() for g in grads)
+    pred = torch.tensor([[1.0, 1.0, 1.5, 1.0]], requires_grad=True)  # xyxy of zero height
+    loss = complete_iou_loss(pred, torch.tensor([[1.0, 1.0, 2.0, 2.0]]), alpha_grad=alpha_grad)
+    assert torch.isfinite(torch.autograd.grad(loss.sum(), pred)[0]).all()

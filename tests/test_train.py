@@ -110,10 +110,57 @@ def test_bad_input_size_fails_clearly(tiny_voc, tmp_path, capsys):
     assert "multiple of 32" in capsys.readouterr().err
 
 
-def test_torchrun_two_processes_gloo(tiny_voc, tmp_path):
+def identical_images_voc(root: Path, n: int) -> Path:
+    """n copies of one annotated image: any split of a batch then has the statistics of the whole."""
+    write_tiny_voc(root, 1)
+    for i in range(1, n):
+        shutil.copy(root / "JPEGImages" / "img00.png", root / "JPEGImages" / f"img{i:02d}.png")
+        xml = (root / "Annotations" / "img00.xml").read_text().replace("img00.png", f"img{i:02d}.png")
+        (root / "Annotations" / f"img{i:02d}.xml").write_text(xml)
+    for split in ("train", "val"):
+        (root / "ImageSets/Main" / f"{split}.txt").write_text("".join(f"img{i:02d}\n" for i in range(n)))
+    return root
+
+
+def test_torchrun_shards_are_disjoint_and_match_one_process(tmp_path):
+    """Two gloo ranks of batch 2 train on disjoint halves of each global batch and end with identical
+    weights, the weights one process with batch 4 ends with. For that to hold exactly the data are
+    4 copies of one image (no augmentation): DDP averages the ranks' gradients of their own batch
+    means, with BatchNorm statistics of their own 2 images, which equals the one-process gradient
+    only when every half of a batch looks like the whole."""
+    import json
+
+    import torch
+    data = identical_images_voc(tmp_path / "same", 4)
+    flags = ["--epochs", 2, "--eval-period", 0, "--no-ema", "--optimizer", "sgd", "--warmup-epochs", 0,
+             "--mosaic", 0, "--jitter", 0, "--scale", 1, 1, "--flip", 0, "--hsv", 0, 0, 0, "--seed", 3]
+    probe = tmp_path / "probe"
+    probe.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           str(ROOT / "train.py"), *base_args(tiny_voc, tmp_path, "--epochs", 1, "--eval-period", 0)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+           str(ROOT / "tests" / "ddp_probe.py"), str(probe), *base_args(data, tmp_path / "ddp", *flags)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "exp").glob("*.pth")) == ["best.pth", "last.pth"]
-    assert not (tmp_path / "exp2").exists()  # only rank 0 made a run folder
+    assert sorted(p.name for p in (tmp_path / "ddp" / "exp").glob("*.pth")) == ["best.pth", "last.pth"]
+    assert not (tmp_path / "ddp" / "exp2").exists()  # only rank 0 made a run folder
+
+    seen = [[tuple(x) for x in json.loads((probe / f"rank{r}.json").read_text())] for r in (0, 1)]
+    for epoch in (0, 1):
+        shards = [{i for e, i in s if e == epoch} for s in seen]
+        assert not shards[0] & shards[1] and len(shards[0]) == len(shards[1]) == 2, shards
+        assert shards[0] | shards[1] == {0, 1, 2, 3}
+    from nets.yolo import YoloBody
+    names = [n for n, _ in YoloBody([[3, 4, 5], [1, 2, 3]], len(CLASSES)).named_parameters()]
+    weights = [torch.load(probe / f"rank{r}.pt") for r in (0, 1)]
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in names)  # BN running stats stay per rank
+    ddp = read_checkpoint(tmp_path / "ddp" / "exp" / "last.pth")["model"]
+    assert all(torch.equal(ddp[k], weights[0][k]) for k in ddp)  # rank 0 saved its own weights
+
+    assert train.main(base_args(data, tmp_path / "one", *flags, "--batch-size", 4)) == 0
+    one = read_checkpoint(tmp_path / "one" / "exp" / "last.pth")["model"]
+    torch.manual_seed(3)  # train.build_model's initialisation for --seed 3
+    init = YoloBody([[3, 4, 5], [1, 2, 3]], len(CLASSES)).state_dict()
+    one_step = torch.cat([(one[n] - init[n]).flatten() for n in names])
+    ddp_step = torch.cat([(ddp[n] - init[n]).flatten() for n in names])
+    gap = float((ddp_step - one_step).norm() / one_step.norm())
+    print("gap", gap)
+    assert float(one_step.norm()) > 0 and gap < 1e-3, gap  # float sums in another order, nothing more

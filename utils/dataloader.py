@@ -18,7 +18,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+import torch.distributed as tdist
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.augment import AugmentConfig, hsv_jitter, mixup, mosaic, random_place
 from utils.image import letterbox_image, read_image
@@ -124,22 +125,37 @@ def yolo_collate(batch: List[Tuple[np.ndarray, np.ndarray]]) -> Tuple[torch.Tens
 
 
 class EpochSampler(Sampler):
-    """Indices in an order that depends only on (seed, epoch); in index order when not shuffling."""
+    """Indices in an order that depends only on (seed, epoch); in index order when not shuffling.
 
-    def __init__(self, length: int, shuffle: bool, seed: int = 0):
+    Under torchrun, rank r of W takes every W-th index of that one order starting at r, so the
+    ranks' shards are disjoint and their batch k together is batch k of a single process with a
+    W times larger batch. Without drop_last the order is padded from its start to a multiple of W.
+    """
+
+    def __init__(self, length: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False):
         self.length, self.shuffle, self.seed, self.epoch = length, shuffle, seed, 0
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.length
+        per_rank, rest = divmod(self.length, self.world_size)
+        return per_rank + (1 if rest and not self.drop_last else 0)
+
+    def order(self) -> list:
+        """The whole epoch's order, before it is split between ranks."""
+        if not self.shuffle:
+            return list(range(self.length))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.length, generator=generator).tolist()
 
     def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.length))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+        order = self.order()
+        total = len(self) * self.world_size
+        order = order[:total] if self.drop_last else (order * (total // max(len(order), 1) + 1))[:total]
+        return iter(order[self.rank::self.world_size])
 
 
 class YoloDataLoader(DataLoader):
@@ -157,11 +173,9 @@ def _worker_init(_: int) -> None:
 
 def build_dataloader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: bool = True, seed: int = 0,
                      distributed: bool = False, drop_last: bool = False) -> YoloDataLoader:
-    """DataLoader with yolo_collate and a seeded sampler (a DistributedSampler when `distributed`)."""
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    else:
-        sampler = EpochSampler(len(dataset), shuffle, seed)
+    """DataLoader with yolo_collate and a seeded EpochSampler (this rank's shard when `distributed`)."""
+    rank, world = (tdist.get_rank(), tdist.get_world_size()) if distributed else (0, 1)
+    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world, drop_last=drop_last)
     return YoloDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                           collate_fn=yolo_collate, drop_last=drop_last, pin_memory=False,
                           worker_init_fn=_worker_init if workers > 0 else None, persistent_workers=False)

@@ -1,7 +1,7 @@
 """The YOLOv4 loss: CIoU boxes, BCE objectness with an ignore threshold, BCE classes.
 
 Targets are Tensor[M, 6] rows (batch index, class, cx, cy, w, h), coordinates normalised to [0, 1]
-of the network input, as yolo_collate makes them.
+of the network input, as yolo_collate makes them. The loss does not depend on the order of the rows.
 """
 from typing import Dict, Sequence, Tuple
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import complete_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import sigmoid_focal_loss
 
 from utils.boxes import batched_box_iou, cxcywh_to_xyxy, head_grid, paired_box_iou, wh_iou
 
@@ -30,22 +30,30 @@ class YOLOLoss(nn.Module):
             with it exceeds this, and always to its best anchor; 1.0 gives the reference's best-only.
         iou_aware: objectness target at positives is the predicted box's IoU with its truth
             (detached); False gives the reference's hard 1.
-        label_smoothing: class targets become eps/2 and 1 - eps/2.
+        label_smoothing: class targets become eps/2 and 1 - eps/2 (eps/C and 1 - eps + eps/C with
+            `smooth_by_classes`, the form of the reference's smooth_labels).
         focal: use the sigmoid focal loss (alpha 0.25, gamma 2) for classes.
         scale_x_y: darknet's grid sensitivity factor for box centres.
         neighbor_cells: also assign each truth to the two neighbouring cells nearest its centre
             (needs scale_x_y >= 2); more positives make training from scratch converge faster.
+        bce_clip: 0 computes BCE from logits; > 0 computes it as the reference does, on sigmoid
+            probabilities clipped to [bce_clip, 1 - bce_clip] (no gradient beyond the clip).
+        ciou_alpha_grad: let gradients flow through CIoU's trade-off weight alpha, as the reference
+            does; False detaches it, as torchvision does.
     """
 
     def __init__(self, anchors: Tensor, num_classes: int, anchors_mask: Sequence[Sequence[int]],
                  strides: Sequence[int] = (32, 16), box_weight: float = 0.05, obj_weight: float = 1.0,
                  cls_weight: float = 0.5, balance: Sequence[float] = (1.0, 1.0), ignore_thres: float = 0.5,
                  assign_thres: float = 0.213, iou_aware: bool = True, label_smoothing: float = 0.0,
-                 focal: bool = False, scale_x_y: float = 1.0, neighbor_cells: bool = False):
+                 smooth_by_classes: bool = False, focal: bool = False, scale_x_y: float = 1.0,
+                 neighbor_cells: bool = False, bce_clip: float = 0.0, ciou_alpha_grad: bool = False):
         super().__init__()
         if neighbor_cells and scale_x_y < 2.0:
             raise ValueError(f"neighbour-cell assignment needs scale_x_y >= 2 so a prediction can reach the truth "
                              f"centre, got {scale_x_y}; raise scale_x_y or turn neighbour cells off")
+        if not 0.0 <= bce_clip < 0.5:
+            raise ValueError(f"bce_clip must be in [0, 0.5), got {bce_clip}; the reference uses 1e-7, 0 turns it off")
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False)
         self.num_classes = num_classes
         self.anchors_mask = [list(m) for m in anchors_mask]
@@ -53,8 +61,10 @@ class YOLOLoss(nn.Module):
         self.box_weight, self.obj_weight, self.cls_weight = box_weight, obj_weight, cls_weight
         self.balance = list(balance)
         self.ignore_thres, self.assign_thres = ignore_thres, assign_thres
-        self.iou_aware, self.label_smoothing, self.focal = iou_aware, label_smoothing, focal
+        self.iou_aware, self.focal = iou_aware, focal
+        self.label_smoothing, self.smooth_by_classes = label_smoothing, smooth_by_classes
         self.scale_x_y, self.neighbor_cells = scale_x_y, neighbor_cells
+        self.bce_clip, self.ciou_alpha_grad = bce_clip, ciou_alpha_grad
         self.used_anchors = sorted({i for m in self.anchors_mask for i in m})
 
     def forward(self, outputs: Sequence[Tensor], targets: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -72,7 +82,8 @@ class YOLOLoss(nn.Module):
 
     @torch.no_grad()
     def assign(self, targets: Tensor, grid_sizes) -> list:
-        """Per head, (target index, anchor slot, cell y, cell x) LongTensors of the positive pairs."""
+        """Per head, (target index, anchor slot, cell y, cell x) LongTensors of the positive pairs: one
+        truth per (image, slot, cell), sorted by that place (see `one_truth_per_slot`)."""
         input_hw = (grid_sizes[0][0] * self.strides[0], grid_sizes[0][1] * self.strides[0])
         wh = targets[:, 4:6] * targets.new_tensor([input_hw[1], input_hw[0]])
         shape_iou = wh_iou(wh, self.anchors.to(wh.device))  # M, A_all
@@ -81,10 +92,12 @@ class YOLOLoss(nn.Module):
         result = []
         for mask, (h, w) in zip(self.anchors_mask, grid_sizes):
             mask_t = torch.as_tensor(mask, device=wh.device)
-            pos = (shape_iou[:, mask_t] > self.assign_thres) | (best[:, None] == mask_t[None])
+            fit = shape_iou[:, mask_t]  # M, A_head
+            pos = (fit > self.assign_thres) | (best[:, None] == mask_t[None])
             t_idx, slot = pos.nonzero(as_tuple=True)
             gxy = targets[t_idx, 2:4] * targets.new_tensor([w, h])
-            result.append(self.cells(t_idx, slot, gxy, h, w))
+            t_idx, slot, gy, gx = self.cells(t_idx, slot, gxy, h, w)
+            result.append(one_truth_per_slot(targets, fit[t_idx, slot], t_idx, slot, gy, gx, len(mask), (h, w)))
         return result
 
     def cells(self, t_idx: Tensor, slot: Tensor, gxy: Tensor, h: int, w: int):
@@ -124,29 +137,35 @@ class YOLOLoss(nn.Module):
     def head_loss(self, level, out, targets, positives, gt_boxes, gt_valid):
         mask = self.anchors_mask[level]
         p = head_grid(out.float(), len(mask))  # B,A,H,W,5+C
-        bsz, _, h, w, _ = p.shape
+        h, w = p.shape[2:4]
         anchors = self.anchors[mask].to(p.device) / self.strides[level]  # grid units
         t_idx, slot, gy, gx = positives
         img = targets[t_idx, 0].long()
 
         pred_boxes = self.decode(p, anchors)  # B,A,H,W,4 cxcywh grid units
         tobj = torch.zeros_like(p[..., 4])
+        is_pos = torch.zeros_like(tobj, dtype=torch.bool)
         box_loss = cls_loss = p.sum() * 0.0
         if len(t_idx):
             pb = cxcywh_to_xyxy(pred_boxes[img, slot, gy, gx])
             tb = cxcywh_to_xyxy(targets[t_idx, 2:6] * targets.new_tensor([w, h, w, h]))
-            box_loss = complete_box_iou_loss(pb, tb, reduction="mean")
-            iou = paired_box_iou(pb.detach(), tb).clamp(0, 1)
-            tobj[img, slot, gy, gx] = iou if self.iou_aware else 1.0
+            box_loss = complete_iou_loss(pb, tb, alpha_grad=self.ciou_alpha_grad).mean()
+            is_pos[img, slot, gy, gx] = True
+            tobj[img, slot, gy, gx] = paired_box_iou(pb.detach(), tb).clamp(0, 1) if self.iou_aware else 1.0
             cls_loss = self.class_loss(p[img, slot, gy, gx, 5:], targets[t_idx, 1].long())
 
-        with torch.no_grad():
-            scale = gt_boxes.new_tensor([w, h, w, h])
-            ious = batched_box_iou(cxcywh_to_xyxy(pred_boxes.view(bsz, -1, 4)), gt_boxes * scale)
-            best = ious.masked_fill(~gt_valid[:, None, :], 0).amax(dim=2).view_as(tobj)
-            counted = (best <= self.ignore_thres) | (tobj > 0)
-        obj_loss = F.binary_cross_entropy_with_logits(p[..., 4][counted], tobj[counted], reduction="mean")
+        counted = self.not_ignored(pred_boxes, gt_boxes, gt_valid) | is_pos
+        obj_loss = binary_cross_entropy(p[..., 4][counted], tobj[counted], self.bce_clip).mean()
         return box_loss, obj_loss, cls_loss
+
+    @torch.no_grad()
+    def not_ignored(self, pred_boxes: Tensor, gt_boxes: Tensor, gt_valid: Tensor) -> Tensor:
+        """Tensor[B, A, H, W] bool: predictions whose best IoU with a truth of their image is <= ignore_thres."""
+        bsz, _, h, w, _ = pred_boxes.shape
+        scale = gt_boxes.new_tensor([w, h, w, h])
+        ious = batched_box_iou(cxcywh_to_xyxy(pred_boxes.reshape(bsz, -1, 4)), gt_boxes * scale)
+        best = ious.masked_fill(~gt_valid[:, None, :], 0).amax(dim=2)
+        return (best <= self.ignore_thres).view(pred_boxes.shape[:4])
 
     def decode(self, p: Tensor, anchors: Tensor) -> Tensor:
         """Tensor[B, A, H, W, 5+C] logits -> Tensor[B, A, H, W, 4] boxes (cx, cy, w, h) in grid units."""
@@ -161,7 +180,65 @@ class YOLOLoss(nn.Module):
     def class_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         target = F.one_hot(labels, self.num_classes).float()
         if self.label_smoothing:
-            target = target * (1 - self.label_smoothing) + self.label_smoothing / 2
+            eps = self.label_smoothing
+            target = target * (1 - eps) + eps / (self.num_classes if self.smooth_by_classes else 2)
         if self.focal:
             return sigmoid_focal_loss(logits, target, reduction="sum") / max(len(labels), 1)
-        return F.binary_cross_entropy_with_logits(logits, target, reduction="mean")
+        return binary_cross_entropy(logits, target, self.bce_clip).mean()
+
+
+def one_truth_per_slot(targets: Tensor, fit: Tensor, t_idx: Tensor, slot: Tensor, gy: Tensor, gx: Tensor,
+                       num_anchors: int, grid_hw: Tuple[int, int]):
+    """Keep one truth per (image, anchor slot, cell), the kept pairs sorted by that place.
+
+    A slot predicts one box, so it gets one truth: the one whose shape fits the slot's anchor best
+    (`fit`, its shape IoU), then the smaller box, then the lower (cx, cy, w, h, class). Every key is a
+    property of the truth, never of its row number, so shuffled target rows give the same positives
+    in the same order, and the same loss.
+    """
+    h, w = grid_hw
+    rows = targets[t_idx]
+    place = ((rows[:, 0].long() * num_anchors + slot) * h + gy) * w + gx
+    keys = (place, -fit, rows[:, 4] * rows[:, 5], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5], rows[:, 1])
+    order = torch.arange(len(place), device=place.device)
+    for key in reversed(keys):  # stable sorts, least significant key first: a lexicographic sort
+        order = order[torch.argsort(key[order], stable=True)]
+    place = place[order]
+    first = torch.ones_like(place, dtype=torch.bool)
+    first[1:] = place[1:] != place[:-1]
+    keep = order[first]
+    return t_idx[keep], slot[keep], gy[keep], gx[keep]
+
+
+def binary_cross_entropy(logits: Tensor, target: Tensor, clip: float = 0.0) -> Tensor:
+    """Element-wise BCE of sigmoid(logits) against `target`.
+
+    With `clip` > 0 it is computed as the reference computes it: on the probability clipped to
+    [clip, 1 - clip], so saturated logits contribute a bounded loss and no gradient.
+    """
+    if not clip:
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    prob = logits.sigmoid().clamp(clip, 1 - clip)
+    return -target * prob.log() - (1 - target) * (1 - prob).log()
+
+
+def complete_iou_loss(pred: Tensor, target: Tensor, alpha_grad: bool = False, eps: float = 1e-7) -> Tensor:
+    """1 - CIoU of paired Tensor[N, 4] xyxy boxes -> Tensor[N].
+
+    CIoU: Zheng et al., "Distance-IoU Loss: Faster and Better Learning for Bounding Box Regression",
+    https://arxiv.org/abs/1911.08287. Computed as
+    torchvision.ops.complete_box_iou_loss (same eps), which takes the aspect trade-off weight alpha
+    without gradient; `alpha_grad` keeps alpha in the graph, as bubbliiiing/yolov4-tiny-pytorch does.
+    """
+    inter = (torch.min(pred[:, 2:], target[:, 2:]) - torch.max(pred[:, :2], target[:, :2])).clamp(min=0).prod(1)
+    wh_p, wh_t = pred[:, 2:] - pred[:, :2], target[:, 2:] - target[:, :2]
+    iou = inter / (wh_p.prod(1) + wh_t.prod(1) - inter + eps)
+    enclose = torch.max(pred[:, 2:], target[:, 2:]) - torch.min(pred[:, :2], target[:, :2])
+    centre_dist = ((pred[:, :2] + pred[:, 2:]) / 2 - (target[:, :2] + target[:, 2:]) / 2).pow(2).sum(1)
+    # heights clamped: exp() of a very negative size logit (bf16 training reaches -150) flushes a predicted
+    # height to 0, and w / 0 = inf has a finite atan but a NaN gradient (0 * inf) that poisons every weight
+    aspect_t, aspect_p = (torch.atan(wh[:, 0] / wh[:, 1].clamp(min=eps)) for wh in (wh_t, wh_p))
+    v = (4 / torch.pi ** 2) * (aspect_t - aspect_p).pow(2)
+    with torch.set_grad_enabled(alpha_grad and torch.is_grad_enabled()):
+        alpha = v / (1 - iou + v + eps)
+    return 1 - iou + centre_dist / (enclose.pow(2).sum(1) + eps) + alpha * v

@@ -57,14 +57,16 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, state: TrainState):
 def train_step(state: TrainState, images, targets) -> Optional[Dict[str, float]]:
     """One optimisation step; returns the loss parts, or None when the step was skipped.
 
-    A step is skipped, leaving weights, EMA and optimizer state untouched, when the loss or any
-    gradient is not finite: one bad batch must not turn the weights into NaN for good.
+    A step is skipped, leaving weights, BatchNorm statistics, EMA and optimizer state untouched, when
+    the loss or any gradient is not finite: one bad batch must not turn the weights into NaN for good.
     """
+    buffers = list(state.model.buffers())
+    saved = [b.clone() for b in buffers]  # the forward pass updates BatchNorm's running statistics
     with autocast(state.device, state.amp_dtype):
         outputs = state.model(images)
     loss, parts = state.loss_fn([o.float() for o in outputs], targets)
     if not torch.isfinite(loss):
-        skip_step(state, f"non-finite loss ({float(loss)})")
+        skip_step(state, f"non-finite loss ({float(loss)})", buffers, saved)
         return None
     scaler = state.scaler
     (scaler.scale(loss) if scaler else loss).backward()
@@ -74,7 +76,7 @@ def train_step(state: TrainState, images, targets) -> Optional[Dict[str, float]]
     if not math.isfinite(grad_norm):
         if scaler:
             scaler.update()  # lowers the fp16 loss scale; the optimizer does not step
-        skip_step(state, f"non-finite gradients (loss {float(loss):.4g})")
+        skip_step(state, f"non-finite gradients (loss {loss.item():.4g})", buffers, saved)
         return None
     state.bad_steps = 0
     if scaler:
@@ -100,10 +102,13 @@ def gradient_norm(model: torch.nn.Module, clip: float) -> float:
     return norm
 
 
-def skip_step(state: TrainState, reason: str) -> None:
-    """Drop this step's gradients; stop the run after `max_bad_steps` skipped steps in a row."""
+def skip_step(state: TrainState, reason: str, buffers: List[torch.Tensor], saved: List[torch.Tensor]) -> None:
+    """Drop this step's gradients and buffer updates; stop the run after `max_bad_steps` skipped steps in a row."""
     state.bad_steps += 1
     state.optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for buffer, value in zip(buffers, saved):
+            buffer.copy_(value)
     warnings.warn(f"{reason}: step skipped ({state.bad_steps} in a row)")
     if state.bad_steps >= state.max_bad_steps:
         raise TrainingDiverged(f"{state.bad_steps} steps in a row with a non-finite loss or gradients: training "
