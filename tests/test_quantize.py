@@ -1,12 +1,16 @@
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
+import torch
 from PIL import Image
+from torchvision.ops import box_iou
 
 import predict
-from tests.test_yolo import CLASSES, make_checkpoint, rgb
+from nets.yolo import YoloBody
+from tests.test_yolo import ANCHORS_MASK, CLASSES, make_checkpoint, rgb
 from utils import quantize
-from utils.checkpoint import model_from_weights
+from utils.checkpoint import model_from_weights, read_checkpoint, save_atomic
 from utils.evaluator import evaluate_model
 from utils.export import read_onnx_metadata
 from utils.voc import load_samples
@@ -15,13 +19,24 @@ from yolo import YOLO
 HW = (64, 96)
 
 
+def scene(h: int, w: int, seed: int) -> np.ndarray:
+    """HxWx3 uint8: a blocky grey texture with four flat coloured rectangles, so the network's outputs
+    change with the image (on pixel noise a random network gives nearly the same output everywhere)."""
+    rng = np.random.default_rng(seed)
+    img = np.kron(rng.integers(60, 200, (h // 8 + 1, w // 8 + 1, 1)), np.ones((8, 8, 3)))[:h, :w].astype(np.uint8)
+    for _ in range(4):
+        y0, x0 = rng.integers(0, h - 16), rng.integers(0, w - 16)
+        img[y0:y0 + rng.integers(12, h // 2), x0:x0 + rng.integers(12, w // 2)] = rng.integers(0, 256, 3)
+    return img
+
+
 def write_voc(root, n_train: int = 4, n_val: int = 2):
-    """Noise images of 70x120 with one box each, in VOC layout with train and val lists."""
+    """Scene images of 70x120 with one box each, in VOC layout with train and val lists."""
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True)
     stems = [f"im{i}" for i in range(n_train + n_val)]
     for i, stem in enumerate(stems):
-        Image.fromarray(rgb(70, 120, seed=i)).save(root / "JPEGImages" / f"{stem}.jpg")
+        Image.fromarray(scene(70, 120, seed=i)).save(root / "JPEGImages" / f"{stem}.jpg")
         (root / "Annotations" / f"{stem}.xml").write_text(
             f"<annotation><filename>{stem}.jpg</filename><size><width>120</width><height>70</height></size>"
             f"<object><name>{CLASSES[i % 2]}</name><difficult>0</difficult><bndbox><xmin>10</xmin><ymin>5</ymin>"
@@ -39,9 +54,29 @@ def voc(tmp_path_factory):
         yield write_voc(root / "VOC")
 
 
+def input_sensitive_checkpoint(path, obj_bias: float = 1.0):
+    """make_checkpoint's format with a random model whose BN statistics are measured on scene images,
+    so every layer sees unit-variance activations and the head outputs follow the input."""
+    make_checkpoint(path, HW)
+    checkpoint = read_checkpoint(path)
+    torch.manual_seed(0)
+    model = YoloBody(ANCHORS_MASK, len(CLASSES))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the batch below
+    images = torch.from_numpy(np.stack([scene(*HW, seed=100 + i) for i in range(8)])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        model.train()(images.float() / 255)
+        for head in (model.yolo_headP5[1], model.yolo_headP4[1]):
+            head.bias.view(3, -1)[:, 4] = obj_bias
+    checkpoint["model"] = model.state_dict()
+    save_atomic(checkpoint, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("q") / "best.pth", HW)
+    return input_sensitive_checkpoint(tmp_path_factory.mktemp("q") / "best.pth")
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +113,48 @@ def test_int8_graph_is_quantized_except_the_output_convs(int8):
     assert meta["class_names"] == CLASSES and meta["input_size"] == list(HW)
 
 
-def test_int8_model_detects_like_fp32(int8, ckpt):
-    image = rgb(70, 150, seed=7)
+def test_int8_raw_outputs_follow_fp32(int8, ckpt):
+    """On 4 scenes not used for calibration: the int8 graph's raw outputs are off the fp32 model's by at most
+    half of how much those outputs vary from image to image (RMS; measured 0.27-0.28, calibration on
+    black images or on 0-255 inputs 1.4-1.7)."""
+    model, _ = model_from_weights(ckpt)
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    # 64x96 scenes need no letterbox: the input is the image itself, NCHW in [0, 1]
+    batch = np.stack([scene(*HW, seed=s).transpose(2, 0, 1) / 255 for s in range(10, 14)]).astype(np.float32)
+    got = [np.concatenate(outs) for outs in zip(*(session.run(["out0", "out1"], {"images": x[None]}) for x in batch))]
+    with torch.no_grad():
+        expected = [o.numpy() for o in model.eval()(torch.from_numpy(batch))]
+    for name, a, b in zip(("out0", "out1"), got, expected):
+        across_images = np.sqrt(((b - b.mean(axis=0, keepdims=True)) ** 2).mean())
+        assert across_images > 0.3 * b.std(), f"{name}: the fp32 outputs hardly depend on the image"
+        error = np.sqrt(((a - b) ** 2).mean())
+        assert error < 0.5 * across_images, f"{name}: int8 RMS error {error:.4f} vs image-to-image {across_images:.4f}"
+
+
+def matched(det, other, min_iou: float = 0.5) -> np.ndarray:
+    """For each detection of `det`: is there one of `other` with the same class and IoU >= min_iou?"""
+    if len(det) == 0 or len(other) == 0:
+        return np.zeros(len(det), dtype=bool)
+    iou = box_iou(torch.from_numpy(det.boxes), torch.from_numpy(other.boxes)).numpy()
+    same = det.class_ids[:, None] == other.class_ids[None, :]
+    return (iou * same).max(axis=1) >= min_iou
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_int8_model_detects_like_fp32(int8, ckpt, seed):
+    """At least 2/3 of the confident detections (score >= 0.4) of either model are found by the other at
+    conf 0.3 (same class, IoU >= 0.5). The int8 outputs of this random network are ~15% off (see above),
+    so scores near the threshold and NMS choices differ: measured 76-100% matched; calibrated on black
+    images 29-55%, on 0-255 inputs 0%. test_int8_raw_outputs_follow_fp32 is the sharper check."""
+    image = scene(70, 150, seed=seed)
     yolo = YOLO(int8, conf=0.3)
     assert yolo.backend == "onnx" and yolo.precision == "int8 ONNX Runtime"
     found, expected = yolo.detect(image), YOLO(ckpt, conf=0.3, amp="off").detect(image)
-    assert len(found) > 0 and abs(len(found) - len(expected)) <= max(2, len(expected) // 5)
-    best = np.abs(expected.boxes - found.boxes[0]).max(axis=1).min()
-    assert best < 2.0  # pixels, in a 70x150 image
+    pairs = ((expected, found, "fp32 detections found by int8"), (found, expected, "int8 detections found by fp32"))
+    for a, b, what in pairs:
+        confident = a.scores >= 0.4
+        hits = matched(a, b)[confident]
+        assert confident.sum() >= 5 and hits.mean() >= 2 / 3, f"{what}: {hits.sum()} of {confident.sum()}"
     assert yolo.heatmap(image).shape == image.shape
 
 
