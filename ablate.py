@@ -2,7 +2,8 @@
 
 Each variant (a phi integer, a block name, or a per-site spec such as feat1=cbam,feat2=se) is trained
 by train.py in a subprocess with the same data, schedule, budget and seeds, and its last.pth is scored
-with the shared evaluator (the settings get_map.py uses). Params and GFLOPs are counted at --bench-size,
+by get_map.score with get_map.py's default settings (conf, NMS, --amp auto, batch size), the path
+`python get_map.py --weights last.pth` takes. Params and GFLOPs are counted at --bench-size,
 and CPU latency (batch 1) is timed round-robin over all variants at the end, so load drift hits every
 variant alike. Everything lands in --out:
   ablation.csv, ablation.md, ablation.png   one row per variant: mean and standard deviation over seeds
@@ -174,37 +175,33 @@ def train_command(args, variant: Variant, seed: int, budget: List[str]) -> List[
 
 
 class RunScorer:
-    """Scores a run's last.pth with utils.evaluator on the evaluation split (samples read once per class list)."""
+    """Scores a run's last.pth on the evaluation split with get_map.score and get_map.py's defaults."""
 
-    def __init__(self, data: str, split: Optional[str], device: str, batch_size: int, workers: int):
-        from utils.amp import select_device
+    def __init__(self, data: str, split: Optional[str], device: str, workers: int):
         from utils.voc import default_split, resolve_data
         self.data = resolve_data(data)
         self.split = split or default_split(self.data, "eval")
-        self.device = select_device(device)
-        self.batch_size, self.workers = batch_size, workers
-        self._samples = {}
+        self.device, self.workers = device, workers
 
-    def samples(self, class_names):
-        from utils.voc import load_samples
-        key = tuple(class_names)
-        if key not in self._samples:
-            self._samples[key] = load_samples(self.data, self.split, class_names)
-        return self._samples[key]
+    def get_map_args(self, weights: Path):
+        """get_map.py's parsed defaults for `weights` on this split; only where and how fast it runs is set."""
+        import get_map
+        return get_map.make_parser().parse_args(["--weights", str(weights), "--data", str(self.data), "--split",
+                                                 self.split, "--device", self.device, "--workers", str(self.workers)])
 
     def __call__(self, weights: Path) -> Dict:
-        from utils.checkpoint import model_from_weights, read_checkpoint
-        from utils.evaluator import evaluate_model
-        model, meta = model_from_weights(weights)
-        samples = self.samples(meta["class_names"])
-        result = evaluate_model(model.to(self.device), samples, meta["class_names"], meta["input_size"],
-                                meta["anchors"], meta["anchors_mask"], scale_x_y=meta["scale_x_y"],
-                                batch_size=self.batch_size, workers=self.workers, device=self.device, progress=False)
+        import get_map
+        from utils.checkpoint import read_checkpoint
+        try:
+            result = get_map.score(self.get_map_args(weights))[0]
+        except get_map.UserError as e:
+            raise ValueError(str(e)) from None
         ckpt = read_checkpoint(weights)
         config = {k: v for k, v in (ckpt.get("args") or {}).items() if k not in PER_RUN_KEYS}
+        settings = result["settings"]
         return {"map50": float(result["map50"]), "map50_95": float(result["map50_95"] or 0.0),
-                "epochs": int(ckpt.get("epoch", -1)) + 1, "eval_split": self.split, "eval_images": len(samples),
-                "num_classes": len(meta["class_names"]), "train_config": config}
+                "epochs": int(ckpt.get("epoch", -1)) + 1, "eval_split": self.split, "eval_images": settings["images"],
+                "eval_amp": settings["amp"], "num_classes": len(settings["classes"]), "train_config": config}
 
 
 def run_one(args, variant: Variant, seed: int, budget: List[str], evaluate: RunScorer) -> Optional[Dict]:
@@ -335,7 +332,8 @@ def table_notes(args, command: str, records: List[Dict], budget: List[str], thre
     first = records[0]
     notes = [f"command: `{command}`", f"train.py flags shared by every run: `{shlex.join(budget)}`",
              f"scored: last.pth of each run on {first['eval_split']} ({first['eval_images']} images) with "
-             f"utils.evaluator (get_map.py's settings); mAP is the mean over seeds, ± the sample standard deviation",
+             f"get_map.py's defaults (amp {first.get('eval_amp', 'auto')}); mAP is the mean over seeds, "
+             "± the sample standard deviation",
              f"params and GFLOPs at {args.bench_size}x{args.bench_size}; latency: median of {args.latency_runs} "
              f"batch-1 forward passes on the CPU ({threads} thread{'' if threads == 1 else 's'}) after "
              f"{args.latency_warmup} warm-up pass{'' if args.latency_warmup == 1 else 'es'}, eager fp32, timed "
@@ -353,7 +351,7 @@ def run_all(args, command: str) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     budget = budget_flags(args)
-    evaluate = RunScorer(args.data, args.eval_split, args.device, args.batch_size or 8, args.workers)
+    evaluate = RunScorer(args.data, args.eval_split, args.device, args.workers)
     out = Path(args.out)
     check_budget(out, {"train_flags": budget, "eval_split": evaluate.split})
     records, failed = [], []

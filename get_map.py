@@ -4,6 +4,10 @@
   python get_map.py --weights logs/exp/best.pth --metric voc07
   python get_map.py --detections results.json        # score a saved COCO results file, no model
 
+Images of the split that cannot be read stop the evaluation (exit code 1) with their names; with
+--skip-unreadable they are left out, and the table, the summary and summary.json say how many images
+and ground-truth objects that was.
+
 Training reports its mAP with the same evaluator and defaults (utils/evaluator.py), so both agree.
 """
 import argparse
@@ -56,6 +60,8 @@ def make_parser() -> argparse.ArgumentParser:
     a("--amp", default="auto", choices=AMP_CHOICES, help="autocast dtype for the network; "
       "decoding and NMS stay fp32 (auto: bf16 on CPUs with native support, as training evaluates)")
     a("--no-plots", action="store_true", help="skip the PNG plots")
+    a("--skip-unreadable", action="store_true", help="score without the images (and their ground truths) that "
+      "cannot be read, and say how many were left out; by default such images stop the evaluation")
     return p
 
 
@@ -99,26 +105,43 @@ def build_model(args, data_path: Path):
     return model, meta, bool(own_names)
 
 
-def load_split(data_path: Path, split: str, class_names):
-    """The split's samples; an error when the classes and the dataset's annotated names do not match."""
-    from utils.voc import DatasetError, ScanStats, load_samples
-
-    hint = (f"none of the {len(class_names)} classes ({', '.join(class_names[:8])}"
-            f"{', ...' if len(class_names) > 8 else ''}) is annotated in {data_path} [{split}]: the classes do not "
+def class_hint(class_names, where: str) -> str:
+    return (f"none of the {len(class_names)} classes ({', '.join(class_names[:8])}"
+            f"{', ...' if len(class_names) > 8 else ''}) is annotated in {where}: the classes do not "
             "match the dataset's; check --classes, --weights and --data")
+
+
+def scan_failure(error, stats, where: str, class_names) -> str:
+    """The message for a split without a usable image: the classes are blamed only when they are the cause."""
+    if stats.left_out:
+        names = "; ".join(f"{e.image} ({e.reason})" for e in stats.left_out)
+        return f"{error}; unreadable: {names}"
+    if stats.unknown and set(stats.skipped) == {"no objects of known classes"}:
+        return f"{error}; {class_hint(class_names, where)}"
+    return str(error)
+
+
+def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool = False):
+    """(samples, left_out): the split's samples and the utils.voc.LeftOut entries of the images that cannot
+    be read (an error unless skip_unreadable); an error when the classes and the dataset's names do not match."""
+    from utils.voc import DatasetError, ScanStats, UnreadableImagesError, load_eval_samples
+
+    where = f"{data_path} [{split}]"
     stats = ScanStats()
     try:
-        samples = load_samples(data_path, split, class_names, stats=stats)
+        samples, left_out = load_eval_samples(data_path, split, class_names, skip_unreadable, stats=stats)
+    except UnreadableImagesError as e:
+        raise UserError(str(e)) from None
     except DatasetError as e:
-        raise UserError(f"{e}; {hint}") from None
+        raise UserError(scan_failure(e, stats, where, class_names)) from None
     if samples and not any(len(s.labels) for s in samples):
-        raise UserError(hint)
+        raise UserError(class_hint(class_names, where))
     if stats.unknown:
         lacking = ", ".join(f"{name} ({count})" for name, count in stats.unknown.most_common(8))
-        raise UserError(f"{data_path} [{split}] annotates classes that the weights' {len(class_names)} classes lack: "
+        raise UserError(f"{where} annotates classes that the weights' {len(class_names)} classes lack: "
                         f"{lacking}; those objects could never be found. Use weights trained on this dataset's "
                         "classes, or --classes with every annotated name")
-    return samples
+    return samples, left_out
 
 
 def output_dir(args, base: Path) -> Path:
@@ -143,12 +166,22 @@ def format_table(result) -> str:
                      + f"{r['gts']:>7}{r['dets']:>8}{r['precision']:>7.3f}{r['recall']:>7.3f}{r['f1']:>7.3f}")
     thr = result["settings"]["score_thr"]
     lines.append(f"(AP over classes with ground truth; P, R, F1 at score >= {thr:g}; GTs exclude difficult boxes)")
+    if result["left_out"]["images"]:
+        lines.append(f"({left_out_text(result)}: GTs count only the scored images)")
     return "\n".join(lines)
+
+
+def left_out_text(result) -> str:
+    lost = result["left_out"]
+    return (f"{lost['images']} unreadable images with {lost['objects']} ground-truth objects left out "
+            f"(--skip-unreadable); {result['settings']['images']} images scored")
 
 
 def headline(result) -> str:
     iou = result["settings"]["iou_thres"]
     lines = [f"mAP@{iou:g} VOC all-point: {result['map_voc']:.4f}", f"mAP@{iou:g} VOC07 11-point: {result['map_voc07']:.4f}"]
+    if result["left_out"]["images"]:
+        lines.insert(0, f"WARNING: {left_out_text(result)}")
     if result["coco"] is not None:
         c = {k: num(v) for k, v in result["coco"].items()}
         lines.append(f"COCO mAP@[.5:.95]: {c['map50_95']}  @.5: {c['map50']}  @.75: {c['map75']}  "
@@ -179,37 +212,41 @@ def write_outputs(out: Path, result, class_names, plots: bool) -> None:
 
 
 def run_model(args, data_path: Path, split: str):
-    """Detections from the model; returns (detections, samples, class_names, results base folder, settings)."""
+    """Detections from the model: (detections, samples, left_out, class_names, results base folder, settings)."""
     from utils.amp import amp_name, resolve_amp, select_device
-    from utils.detect import detect_samples
+    from utils.detect import detect_samples, drop_unreadable
 
     model, meta, ours = build_model(args, data_path)
     if meta["input_size"][0] % 32 or meta["input_size"][1] % 32:
         raise UserError(f"input size {meta['input_size']} is not a multiple of 32")
     names = meta["class_names"]
-    samples = load_split(data_path, split, names)
+    samples, left_out = load_split(data_path, split, names, args.skip_unreadable)
     device = select_device(args.device)
     amp = resolve_amp(args.amp, device)
     detections = detect_samples(model.to(device), samples, meta["input_size"], meta["anchors"], meta["anchors_mask"],
                                 conf_thres=args.conf, nms_thres=args.nms, scale_x_y=meta["scale_x_y"],
-                                batch_size=args.batch_size, workers=args.workers, device=device, amp=amp)
+                                batch_size=args.batch_size, workers=args.workers, device=device, amp=amp,
+                                skip_unreadable=args.skip_unreadable)
+    detections, samples, unread = drop_unreadable(detections, samples)
     settings = {"weights": str(args.weights), "input_size": meta["input_size"], "conf_thres": args.conf,
                 "nms_thres": args.nms, "attention": meta["attention"], "scale_x_y": meta["scale_x_y"],
                 "device": str(device), "amp": amp_name(amp)}
     base = Path(args.weights).parent if ours else ROOT / "map_out"
-    return detections, samples, names, base, settings
+    return detections, samples, left_out + unread, names, base, settings
 
 
 def load_detections(args, data_path: Path, split: str):
     from utils.detect import read_coco_results
 
     names = read_class_file(args.classes or default_classes_file(data_path))
-    samples = load_split(data_path, split, names)
+    samples, left_out = load_split(data_path, split, names, args.skip_unreadable)
     detections = read_coco_results(args.detections, samples, names)
-    return detections, samples, names, ROOT / "map_out", {"detections": str(args.detections)}
+    return detections, samples, left_out, names, ROOT / "map_out", {"detections": str(args.detections)}
 
 
-def main(args) -> int:
+def score(args):
+    """Detect (or read --detections) and score as get_map.py does: (result, detections, samples, class_names,
+    results base folder). ablate.py scores its runs with this, so both use the same settings."""
     from utils.voc import default_split, resolve_data
 
     for flag in ("conf", "nms", "iou", "score_thr"):
@@ -220,14 +257,19 @@ def main(args) -> int:
     data_path = resolve_data(args.data)
     split = args.split or default_split(data_path, "eval")
     source = load_detections if args.detections else run_model
-    detections, samples, names, base, settings = source(args, data_path, split)
+    detections, samples, left_out, names, base, settings = source(args, data_path, split)
     result = ev.evaluate_detections(detections, samples, names, metric=args.metric, iou_thres=args.iou,
-                                    score_thr=args.score_thr, coco_backend=args.coco_backend)
+                                    score_thr=args.score_thr, coco_backend=args.coco_backend, left_out=left_out)
     result["settings"].update(settings, data=str(data_path), split=split)
+    return result, detections, samples, names, base
+
+
+def main(args) -> int:
+    result, detections, samples, names, base = score(args)
     out = output_dir(args, base)
     if not args.detections:
-        from utils.detect import write_coco_results
-        write_coco_results(out / "detections.json", detections, samples, names)
+        from utils.detect import image_keys, write_coco_results
+        write_coco_results(out / "detections.json", detections, image_keys(samples), names)
     write_outputs(out, result, names, plots=not args.no_plots)
     print(format_table(result))
     print(headline(result))

@@ -68,8 +68,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-txt", action="store_true",
                    help="write labels/<name>.txt: 'class score x1 y1 x2 y2' per line (default: off)")
     p.add_argument("--save-json", action="store_true",
-                   help="write detections.json in COCO results format; category_id is the 0-based class "
-                        "index, image_id the file stem (an int when it is digits) (default: off)")
+                   help="write detections.json in COCO results format, as get_map.py writes and reads it: "
+                        "category_id is the class index + 1, with category_name; image_id is the output name "
+                        "(an int when it is digits) (default: off)")
     p.add_argument("--crop", action="store_true", help="write crops/<class>/<name>_<i>.jpg per detection (default: off)")
     p.add_argument("--count", action="store_true", help="print the objects per class (default: off)")
     p.add_argument("--max-frames", type=int, default=0, help="stop a video after this many frames; 0 = all (default: 0)")
@@ -164,63 +165,89 @@ def describe(det, names, label: str) -> None:
         print(f"  {names[cls]} {score:.3f} [{x1}, {y1}, {x2}, {y2}]")
 
 
-def image_id(path: Path):
-    return int(path.stem) if path.stem.isdigit() else path.stem
+def output_names(paths) -> dict:
+    """{path: name} for the output files (annotated image, labels/<name>.txt, crops, heatmaps) and the image_id
+    of --save-json: the file stem, or the whole file name when another image of the run has the same stem
+    (a.png and a.jpg give a.png and a.jpg), so outputs never overwrite each other."""
+    stems = Counter(Path(p).stem for p in paths)
+    return {p: Path(p).stem if stems[Path(p).stem] == 1 else Path(p).name for p in paths}
 
 
-def coco_records(det, path: Path) -> list:
-    return [{"image_id": image_id(path), "category_id": int(c),
-             "bbox": [round(float(b[0]), 2), round(float(b[1]), 2), round(float(b[2] - b[0]), 2), round(float(b[3] - b[1]), 2)],
-             "score": round(float(s), 5)} for b, s, c in zip(det.boxes, det.scores, det.class_ids)]
+def image_id(name: str):
+    """COCO image_id for an output name: an int for digits without leading zeros (17), else the name."""
+    return int(name) if name.isdigit() and str(int(name)) == name else name
 
 
-def write_extras(yolo, image, det, path: Path, out: Path, args) -> None:
-    """The per-image outputs chosen by flags: heatmap, labels txt, crops."""
+def annotated_name(path: Path, name: str) -> str:
+    """The annotated image's file name: `name` with the image's own suffix, or .jpg for other formats."""
+    suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"
+    return name if name.lower().endswith(suffix) else f"{name}{suffix}"
+
+
+def write_extras(yolo, image, det, name: str, out: Path, args) -> None:
+    """The per-image outputs chosen by flags: heatmap, attention maps, labels txt, crops."""
     names = yolo.class_names
     if args.heatmap:
-        save_image(out / f"{path.stem}_heatmap.jpg", yolo.heatmap(image))
+        save_image(out / f"{name}_heatmap.jpg", yolo.heatmap(image))
     if args.attention_map:
         from utils.attention_maps import save_attention_maps
         maps = yolo.attention_maps(image)
         if not maps:
-            print(f"{path}: the model has no attention block with a map to show")
-        save_attention_maps(out, path.stem, image, maps)
+            print(f"{name}: the model has no attention block with a map to show")
+        save_attention_maps(out, name, image, maps)
     if args.save_txt:
         lines = [f"{names[c]} {s:.5f} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f}"
                  for b, s, c in zip(det.boxes, det.scores, det.class_ids)]
-        write_bytes_atomic(out / "labels" / f"{path.stem}.txt", "".join(line + "\n" for line in lines).encode())
+        write_bytes_atomic(out / "labels" / f"{name}.txt", "".join(line + "\n" for line in lines).encode())
     if args.crop:
         for i, (box, cls) in enumerate(zip(det.boxes, det.class_ids)):
             x1, y1, x2, y2 = np.round(box).astype(int)
             if x2 > x1 and y2 > y1:
-                save_image(out / "crops" / names[cls] / f"{path.stem}_{i}.jpg", image[y1:y2, x1:x2])
+                save_image(out / "crops" / names[cls] / f"{name}_{i}.jpg", image[y1:y2, x1:x2])
+
+
+def as_array(det) -> np.ndarray:
+    """Detections -> float [K, 6]: x1, y1, x2, y2, score, class id."""
+    return np.column_stack([det.boxes, det.scores, det.class_ids]).reshape(-1, 6)
+
+
+def read_or_skip(path: Path, several: bool):
+    """The image as RGB, or None with a warning when it cannot be read and other images follow."""
+    try:
+        return read_image(path)
+    except ImageReadError as e:
+        if not several:
+            raise PredictError(str(e)) from None
+        print(f"warning: skipped {e}", file=sys.stderr)
+        return None
 
 
 def predict_images(yolo, paths, out: Path, args) -> Counter:
-    """Detect in every path; unreadable ones are skipped with a warning when there are several."""
-    counts, records, show = Counter(), [], Shower(args.show, out)
+    """Detect in every path; unreadable ones are skipped with a warning when there are several, and
+    PredictError when none could be read."""
+    counts, found, show = Counter(), [], Shower(args.show, out)
+    names = output_names(paths)
     for path in paths:
-        try:
-            image = read_image(path)
-        except ImageReadError as e:
-            if len(paths) == 1:
-                raise PredictError(str(e)) from None
-            print(f"warning: skipped {e}", file=sys.stderr)
+        image = read_or_skip(path, len(paths) > 1)
+        if image is None:
             continue
         det = yolo.detect(image)
         drawn = yolo.draw(image, det)
-        suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"
-        save_image(out / f"{path.stem}{suffix}", drawn)
+        save_image(out / annotated_name(path, names[path]), drawn)
         describe(det, yolo.class_names, str(path))
-        write_extras(yolo, image, det, path, out, args)
-        records += coco_records(det, path)
+        write_extras(yolo, image, det, names[path], out, args)
+        found.append((image_id(names[path]), as_array(det)))
         counts.update(yolo.class_names[c] for c in det.class_ids)
         if args.count:
             print("  counts: " + (", ".join(f"{k} {v}" for k, v in sorted(Counter(
                 yolo.class_names[c] for c in det.class_ids).items())) or "none"))
         show(drawn)
+    if not found:
+        raise PredictError(f"none of the {len(paths)} images in {paths[0].parent} could be read (see the warnings "
+                           "above): nothing was detected")
     if args.save_json:
-        write_bytes_atomic(out / "detections.json", json.dumps(records).encode())
+        from utils.detect import write_coco_results
+        write_coco_results(out / "detections.json", [d for _, d in found], [i for i, _ in found], yolo.class_names)
     return counts
 
 

@@ -158,7 +158,7 @@ def fill_defaults(args: argparse.Namespace, is_demo: bool) -> None:
 def load_data(args):
     """(class names, train samples, val samples, is_demo); fills args.data/classes/splits with what is used."""
     from utils.demo_data import demo_classes_file
-    from utils.voc import default_split, load_samples, resolve_classes, resolve_data
+    from utils.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
 
     data = resolve_data(args.data)
     is_demo = demo_classes_file(data) is not None
@@ -168,7 +168,7 @@ def load_data(args):
     args.val_split = args.val_split or default_split(data, "eval")
     args.data = str(data)
     train = load_samples(data, args.train_split, class_names)
-    val = load_samples(data, args.val_split, class_names)
+    val, _ = load_eval_samples(data, args.val_split, class_names)  # an unreadable val image stops the run
     return class_names, train, val, is_demo
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from nets.fuse import fuse_model
 from utils.amp import amp_name, autocast, resolve_amp, select_device
-from utils.boxes import Letterbox, decode_candidates, head_grid, input_to_image_boxes, postprocess
+from utils.boxes import Letterbox, decode_candidates, detections_to_image, head_grid, postprocess
 from utils.checkpoint import model_from_weights
 from utils.config import read_classes
 from utils.drawing import draw_detections, heatmap_overlay
@@ -36,7 +36,8 @@ ImageLike = Union[str, Path, np.ndarray]
 class Detections:
     """Detections in one image, best first.
 
-    boxes: float32 [K, 4] x1, y1, x2, y2 in original-image pixels (clipped to the image);
+    boxes: float32 [K, 4] x1, y1, x2, y2 in original-image pixels (clipped to the image, each with
+        positive width and height);
     scores: float32 [K] objectness * class probability; class_ids: int64 [K] indices into class_names.
     """
 
@@ -209,9 +210,10 @@ class YOLO:
 
     @staticmethod
     def _to_image(det: torch.Tensor, lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
-        """Tensor[K, 6] (x1, y1, x2, y2 input pixels, score, class) -> Detections in image pixels."""
-        boxes = input_to_image_boxes(det[:, :4].float(), lb, image_hw)
-        return Detections(boxes.numpy().astype(np.float32), det[:, 4].numpy().astype(np.float32),
+        """Tensor[K, 6] (x1, y1, x2, y2 input pixels, score, class) -> Detections in image pixels (clipped,
+        boxes without area dropped)."""
+        det = detections_to_image(det, lb, image_hw)
+        return Detections(det[:, :4].numpy().astype(np.float32), det[:, 4].numpy().astype(np.float32),
                           det[:, 5].numpy().astype(np.int64))
 
     def detect(self, image: ImageLike) -> Detections:

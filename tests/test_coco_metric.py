@@ -46,7 +46,13 @@ def pycocotools_result(gts, dets, num_images, num_classes):
         gt.dataset = {"images": [{"id": i} for i in range(num_images)], "annotations": anns,
                       "categories": [{"id": k + 1} for k in range(num_classes)]}
         gt.createIndex()
-        e = COCOeval(gt, gt.loadRes(results), "bbox")
+        if results:
+            dt = gt.loadRes(results)
+        else:  # loadRes cannot take an empty list: an empty results set made by hand
+            dt = COCO()
+            dt.dataset = {**gt.dataset, "annotations": []}
+            dt.createIndex()
+        e = COCOeval(gt, dt, "bbox")
         e.evaluate()
         e.accumulate()
         e.summarize()
@@ -80,3 +86,11 @@ def test_class_without_ground_truth_is_absent_and_perfect_detections_score_one()
     assert ours["stats"][0] == pytest.approx(1.0)
     assert ours["stats"][3] == -1  # no small boxes
     assert np.array_equal(ours["stats"], np.asarray(pycocotools_result(gts, dets, 3, 2).stats))
+
+
+def test_no_detections_score_zero_where_ground_truth_exists_and_minus_one_elsewhere():
+    gts = [(0, 0, [10.0, 10.0, 50.0, 40.0], 0), (1, 1, [0.0, 0.0, 10.0, 10.0], 0)]  # medium and small, no large
+    ref, ours = pycocotools_result(gts, [], 2, 2), fast_result(gts, [], 2, 2)
+    assert np.array_equal(ours["precision"], ref.eval["precision"])
+    assert np.array_equal(ours["stats"], np.asarray(ref.stats))
+    assert ours["stats"].tolist() == [0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, -1]

@@ -108,3 +108,25 @@ def test_candidate_decoding_keeps_what_full_decoding_keeps(conf, scale_x_y):
     assert all(len(f) > 0 for f in full)
     for f, s in zip(full, some):
         torch.testing.assert_close(s, f, rtol=1e-6, atol=1e-5)  # vectorised and scalar exp differ by an ulp
+
+
+def test_boxes_without_area_after_clipping_are_dropped():
+    from utils.boxes import detections_to_image
+    lb = Letterbox(1.0, 1.0, 0, 0)
+    det = torch.tensor([[-5.0, -5.0, 10.0, 10.0, 0.9, 0],   # overhangs: clipped to [0, 0, 8, 6]
+                        [9.0, 1.0, 20.0, 5.0, 0.8, 1],      # right of the image: width 0 after clipping
+                        [1.0, 7.0, 5.0, 9.0, 0.7, 0],       # below the image: height 0
+                        [2.0, 2.0, 2.0, 4.0, 0.6, 1],       # no width to start with
+                        [1.0, 1.0, 3.0, 3.0, 0.5, 1]])
+    kept = detections_to_image(det, lb, (6, 8))
+    assert torch.allclose(kept, torch.tensor([[0, 0, 8, 6, 0.9, 0], [1, 1, 3, 3, 0.5, 1]]))
+
+
+def test_hand_box_in_the_padding_is_dropped(yolo):
+    """hand_outputs' box (input y 32..48) on a 1x96 image, whose one row sits at input y 31..32: clipped to the
+    image it has no height and is dropped; a tall box (y -128..192) spanning the row is kept."""
+    lb = letterbox_params((1, 96), INPUT_HW, True)
+    assert lb.pad_y == 31
+    assert len(yolo.postprocess(hand_outputs(), lb, (1, 96))) == 0
+    tall = yolo.postprocess(hand_outputs(ty=-20.0, th=3.0), lb, (1, 96))
+    assert len(tall) == 1 and tall.boxes[0, [1, 3]].tolist() == [0, 1]

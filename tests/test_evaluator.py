@@ -2,6 +2,7 @@
 import contextlib
 import io
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +97,22 @@ def test_images_without_ground_truth_and_classes_without_detections():
     assert empty["map"] == 0.0 and empty["map50_95"] == 0.0
 
 
+@pytest.mark.parametrize("backend", ["fast", "pycocotools"])
+def test_no_detections_leave_size_ranges_without_ground_truth_absent(backend):
+    """Small (10x10) and medium (40x40) ground truths, no large one: the large stats do not exist (None), with
+    detections or without; the others are 0 without detections."""
+    samples = [sample([A], [0]), sample([C], [1])]
+    none = evaluate_detections([dets(), dets()], samples, ["a", "b"], metric="coco", coco_backend=backend)
+    some = evaluate_detections([dets([*A, 0.9, 0]), dets()], samples, ["a", "b"], metric="coco", coco_backend=backend)
+    absent = {"map_large", "mar_large"}
+    assert {k for k, v in some["coco"].items() if v is None} == absent
+    assert {k for k, v in none["coco"].items() if v is None} == absent
+    assert all(v == 0.0 for k, v in none["coco"].items() if k not in absent)
+    assert [r["ap50_95"] for r in none["per_class"]] == [0.0, 0.0]
+    nothing = evaluate_detections([dets()], [sample([], [])], ["a"], metric="coco", coco_backend=backend)
+    assert all(v is None for v in nothing["coco"].values()) and nothing["per_class"][0]["ap50_95"] is None
+
+
 def test_voc_ap_known_curves():
     rec, prec = np.array([0.5, 1.0]), np.array([1.0, 0.5])
     assert voc_ap(rec, prec) == pytest.approx(0.75)
@@ -160,14 +177,33 @@ def test_fast_matching_equals_reference_loop(seed, iou):
 
 @pytest.mark.parametrize("backend", ["fast", "pycocotools"])
 def test_coco_path_equals_pycocotools_directly(backend):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     samples, found = random_split(3, n_images=40)
     ours = evaluate_detections(found, samples, ["a", "b", "c"], metric="coco", coco_backend=backend)
+    stats = pycocotools_stats(found, samples, 3)
+    assert ours["map50_95"] == pytest.approx(stats[0], abs=1e-9)
+    assert coco_stats_list(ours) == pytest.approx(stats.tolist(), abs=1e-9)  # all 12
+    assert len(COCO_STAT_NAMES) == 12 and min(v for v in stats if v >= 0) > 0.05
+    assert [ours["coco"][k] for k in ("map_large", "mar_large")] == [None, None]  # no box over 96x96: -1
+    assert 0.1 < ours["map50_95"] < 0.9
+
+
+# COCOeval.stats order, written out here so that a wrong name in the evaluator cannot hide
+COCO_STAT_NAMES = ("map50_95", "map50", "map75", "map_small", "map_medium", "map_large",
+                   "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
+
+
+def coco_stats_list(result):
+    """The 12 COCO stats of an evaluate_detections result in COCOeval.stats order, None back to -1."""
+    return [-1.0 if result["coco"][k] is None else result["coco"][k] for k in COCO_STAT_NAMES]
+
+
+def pycocotools_stats(found, samples, num_classes):
+    """COCOeval.stats of detections [K, 6] per sample, difficult boxes as crowd, run from plain dicts."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
     images, anns, results = [], [], []
     for i, (s, d) in enumerate(zip(samples, found)):
-        images.append({"id": i, "height": s.height, "width": s.width})
+        images.append({"id": i})
         for b, c, diff in zip(s.boxes.tolist(), s.labels.tolist(), s.difficult.tolist()):
             w, h = b[2] - b[0], b[3] - b[1]
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": c + 1, "bbox": [b[0], b[1], w, h],
@@ -176,15 +212,14 @@ def test_coco_path_equals_pycocotools_directly(backend):
             results.append({"image_id": i, "category_id": int(c) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": k + 1} for k in range(3)]}
+        gt.dataset = {"images": images, "annotations": anns,
+                      "categories": [{"id": k + 1} for k in range(num_classes)]}
         gt.createIndex()
         e = COCOeval(gt, gt.loadRes(results), "bbox")
         e.evaluate()
         e.accumulate()
         e.summarize()
-    assert ours["map50_95"] == pytest.approx(e.stats[0], abs=1e-9)
-    assert [ours["coco"][k] for k in ("map50", "map75", "mar_100")] == pytest.approx([e.stats[1], e.stats[2], e.stats[8]], abs=1e-9)
-    assert 0.1 < ours["map50_95"] < 0.9
+    return np.asarray(e.stats)
 
 
 def test_confusion_matrix_counts():
@@ -206,27 +241,77 @@ def test_bad_detections_rejected():
         evaluate_detections([dets()], [sample([A], [0])], ["a"], metric="voc12")
 
 
-def test_evaluate_model_runs_the_model_on_images(tmp_path):
+def write_samples(folder, sizes, boxes):
+    """One random image per size with one ground truth each (class i % 2), as evaluate_model's samples."""
     import cv2
+    samples = []
+    for i, ((h, w), box) in enumerate(zip(sizes, boxes)):
+        path = folder / f"{i}.png"
+        cv2.imwrite(str(path), np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8))
+        s = sample([box], [i % 2], size=(h, w))
+        s.image_path = str(path)
+        samples.append(s)
+    return samples
+
+
+def test_evaluate_model_equals_yolo_detections_scored_by_pycocotools(tmp_path):
+    """evaluate_model (batched loader, unfused model) against YOLO's own per-image path (BN folded,
+    channels-last) scored by the devkit loop and by pycocotools itself."""
+    from tests.test_get_map import save_random_checkpoint
+    from utils.checkpoint import model_from_weights
+    from yolo import YOLO
+
+    weights = tmp_path / "c.pth"
+    save_random_checkpoint(weights, ["a", "b"])
+    sizes = [(60, 90), (80, 50), (64, 64), (100, 40)]
+    samples = write_samples(tmp_path, sizes, [[5, 5, 40, 40], [10, 20, 45, 70], [0, 0, 30, 20], [8, 30, 36, 90]])
+    model, meta = model_from_weights(weights)
+    model.train()
+    r = evaluate_model(model, samples, ["a", "b"], meta["input_size"], meta["anchors"], meta["anchors_mask"],
+                       progress=False)
+    assert model.training, "evaluation must restore the training mode"
+    yolo = YOLO(weights, conf=0.001, nms=0.5, amp="off", device="cpu")
+    found = []
+    for s in samples:
+        det = yolo.detect(s.image_path)
+        found.append(np.column_stack([det.boxes, det.scores, det.class_ids]).astype(np.float32))
+    assert all(len(d) for d in found)
+    assert r["map50"] == pytest.approx(np.mean([reference_ap(found, samples, c) for c in (0, 1)]), abs=1e-6)
+    stats = pycocotools_stats(found, samples, 2)
+    assert coco_stats_list(r) == pytest.approx(stats.tolist(), abs=1e-6)
+    assert r["map50"] > 0.05 and r["map50_95"] > 0.01
+    assert sum(len(d) for d in r["detections"]) == sum(len(d) for d in found)
+
+
+def test_evaluate_model_names_unreadable_images(tmp_path):
     from nets.yolo import YoloBody
     from utils.config import DEFAULT_ANCHORS_MASK, read_anchors
+    from utils.voc import UnreadableImagesError
+
+    samples = write_samples(tmp_path, [(60, 90), (80, 50), (40, 40)], [[5, 5, 30, 30]] * 3)
+    for s in samples[1:]:
+        (tmp_path / Path(s.image_path).name).write_bytes(b"broken after the scan")
+    torch.manual_seed(0)
+    model = YoloBody(DEFAULT_ANCHORS_MASK, 2)
+    args = (model, samples, ["a", "b"], 64, read_anchors("model_data/yolo_anchors.txt"), DEFAULT_ANCHORS_MASK)
+    with pytest.raises(UnreadableImagesError, match="2 images of the 3 evaluated cannot be read") as caught:
+        evaluate_model(*args, progress=False)
+    assert "1.png" in str(caught.value) and "2.png" in str(caught.value) and "2 ground-truth objects" in str(caught.value)
+    with pytest.warns(UserWarning, match="left out of scoring"):
+        r = evaluate_model(*args, progress=False, skip_unreadable=True)
+    assert r["settings"]["images"] == 1 and len(r["detections"]) == 1
+    assert (r["left_out"]["images"], r["left_out"]["objects"]) == (2, 2)
+    assert [f["image"] for f in r["left_out"]["files"]] == [s.image_path for s in samples[1:]]
+
+
+def test_detect_samples_keeps_only_boxes_with_area(tmp_path):
+    from tests.test_yolo import make_checkpoint
+    from utils.checkpoint import model_from_weights
     from utils.detect import detect_samples
 
-    samples = []
-    for i, (h, w) in enumerate([(60, 90), (80, 50)]):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((h, w, 3), 40 * i, np.uint8))
-        s = sample([[5, 5, 30, 30]], [i % 2], size=(h, w))
-        s.image_path = str(tmp_path / f"{i}.png")
-        samples.append(s)
-    torch.manual_seed(0)
-    model = YoloBody(DEFAULT_ANCHORS_MASK, 2).train()
-    anchors = read_anchors("model_data/yolo_anchors.txt")
-    args = (samples, ["a", "b"], 64, anchors, DEFAULT_ANCHORS_MASK)
-    r = evaluate_model(model, *args, progress=False)
-    assert model.training, "evaluation must restore the training mode"
-    found = detect_samples(model, samples, 64, anchors, DEFAULT_ANCHORS_MASK, progress=False)
-    assert all(len(d) > 0 and (d[:, 4] >= 0.001).all() for d in found)
+    model, meta = model_from_weights(make_checkpoint(tmp_path / "c.pth", input_size=(64, 64)))
+    samples = write_samples(tmp_path, [(1, 1), (1, 30), (20, 1)], [[0, 0, 1, 1]] * 3)
+    found = detect_samples(model, samples, 64, meta["anchors"], meta["anchors_mask"], progress=False)
     for d, s in zip(found, samples):
+        assert len(d) > 0 and (d[:, 2] > d[:, 0]).all() and (d[:, 3] > d[:, 1]).all()
         assert (d[:, [0, 2]] <= s.width).all() and (d[:, [1, 3]] <= s.height).all() and (d[:, :4] >= 0).all()
-    assert r["map50"] == evaluate_detections(found, samples, ["a", "b"])["map50"]
-    assert {"map50", "map50_95", "per_class", "detections"} <= set(r)

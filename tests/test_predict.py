@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 import predict
-from tests.test_yolo import make_checkpoint, rgb
+from tests.test_yolo import CLASSES, make_checkpoint, rgb
+from yolo import YOLO
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +40,24 @@ def test_image_with_every_extra(ckpt, images, tmp_path, capsys):
     rc = run(ckpt, tmp_path, "--img", str(images / "17.jpg"), "--conf", "0.3", "--heatmap", "--save-txt",
              "--save-json", "--crop", "--count", "--show")
     out, out_dir = capsys.readouterr().out, tmp_path / "out"
-    assert rc == 0 and "17.jpg: " in out and " detections" in out and "counts: " in out and "total: " in out
-    assert "no window support" in out  # headless OpenCV: --show says so and goes on
+    assert rc == 0 and "no window support" in out  # headless OpenCV: --show says so and goes on
+    expected = YOLO(ckpt, conf=0.3).detect(images / "17.jpg")  # predict.py's defaults besides --conf
+    names = [CLASSES[c] for c in expected.class_ids]
+    assert len(expected) > 0 and f"17.jpg: {len(expected)} detections" in out
+    counts = ", ".join(f"{n} {names.count(n)}" for n in sorted(set(names)))
+    assert f"  counts: {counts}" in out and f"total: {counts}" in out
     assert Image.open(out_dir / "17.jpg").size == (160, 90)
     assert Image.open(out_dir / "17_heatmap.jpg").size == (160, 90)
-    lines = (out_dir / "labels" / "17.txt").read_text().splitlines()
+    lines = [line.split() for line in (out_dir / "labels" / "17.txt").read_text().splitlines()]
+    assert [line[0] for line in lines] == names
+    assert np.allclose([[float(v) for v in line[2:]] for line in lines], expected.boxes, atol=0.06)
     records = json.loads((out_dir / "detections.json").read_text())
-    assert len(lines) == len(records) > 0 and lines[0].split()[0] in ("cat", "dog")
-    assert set(records[0]) == {"image_id", "category_id", "bbox", "score"} and records[0]["image_id"] == 17
-    assert len(list((out_dir / "crops").rglob("*.jpg"))) == len(records)
+    assert [r["image_id"] for r in records] == [17] * len(expected)
+    assert [(r["category_id"], r["category_name"]) for r in records] == [(c + 1, CLASSES[c]) for c in expected.class_ids]
+    xyxy = [[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in records)]
+    assert np.allclose(xyxy, expected.boxes, atol=1e-4)
+    assert [r["score"] for r in records] == pytest.approx(expected.scores.tolist(), abs=1e-6)
+    assert sum(len(list((out_dir / "crops" / n).glob("17_*.jpg"))) for n in set(names)) == len(expected)
 
 
 def test_folder_skips_unreadable(ckpt, images, tmp_path, capsys):
@@ -57,6 +67,35 @@ def test_folder_skips_unreadable(ckpt, images, tmp_path, capsys):
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["17.jpg", "deep.png", "detections.json", "gray.png", "rgba.png", "tiny.bmp"]
     assert "1 files" in captured.out and "without an image extension" in captured.out
+
+
+def test_folder_without_a_readable_image_fails(ckpt, tmp_path, capsys):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"not an image")
+    assert run(ckpt, tmp_path, "--dir", str(folder), "--save-json") == 1
+    err = capsys.readouterr().err
+    assert "a.jpg" in err and "b.png" in err and "none of the 2 images" in err
+    assert not (tmp_path / "out" / "detections.json").exists()
+
+
+def test_images_sharing_a_stem_keep_apart(ckpt, tmp_path, capsys):
+    """a.png and a.jpg: every output is named by the whole file name, so nothing is overwritten."""
+    folder = tmp_path / "same"
+    folder.mkdir()
+    Image.fromarray(rgb(40, 60, seed=1)).save(folder / "a.png")
+    Image.fromarray(rgb(50, 30, seed=2)).save(folder / "a.jpg")
+    Image.fromarray(rgb(30, 30, seed=3)).save(folder / "b.jpg")
+    assert run(ckpt, tmp_path, "--dir", str(folder), "--conf", "0.3", "--save-txt", "--save-json", "--heatmap") == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["a.jpg.txt", "a.png.txt", "b.txt"]
+    assert Image.open(out / "a.png").size == (60, 40) and Image.open(out / "a.jpg").size == (30, 50)
+    assert (out / "a.png_heatmap.jpg").is_file() and (out / "a.jpg_heatmap.jpg").is_file()
+    records = json.loads((out / "detections.json").read_text())
+    for image_id, name in (("a.png", "a.png"), ("a.jpg", "a.jpg"), ("b", "b")):
+        lines = (out / "labels" / f"{name}.txt").read_text().splitlines()
+        assert len(lines) == sum(r["image_id"] == image_id for r in records) > 0
 
 
 def test_no_detections_still_writes(ckpt, images, tmp_path, capsys):
@@ -83,8 +122,12 @@ def test_video(ckpt, tmp_path, capsys):
 def test_fps(ckpt, tmp_path, capsys):
     assert run(ckpt, tmp_path, "--fps", "--fps-runs", "2", "--warmup", "1") == 0
     out = capsys.readouterr().out
-    assert all(word in out for word in ("pre", "forward", "post", "FPS"))
-    assert json.loads((tmp_path / "out" / "fps.json").read_text())["fps"] > 0
+    ms = json.loads((tmp_path / "out" / "fps.json").read_text())
+    assert ms["total_ms"] == pytest.approx(ms["pre_ms"] + ms["forward_ms"] + ms["post_ms"])
+    assert ms["fps"] == pytest.approx(1000 / ms["total_ms"]) and min(ms["pre_ms"], ms["forward_ms"], ms["post_ms"]) > 0
+    for key in ("pre", "forward", "post", "total"):
+        assert f"  {key:<8} {ms[key + '_ms']:8.2f} ms" in out
+    assert f"  FPS      {ms['fps']:8.2f}" in out and "input 64x96, 2 runs" in out
 
 
 @pytest.mark.parametrize("nms", [False, True])

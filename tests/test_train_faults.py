@@ -144,13 +144,13 @@ def test_a_kill_between_the_checkpoint_writes_never_leaves_best_stale(tiny_voc, 
     save = train.save_atomic
     writes = []
 
-    def killed_at_first_write_of_epoch_2(obj, path):
-        if obj["epoch"] == 1:
+    def killed_between_the_two_writes_of_epoch_2(obj, path):
+        if obj["epoch"] == 1 and writes.count(1) == 1:
             raise Killed
-        writes.append(path.name)
+        writes.append(obj["epoch"])
         save(obj, path)
 
-    monkeypatch.setattr(train, "save_atomic", killed_at_first_write_of_epoch_2)
+    monkeypatch.setattr(train, "save_atomic", killed_between_the_two_writes_of_epoch_2)
     with pytest.raises(Killed):
         train.main(run_args(tiny_voc, tmp_path, "--epochs", 3, "--eval-period", 0))
     monkeypatch.setattr(train, "save_atomic", save)
@@ -263,3 +263,11 @@ def test_reference_init_is_normal_002():
     bn = model.backbone.conv1.bn
     assert float(bn.weight.std()) == pytest.approx(0.02, rel=0.5) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
     assert not torch.allclose(model.yolo_headP5[1].bias, prior_bias)
+
+
+def test_an_unreadable_validation_image_stops_training_naming_it(tmp_path, capsys):
+    data = write_tiny_voc(tmp_path / "VOCbroken", 4)
+    (data / "JPEGImages" / "img01.png").write_bytes(b"not an image")
+    assert train.main(run_args(data, tmp_path, "--epochs", 1, "--eval-period", 0)) == 2
+    err = capsys.readouterr().err
+    assert "img01.png" in err and not (tmp_path / "exp" / "last.pth").exists()

@@ -238,3 +238,27 @@ def test_resize_is_bilinear_except_below_half_size(scale, flag):
     other = "INTER_AREA" if flag == "INTER_LINEAR" else "INTER_LINEAR"
     if scale < 1:  # upscaling, area averaging is bilinear too
         assert not np.array_equal(resize(image, size), cv2.resize(image, size, interpolation=getattr(cv2, other)))
+
+
+def test_scan_lists_unreadable_images_with_their_ground_truths(tmp_path):
+    """Evaluation refuses to lose images silently: the scan names each one it could not read."""
+    items = {**good("a"), **good("b"),
+             "broken": (b"not an image", "broken.jpg", (40, 30), [("cat", 1, 1, 9, 9, 0), ("dog", 2, 2, 8, 8, 0),
+                                                                  ("cat", 3, 3, 9, 9, 1)]),
+             "gone": (None, "gone.jpg", (40, 30), [("dog", 1, 1, 9, 9, 0)])}
+    year = make_year(tmp_path / "VOC", items)
+    stats = voc.ScanStats()
+    samples = load_samples(year, "train", CLASSES, use_cache=False, stats=stats)
+    assert len(samples) == 2
+    found = sorted((Path(e.image).name, e.reason, e.objects) for e in stats.left_out)
+    assert found == [("broken.jpg", "unreadable image", 2), ("gone.xml", "image missing", 1)]  # difficult not counted
+    with pytest.raises(voc.UnreadableImagesError, match="2 images of .* cannot be read") as caught:
+        voc.load_eval_samples(year, "train", CLASSES, cache_dir=tmp_path / "cache")
+    message = str(caught.value)
+    assert "broken.jpg (unreadable image)" in message and "gone.xml (image missing)" in message
+    assert "3 ground-truth objects" in message and "--skip-unreadable" in message
+    again = voc.ScanStats()
+    samples, left_out = voc.load_eval_samples(year, "train", CLASSES, skip_unreadable=True, stats=again,
+                                              cache_dir=tmp_path / "cache")
+    assert again.from_cache == 3  # a missing image is looked for again; the unreadable one comes from the cache
+    assert len(samples) == 2 and sorted(left_out) == sorted(stats.left_out)

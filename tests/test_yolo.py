@@ -169,3 +169,13 @@ def test_bad_amp_choice(checkpoint):
         YOLO(checkpoint, amp="int8")
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         YOLO(checkpoint, amp="fp16", device="cpu")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_one_pixel_images_give_only_boxes_with_area(checkpoint, backend):
+    yolo = YOLO(checkpoint, conf=0.3, backend=backend)
+    for hw in ((1, 1), (1, 9), (7, 1)):
+        det = yolo.detect(rgb(*hw))
+        assert len(det) > 0
+        assert (det.boxes[:, 2] > det.boxes[:, 0]).all() and (det.boxes[:, 3] > det.boxes[:, 1]).all(), hw
+        assert (det.boxes[:, [0, 2]] <= hw[1]).all() and (det.boxes[:, [1, 3]] <= hw[0]).all() and (det.boxes >= 0).all()

@@ -50,6 +50,22 @@ def input_to_image_boxes(boxes: Tensor, lb: Letterbox, image_hw: Tuple[int, int]
     return out
 
 
+def nonempty_boxes(boxes: Tensor) -> Tensor:
+    """Tensor[N, 4] xyxy -> Tensor[N] bool: True where the box has positive width and height."""
+    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+
+def detections_to_image(det: Tensor, lb: Letterbox, image_hw: Tuple[int, int]) -> Tensor:
+    """Tensor[K, 6] (x1, y1, x2, y2 input pixels, score, class) -> Tensor[K', 6] in image pixels.
+
+    Boxes are clipped to the image; those left without area (wholly in the padding, or on an image
+    thinner than a pixel of the input) are dropped, so every row is a box that can be drawn and scored.
+    """
+    det = det.float().clone()
+    det[:, :4] = input_to_image_boxes(det[:, :4], lb, image_hw)
+    return det[nonempty_boxes(det[:, :4])]
+
+
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     return torchvision.ops.box_convert(boxes, "cxcywh", "xyxy")
 

@@ -3,15 +3,16 @@ import contextlib
 import json
 import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils.boxes import decode_candidates, input_to_image_boxes, postprocess
+from utils.boxes import decode_candidates, detections_to_image, postprocess
 from utils.fileio import write_json_atomic
 from utils.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
+from utils.voc import LeftOut, UnreadableImagesError
 
 
 class LetterboxedSamples(Dataset):
@@ -45,15 +46,17 @@ def as_hw(input_size) -> tuple:
 
 def detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres: float = 0.001,
                    nms_thres: float = 0.5, scale_x_y: float = 1.0, letterbox: bool = True, batch_size: int = 8,
-                   workers: int = 0, device="cpu", amp: Optional[torch.dtype] = None,
-                   progress: bool = True) -> List[np.ndarray]:
+                   workers: int = 0, device="cpu", amp: Optional[torch.dtype] = None, progress: bool = True,
+                   skip_unreadable: bool = False) -> List[Optional[np.ndarray]]:
     """Detect objects in every sample's image.
 
     Images are read and letterboxed in a DataLoader (`workers` processes); the network runs under
-    autocast with dtype `amp` when given; decoding and NMS run in fp32. An unreadable image gets a
-    warning naming it and no detections.
+    autocast with dtype `amp` when given; decoding and NMS run in fp32. Images that cannot be read
+    raise UnreadableImagesError naming every one after the pass, or, with `skip_unreadable`, get None
+    in place of their detections (drop_unreadable takes them out of scoring and counts them).
 
-    Returns one float32 array [K, 6] per sample: x1, y1, x2, y2 in original image pixels, score, class id.
+    Returns one float32 array [K, 6] per sample: x1, y1, x2, y2 in original image pixels (clipped, boxes
+    without area dropped), score, class id.
     """
     from tqdm import tqdm
 
@@ -64,26 +67,48 @@ def detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres
                         shuffle=False, num_workers=workers, collate_fn=collate_letterboxed)
     was_training = model.training
     model.eval()
-    results = []
+    results, failures = [], []
     autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
     try:
         for batch in tqdm(loader, desc="detect", unit="batch", disable=not progress, leave=False):
+            failures += [(len(results) + k, item[3]) for k, item in enumerate(batch) if item[0] is None]
             results.extend(_detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres,
                                          nms_thres, scale_x_y, device, autocast))
     finally:
         model.train(was_training)
+    if failures and not skip_unreadable:
+        paths = [str(samples[i].image_path) for i, _ in failures]
+        left_out = [LeftOut(path, message.replace(f"{path}: ", "", 1), ground_truth_count(samples[i]))
+                    for path, (i, message) in zip(paths, failures)]
+        raise UnreadableImagesError(left_out, f"the {len(samples)} evaluated",
+                                    "skip them explicitly (get_map.py --skip-unreadable, skip_unreadable=True)")
+    for _, message in failures:
+        warnings.warn(f"{message}; left out of scoring (skip_unreadable)")
     return results
 
 
+def ground_truth_count(sample) -> int:
+    """Objects of a sample that count as ground truth (difficult ones do not)."""
+    if sample.difficult is None:
+        return len(sample.labels)
+    return int(np.sum(~np.asarray(sample.difficult, dtype=bool)))
+
+
+def drop_unreadable(detections: Sequence[Optional[np.ndarray]], samples) -> Tuple[list, list, List[LeftOut]]:
+    """(detections, samples) without the samples detect_samples(skip_unreadable=True) could not read, and
+    a LeftOut for each of those."""
+    kept = [i for i, d in enumerate(detections) if d is not None]
+    left_out = [LeftOut(str(s.image_path), "unreadable image", ground_truth_count(s))
+                for d, s in zip(detections, samples) if d is None]
+    return [detections[i] for i in kept], [samples[i] for i in kept], left_out
+
+
 def _detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres, nms_thres, scale_x_y,
-                  device, autocast) -> List[np.ndarray]:
-    empty = np.zeros((0, 6), dtype=np.float32)
-    for inp, _, _, what in batch:
-        if inp is None:
-            warnings.warn(f"{what}; scored as an image without detections")
+                  device, autocast) -> List[Optional[np.ndarray]]:
+    """Detections per item of a LetterboxedSamples batch; None for an image that could not be read."""
     ok = [item for item in batch if item[0] is not None]
     if not ok:
-        return [empty] * len(batch)
+        return [None] * len(batch)
     images = to_tensor_batch([item[0] for item in ok]).to(device)
     with torch.no_grad():
         with autocast:
@@ -95,11 +120,9 @@ def _detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres, nms
     out = []
     for inp, lb, image_hw, _ in batch:
         if inp is None:
-            out.append(empty)
+            out.append(None)
             continue
-        det = next(found).cpu()
-        det[:, :4] = input_to_image_boxes(det[:, :4], lb, image_hw)
-        out.append(det.numpy().astype(np.float32))
+        out.append(detections_to_image(next(found).cpu(), lb, image_hw).numpy().astype(np.float32))
     return out
 
 
@@ -111,15 +134,23 @@ def image_keys(samples) -> List[str]:
     return [Path(s.image_path).as_posix() for s in samples]
 
 
-def write_coco_results(path, detections: Sequence[np.ndarray], samples, class_names: Sequence[str]) -> int:
-    """Write detections as a COCO results list: image_id (see image_keys), category_id = class id + 1,
-    category_name, bbox [x, y, w, h] in image pixels, score. Returns the number written."""
+def coco_result_rows(image_id, det: np.ndarray, class_names: Sequence[str]) -> List[dict]:
+    """COCO results rows of one image's detections [K, 6] (image pixels, score, class id): image_id,
+    category_id = class id + 1, category_name, bbox [x, y, w, h], score."""
     rows = []
-    for key, det in zip(image_keys(samples), detections):
-        # full float precision, so scoring the file gives exactly the numbers of the run that wrote it
-        for x1, y1, x2, y2, score, c in np.asarray(det, dtype=np.float64).reshape(-1, 6).tolist():
-            rows.append({"image_id": key, "category_id": int(c) + 1, "category_name": class_names[int(c)],
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+    # full float precision, so scoring the file gives exactly the numbers of the run that wrote it
+    for x1, y1, x2, y2, score, c in np.asarray(det, dtype=np.float64).reshape(-1, 6).tolist():
+        rows.append({"image_id": image_id, "category_id": int(c) + 1, "category_name": class_names[int(c)],
+                     "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+    return rows
+
+
+def write_coco_results(path, detections: Sequence[np.ndarray], image_ids: Sequence, class_names: Sequence[str]) -> int:
+    """Write detections (one [K, 6] array per image) as a COCO results list (coco_result_rows), the format
+    read_coco_results and `get_map.py --detections` read. Returns the number of rows written."""
+    if len(image_ids) != len(detections):
+        raise ValueError(f"{len(image_ids)} image ids for {len(detections)} detection arrays; expected one per image")
+    rows = [row for key, det in zip(image_ids, detections) for row in coco_result_rows(key, det, class_names)]
     write_json_atomic(path, rows)
     return len(rows)
 

@@ -203,7 +203,13 @@ def pycocotools_eval(gt: Boxes, det: Boxes, num_images: int, class_names: Sequen
         coco_gt = COCO()
         coco_gt.dataset = coco_ground_truth(gt, num_images, class_names)
         coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(coco_results(det)), "bbox")
+        if len(det.image):
+            coco_dt = coco_gt.loadRes(coco_results(det))
+        else:  # loadRes fails on an empty list; no detections is a result like any other
+            coco_dt = COCO()
+            coco_dt.dataset = {**coco_gt.dataset, "annotations": []}
+            coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -223,11 +229,10 @@ def coco_eval(gt: Boxes, det: Boxes, num_images: int, class_names: Sequence[str]
     """COCO box metrics with difficult boxes as crowd: (stats dict, per-class AP@[.5:.95] list).
 
     backend 'fast' (utils.coco_metric) and 'pycocotools' give the same numbers; fast is ~30x quicker.
+    A stat is None where no ground truth exists for it (pycocotools' -1), with or without detections.
     """
     _check_choice("COCO backend", backend, COCO_BACKENDS)
     num_classes = len(class_names)
-    if not len(det.image) or not len(gt.image):
-        return {k: 0.0 for k in COCO_STAT_NAMES}, [None] * num_classes
     if backend == "pycocotools":
         precision, stats = pycocotools_eval(gt, det, num_images, class_names)
     else:
@@ -278,16 +283,23 @@ def check_detections(detections: Sequence[np.ndarray], samples, num_classes: int
             raise ValueError(f"detection class id {int(d[:, 5].max())} outside 0..{num_classes - 1}")
 
 
+def left_out_summary(left_out: Sequence) -> Dict:
+    """{images, objects, files: [{image, reason, objects}]} for utils.voc.LeftOut entries not scored."""
+    return {"images": len(left_out), "objects": int(sum(e.objects for e in left_out)),
+            "files": [{"image": e.image, "reason": e.reason, "objects": e.objects} for e in left_out]}
+
+
 def evaluate_detections(detections: Sequence[np.ndarray], samples, class_names: Sequence[str],
                         metric: str = "all", iou_thres: float = IOU_THRES,
-                        score_thr: float = SCORE_THRES, coco_backend: str = "fast") -> Dict:
+                        score_thr: float = SCORE_THRES, coco_backend: str = "fast", left_out: Sequence = ()) -> Dict:
     """Score detections against the samples' ground truth.
 
     Returns a dict with: map (VOC at iou_thres: 11-point for metric voc07, else all-point), map_voc,
     map_voc07, map50 (VOC all-point at IoU 0.5), map50_95 and coco (COCOeval stats; None unless
     metric is coco or all), per_class (one dict per class: class, gts, difficult, dets, ap, ap07,
     ap50_95, and tp, fp, precision, recall, f1 at score_thr), curves (per-class PR arrays),
-    confusion_matrix, and the settings used.
+    confusion_matrix, the settings used, and left_out (left_out_summary of the utils.voc.LeftOut
+    entries given: images of the split that were not scored, and their ground truths).
     """
     _check_choice("metric", metric, METRICS)
     _check_choice("COCO backend", coco_backend, COCO_BACKENDS)
@@ -309,23 +321,30 @@ def evaluate_detections(detections: Sequence[np.ndarray], samples, class_names: 
         "confusion_matrix": confusion_matrix(det, gt, len(samples), len(class_names), score_thr, iou_thres),
         "settings": {"metric": metric, "iou_thres": iou_thres, "score_thr": score_thr, "coco_backend": coco_backend,
                      "images": len(samples), "classes": list(class_names)},
+        "left_out": left_out_summary(left_out),
     }
 
 
 def evaluate_model(model, samples, class_names, input_size, anchors, anchors_mask,
                    conf_thres: float = CONF_THRES, nms_thres: float = NMS_THRES, scale_x_y: float = 1.0,
                    letterbox: bool = True, batch_size: int = 8, workers: int = 0, device="cpu",
-                   amp: Optional[object] = None, progress: bool = True) -> Dict:
+                   amp: Optional[object] = None, progress: bool = True, skip_unreadable: bool = False,
+                   left_out: Sequence = ()) -> Dict:
     """Run `model` over `samples` (utils.detect.detect_samples) and score with evaluate_detections(metric='all').
 
-    The dict also holds the detections and, under settings, the detection knobs used.
+    An image that cannot be read raises utils.voc.UnreadableImagesError naming every such image; with
+    `skip_unreadable` they are left out and counted under left_out, after the `left_out` given (images
+    the scan already skipped). The dict also holds the detections (of the scored samples) and, under
+    settings, the detection knobs used.
     """
-    from utils.detect import detect_samples
+    from utils.detect import detect_samples, drop_unreadable
 
     detections = detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres=conf_thres,
                                 nms_thres=nms_thres, scale_x_y=scale_x_y, letterbox=letterbox,
-                                batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress)
-    result = evaluate_detections(detections, samples, class_names, metric="all")
+                                batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress,
+                                skip_unreadable=skip_unreadable)
+    detections, samples, unread = drop_unreadable(detections, samples)
+    result = evaluate_detections(detections, samples, class_names, metric="all", left_out=[*left_out, *unread])
     result["detections"] = detections
     result["settings"].update({"conf_thres": conf_thres, "nms_thres": nms_thres, "letterbox": letterbox,
                                "input_size": list(input_size) if not isinstance(input_size, int) else [input_size] * 2})

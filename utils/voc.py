@@ -40,7 +40,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,7 +49,9 @@ from utils.fileio import atomic_open
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "VOCdevkit"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+# skip reasons that take an image and its objects out of a split without the data saying so
+UNREADABLE_REASONS = ("unreadable image", "image missing", "annotation missing", "malformed XML")
 
 
 @dataclass
@@ -74,6 +76,28 @@ class DatasetError(ValueError):
     """A dataset that cannot be used; the message says what was looked for and where."""
 
 
+class LeftOut(NamedTuple):
+    """An image of a split that could not be read: what it is, why, and its ground truths (non-difficult
+    objects of known classes, 0 when the annotation itself could not be read)."""
+
+    image: str
+    reason: str
+    objects: int
+
+
+class UnreadableImagesError(DatasetError):
+    """Images of an evaluation split that cannot be read; scoring without them would overstate the result."""
+
+    def __init__(self, left_out: Sequence[LeftOut], where: str,
+                 remedy: str = "pass --skip-unreadable to score without them"):
+        self.left_out = list(left_out)
+        names = "; ".join(f"{e.image} ({e.reason})" for e in self.left_out)
+        objects = sum(e.objects for e in self.left_out)
+        super().__init__(f"{len(self.left_out)} images of {where} cannot be read: {names}. Scoring without them "
+                         f"would leave out their {objects} ground-truth objects and overstate the result; fix or "
+                         f"remove these files, or {remedy}")
+
+
 @dataclass
 class Record:
     """The outcome of reading one image: a Sample, or the reason it was skipped, and warnings to print."""
@@ -83,6 +107,8 @@ class Record:
     image_path: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
     unknown: Counter = field(default_factory=Counter)
+    where: str = ""  # the annotation file or line this record comes from
+    lost_objects: int = 0  # ground truths of a skipped record whose annotation was read
 
     def skipped(self, reason: str, message: str) -> "Record":
         self.skip = reason
@@ -198,9 +224,13 @@ def _open(rec: Record, image_path: Path):
         return None
 
 
+def _count_ground_truth(objects: list) -> int:
+    return sum(1 for obj in objects if not obj[5])
+
+
 def parse_xml(xml_path: Path, images_dir: Path, class_names: Sequence[str]) -> Record:
     """Read one VOC XML and its image into a Record."""
-    rec = Record()
+    rec = Record(where=str(xml_path))
     try:
         root = ET.fromstring(xml_path.read_bytes())
     except FileNotFoundError:
@@ -208,13 +238,15 @@ def parse_xml(xml_path: Path, images_dir: Path, class_names: Sequence[str]) -> R
     except (ET.ParseError, OSError) as e:
         return rec.skipped("malformed XML", f"{xml_path}: malformed XML ({e})")
     filename = root.findtext("filename")
+    objects, n_objects = _xml_objects(root, str(xml_path), class_names, rec)
+    rec.lost_objects = _count_ground_truth(objects)
     image_path = _find_image(images_dir, filename, xml_path.stem)
     if image_path is None:
         return rec.skipped("image missing", f"{xml_path}: no image {filename or xml_path.stem + '.*'} in {images_dir}")
     image = _open(rec, image_path)
     if image is None:
         return rec
-    objects, n_objects = _xml_objects(root, str(xml_path), class_names, rec)
+    rec.lost_objects = 0
     return _finish(rec, image, objects, n_objects, _xml_size(root), str(xml_path))
 
 
@@ -241,13 +273,14 @@ def _line_boxes(line: str, where: str, num_classes: int) -> Tuple[str, list]:
 
 def parse_line(line: str, where: str, base_dir: Path, class_names: Sequence[str]) -> Record:
     """Read one annotation line (reference format) and its image into a Record."""
-    rec = Record()
+    rec = Record(where=where)
     path_text, objects = _line_boxes(line, where, len(class_names))
     image_path = Path(path_text)
     if not image_path.is_absolute() and not image_path.exists():
         image_path = base_dir / path_text
     image = _open(rec, image_path)
     if image is None:
+        rec.lost_objects = _count_ground_truth(objects)
         return rec
     return _finish(rec, image, objects, len(objects), None, where)
 
@@ -470,11 +503,14 @@ class ScanStats:
     difficult: int = 0
     skipped: Counter = field(default_factory=Counter)
     unknown: Counter = field(default_factory=Counter)
+    left_out: List[LeftOut] = field(default_factory=list)  # skipped for a reason in UNREADABLE_REASONS
 
     def add(self, record: Record, class_names: Sequence[str]) -> None:
         self.unknown.update(record.unknown)
         if record.sample is None:
             self.skipped[record.skip] += 1
+            if record.skip in UNREADABLE_REASONS:
+                self.left_out.append(LeftOut(record.image_path or record.where, record.skip, record.lost_objects))
             return
         self.used += 1
         self.background += int(len(record.sample.labels) == 0)
@@ -527,3 +563,15 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
                            f"({'annotation lines' if _layout(path) == 'lines' else 'Annotations/*.xml with images in JPEGImages/'}); "
                            f"skipped: {dict(stats.skipped) or 'none listed'}")
     return [r.sample for r in records if r.sample is not None]
+
+
+def load_eval_samples(data, split: str, class_names: Sequence[str], skip_unreadable: bool = False,
+                      stats: Optional[ScanStats] = None, **kwargs) -> Tuple[List[Sample], List[LeftOut]]:
+    """load_samples for scoring: (samples, left_out). Images that cannot be read (ScanStats.left_out) raise
+    UnreadableImagesError naming each one, since a score without their objects overstates the result;
+    with `skip_unreadable` they are returned as left_out, for the results to report."""
+    stats = stats if stats is not None else ScanStats()
+    samples = load_samples(data, split, class_names, stats=stats, **kwargs)
+    if stats.left_out and not skip_unreadable:
+        raise UnreadableImagesError(stats.left_out, f"{data} [{split}]")
+    return samples, list(stats.left_out)
