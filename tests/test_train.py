@@ -54,16 +54,38 @@ def test_printed_map_equals_get_map_on_the_checkpoint(tiny_voc, tmp_path, capsys
     assert reported == pytest.approx(printed, abs=5e-5), out
 
 
-def test_resume_gives_the_same_next_epoch_loss(tiny_voc, tmp_path):
+def checkpoint_tensors(ckpt: dict) -> dict:
+    """Model, training weights, EMA and optimizer state of a checkpoint, flattened to name -> tensor."""
+    import torch
+    flat = {f"model.{k}": v for k, v in ckpt["model"].items()}
+    flat.update({f"train_model.{k}": v for k, v in (ckpt["train_model"] or {}).items()})
+    for i, state in ckpt["optimizer"]["state"].items():
+        flat.update({f"optimizer.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
+    return flat
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tiny_voc, tmp_path):
+    import torch
     full = tmp_path / "full"
-    assert train.main(base_args(tiny_voc, full, "--epochs", 2, "--eval-period", 0, "--save-period", 1)) == 0
-    # a run killed after epoch 1 has last.pth as it was then: epoch_1.pth is that file
+    assert train.main(base_args(tiny_voc, full, "--epochs", 3, "--eval-period", 0, "--save-period", 1)) == 0
+    # a run killed after epoch 1 has last.pth and best.pth as they were then: epoch_1.pth is both
     killed = tmp_path / "killed" / "exp"
     killed.mkdir(parents=True)
-    shutil.copy(full / "exp" / "epoch_1.pth", killed / "last.pth")
+    for name in ("last.pth", "best.pth"):
+        shutil.copy(full / "exp" / "epoch_1.pth", killed / name)
     assert train.main(["--resume", str(killed / "last.pth"), "--quiet", "--workers", "0"]) == 0
-    assert epoch_losses(killed) == pytest.approx(epoch_losses(full / "exp"), rel=1e-6)
-    assert read_checkpoint(killed / "last.pth")["epoch"] == 1
+    for name in ("last.pth", "best.pth"):
+        resumed, straight = read_checkpoint(killed / name), read_checkpoint(full / "exp" / name)
+        assert resumed["epoch"] == straight["epoch"] and resumed["best_fitness"] == straight["best_fitness"], name
+        assert resumed["ema"]["updates"] == straight["ema"]["updates"] > 0
+        a, b = checkpoint_tensors(resumed), checkpoint_tensors(straight)
+        assert a.keys() == b.keys() and len(a) > 400
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7, msg=f"{name}: {key}")
+        for row_a, row_b in zip(resumed["results"], straight["results"], strict=True):
+            for key in ("train_loss", "val_loss", "box", "obj", "cls", "lr"):
+                assert row_a[key] == pytest.approx(row_b[key], rel=1e-6), (name, key)
+    assert read_checkpoint(killed / "last.pth")["epoch"] == 2
 
 
 def test_same_seed_same_losses(tiny_voc, tmp_path):

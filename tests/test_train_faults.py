@@ -7,21 +7,12 @@ import pytest
 import torch
 
 import train
+from tests.test_train import scan_cache, tiny_voc  # noqa: F401 (fixtures)
 from tests.tiny_voc import write_tiny_voc
 from utils.checkpoint import read_checkpoint
 from utils.fileio import atomic_open
 from utils.recipes import RECIPES
 from utils.trainer import TrainState, TrainingDiverged, gradient_norm, nonfinite_tensors, train_step, validation_loss
-
-
-@pytest.fixture(scope="module")
-def tiny_voc(tmp_path_factory):
-    return write_tiny_voc(tmp_path_factory.mktemp("voc") / "VOCtiny", 4)
-
-
-@pytest.fixture(autouse=True)
-def scan_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "scan_cache"))
 
 
 def run_args(data, save_dir, *extra) -> list:
