@@ -269,7 +269,7 @@ def train(args) -> int:
     class_names, train_samples, val_samples, is_demo = load_data(args)
     fill_defaults(args, is_demo)
     args.amp_used = amp_name(amp_dtype)
-    args.channels_last_on = args.channels_last == "on"
+    args.channels_last_on = args.channels_last != "off"  # "auto" in an older checkpoint meant on
     anchors = read_anchors(args.anchors)
     model = build_model(args, len(class_names), device)
     state = TrainState(model=model, loss_fn=build_loss(args, anchors, len(class_names)).to(device),

@@ -249,7 +249,7 @@ def test_reference_init_is_normal_002():
     model = YoloBody([[3, 4, 5], [1, 2, 3]], 20)
     prior_bias = model.yolo_headP5[1].bias.detach().clone()
     model.init_normal()
-    conv = model.backbone.resblock_body3.conv2.conv.weight
+    conv = model.backbone.resblock_body3.conv2.conv.weight.detach()
     assert float(conv.mean()) == pytest.approx(0.0, abs=2e-3) and float(conv.std()) == pytest.approx(0.02, rel=0.05)
     bn = model.backbone.conv1.bn
     assert float(bn.weight.std()) == pytest.approx(0.02, rel=0.5) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
