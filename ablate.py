@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from utils.fileio import write_text_atomic
+from utils.core.fileio import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent
 # Flags ablate.py sets itself for every run; --train-args may not override them.
@@ -178,7 +178,7 @@ class RunScorer:
     """Scores a run's last.pth on the evaluation split with get_map.score and get_map.py's defaults."""
 
     def __init__(self, data: str, split: Optional[str], device: str, workers: int):
-        from utils.voc import default_split, resolve_data
+        from utils.data.voc import default_split, resolve_data
         self.data = resolve_data(data)
         self.split = split or default_split(self.data, "eval")
         self.device, self.workers = device, workers
@@ -191,7 +191,7 @@ class RunScorer:
 
     def __call__(self, weights: Path) -> Dict:
         import get_map
-        from utils.checkpoint import read_checkpoint
+        from utils.engine.checkpoint import read_checkpoint
         try:
             result = get_map.score(self.get_map_args(weights))[0]
         except get_map.UserError as e:
@@ -237,7 +237,7 @@ def bench_variants(variants: List[Variant], num_classes: int, size: int, runs: i
     import torch
     from nets.summary import count_gflops, count_parameters
     from nets.yolo import YoloBody
-    from utils.config import DEFAULT_ANCHORS_MASK
+    from utils.core.config import DEFAULT_ANCHORS_MASK
 
     models = {v.label: YoloBody(DEFAULT_ANCHORS_MASK, num_classes, attention=v.attention).eval() for v in variants}
     stats = {label: {"params": count_parameters(m), "gflops": count_gflops(m, size)} for label, m in models.items()}
@@ -311,7 +311,7 @@ def write_markdown(rows: List[Dict], path: Path, notes: List[str]) -> None:
 
 def write_chart(rows: List[Dict], path: Path, seeds: int) -> None:
     import numpy as np
-    from utils.map_plots import plt, save_figure
+    from utils.core.plotting import plt, save_figure
     x = np.arange(len(rows))
     fig, (ax_map, ax_ms) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 4.5),
                                         gridspec_kw={"width_ratios": [2, 1]})
@@ -395,7 +395,7 @@ def write_tables(args, command: str, variants: List[Variant], records: List[Dict
 
 
 def main(argv=None) -> int:
-    from utils.voc import DatasetError
+    from utils.data.voc import DatasetError
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = make_parser().parse_args(argv)
     try:

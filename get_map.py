@@ -8,7 +8,7 @@ Images of the split that cannot be read stop the evaluation (exit code 1) with t
 --skip-unreadable they are left out, and the table, the summary and summary.json say how many images
 and ground-truth objects that was.
 
-Training reports its mAP with the same evaluator and defaults (utils/evaluator.py), so both agree.
+Training reports its mAP with the same evaluator and defaults (utils/eval/evaluator.py), so both agree.
 """
 import argparse
 import csv
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import evaluator as ev
-from utils.amp import AMP_CHOICES
-from utils.fileio import write_json_atomic, write_text_atomic
+from utils.eval import evaluator as ev
+from utils.core.amp import AMP_CHOICES
+from utils.core.fileio import write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parent
 
@@ -74,18 +74,18 @@ def newest_best(logs: Path) -> Path:
 
 
 def read_class_file(path) -> list:
-    from utils.config import read_classes
+    from utils.core.config import read_classes
     return read_classes(path)
 
 
 def default_classes_file(data_path: Path) -> Path:
-    from utils.voc import resolve_classes
+    from utils.data.voc import resolve_classes
     return resolve_classes(data_path, ROOT / "model_data" / "voc_classes.txt")
 
 
 def build_model(args, data_path: Path):
     """(model, meta, is_our_checkpoint) with the class names checked against --classes."""
-    from utils.checkpoint import model_from_weights, read_checkpoint
+    from utils.engine.checkpoint import model_from_weights, read_checkpoint
 
     weights = Path(args.weights)
     ckpt = {} if weights.suffix == ".weights" else read_checkpoint(weights)
@@ -122,9 +122,9 @@ def scan_failure(error, stats, where: str, class_names) -> str:
 
 
 def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool = False):
-    """(samples, left_out): the split's samples and the utils.voc.LeftOut entries of the images that cannot
+    """(samples, left_out): the split's samples and the utils.data.voc.LeftOut entries of the images that cannot
     be read (an error unless skip_unreadable); an error when the classes and the dataset's names do not match."""
-    from utils.voc import DatasetError, ScanStats, UnreadableImagesError, load_eval_samples
+    from utils.data.voc import DatasetError, ScanStats, UnreadableImagesError, load_eval_samples
 
     where = f"{data_path} [{split}]"
     stats = ScanStats()
@@ -145,7 +145,7 @@ def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool =
 
 
 def output_dir(args, base: Path) -> Path:
-    from utils.run_logger import new_run_dir
+    from utils.engine.run_logger import new_run_dir
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,7 @@ def write_outputs(out: Path, result, class_names, plots: bool) -> None:
     writer.writerows(result["per_class"])
     write_text_atomic(out / "per_class.csv", buf.getvalue())
     if plots:
-        from utils import map_plots
+        from utils.eval import plots as map_plots
         thr = result["settings"]["score_thr"]
         map_plots.plot_pr_curves(result["per_class"], result["curves"], thr, out / "pr_curves")
         st = result["settings"]
@@ -213,8 +213,8 @@ def write_outputs(out: Path, result, class_names, plots: bool) -> None:
 
 def run_model(args, data_path: Path, split: str):
     """Detections from the model: (detections, samples, left_out, class_names, results base folder, settings)."""
-    from utils.amp import amp_name, resolve_amp, select_device
-    from utils.detect import detect_samples, drop_unreadable
+    from utils.core.amp import amp_name, resolve_amp, select_device
+    from utils.eval.detect import detect_samples, drop_unreadable
 
     model, meta, ours = build_model(args, data_path)
     if meta["input_size"][0] % 32 or meta["input_size"][1] % 32:
@@ -236,7 +236,7 @@ def run_model(args, data_path: Path, split: str):
 
 
 def load_detections(args, data_path: Path, split: str):
-    from utils.detect import read_coco_results
+    from utils.eval.detect import read_coco_results
 
     names = read_class_file(args.classes or default_classes_file(data_path))
     samples, left_out = load_split(data_path, split, names, args.skip_unreadable)
@@ -247,7 +247,7 @@ def load_detections(args, data_path: Path, split: str):
 def score(args):
     """Detect (or read --detections) and score as get_map.py does: (result, detections, samples, class_names,
     results base folder). ablate.py scores its runs with this, so both use the same settings."""
-    from utils.voc import default_split, resolve_data
+    from utils.data.voc import default_split, resolve_data
 
     for flag in ("conf", "nms", "iou", "score_thr"):
         if not 0 <= getattr(args, flag) <= 1:
@@ -268,7 +268,7 @@ def main(args) -> int:
     result, detections, samples, names, base = score(args)
     out = output_dir(args, base)
     if not args.detections:
-        from utils.detect import image_keys, write_coco_results
+        from utils.eval.detect import image_keys, write_coco_results
         write_coco_results(out / "detections.json", detections, image_keys(samples), names)
     write_outputs(out, result, names, plots=not args.no_plots)
     print(format_table(result))
@@ -279,7 +279,7 @@ def main(args) -> int:
 
 
 def cli(argv=None) -> int:
-    from utils.image import ImageReadError
+    from utils.ops.image import ImageReadError
 
     args = make_parser().parse_args(argv)
     try:

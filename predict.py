@@ -26,10 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.amp import AMP_CHOICES
-from utils.drawing import save_image
-from utils.fileio import write_bytes_atomic
-from utils.image import IMAGE_EXTENSIONS, ImageReadError, read_image
+from utils.core.amp import AMP_CHOICES
+from utils.deploy.drawing import save_image
+from utils.core.fileio import write_bytes_atomic
+from utils.ops.image import IMAGE_EXTENSIONS, ImageReadError, read_image
 
 ROOT = Path(__file__).resolve().parent
 COCO_CLASSES = ROOT / "model_data" / "coco_classes.txt"
@@ -190,7 +190,7 @@ def write_extras(yolo, image, det, name: str, out: Path, args) -> None:
     if args.heatmap:
         save_image(out / f"{name}_heatmap.jpg", yolo.heatmap(image))
     if args.attention_map:
-        from utils.attention_maps import save_attention_maps
+        from utils.deploy.attention_maps import save_attention_maps
         maps = yolo.attention_maps(image)
         if not maps:
             print(f"{name}: the model has no attention block with a map to show")
@@ -246,7 +246,7 @@ def predict_images(yolo, paths, out: Path, args) -> Counter:
         raise PredictError(f"none of the {len(paths)} images in {paths[0].parent} could be read (see the warnings "
                            "above): nothing was detected")
     if args.save_json:
-        from utils.detect import write_coco_results
+        from utils.eval.detect import write_coco_results
         write_coco_results(out / "detections.json", [d for _, d in found], [i for i, _ in found], yolo.class_names)
     return counts
 
@@ -329,7 +329,7 @@ def export(yolo, args) -> None:
     """--export-onnx: the raw graph, the graph with NMS, or (--int8) the quantized raw graph."""
     calibration = None
     if args.int8:
-        from utils.quantize import calibration_images
+        from utils.deploy.quantize import calibration_images
         calibration = calibration_images(args.data, args.split, yolo.class_names, args.calib_images)
     path = yolo.export_onnx(args.export_onnx, nms=args.export_onnx_nms, calibration_images=calibration)
     kind = (f"int8 raw head outputs, calibrated on {len(calibration)} images" if args.int8 else

@@ -13,19 +13,20 @@ import torch
 
 from nets.attention import parse_attention, attention_to_str
 from nets.yolo import YoloBody
-from utils import distributed as dist
-from utils.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
-from utils.checkpoint import load_weights, read_checkpoint, save_atomic
-from utils.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes
-from utils.augment import AugmentConfig
-from utils.dataloader import YoloDataset, build_dataloader, mosaic_enabled
-from utils.ema import ModelEMA, unwrap
-from utils.loss import YOLOLoss
-from utils.optim import build_optimizer, scaled_lr
-from utils.recipes import RECIPES, loss_kwargs
-from utils.run_logger import ResultsLog, new_run_dir, read_yaml, write_yaml
-from utils.fileio import remove_stale_temporaries
-from utils.trainer import (TrainState, TrainingDiverged, make_checkpoint, nonfinite_tensors, restore_checkpoint,
+from utils.engine import distributed as dist
+from utils.core.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
+from utils.engine.checkpoint import load_weights, read_checkpoint, save_atomic
+from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes
+from utils.data.augment import AugmentConfig
+from utils.data.dataloader import YoloDataset, build_dataloader, mosaic_enabled
+from utils.engine.distributed import unwrap
+from utils.engine.ema import ModelEMA
+from utils.engine.loss import YOLOLoss
+from utils.engine.optim import build_optimizer, scaled_lr
+from utils.engine.recipes import RECIPES, loss_kwargs
+from utils.engine.run_logger import ResultsLog, new_run_dir, read_yaml, write_yaml
+from utils.core.fileio import remove_stale_temporaries
+from utils.engine.trainer import (TrainState, TrainingDiverged, make_checkpoint, nonfinite_tensors, restore_checkpoint,
                            train_one_epoch, validation_loss)
 
 ROOT = Path(__file__).resolve().parent
@@ -42,7 +43,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--config", default=None, help="YAML of arguments (e.g. a run's run_args.yaml); flags given here override it")
-    a("--recipe", default="default", choices=list(RECIPES), help="a set of defaults (utils/recipes.py): this "
+    a("--recipe", default="default", choices=list(RECIPES), help="a set of defaults (utils/engine/recipes.py): this "
       "project's recipe for training from scratch, or bubbliiiing/yolov4-tiny-pytorch's; a config file and "
       "flags override it")
     a("--init", default="prior", choices=["prior", "normal"], help="initialisation: PyTorch's, with head biases at "
@@ -51,7 +52,7 @@ def make_parser() -> argparse.ArgumentParser:
     a("--attention", default=None, help="attention name or per-site spec (feat1=cbam,feat2=se,...); overrides --phi")
     a("--data", default="VOCdevkit", help="VOCdevkit root, one VOC year folder, or an annotation-lines file")
     a("--classes", default=None, help="classes file (default: model_data/voc_classes.txt, or the demo's classes)")
-    a("--train-split", default=None, help="training split (default: trainval/train, see utils/voc.py)")
+    a("--train-split", default=None, help="training split (default: trainval/train, see utils/data/voc.py)")
     a("--val-split", default=None, help="validation split (default: the evaluation split get_map.py uses)")
     a("--anchors", default=str(ROOT / "model_data/yolo_anchors.txt"), help="anchors file (w,h pairs in pixels)")
     a("--input-size", type=int, default=None, help="square input size, a multiple of 32 (default 416; 320 on the demo)")
@@ -157,8 +158,8 @@ def fill_defaults(args: argparse.Namespace, is_demo: bool) -> None:
 
 def load_data(args):
     """(class names, train samples, val samples, is_demo); fills args.data/classes/splits with what is used."""
-    from utils.demo_data import demo_classes_file
-    from utils.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
+    from utils.data.demo_data import demo_classes_file
+    from utils.data.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
 
     data = resolve_data(args.data)
     is_demo = demo_classes_file(data) is not None
@@ -216,7 +217,7 @@ def evaluate(args, model, val_samples, class_names, anchors, state: TrainState) 
     The model is evaluated as get_map.py will load it from the checkpoint (contiguous memory, the
     evaluator's batch size), so both print the same numbers.
     """
-    from utils.evaluator import evaluate_model
+    from utils.eval.evaluator import evaluate_model
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     return evaluate_model(model, val_samples, class_names, args.input_size, anchors, DEFAULT_ANCHORS_MASK,
                           scale_x_y=args.scale_x_y, workers=args.workers, device=state.device,
@@ -247,7 +248,7 @@ def start_run(args):
 
 
 def describe(args, device, amp_dtype, class_names, train_samples, val_samples, is_demo) -> None:
-    from utils.evaluator import CONF_THRES, IOU_THRES, NMS_THRES
+    from utils.eval.evaluator import CONF_THRES, IOU_THRES, NMS_THRES
     print(f"device: {device}{' x' + str(dist.world_size()) if dist.world_size() > 1 else ''}; "
           f"mixed precision: {amp_name(amp_dtype)}; channels-last: {'on' if args.channels_last_on else 'off'}")
     print(f"data: {args.data}{' (embedded demo dataset)' if is_demo else ''}; {len(class_names)} classes from "
@@ -436,8 +437,8 @@ def format_row(row: dict, epochs: int) -> str:
 
 
 def main(argv=None) -> int:
-    from utils.image import ImageReadError
-    from utils.voc import DatasetError
+    from utils.ops.image import ImageReadError
+    from utils.data.voc import DatasetError
     args = parse_args(argv)
     try:
         return train(args)

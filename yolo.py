@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from nets.fuse import fuse_model
-from utils.amp import amp_name, autocast, resolve_amp, select_device
-from utils.boxes import Letterbox, decode_candidates, detections_to_image, head_grid, postprocess
-from utils.checkpoint import model_from_weights
-from utils.config import read_classes
-from utils.drawing import draw_detections, heatmap_overlay
-from utils.export import (detector_graph, export_onnx, export_onnx_nms, onnx_metadata, ort_session, raw_graph,
+from utils.core.amp import amp_name, autocast, resolve_amp, select_device
+from utils.ops.boxes import Letterbox, decode_candidates, detections_to_image, head_grid, postprocess
+from utils.engine.checkpoint import model_from_weights
+from utils.core.config import read_classes
+from utils.deploy.drawing import draw_detections, heatmap_overlay
+from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, onnx_metadata, ort_session, raw_graph,
                           read_onnx_metadata)
-from utils.image import letterbox_image, read_image
+from utils.ops.image import letterbox_image, read_image
 
 BACKENDS = ("torch", "onnx")
 ImageLike = Union[str, Path, np.ndarray]
@@ -83,7 +83,7 @@ class YOLO:
         device: 'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'...
         backend: 'torch' (BN folded, channels-last, autocast) or 'onnx' (ONNX Runtime); default torch,
             and onnx for .onnx files, the only backend they run on.
-        amp: autocast for the torch backend, 'auto' | 'off' | 'bf16' | 'fp16' (utils.amp.resolve_amp: auto is
+        amp: autocast for the torch backend, 'auto' | 'off' | 'bf16' | 'fp16' (utils.core.amp.resolve_amp: auto is
             bf16 on CPUs with native bf16 and on CUDA, else fp32); decoding and NMS always run in fp32.
         anchors, scale_x_y: override the file's (darknet files default to scale_x_y 1.05).
     """
@@ -147,7 +147,7 @@ class YOLO:
     @property
     def session(self):
         """The ONNX Runtime session of the onnx backend (None for torch): the raw graph (the .onnx file, or
-        exported from the weights) with uint8 NHWC input, decoding and NMS inside (utils.export.detector_graph),
+        exported from the weights) with uint8 NHWC input, decoding and NMS inside (utils.deploy.export.detector_graph),
         rebuilt when conf, nms or max_det change."""
         key = (self.conf, self.nms, self.max_det)
         if self.backend == "onnx" and self._session_key != key:
@@ -241,7 +241,7 @@ class YOLO:
 
     def attention_maps(self, image: ImageLike) -> Dict[str, Tuple[str, np.ndarray]]:
         """{site: ('spatial', HxW map over the image) or ('channel', [C] weights)} of the model's attention blocks."""
-        from utils.attention_maps import attention_maps
+        from utils.deploy.attention_maps import attention_maps
         if self.model is None:
             raise ValueError("attention maps need the torch backend (a .pth or .weights file, --backend torch)")
         image = as_rgb_array(image)
@@ -302,13 +302,13 @@ class YOLO:
 
     def export_onnx(self, path, nms: bool = False, check: bool = True, calibration_images=None) -> Path:
         """Write an ONNX graph (opset 17, dynamic batch) at this input size, with this detector's settings in
-        its metadata (utils/export.py): raw head outputs, or with `nms` decoding and NMS inside using this
+        its metadata (utils/deploy/export.py): raw head outputs, or with `nms` decoding and NMS inside using this
         detector's conf, nms and max_det. With `calibration_images` (paths or RGB arrays, e.g. from
-        utils.quantize.calibration_images) the raw graph is quantized to int8 (utils/quantize.py)."""
+        utils.deploy.quantize.calibration_images) the raw graph is quantized to int8 (utils/deploy/quantize.py)."""
         if calibration_images is not None:
             if nms:
                 raise ValueError("int8 quantizes the raw graph; decoding and NMS stay outside it (drop the NMS option)")
-            from utils.quantize import export_int8
+            from utils.deploy.quantize import export_int8
             return export_int8(self._cpu_model(), self.meta, path, calibration_images, letterbox=self.letterbox)
         metadata = onnx_metadata(self.meta)
         if nms:

@@ -16,11 +16,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nets.yolo import YoloBody  # noqa: E402
-from utils.config import DEFAULT_ANCHORS_MASK, read_classes  # noqa: E402
-from utils.dataloader import YoloDataset, build_dataloader  # noqa: E402
-from utils.demo_data import ensure_demo_dataset  # noqa: E402
-from utils.amp import autocast, resolve_amp  # noqa: E402
-from utils.voc import default_split, load_samples, resolve_classes  # noqa: E402
+from utils.core.config import DEFAULT_ANCHORS_MASK, read_classes  # noqa: E402
+from utils.data.dataloader import YoloDataset, build_dataloader  # noqa: E402
+from utils.data.demo_data import ensure_demo_dataset  # noqa: E402
+from utils.core.amp import autocast, resolve_amp  # noqa: E402
+from utils.data.voc import default_split, load_samples, resolve_classes  # noqa: E402
 
 
 def make_parser() -> argparse.ArgumentParser:

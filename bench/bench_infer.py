@@ -9,10 +9,10 @@ of idle time: torch's OpenMP workers keep spinning for a while after a torch cal
 tax whichever row runs next (ONNX Runtime's rows most), which a program running one backend never
 sees. Paths timed:
   torch fp32 (BN folded, channels-last), torch bf16 (the same under bf16 autocast: --amp bf16);
-  onnx (the fp32 raw graph) and onnx int8 (the raw graph quantized by utils/quantize.py, run by
+  onnx (the fp32 raw graph) and onnx int8 (the raw graph quantized by utils/deploy/quantize.py, run by
   YOLO("model_int8.onnx")). Their forward rows run the raw graph file as exported (float NCHW in, raw
   outputs out); detect() runs it as YOLO does, behind uint8 NHWC input with decoding and NMS added
-  to the graph (utils.export.detector_graph).
+  to the graph (utils.deploy.export.detector_graph).
 The int8 graph is calibrated on --calib-images images from --data, or on random images without
 --data (the speed does not depend on them). On a CPU without native bf16 the bf16 rows are emulated
 and slow. A random model finds nothing at --conf 0.5, so NMS is nearly free here; with trained
@@ -37,12 +37,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nets.yolo import YoloBody  # noqa: E402
-from utils.amp import cpu_supports_bf16  # noqa: E402
-from utils.checkpoint import CHECKPOINT_FORMAT, model_from_weights, save_atomic  # noqa: E402
-from utils.config import DEFAULT_ANCHORS_MASK, read_anchors  # noqa: E402
-from utils.export import export_onnx, ort_session  # noqa: E402
-from utils.image import read_image  # noqa: E402
-from utils.quantize import calibration_images  # noqa: E402
+from utils.core.amp import cpu_supports_bf16  # noqa: E402
+from utils.engine.checkpoint import CHECKPOINT_FORMAT, model_from_weights, save_atomic  # noqa: E402
+from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors  # noqa: E402
+from utils.deploy.export import export_onnx, ort_session  # noqa: E402
+from utils.ops.image import read_image  # noqa: E402
+from utils.deploy.quantize import calibration_images  # noqa: E402
 from yolo import YOLO  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nets.yolo import YoloBody  # noqa: E402
-from utils.config import DEFAULT_ANCHORS_MASK, read_anchors  # noqa: E402
-from utils.detect import detect_samples  # noqa: E402
-from utils.evaluator import evaluate_detections  # noqa: E402
+from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors  # noqa: E402
+from utils.eval.detect import detect_samples  # noqa: E402
+from utils.eval.evaluator import evaluate_detections  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,14 +13,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nets.yolo import YoloBody  # noqa: E402
-from utils.amp import amp_name, autocast, resolve_amp  # noqa: E402
-from utils.augment import AugmentConfig  # noqa: E402
-from utils.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes  # noqa: E402
-from utils.dataloader import YoloDataset, build_dataloader  # noqa: E402
-from utils.demo_data import ensure_demo_dataset  # noqa: E402
-from utils.loss import YOLOLoss  # noqa: E402
-from utils.optim import build_optimizer  # noqa: E402
-from utils.voc import load_samples  # noqa: E402
+from utils.core.amp import amp_name, autocast, resolve_amp  # noqa: E402
+from utils.data.augment import AugmentConfig  # noqa: E402
+from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes  # noqa: E402
+from utils.data.dataloader import YoloDataset, build_dataloader  # noqa: E402
+from utils.data.demo_data import ensure_demo_dataset  # noqa: E402
+from utils.engine.loss import YOLOLoss  # noqa: E402
+from utils.engine.optim import build_optimizer  # noqa: E402
+from utils.data.voc import load_samples  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ torch threads, one after the other, each timed by the wall clock of its training
     its own virtual environment (--peer-venv, made with --system-site-packages so it reuses this
     torch; created and filled by this script, never a dependency of the project) on the dataset
     converted to YOLO format (difficult objects left out, as our loader does), scored from last.pt.
-Both are scored by our evaluator (utils.evaluator) on the dataset's val split from detections at
+Both are scored by our evaluator (utils.eval.evaluator) on the dataset's val split from detections at
 confidence 0.001, class-aware NMS at IoU 0.5 and at most 300 boxes per image (our NMS settings; the
 peer's own predict default is IoU 0.7), in original-image pixels.
 
@@ -35,10 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.config import read_classes  # noqa: E402
-from utils.evaluator import CONF_THRES, NMS_THRES  # noqa: E402
-from utils.fileio import write_json_atomic, write_text_atomic  # noqa: E402
-from utils.voc import REPO_ROOT, Sample  # noqa: E402
+from utils.core.config import read_classes  # noqa: E402
+from utils.eval.evaluator import CONF_THRES, NMS_THRES  # noqa: E402
+from utils.core.fileio import write_json_atomic, write_text_atomic  # noqa: E402
+from utils.data.voc import REPO_ROOT, Sample  # noqa: E402
 
 DATASETS = {"demo": "model_data/demo_classes.txt", "alt": "model_data/demo_alt_classes.txt"}  # demo style -> classes
 MODELS = ("ours", "yolov8n")
@@ -104,7 +104,7 @@ class Dataset:
 
 def prepare_dataset(name: str, max_images: int, out: Path) -> Dataset:
     """The demo dataset `name` (generated if absent), or a VOC folder of its first `max_images` per split."""
-    from utils.demo_data import ensure_demo_dataset
+    from utils.data.demo_data import ensure_demo_dataset
 
     path = ensure_demo_dataset(style=name)
     if max_images:
@@ -126,7 +126,7 @@ def write_subset(data: Path, dst: Path, max_images: int) -> Path:
 
 
 def load_split(dataset: Dataset, split: str) -> List[Sample]:
-    from utils.voc import load_samples
+    from utils.data.voc import load_samples
 
     return load_samples(dataset.path, split, dataset.class_names)
 
@@ -151,7 +151,7 @@ def yolo_data_yaml(root: Path, class_names: Sequence[str]) -> str:
 
 def write_yolo_image(sample: Sample, dst: Path) -> None:
     """Copy the image (a link could be re-saved: ultralytics fixes corrupt JPEGs); re-encode it when EXIF turns it."""
-    from utils.image import exif_rotates, open_image, read_image
+    from utils.ops.image import exif_rotates, open_image, read_image
 
     with open_image(sample.image_path) as image:
         rotates = exif_rotates(image)
@@ -264,8 +264,8 @@ def detections_from_lists(rows: Sequence[Sequence[Sequence[float]]]) -> List[np.
 
 def score_ours(weights: str, samples: List[Sample], class_names: Sequence[str], input_size: int) -> Dict:
     """mAP of our checkpoint on `samples` with our detector and evaluator; also its parameter count."""
-    from utils.checkpoint import model_from_weights
-    from utils.evaluator import evaluate_model
+    from utils.engine.checkpoint import model_from_weights
+    from utils.eval.evaluator import evaluate_model
 
     model, meta = model_from_weights(weights)
     result = evaluate_model(model, samples, class_names, input_size, meta["anchors"], meta["anchors_mask"],
@@ -275,7 +275,7 @@ def score_ours(weights: str, samples: List[Sample], class_names: Sequence[str], 
 
 
 def score_detections(detections: List[np.ndarray], samples: List[Sample], class_names: Sequence[str]) -> Dict:
-    from utils.evaluator import evaluate_detections
+    from utils.eval.evaluator import evaluate_detections
 
     result = evaluate_detections(detections, samples, class_names, metric="all")
     return {"map50": result["map50"], "map50_95": result["map50_95"]}
@@ -372,7 +372,7 @@ def table_notes(settings: Settings, rows: Sequence[Dict]) -> str:
     text = (f"{settings.input_size} px, {settings.epochs} epochs, batch {settings.batch_size}, "
             f"{settings.workers} workers asked, {settings.threads} threads"
             + (f", first {settings.max_images} train/val images" if settings.max_images else "")
-            + f"; scored by utils.evaluator at conf {CONF_THRES}, NMS IoU {NMS_THRES}, max {MAX_DET} boxes")
+            + f"; scored by utils.eval.evaluator at conf {CONF_THRES}, NMS IoU {NMS_THRES}, max {MAX_DET} boxes")
     if versions:
         text += f"; YOLOv8n: ultralytics {', '.join(versions)}, yolov8n.yaml from scratch, 0 workers on CPU"
         text += f"; network attempts refused: {attempts}" if attempts else "; no network access attempted"

@@ -11,7 +11,7 @@ from typing import Iterator, List, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from utils.fileio import atomic_open
+from utils.core.fileio import atomic_open
 
 HEADER_INT32 = 3
 

@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nets.yolo import YoloBody
-from utils.config import DEFAULT_ANCHORS_MASK
+from utils.core.config import DEFAULT_ANCHORS_MASK
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -14,8 +14,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
-from utils.dataloader import YoloDataset  # noqa: E402
-from utils.ema import unwrap  # noqa: E402
+from utils.data.dataloader import YoloDataset  # noqa: E402
+from utils.engine.distributed import unwrap  # noqa: E402
 
 
 def main() -> int:

@@ -147,19 +147,19 @@ def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_pa
 def test_runs_are_scored_by_get_map_with_its_defaults(tmp_path, monkeypatch):
     """ablate.py's score of a run is `python get_map.py --weights last.pth`'s: same function, same settings."""
     import get_map
-    import utils.detect
+    import utils.eval.detect
     from tests.test_get_map import CLASSES, save_random_checkpoint, write_voc
-    monkeypatch.setattr("utils.amp.cpu_supports_bf16", lambda *args: True)  # --amp auto is bf16 on such CPUs
+    monkeypatch.setattr("utils.core.amp.cpu_supports_bf16", lambda *args: True)  # --amp auto is bf16 on such CPUs
     voc = write_voc(tmp_path)
     weights = tmp_path / "run" / "last.pth"
     save_random_checkpoint(weights, CLASSES)
-    calls, detect = [], utils.detect.detect_samples
+    calls, detect = [], utils.eval.detect.detect_samples
 
     def spy(*args, **kwargs):
         calls.append({k: kwargs.get(k) for k in ("amp", "conf_thres", "nms_thres", "batch_size", "scale_x_y")})
         return detect(*args, **kwargs)
 
-    monkeypatch.setattr(utils.detect, "detect_samples", spy)
+    monkeypatch.setattr(utils.eval.detect, "detect_samples", spy)
     record = ablate.RunScorer(str(voc), None, "cpu", workers=0)(weights)
     assert get_map.cli(["--weights", str(weights), "--data", str(voc), "--device", "cpu", "--out", str(tmp_path / "m"),
                         "--no-plots"]) == 0

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from tests.test_voc import make_year
-from utils import anchors
+from utils.data import anchors
 
 
 def test_kmeans_recovers_clusters_and_beats_poor_anchors():

@@ -2,8 +2,8 @@ import numpy as np
 
 import predict
 from nets.yolo import YoloBody
-from utils.checkpoint import CHECKPOINT_FORMAT, save_atomic
-from utils.image import read_image
+from utils.engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from utils.ops.image import read_image
 
 SPEC = "feat1=cbam,feat2=se,upsample=ca,csp1=triplet,csp3=sk"
 
@@ -39,7 +39,7 @@ def test_yolo_attention_maps_per_site(tmp_path):
 def test_predict_writes_attention_maps(tmp_path, capsys):
     write_checkpoint(tmp_path / "m.pth")
     img = tmp_path / "im.png"
-    from utils.drawing import save_image
+    from utils.deploy.drawing import save_image
     save_image(img, np.random.default_rng(1).integers(0, 255, (100, 120, 3), dtype=np.uint8))
     assert run_predict(tmp_path / "m.pth", img, tmp_path / "out") == 0
     out = tmp_path / "out"
@@ -52,7 +52,7 @@ def test_predict_writes_attention_maps(tmp_path, capsys):
 def test_model_without_attention_says_so(tmp_path, capsys):
     write_checkpoint(tmp_path / "m.pth", attention="none")
     img = tmp_path / "im.png"
-    from utils.drawing import save_image
+    from utils.deploy.drawing import save_image
     save_image(img, np.zeros((64, 64, 3), np.uint8))
     assert run_predict(tmp_path / "m.pth", img, tmp_path / "out") == 0
     assert "no attention block with a map" in capsys.readouterr().out

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.augment import AugmentConfig, filter_boxes, hflip, hsv_jitter
-from utils.dataloader import YoloDataset
-from utils.voc import Sample
+from utils.data.augment import AugmentConfig, filter_boxes, hflip, hsv_jitter
+from utils.data.dataloader import YoloDataset
+from utils.data.voc import Sample
 
 SIZES = [(60, 40), (48, 64), (80, 50), (40, 40), (64, 36), (50, 70)]
 

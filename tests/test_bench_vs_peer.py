@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import ROOT
-from utils.voc import Sample
+from utils.data.voc import Sample
 
 _spec = importlib.util.spec_from_file_location("bench_vs_peer", ROOT / "bench" / "bench_vs_peer.py")
 bvp = importlib.util.module_from_spec(_spec)

@@ -1,4 +1,4 @@
-"""utils.coco_metric against pycocotools' COCOeval run directly on the same boxes: every array equal."""
+"""utils.eval.coco_metric against pycocotools' COCOeval run directly on the same boxes: every array equal."""
 import contextlib
 import io
 
@@ -7,7 +7,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from utils.coco_metric import CocoBoxes, coco_evaluate
+from utils.eval.coco_metric import CocoBoxes, coco_evaluate
 
 
 def random_case(seed, num_images=25, num_classes=4):

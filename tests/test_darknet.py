@@ -5,7 +5,7 @@ import torch
 from nets.darknet import darknet_layers, expected_floats, load_darknet_weights, save_darknet_weights
 from nets.yolo import YoloBody
 from tests.test_yolo import ANCHORS_MASK, random_bn
-from utils.checkpoint import model_from_weights
+from utils.engine.checkpoint import model_from_weights
 
 OFFICIAL_BYTES = 24_251_276  # darknet's yolov4-tiny.weights (COCO, 80 classes)
 

@@ -5,9 +5,9 @@ import torch
 import torch.distributed as dist
 
 from tests.test_augment import make_colour_samples
-from utils.boxes import letterbox_params
-from utils.dataloader import YoloDataset, build_dataloader, mosaic_enabled, yolo_collate
-from utils.voc import Sample
+from utils.ops.boxes import letterbox_params
+from utils.data.dataloader import YoloDataset, build_dataloader, mosaic_enabled, yolo_collate
+from utils.data.voc import Sample
 
 
 def epoch_batches(loader, epoch):
@@ -81,7 +81,7 @@ def test_distributed_sampler(samples, tmp_path):
 
 @pytest.mark.parametrize("length,world,drop_last", [(10, 2, True), (11, 2, True), (11, 3, False), (7, 2, False)])
 def test_rank_shards_are_disjoint_and_together_make_one_process_batches(length, world, drop_last):
-    from utils.dataloader import EpochSampler
+    from utils.data.dataloader import EpochSampler
     single = EpochSampler(length, True, seed=3)
     single.set_epoch(2)
     order = list(single)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.test_yolo import ANCHORS, ANCHORS_MASK, make_checkpoint
-from utils.boxes import Letterbox, decode_candidates, decode_outputs, letterbox_params, postprocess
+from utils.ops.boxes import Letterbox, decode_candidates, decode_outputs, letterbox_params, postprocess
 from yolo import YOLO
 
 INPUT_HW = (64, 96)  # out0 grid 2x3 (stride 32), out1 grid 4x6 (stride 16)
@@ -111,7 +111,7 @@ def test_candidate_decoding_keeps_what_full_decoding_keeps(conf, scale_x_y):
 
 
 def test_boxes_without_area_after_clipping_are_dropped():
-    from utils.boxes import detections_to_image
+    from utils.ops.boxes import detections_to_image
     lb = Letterbox(1.0, 1.0, 0, 0)
     det = torch.tensor([[-5.0, -5.0, 10.0, 10.0, 0.9, 0],   # overhangs: clipped to [0, 0, 8, 6]
                         [9.0, 1.0, 20.0, 5.0, 0.8, 1],      # right of the image: width 0 after clipping

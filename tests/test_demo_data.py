@@ -3,9 +3,9 @@ import dataclasses
 
 import pytest
 
-from utils import demo_data
-from utils.config import read_classes
-from utils.voc import default_split, load_samples, resolve_classes
+from utils.data import demo_data
+from utils.core.config import read_classes
+from utils.data.voc import default_split, load_samples, resolve_classes
 
 TINY = dataclasses.replace(demo_data.STYLES["demo"], n_train=6, n_val=3, difficult_rate=0.3, background_rate=0.5)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.evaluator import confusion_matrix, evaluate_detections, evaluate_model, gather_detections, \
+from utils.eval.evaluator import confusion_matrix, evaluate_detections, evaluate_model, gather_detections, \
     gather_ground_truth, voc_ap
 
 
@@ -258,7 +258,7 @@ def test_evaluate_model_equals_yolo_detections_scored_by_pycocotools(tmp_path):
     """evaluate_model (batched loader, unfused model) against YOLO's own per-image path (BN folded,
     channels-last) scored by the devkit loop and by pycocotools itself."""
     from tests.test_get_map import save_random_checkpoint
-    from utils.checkpoint import model_from_weights
+    from utils.engine.checkpoint import model_from_weights
     from yolo import YOLO
 
     weights = tmp_path / "c.pth"
@@ -285,8 +285,8 @@ def test_evaluate_model_equals_yolo_detections_scored_by_pycocotools(tmp_path):
 
 def test_evaluate_model_names_unreadable_images(tmp_path):
     from nets.yolo import YoloBody
-    from utils.config import DEFAULT_ANCHORS_MASK, read_anchors
-    from utils.voc import UnreadableImagesError
+    from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors
+    from utils.data.voc import UnreadableImagesError
 
     samples = write_samples(tmp_path, [(60, 90), (80, 50), (40, 40)], [[5, 5, 30, 30]] * 3)
     for s in samples[1:]:
@@ -306,8 +306,8 @@ def test_evaluate_model_names_unreadable_images(tmp_path):
 
 def test_detect_samples_keeps_only_boxes_with_area(tmp_path):
     from tests.test_yolo import make_checkpoint
-    from utils.checkpoint import model_from_weights
-    from utils.detect import detect_samples
+    from utils.engine.checkpoint import model_from_weights
+    from utils.eval.detect import detect_samples
 
     model, meta = model_from_weights(make_checkpoint(tmp_path / "c.pth", input_size=(64, 64)))
     samples = write_samples(tmp_path, [(1, 1), (1, 30), (20, 1)], [[0, 0, 1, 1]] * 3)

@@ -12,8 +12,8 @@ import torch
 
 import get_map
 from nets.yolo import YoloBody
-from utils.checkpoint import CHECKPOINT_FORMAT, save_atomic
-from utils.config import DEFAULT_ANCHORS_MASK, read_anchors
+from utils.engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors
 
 CLASSES = ["cat", "dog"]
 # stem -> (height, width), objects (name, xmin, ymin, xmax, ymax, difficult)
@@ -106,7 +106,7 @@ def save_random_checkpoint(path, class_names, seed=1):
 
 
 def split_samples(voc):
-    """The test split's ground truth, written out by hand from IMAGES (not read by utils.voc)."""
+    """The test split's ground truth, written out by hand from IMAGES (not read by utils.data.voc)."""
     samples = []
     for stem, (_, objects) in list(IMAGES.items())[:3]:
         samples.append(types.SimpleNamespace(

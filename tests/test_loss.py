@@ -7,10 +7,10 @@ from torchvision.ops import complete_box_iou_loss
 
 from nets.yolo import YoloBody
 from tests.reference_model import reference_ciou
-from utils.boxes import cxcywh_to_xyxy
-from utils.config import DEFAULT_ANCHORS_MASK
-from utils.loss import YOLOLoss, complete_iou_loss
-from utils.recipes import loss_kwargs, recipe_args
+from utils.ops.boxes import cxcywh_to_xyxy
+from utils.core.config import DEFAULT_ANCHORS_MASK
+from utils.engine.loss import YOLOLoss, complete_iou_loss
+from utils.engine.recipes import loss_kwargs, recipe_args
 
 ANCHORS = torch.tensor([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]], dtype=torch.float32)
 

@@ -6,8 +6,8 @@ import torch
 from nets.fuse import fuse_model
 from nets.yolo import YoloBody
 from tests.test_yolo import ANCHORS, ANCHORS_MASK, make_checkpoint, random_bn, rgb
-from utils.boxes import decode_outputs, postprocess
-from utils.export import OPSET, detector_graph, export_onnx, export_onnx_nms, max_abs_error, ort_session
+from utils.ops.boxes import decode_outputs, postprocess
+from utils.deploy.export import OPSET, detector_graph, export_onnx, export_onnx_nms, max_abs_error, ort_session
 from yolo import YOLO
 
 HW = (64, 96)

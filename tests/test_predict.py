@@ -181,7 +181,7 @@ def test_default_weights_is_newest_best(tmp_path):
 @pytest.mark.parametrize("native, line", [(False, "precision off (fp32) (--amp auto)"),
                                           (True, "precision bf16 autocast (--amp auto)")])
 def test_amp_auto_is_reported(ckpt, images, tmp_path, capsys, monkeypatch, native, line):
-    monkeypatch.setattr("utils.amp.cpu_supports_bf16", lambda *args: native)
+    monkeypatch.setattr("utils.core.amp.cpu_supports_bf16", lambda *args: native)
     assert run(ckpt, tmp_path, "--img", str(images / "tiny.bmp"), "--device", "cpu") == 0
     assert line in capsys.readouterr().out
 

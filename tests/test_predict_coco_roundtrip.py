@@ -1,4 +1,4 @@
-"""predict.py --save-json and get_map.py --detections speak the same COCO results format (utils.detect)."""
+"""predict.py --save-json and get_map.py --detections speak the same COCO results format (utils.eval.detect)."""
 import json
 
 import pytest

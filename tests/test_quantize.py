@@ -9,11 +9,11 @@ from torchvision.ops import box_iou
 import predict
 from nets.yolo import YoloBody
 from tests.test_yolo import ANCHORS_MASK, CLASSES, make_checkpoint, rgb
-from utils import quantize
-from utils.checkpoint import model_from_weights, read_checkpoint, save_atomic
-from utils.evaluator import evaluate_model
-from utils.export import read_onnx_metadata
-from utils.voc import load_samples
+from utils.deploy import quantize
+from utils.engine.checkpoint import model_from_weights, read_checkpoint, save_atomic
+from utils.eval.evaluator import evaluate_model
+from utils.deploy.export import read_onnx_metadata
+from utils.data.voc import load_samples
 from yolo import YOLO
 
 HW = (64, 96)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tests.reference_model import reference_assignment, reference_yolo_loss
-from utils.config import DEFAULT_ANCHORS_MASK
-from utils.loss import YOLOLoss
-from utils.recipes import RECIPES, loss_kwargs, recipe_args
+from utils.core.config import DEFAULT_ANCHORS_MASK
+from utils.engine.loss import YOLOLoss
+from utils.engine.recipes import RECIPES, loss_kwargs, recipe_args
 
 ANCHORS = torch.tensor([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]], dtype=torch.float32)
 

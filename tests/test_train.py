@@ -9,7 +9,7 @@ import pytest
 
 import train
 from tests.tiny_voc import CLASSES, write_tiny_voc
-from utils.checkpoint import read_checkpoint
+from utils.engine.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_same_seed_same_losses(tiny_voc, tmp_path):
 
 def test_partial_load_reports_what_it_skipped(tiny_voc, tmp_path, capsys):
     from nets.yolo import YoloBody
-    from utils.checkpoint import save_atomic
+    from utils.engine.checkpoint import save_atomic
     other = YoloBody([[3, 4, 5], [1, 2, 3]], 7, phi=1)  # other class count, other attention
     save_atomic(other.state_dict(), tmp_path / "other.pth")
     assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 1, "--eval-period", 0, "--phi", 0,

@@ -9,10 +9,10 @@ import torch
 import train
 from tests.test_train import scan_cache, tiny_voc  # noqa: F401 (fixtures)
 from tests.tiny_voc import write_tiny_voc
-from utils.checkpoint import read_checkpoint
-from utils.fileio import atomic_open
-from utils.recipes import RECIPES
-from utils.trainer import TrainState, TrainingDiverged, gradient_norm, nonfinite_tensors, train_step, validation_loss
+from utils.engine.checkpoint import read_checkpoint
+from utils.core.fileio import atomic_open
+from utils.engine.recipes import RECIPES
+from utils.engine.trainer import TrainState, TrainingDiverged, gradient_norm, nonfinite_tensors, train_step, validation_loss
 
 
 def run_args(data, save_dir, *extra) -> list:
@@ -37,7 +37,7 @@ class NaNGradient(torch.autograd.Function):
 
 
 def tiny_state(loss_fn, **kw) -> TrainState:
-    from utils.ema import ModelEMA
+    from utils.engine.ema import ModelEMA
     torch.manual_seed(0)
     model = TupleOut(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from utils.amp import resolve_amp, cpu_supports_bf16
-from utils.checkpoint import save_atomic
-from utils.ema import ModelEMA
-from utils.optim import build_optimizer, lr_factor, scaled_lr
-from utils.run_logger import ResultsLog, new_run_dir
+from utils.core.amp import resolve_amp, cpu_supports_bf16
+from utils.engine.checkpoint import save_atomic
+from utils.engine.ema import ModelEMA
+from utils.engine.optim import build_optimizer, lr_factor, scaled_lr
+from utils.engine.run_logger import ResultsLog, new_run_dir
 
 
 def test_amp_auto_falls_back_to_fp32_without_cpu_bf16():
@@ -91,7 +91,7 @@ def test_interrupted_checkpoint_write_leaves_previous_file_intact(tmp_path):
 def test_darknet_file_of_another_class_count_loads_what_matches(tmp_path):
     from nets.darknet import save_darknet_weights
     from nets.yolo import YoloBody
-    from utils.checkpoint import load_weights
+    from utils.engine.checkpoint import load_weights
     coco = YoloBody([[3, 4, 5], [1, 2, 3]], 80)
     save_darknet_weights(coco, tmp_path / "coco.weights")
     model = YoloBody([[3, 4, 5], [1, 2, 3]], 3, phi=1)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils import voc
-from utils.image import read_image
-from utils.voc import DatasetError, default_split, load_samples
+from utils.data import voc
+from utils.ops.image import read_image
+from utils.data.voc import DatasetError, default_split, load_samples
 
 CLASSES = ["cat", "dog"]
 
@@ -215,10 +215,10 @@ def test_cache_is_used_and_detects_changed_files(tmp_path, capsys):
 
 
 def test_resolve_data_falls_back_to_demo_only_for_the_default(tmp_path, monkeypatch, capsys):
-    import utils.demo_data
+    import utils.data.demo_data
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(voc, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(utils.demo_data, "ensure_demo_dataset", lambda: tmp_path / "demo_data" / "demo")
+    monkeypatch.setattr(utils.data.demo_data, "ensure_demo_dataset", lambda: tmp_path / "demo_data" / "demo")
     (tmp_path / "VOCdevkit").mkdir()
     assert voc.resolve_data("VOCdevkit") == tmp_path / "demo_data" / "demo"
     assert "using the demo dataset" in capsys.readouterr().out
@@ -231,7 +231,7 @@ def test_resolve_data_falls_back_to_demo_only_for_the_default(tmp_path, monkeypa
 @pytest.mark.parametrize("scale,flag", [(0.65, "INTER_LINEAR"), (0.4, "INTER_AREA"), (1.5, "INTER_LINEAR")])
 def test_resize_is_bilinear_except_below_half_size(scale, flag):
     import cv2
-    from utils.image import resize
+    from utils.ops.image import resize
     image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     size = (round(160 * scale), round(120 * scale))
     assert np.array_equal(resize(image, size), cv2.resize(image, size, interpolation=getattr(cv2, flag)))

@@ -4,9 +4,9 @@ import torch
 
 from nets.fuse import fuse_model
 from nets.yolo import YoloBody
-from utils.boxes import decode_outputs
-from utils.checkpoint import CHECKPOINT_FORMAT, save_atomic
-from utils.drawing import class_colors, draw_detections, font_size
+from utils.ops.boxes import decode_outputs
+from utils.engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from utils.deploy.drawing import class_colors, draw_detections, font_size
 from yolo import YOLO, Detections
 
 ANCHORS_MASK = [[3, 4, 5], [1, 2, 3]]
@@ -157,7 +157,7 @@ def test_bf16_matches_fp32_within_tolerance(checkpoint):
 
 @pytest.mark.parametrize("native, expected", [(False, None), (True, torch.bfloat16)])
 def test_amp_auto_follows_cpu_bf16_support(checkpoint, monkeypatch, native, expected):
-    monkeypatch.setattr("utils.amp.cpu_supports_bf16", lambda *args: native)
+    monkeypatch.setattr("utils.core.amp.cpu_supports_bf16", lambda *args: native)
     yolo = YOLO(checkpoint, device="cpu")  # amp="auto" is the default
     assert yolo.amp is expected
     assert yolo.precision == ("bf16 autocast" if native else "off (fp32)")

@@ -8,10 +8,11 @@ from typing import Dict, List, Optional
 import torch
 from tqdm import tqdm
 
-from utils.amp import autocast
-from utils.checkpoint import CHECKPOINT_FORMAT
-from utils.ema import ModelEMA, unwrap
-from utils.optim import lr_factor
+from utils.core.amp import autocast
+from utils.engine.checkpoint import CHECKPOINT_FORMAT
+from utils.engine.distributed import unwrap
+from utils.engine.ema import ModelEMA
+from utils.engine.optim import lr_factor
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,6 +1,6 @@
 """Anchor boxes by k-means with IoU distance on the dataset's boxes at the training input size.
 
-    python -m utils.anchors --data VOCdevkit --input-size 416 [--write model_data/my_anchors.txt]
+    python -m utils.data.anchors --data VOCdevkit --input-size 416 [--write model_data/my_anchors.txt]
 
 Prints the new anchors beside the current ones with each set's average best IoU; writes a file only
 with --write.
@@ -10,10 +10,10 @@ from typing import List, Sequence
 
 import numpy as np
 
-from utils.boxes import letterbox_params
-from utils.config import read_anchors, read_classes
-from utils.fileio import write_text_atomic
-from utils.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
+from utils.ops.boxes import letterbox_params
+from utils.core.config import read_anchors, read_classes
+from utils.core.fileio import write_text_atomic
+from utils.data.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
 
 
 def iou_wh(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
@@ -70,7 +70,7 @@ def format_anchors(anchors: np.ndarray) -> str:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="VOCdevkit", help="VOCdevkit root, year folder or annotation-lines file")
-    p.add_argument("--split", default=None, help="split to read; default: the training split (utils.voc.default_split)")
+    p.add_argument("--split", default=None, help="split to read; default: the training split (utils.data.voc.default_split)")
     p.add_argument("--classes", default="model_data/voc_classes.txt", help="classes file")
     p.add_argument("--input-size", type=int, default=416, help="training input size (pixels)")
     p.add_argument("--anchors", default="model_data/yolo_anchors.txt", help="current anchors, for comparison")

@@ -21,9 +21,9 @@ import torch
 import torch.distributed as tdist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from utils.augment import AugmentConfig, hsv_jitter, mixup, mosaic, random_place
-from utils.image import letterbox_image, read_image
-from utils.voc import Sample
+from utils.data.augment import AugmentConfig, hsv_jitter, mixup, mosaic, random_place
+from utils.ops.image import letterbox_image, read_image
+from utils.data.voc import Sample
 
 
 def mosaic_enabled(epoch: int, epochs: int, ratio: float = 0.7) -> bool:
@@ -42,12 +42,12 @@ class YoloDataset(Dataset):
     """Samples -> (HxWx3 uint8 input image, float32 [N, 5] targets: class, cx, cy, w, h normalised).
 
     Args:
-        samples: from utils.voc.load_samples.
+        samples: from utils.data.voc.load_samples.
         input_size: network input, an int or (h, w), multiples of 32.
         train: augment (and leave difficult objects out); otherwise letterbox only, all non-difficult boxes.
         mosaic: probability of a mosaic of four images (train only; while set_mosaic(True)).
         mixup: probability of blending a mosaic with another augmented image, as the reference does.
-        augment: the other knobs (see utils.augment.AugmentConfig); None for the defaults.
+        augment: the other knobs (see utils.data.augment.AugmentConfig); None for the defaults.
         seed: base of every random choice.
     """
 

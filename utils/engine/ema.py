@@ -4,6 +4,8 @@ import math
 
 import torch
 
+from utils.engine.distributed import unwrap
+
 
 class ModelEMA:
     """Keeps ema = d * ema + (1 - d) * model after each step, with d ramping up from 0 to `decay`
@@ -37,8 +39,3 @@ class ModelEMA:
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
         self.updates, self.decay, self.tau = state["updates"], state["decay"], state["tau"]
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare model inside DistributedDataParallel (or the model itself)."""
-    return model.module if hasattr(model, "module") else model

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from utils.boxes import batched_box_iou, cxcywh_to_xyxy, head_grid, paired_box_iou, wh_iou
+from utils.ops.boxes import batched_box_iou, cxcywh_to_xyxy, head_grid, paired_box_iou, wh_iou
 
 
 class YOLOLoss(nn.Module):

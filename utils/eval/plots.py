@@ -1,29 +1,10 @@
 """PNG plots of evaluation results: PR curve per class, AP per class, confusion matrix."""
-import re
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from utils.fileio import atomic_open  # noqa: E402
-
-
-def save_figure(fig, path) -> Path:
-    """Save as PNG through a temporary file and rename, then close the figure."""
-    try:
-        with atomic_open(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
-
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "class"
+from utils.core.plotting import plt, safe_name, save_figure
 
 
 def plot_pr_curve(name: str, curve: Dict, ap, score_thr: float, path) -> Path:

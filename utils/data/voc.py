@@ -44,10 +44,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.image import IMAGE_EXTENSIONS, ImageReadError, exif_rotates, open_image
-from utils.fileio import atomic_open
+from utils.ops.image import IMAGE_EXTENSIONS, ImageReadError, exif_rotates, open_image
+from utils.core.fileio import atomic_open
+from utils.core.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "VOCdevkit"
 CACHE_VERSION = 2
 # skip reasons that take an image and its objects out of a split without the data saying so
@@ -350,7 +350,7 @@ def resolve_data(data=DEFAULT_DATA) -> Path:
         repo_default = REPO_ROOT / DEFAULT_DATA
         if _layout(repo_default) is not None:
             return repo_default
-        from utils.demo_data import ensure_demo_dataset
+        from utils.data.demo_data import ensure_demo_dataset
         demo = ensure_demo_dataset()
         print(f"no dataset in {DEFAULT_DATA}/: using the demo dataset at {demo} "
               f"(classes model_data/demo_classes.txt)")
@@ -362,7 +362,7 @@ def resolve_data(data=DEFAULT_DATA) -> Path:
 
 def resolve_classes(data_path, classes) -> Path:
     """The classes file to use: the demo's own when `data_path` is a demo dataset and `classes` is the VOC default."""
-    from utils.demo_data import demo_classes_file
+    from utils.data.demo_data import demo_classes_file
     demo = demo_classes_file(data_path)
     if demo is not None and Path(classes).name == "voc_classes.txt":
         return demo

@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-from utils.voc import REPO_ROOT
+from utils.core.paths import REPO_ROOT
 
 GENERATOR_VERSION = 1
 MARKER = ".complete"

@@ -1,12 +1,12 @@
 """int8 ONNX graphs by static quantization with ONNX Runtime, and scoring ONNX graphs on a dataset split.
 
-    python -m utils.quantize --weights logs/run/best.pth [--data VOCdevkit] [--calib-images 100] [--out model_int8.onnx]
+    python -m utils.deploy.quantize --weights logs/run/best.pth [--data VOCdevkit] [--calib-images 100] [--out model_int8.onnx]
 
 writes the fp32 and the int8 raw graph and prints mAP@0.5 of the torch model, the fp32 graph and the
 int8 graph on the evaluation split, in one table.
 
 How the int8 graph is made (quantize_onnx):
-  * the raw graph (utils/export.py: images -> out0, out1; decoding and NMS are not in it, they run in
+  * the raw graph (utils/deploy/export.py: images -> out0, out1; decoding and NMS are not in it, they run in
     fp32 after it) is cleaned by ONNX Runtime's quant_pre_process (constant folding, shape inference);
   * calibration: `--calib-images` images spread evenly over a dataset split (the training split by
     default), letterboxed exactly as at inference; activation ranges by `method` (minmax default);
@@ -31,10 +31,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from utils.amp import AMP_CHOICES
-from utils.export import OrtRaw, onnx_metadata, ort_session, read_onnx_metadata, set_metadata
-from utils.fileio import write_bytes_atomic
-from utils.image import letterbox_image, read_image, to_tensor_batch
+from utils.core.amp import AMP_CHOICES
+from utils.deploy.export import OrtRaw, onnx_metadata, ort_session, read_onnx_metadata, set_metadata
+from utils.core.fileio import write_bytes_atomic
+from utils.ops.image import letterbox_image, read_image, to_tensor_batch
 
 DEFAULT_CALIB_IMAGES = 100
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -43,8 +43,8 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 def calibration_images(data, split: Optional[str], class_names: Sequence[str],
                        count: int = DEFAULT_CALIB_IMAGES) -> List[Path]:
     """`count` image paths spread evenly over `split` of `data` (default split: the training split,
-    utils.voc.default_split(data, 'train'); `data` as utils.voc.resolve_data takes it)."""
-    from utils.voc import default_split, load_samples, resolve_data
+    utils.data.voc.default_split(data, 'train'); `data` as utils.data.voc.resolve_data takes it)."""
+    from utils.data.voc import default_split, load_samples, resolve_data
 
     if count < 1:
         raise ValueError(f"--calib-images must be at least 1, found {count}")
@@ -123,7 +123,7 @@ def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True,
 def export_int8(model, meta: Dict, path, images: Sequence, letterbox: bool = True, **options) -> Path:
     """Export `model` (a YoloBody, eval, CPU; BN folded is best) described by `meta` as a raw fp32 graph and
     quantize it to `path` (quantize_onnx; `options`: per_channel, head_fp32, method)."""
-    from utils.export import export_onnx
+    from utils.deploy.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="export.") as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", tuple(meta["input_size"]), metadata=onnx_metadata(meta))
@@ -135,11 +135,11 @@ def evaluate_onnx(onnx_path, samples, class_names: Sequence[str], conf_thres: Op
                   progress: bool = True) -> Dict:
     """Run a raw graph exported with metadata (fp32 or int8) over `samples` and score it.
 
-    The same path as utils.evaluator.evaluate_model (same loader, letterbox, fp32 decoding and NMS,
+    The same path as utils.eval.evaluator.evaluate_model (same loader, letterbox, fp32 decoding and NMS,
     evaluate_detections; conf and NMS thresholds default to its 0.001 and 0.5), with ONNX Runtime
     running the network. Returns evaluate_model's dict (map50, map50_95, per_class, detections, ...).
     """
-    from utils.evaluator import CONF_THRES, NMS_THRES, evaluate_model
+    from utils.eval.evaluator import CONF_THRES, NMS_THRES, evaluate_model
 
     meta = read_onnx_metadata(onnx_path)
     if len(meta["class_names"]) != len(class_names):
@@ -154,7 +154,7 @@ def evaluate_onnx(onnx_path, samples, class_names: Sequence[str], conf_thres: Op
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m utils.quantize", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m utils.deploy.quantize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help="our checkpoint (or a reference .pth / darknet .weights with --classes)")
     p.add_argument("--classes", help="classes file, for weights that do not name their classes (default: the checkpoint's)")
@@ -199,12 +199,12 @@ def format_table(rows: Sequence[tuple]) -> str:
 def compare(args) -> List[tuple]:
     """Export fp32 and int8 graphs and score them with the torch model; returns [(row name, result)]."""
     from nets.fuse import fuse_model
-    from utils.amp import amp_name, resolve_amp, select_device
-    from utils.checkpoint import model_from_weights
-    from utils.config import read_classes
-    from utils.evaluator import evaluate_model
-    from utils.export import export_onnx
-    from utils.voc import default_split, load_samples, resolve_data
+    from utils.core.amp import amp_name, resolve_amp, select_device
+    from utils.engine.checkpoint import model_from_weights
+    from utils.core.config import read_classes
+    from utils.eval.evaluator import evaluate_model
+    from utils.deploy.export import export_onnx
+    from utils.data.voc import default_split, load_samples, resolve_data
 
     names = read_classes(args.classes) if args.classes else None
     size = [args.input_size] * 2 if args.input_size else None
@@ -241,7 +241,7 @@ def main(args) -> int:
     try:
         rows = compare(args)
     except (ValueError, FileNotFoundError) as e:
-        print(f"utils.quantize: error: {e}", file=sys.stderr)
+        print(f"utils.deploy.quantize: error: {e}", file=sys.stderr)
         return 1
     print(format_table(rows))
     return 0

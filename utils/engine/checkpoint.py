@@ -13,7 +13,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from utils.fileio import atomic_open
+from utils.core.fileio import atomic_open
 
 CHECKPOINT_FORMAT = "yolov4-tiny-attention/1"
 
@@ -122,14 +122,14 @@ def model_from_weights(path, class_names=None, attention=None, anchors=None, anc
     ([h, w]), scale_x_y.
     """
     from nets.yolo import YoloBody
-    from utils.config import DEFAULT_ANCHORS_MASK, read_anchors
+    from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors
+    from utils.core.paths import DEFAULT_ANCHORS_FILE
 
     is_darknet = str(path).endswith(".weights")
     ckpt = {} if is_darknet else read_checkpoint(path)
-    root = Path(__file__).resolve().parents[1]
     meta = {
         "class_names": class_names or ckpt.get("class_names"),
-        "anchors": torch.as_tensor(anchors if anchors is not None else ckpt.get("anchors", read_anchors(root / "model_data/yolo_anchors.txt")), dtype=torch.float32),
+        "anchors": torch.as_tensor(anchors if anchors is not None else ckpt.get("anchors", read_anchors(DEFAULT_ANCHORS_FILE)), dtype=torch.float32),
         "anchors_mask": anchors_mask or ckpt.get("anchors_mask") or DEFAULT_ANCHORS_MASK,
         "attention": attention if attention is not None else ckpt.get("attention", "none"),
         "input_size": list(input_size or ckpt.get("input_size") or [416, 416]),

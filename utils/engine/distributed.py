@@ -46,3 +46,8 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([int(flag)], device=device)
     tdist.broadcast(t, 0)
     return bool(t.item())
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model inside DistributedDataParallel (or the model itself)."""
+    return model.module if hasattr(model, "module") else model

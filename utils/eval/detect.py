@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils.boxes import decode_candidates, detections_to_image, postprocess
-from utils.fileio import write_json_atomic
-from utils.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
-from utils.voc import LeftOut, UnreadableImagesError
+from utils.ops.boxes import decode_candidates, detections_to_image, postprocess
+from utils.core.fileio import write_json_atomic
+from utils.ops.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
+from utils.data.voc import LeftOut, UnreadableImagesError
 
 
 class LetterboxedSamples(Dataset):

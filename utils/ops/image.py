@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from utils.boxes import Letterbox, letterbox_params
+from utils.ops.boxes import Letterbox, letterbox_params
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PAD_VALUE = 128  # grey, as the reference letterbox

@@ -4,7 +4,7 @@ Shared by get_map.py and training, so both report the same numbers with the same
 
 Inputs everywhere:
   detections: one array [K, 6] per sample: x1, y1, x2, y2 (image pixels), score, class id.
-  samples: objects with `boxes` [N, 4] xyxy image pixels, `labels` [N], `difficult` [N] (utils.voc.Sample).
+  samples: objects with `boxes` [N, 4] xyxy image pixels, `labels` [N], `difficult` [N] (utils.data.voc.Sample).
 Boxes are continuous coordinates (IoU without the devkit's +1 inclusive-pixel term), as in COCO.
 """
 import contextlib
@@ -217,8 +217,8 @@ def pycocotools_eval(gt: Boxes, det: Boxes, num_images: int, class_names: Sequen
 
 
 def fast_coco_eval(gt: Boxes, det: Boxes, num_classes: int):
-    """utils.coco_metric, the same numbers as pycocotools_eval: (precision [T, R, K, A, M], stats [12])."""
-    from utils.coco_metric import CocoBoxes, coco_evaluate
+    """utils.eval.coco_metric, the same numbers as pycocotools_eval: (precision [T, R, K, A, M], stats [12])."""
+    from utils.eval.coco_metric import CocoBoxes, coco_evaluate
 
     r = coco_evaluate(CocoBoxes(gt.image, gt.labels, _xywh(gt.boxes), gt.scores, gt.difficult),
                       CocoBoxes(det.image, det.labels, _xywh(det.boxes), det.scores, det.difficult), num_classes)
@@ -228,7 +228,7 @@ def fast_coco_eval(gt: Boxes, det: Boxes, num_classes: int):
 def coco_eval(gt: Boxes, det: Boxes, num_images: int, class_names: Sequence[str], backend: str = "fast"):
     """COCO box metrics with difficult boxes as crowd: (stats dict, per-class AP@[.5:.95] list).
 
-    backend 'fast' (utils.coco_metric) and 'pycocotools' give the same numbers; fast is ~30x quicker.
+    backend 'fast' (utils.eval.coco_metric) and 'pycocotools' give the same numbers; fast is ~30x quicker.
     A stat is None where no ground truth exists for it (pycocotools' -1), with or without detections.
     """
     _check_choice("COCO backend", backend, COCO_BACKENDS)
@@ -284,7 +284,7 @@ def check_detections(detections: Sequence[np.ndarray], samples, num_classes: int
 
 
 def left_out_summary(left_out: Sequence) -> Dict:
-    """{images, objects, files: [{image, reason, objects}]} for utils.voc.LeftOut entries not scored."""
+    """{images, objects, files: [{image, reason, objects}]} for utils.data.voc.LeftOut entries not scored."""
     return {"images": len(left_out), "objects": int(sum(e.objects for e in left_out)),
             "files": [{"image": e.image, "reason": e.reason, "objects": e.objects} for e in left_out]}
 
@@ -298,7 +298,7 @@ def evaluate_detections(detections: Sequence[np.ndarray], samples, class_names: 
     map_voc07, map50 (VOC all-point at IoU 0.5), map50_95 and coco (COCOeval stats; None unless
     metric is coco or all), per_class (one dict per class: class, gts, difficult, dets, ap, ap07,
     ap50_95, and tp, fp, precision, recall, f1 at score_thr), curves (per-class PR arrays),
-    confusion_matrix, the settings used, and left_out (left_out_summary of the utils.voc.LeftOut
+    confusion_matrix, the settings used, and left_out (left_out_summary of the utils.data.voc.LeftOut
     entries given: images of the split that were not scored, and their ground truths).
     """
     _check_choice("metric", metric, METRICS)
@@ -330,14 +330,14 @@ def evaluate_model(model, samples, class_names, input_size, anchors, anchors_mas
                    letterbox: bool = True, batch_size: int = 8, workers: int = 0, device="cpu",
                    amp: Optional[object] = None, progress: bool = True, skip_unreadable: bool = False,
                    left_out: Sequence = ()) -> Dict:
-    """Run `model` over `samples` (utils.detect.detect_samples) and score with evaluate_detections(metric='all').
+    """Run `model` over `samples` (utils.eval.detect.detect_samples) and score with evaluate_detections(metric='all').
 
-    An image that cannot be read raises utils.voc.UnreadableImagesError naming every such image; with
+    An image that cannot be read raises utils.data.voc.UnreadableImagesError naming every such image; with
     `skip_unreadable` they are left out and counted under left_out, after the `left_out` given (images
     the scan already skipped). The dict also holds the detections (of the scored samples) and, under
     settings, the detection knobs used.
     """
-    from utils.detect import detect_samples, drop_unreadable
+    from utils.eval.detect import detect_samples, drop_unreadable
 
     detections = detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres=conf_thres,
                                 nms_thres=nms_thres, scale_x_y=scale_x_y, letterbox=letterbox,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.drawing import heatmap_overlay, save_image
+from utils.deploy.drawing import heatmap_overlay, save_image
 
 SITE_OWNERS = {"feat1": "", "feat2": "", "upsample": "", "csp1": "backbone", "csp2": "backbone", "csp3": "backbone"}
 
@@ -61,7 +61,7 @@ def attention_maps(model: nn.Module, batch: torch.Tensor) -> Dict[str, Tuple[str
 
 def save_attention_maps(out: Path, stem: str, image: np.ndarray, maps: Dict[str, Tuple[str, np.ndarray]]) -> list:
     """Write `<stem>_att_<site>.jpg` (spatial map over the image) or `.png` (channel weights); returns the paths."""
-    from utils.map_plots import plt, save_figure
+    from utils.core.plotting import plt, save_figure
     written = []
     for site, (kind, values) in maps.items():
         if kind == "spatial":

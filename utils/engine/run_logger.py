@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import yaml
-from utils.fileio import atomic_open, write_text_atomic
+from utils.core.fileio import atomic_open, write_text_atomic
 
 
 def new_run_dir(save_dir: str = "logs", name: str = "exp") -> Path:
@@ -56,7 +56,7 @@ class ResultsLog:
 
     def plot(self) -> None:
         """loss.png (train and val loss) and map.png (mAP@0.5 and @0.5:0.95) beside results.csv."""
-        from utils.map_plots import plt, save_figure
+        from utils.core.plotting import plt, save_figure
 
         epochs = [r["epoch"] for r in self.rows]
         for filename, keys, ylabel in (("loss.png", ("train_loss", "val_loss"), "loss"),

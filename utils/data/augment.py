@@ -9,7 +9,7 @@ from typing import List, Tuple
 import cv2
 import numpy as np
 
-from utils.image import PAD_VALUE, resize
+from utils.ops.image import PAD_VALUE, resize
 
 Annotated = Tuple[np.ndarray, np.ndarray, np.ndarray]  # image, boxes [N, 4], labels [N]
 

@@ -2,7 +2,7 @@
 
 Two graphs can be written:
   raw: input `images` Tensor[B, 3, H, W] float in [0, 1]; outputs `out0`, `out1`, the raw head logits
-       exactly as YoloBody.forward returns them (decode them with utils.boxes.decode_outputs).
+       exactly as YoloBody.forward returns them (decode them with utils.ops.boxes.decode_outputs).
   nms: same input; one output `detections` Tensor[K, 7]: batch index, x1, y1, x2, y2 (input pixels),
        score, class id, with decoding, score threshold, class-aware NMS and max_det per image inside.
 H and W are fixed at export time (the input size); only the batch is dynamic.
@@ -13,7 +13,7 @@ Metadata: exports made with `metadata` (YOLO.export_onnx always does) carry the 
 in the ONNX metadata_props, each value JSON: format (ONNX_FORMAT), class_names, anchors ([[w, h], ...]),
 anchors_mask, attention, input_size ([h, w]), scale_x_y and precision ("fp32" or "int8"; int8 graphs
 add calibration). `read_onnx_metadata` reads them back, so a raw graph runs with nothing else
-(`YOLO("model.onnx")`, utils.quantize.evaluate_onnx).
+(`YOLO("model.onnx")`, utils.deploy.quantize.evaluate_onnx).
 """
 import io
 import json
@@ -27,8 +27,8 @@ import torch.nn as nn
 import torchvision
 from torch import Tensor
 
-from utils.boxes import decode_candidates_flat
-from utils.fileio import write_bytes_atomic
+from utils.ops.boxes import decode_candidates_flat
+from utils.core.fileio import write_bytes_atomic
 
 OPSET = 17
 ONNX_FORMAT = "yolov4-tiny-attention/onnx/1"
@@ -83,7 +83,7 @@ class DecodeNMS(nn.Module):
 
 
 def onnx_metadata(meta: Dict, precision: str = "fp32", calibration: Optional[Dict] = None) -> Dict[str, str]:
-    """metadata_props for a graph of the detector described by `meta` (as utils.checkpoint.model_from_weights
+    """metadata_props for a graph of the detector described by `meta` (as utils.engine.checkpoint.model_from_weights
     returns it): the META_KEYS, format, precision and calibration settings (int8), each value as JSON."""
     props = {"format": ONNX_FORMAT, "precision": precision}
     if calibration is not None:
@@ -128,7 +128,7 @@ def read_onnx_metadata(path) -> Dict:
 class OrtRaw(nn.Module):
     """A raw graph (float NCHW `images` -> out0, out1) run by ONNX Runtime, called like YoloBody:
     forward(Tensor[B, 3, H, W]) -> [out0, out1] as CPU float tensors. Lets code written for the torch
-    model (utils.detect.detect_samples, YOLO) run the graph unchanged; no autograd."""
+    model (utils.eval.detect.detect_samples, YOLO) run the graph unchanged; no autograd."""
 
     def __init__(self, session, where: str = "ONNX model"):
         super().__init__()

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from utils.fileio import write_bytes_atomic
+from utils.core.fileio import write_bytes_atomic
 
 Color = Tuple[int, int, int]
 
