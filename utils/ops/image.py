@@ -89,7 +89,11 @@ def letterbox_image(image: np.ndarray, input_hw: Tuple[int, int], letterbox: boo
     return out, lb
 
 
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (any layout) -> float32 in [0, 1], the network's input scale; the one place of the /255."""
+    return images.float().div_(255.0)
+
+
 def to_tensor_batch(images) -> torch.Tensor:
     """List of HxWx3 uint8 RGB arrays (same size) -> Tensor[B, 3, H, W] float in [0, 1]."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    return batch.float().div_(255.0)
+    return to_unit_float(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2))
