@@ -12,9 +12,11 @@ variant alike. Everything lands in --out:
   done/<variant>_s<seed>.json               a finished run's scores; a re-run skips it
   budget.json                               the train flags of this comparison; a re-run must use the same
 Interrupted? Run the same command again: finished runs are skipped, a run with a last.pth continues
-with train.py --resume, and a run without one starts again.
+with train.py --resume, and a run without one starts again. Exit codes: as every script's (utils/core/cli.py).
 """
 import argparse
+import csv
+import io
 import json
 import os
 import re
@@ -29,7 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import numpy as np
+import torch
+
+import get_map
+import train
+from nets.attention import attention_to_str, parse_attention
+from nets.summary import count_gflops, count_parameters
+from nets.yolo import YoloBody
+from utils.core.cli import EXIT_FAILURE, EXIT_OK, run_main
+from utils.core.config import DEFAULT_ANCHORS_MASK
 from utils.core.fileio import write_text_atomic
+from utils.core.plotting import plt, save_figure
+from utils.data.voc import default_split, resolve_data
+from utils.engine.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parent
 # Flags ablate.py sets itself for every run; --train-args may not override them.
@@ -83,7 +98,6 @@ class Variant:
 
 def parse_variants(items: List[str]) -> List[Variant]:
     """Variants from --variants; ValueError for an unknown name or a variant listed twice."""
-    from nets.attention import attention_to_str, parse_attention
     words = [w.strip() for item in items for w in (item.split(",") if "=" not in item else [item]) if w.strip()]
     variants = []
     for word in words:
@@ -109,7 +123,6 @@ def budget_flags(args) -> List[str]:
     if clash:
         raise ValueError(f"--train-args may not set {', '.join(clash)}: ablate.py sets them for each run "
                          "(use --variants and --seeds instead)")
-    import train
     _, unknown = train.make_parser().parse_known_args(flags + extra)
     if unknown:
         raise ValueError(f"--train-args holds {' '.join(unknown)}, which train.py does not know; see "
@@ -178,24 +191,15 @@ class RunScorer:
     """Scores a run's last.pth on the evaluation split with get_map.score and get_map.py's defaults."""
 
     def __init__(self, data: str, split: Optional[str], device: str, workers: int):
-        from utils.data.voc import default_split, resolve_data
         self.data = resolve_data(data)
         self.split = split or default_split(self.data, "eval")
         self.device, self.workers = device, workers
 
-    def get_map_args(self, weights: Path):
-        """get_map.py's parsed defaults for `weights` on this split; only where and how fast it runs is set."""
-        import get_map
-        return get_map.make_parser().parse_args(["--weights", str(weights), "--data", str(self.data), "--split",
-                                                 self.split, "--device", self.device, "--workers", str(self.workers)])
-
     def __call__(self, weights: Path) -> Dict:
-        import get_map
-        from utils.engine.checkpoint import read_checkpoint
-        try:
-            result = get_map.score(self.get_map_args(weights))[0]
-        except get_map.UserError as e:
-            raise ValueError(str(e)) from None
+        # get_map.py's defaults for `weights` on this split; only where and how fast it runs is set
+        args = get_map.make_parser().parse_args(["--weights", str(weights), "--data", str(self.data), "--split",
+                                                 self.split, "--device", self.device, "--workers", str(self.workers)])
+        result = get_map.score(args)[0]
         ckpt = read_checkpoint(weights)
         config = {k: v for k, v in (ckpt.get("args") or {}).items() if k not in PER_RUN_KEYS}
         settings = result["settings"]
@@ -234,11 +238,6 @@ def run_one(args, variant: Variant, seed: int, budget: List[str], evaluate: RunS
 
 def bench_variants(variants: List[Variant], num_classes: int, size: int, runs: int, warmup: int) -> Dict[str, Dict]:
     """{label: params, gflops, latency_ms}; latency is the median of `runs` batch-1 CPU passes, timed round-robin."""
-    import torch
-    from nets.summary import count_gflops, count_parameters
-    from nets.yolo import YoloBody
-    from utils.core.config import DEFAULT_ANCHORS_MASK
-
     models = {v.label: YoloBody(DEFAULT_ANCHORS_MASK, num_classes, attention=v.attention).eval() for v in variants}
     stats = {label: {"params": count_parameters(m), "gflops": count_gflops(m, size)} for label, m in models.items()}
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -284,8 +283,6 @@ def config_differences(records: List[Dict]) -> List[str]:
 
 
 def write_csv(rows: List[Dict], path: Path) -> None:
-    import csv
-    import io
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -310,8 +307,6 @@ def write_markdown(rows: List[Dict], path: Path, notes: List[str]) -> None:
 
 
 def write_chart(rows: List[Dict], path: Path, seeds: int) -> None:
-    import numpy as np
-    from utils.core.plotting import plt, save_figure
     x = np.arange(len(rows))
     fig, (ax_map, ax_ms) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 4.5),
                                         gridspec_kw={"width_ratios": [2, 1]})
@@ -352,8 +347,7 @@ def run_all(args, command: str) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     budget = budget_flags(args)
     evaluate = RunScorer(args.data, args.eval_split, args.device, args.workers)
-    out = Path(args.out)
-    check_budget(out, {"train_flags": budget, "eval_split": evaluate.split})
+    check_budget(Path(args.out), {"train_flags": budget, "eval_split": evaluate.split})
     records, failed = [], []
     for variant in variants:
         for seed in range(args.seeds):
@@ -365,14 +359,13 @@ def run_all(args, command: str) -> int:
     if records:
         write_tables(args, command, variants, records, budget)
     if failed:
-        print(f"error: {len(failed)} runs failed: {', '.join(failed)}; fix the cause and run the same command "
-              "again (finished runs are kept)", file=sys.stderr)
-        return 1
-    return 0
+        print(f"ablate.py: error: {len(failed)} runs failed: {', '.join(failed)}; fix the cause and run the same "
+              "command again (finished runs are kept)", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def write_tables(args, command: str, variants: List[Variant], records: List[Dict], budget: List[str]) -> None:
-    import torch
     done = [v for v in variants if any(r["variant"] == v.label for r in records)]
     previous = torch.get_num_threads()
     threads = args.threads if args.threads > 0 else previous
@@ -395,18 +388,11 @@ def write_tables(args, command: str, variants: List[Variant], records: List[Dict
 
 
 def main(argv=None) -> int:
-    from utils.data.voc import DatasetError
+    """ablate.py with `argv` (default: the command line); returns the exit code (utils/core/cli.py)."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = make_parser().parse_args(argv)
-    try:
-        return run_all(args, shlex.join(["python", "ablate.py", *argv]))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command again to continue (finished runs in {Path(args.out) / 'done'} "
-              "are kept; a run with a last.pth resumes)", file=sys.stderr)
-        return 130
-    except (DatasetError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    command = shlex.join(["python", "ablate.py", *argv])
+    return run_main("ablate.py", lambda: run_all(make_parser().parse_args(argv), command),
+                    interrupted="run the same command again: finished runs are kept, a run with a last.pth resumes")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Score a detector on a dataset split: VOC AP per class (devkit rules) and COCO mAP, with plots.
 
-  python get_map.py                                  # newest logs/*/best.pth on the default eval split
+  python get_map.py                                  # the newest ./logs/**/best.pth on the default eval split
   python get_map.py --weights logs/exp/best.pth --metric voc07
   python get_map.py --detections results.json        # score a saved COCO results file, no model
 
@@ -9,6 +9,7 @@ Images of the split that cannot be read stop the evaluation (exit code 1) with t
 and ground-truth objects that was.
 
 Training reports its mAP with the same evaluator and defaults (utils/eval/evaluator.py), so both agree.
+Exit codes (utils/core/cli.py): 0 done, 1 bad input, 130 interrupted.
 """
 import argparse
 import csv
@@ -18,28 +19,35 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.eval import evaluator as ev
-from utils.core.amp import AMP_CHOICES
+from nets.attention import PHI_NAMES
+from utils.core.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
+from utils.core.cli import UserError, choices_help, run_main
+from utils.core.config import read_classes
 from utils.core.fileio import write_json_atomic, write_text_atomic
+from utils.core.paths import newest_best
+from utils.data.voc import (DatasetError, ScanStats, UnreadableImagesError, default_split, load_eval_samples,
+                            resolve_classes, resolve_data)
+from utils.engine.checkpoint import model_from_weights, read_checkpoint
+from utils.engine.run_logger import new_run_dir
+from utils.eval import detect
+from utils.eval import evaluator as ev
+from utils.eval import plots as map_plots
 
 ROOT = Path(__file__).resolve().parent
-
-
-class UserError(Exception):
-    """A problem with the command line or the files it names; printed as one line."""
 
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--weights", default=None, help="checkpoint (.pth from train.py or the reference repo) or darknet .weights "
-      "(default: the newest best.pth under logs/)")
+      "(default: the newest best.pth under logs/ of the working directory)")
     a("--data", default="VOCdevkit", help="VOCdevkit root, VOC year folder or annotation-lines file "
       "(default: VOCdevkit, or the demo dataset when it is empty)")
     a("--split", default=None, help="split to score (default: the evaluation split, e.g. VOC2007/test or the demo's val)")
     a("--classes", default=None, help="classes file (default: the checkpoint's class names; for other weights "
       "and --detections: model_data/voc_classes.txt, or the demo's classes on the demo dataset)")
-    a("--phi", type=int, default=None, help="attention of a reference .pth / darknet file: 0 none, 1 se, 2 cbam, 3 eca, 4 ca")
+    a("--phi", type=int, default=None, help="attention of a reference .pth / darknet file: "
+      f"{choices_help(PHI_NAMES)}")
     a("--attention", default=None, help="attention spec of a reference .pth (overrides --phi); checkpoints know theirs")
     a("--input-size", type=int, default=None, help="square input size, multiple of 32 (default: the checkpoint's, else 416)")
     a("--conf", type=float, default=ev.CONF_THRES, help=f"score threshold before NMS (default {ev.CONF_THRES})")
@@ -65,37 +73,21 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def newest_best(logs: Path) -> Path:
-    found = sorted(logs.glob("**/best.pth"), key=lambda f: f.stat().st_mtime) if logs.is_dir() else []
-    if not found:
-        raise UserError(f"no --weights given and no best.pth under {logs}/: train first (python train.py --phi 2) "
-                        "or pass --weights path/to/weights.pth")
-    return found[-1]
-
-
-def read_class_file(path) -> list:
-    from utils.core.config import read_classes
-    return read_classes(path)
-
-
 def default_classes_file(data_path: Path) -> Path:
-    from utils.data.voc import resolve_classes
     return resolve_classes(data_path, ROOT / "model_data" / "voc_classes.txt")
 
 
 def build_model(args, data_path: Path):
     """(model, meta, is_our_checkpoint) with the class names checked against --classes."""
-    from utils.engine.checkpoint import model_from_weights, read_checkpoint
-
     weights = Path(args.weights)
     ckpt = {} if weights.suffix == ".weights" else read_checkpoint(weights)
     own_names = ckpt.get("class_names")
-    given = read_class_file(args.classes) if args.classes else None
+    given = read_classes(args.classes) if args.classes else None
     if own_names and given is not None and list(given) != list(own_names):
         raise UserError(f"--classes {args.classes} ({len(given)}: {', '.join(given[:6])}...) differs from the "
                         f"{len(own_names)} classes {weights} was trained on ({', '.join(own_names[:6])}...); "
                         "leave out --classes to use the checkpoint's")
-    names = None if own_names else (given or read_class_file(default_classes_file(data_path)))
+    names = None if own_names else (given or read_classes(default_classes_file(data_path)))
     attention = args.attention if args.attention is not None else args.phi
     if own_names and attention is not None:
         print(f"note: {weights} records its attention; --phi/--attention ignored")
@@ -124,8 +116,6 @@ def scan_failure(error, stats, where: str, class_names) -> str:
 def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool = False):
     """(samples, left_out): the split's samples and the utils.data.voc.LeftOut entries of the images that cannot
     be read (an error unless skip_unreadable); an error when the classes and the dataset's names do not match."""
-    from utils.data.voc import DatasetError, ScanStats, UnreadableImagesError, load_eval_samples
-
     where = f"{data_path} [{split}]"
     stats = ScanStats()
     try:
@@ -145,7 +135,6 @@ def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool =
 
 
 def output_dir(args, base: Path) -> Path:
-    from utils.engine.run_logger import new_run_dir
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +190,6 @@ def write_outputs(out: Path, result, class_names, plots: bool) -> None:
     writer.writerows(result["per_class"])
     write_text_atomic(out / "per_class.csv", buf.getvalue())
     if plots:
-        from utils.eval import plots as map_plots
         thr = result["settings"]["score_thr"]
         map_plots.plot_pr_curves(result["per_class"], result["curves"], thr, out / "pr_curves")
         st = result["settings"]
@@ -213,9 +201,6 @@ def write_outputs(out: Path, result, class_names, plots: bool) -> None:
 
 def run_model(args, data_path: Path, split: str):
     """Detections from the model: (detections, samples, left_out, class_names, results base folder, settings)."""
-    from utils.core.amp import amp_name, resolve_amp, select_device
-    from utils.eval.detect import detect_samples, drop_unreadable
-
     model, meta, ours = build_model(args, data_path)
     if meta["input_size"][0] % 32 or meta["input_size"][1] % 32:
         raise UserError(f"input size {meta['input_size']} is not a multiple of 32")
@@ -223,11 +208,11 @@ def run_model(args, data_path: Path, split: str):
     samples, left_out = load_split(data_path, split, names, args.skip_unreadable)
     device = select_device(args.device)
     amp = resolve_amp(args.amp, device)
-    detections = detect_samples(model.to(device), samples, meta["input_size"], meta["anchors"], meta["anchors_mask"],
-                                conf_thres=args.conf, nms_thres=args.nms, scale_x_y=meta["scale_x_y"],
-                                batch_size=args.batch_size, workers=args.workers, device=device, amp=amp,
-                                skip_unreadable=args.skip_unreadable)
-    detections, samples, unread = drop_unreadable(detections, samples)
+    detections = detect.detect_samples(model.to(device), samples, meta["input_size"], meta["anchors"],
+                                       meta["anchors_mask"], conf_thres=args.conf, nms_thres=args.nms,
+                                       scale_x_y=meta["scale_x_y"], batch_size=args.batch_size, workers=args.workers,
+                                       device=device, amp=amp, skip_unreadable=args.skip_unreadable)
+    detections, samples, unread = detect.drop_unreadable(detections, samples)
     settings = {"weights": str(args.weights), "input_size": meta["input_size"], "conf_thres": args.conf,
                 "nms_thres": args.nms, "attention": meta["attention"], "scale_x_y": meta["scale_x_y"],
                 "device": str(device), "amp": amp_name(amp)}
@@ -236,24 +221,20 @@ def run_model(args, data_path: Path, split: str):
 
 
 def load_detections(args, data_path: Path, split: str):
-    from utils.eval.detect import read_coco_results
-
-    names = read_class_file(args.classes or default_classes_file(data_path))
+    names = read_classes(args.classes or default_classes_file(data_path))
     samples, left_out = load_split(data_path, split, names, args.skip_unreadable)
-    detections = read_coco_results(args.detections, samples, names)
+    detections = detect.read_coco_results(args.detections, samples, names)
     return detections, samples, left_out, names, ROOT / "map_out", {"detections": str(args.detections)}
 
 
 def score(args):
     """Detect (or read --detections) and score as get_map.py does: (result, detections, samples, class_names,
     results base folder). ablate.py scores its runs with this, so both use the same settings."""
-    from utils.data.voc import default_split, resolve_data
-
     for flag in ("conf", "nms", "iou", "score_thr"):
         if not 0 <= getattr(args, flag) <= 1:
             raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)} is outside 0..1")
-    if not args.detections:
-        args.weights = args.weights or str(newest_best(ROOT / "logs"))
+    if not args.detections and not args.weights:
+        args = argparse.Namespace(**{**vars(args), "weights": str(newest_best())})
     data_path = resolve_data(args.data)
     split = args.split or default_split(data_path, "eval")
     source = load_detections if args.detections else run_model
@@ -264,33 +245,23 @@ def score(args):
     return result, detections, samples, names, base
 
 
-def main(args) -> int:
+def run(args) -> None:
+    """Score, write the results folder and print the table, the headline and the settings."""
     result, detections, samples, names, base = score(args)
     out = output_dir(args, base)
     if not args.detections:
-        from utils.eval.detect import image_keys, write_coco_results
-        write_coco_results(out / "detections.json", detections, image_keys(samples), names)
+        detect.write_coco_results(out / "detections.json", detections, detect.image_keys(samples), names)
     write_outputs(out, result, names, plots=not args.no_plots)
     print(format_table(result))
     print(headline(result))
     print("settings: " + ", ".join(f"{k} {v}" for k, v in result["settings"].items() if k != "classes"))
     print(f"results in {out}")
-    return 0
 
 
-def cli(argv=None) -> int:
-    from utils.ops.image import ImageReadError
-
-    args = make_parser().parse_args(argv)
-    try:
-        return main(args)
-    except (UserError, FileNotFoundError, ValueError, ImageReadError) as e:
-        print(f"get_map.py: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("get_map.py: interrupted", file=sys.stderr)
-        return 130
+def main(argv=None) -> int:
+    """get_map.py with `argv` (default: the command line); returns the exit code (utils/core/cli.py)."""
+    return run_main("get_map.py", lambda: run(make_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

@@ -13,7 +13,8 @@
 (and on CUDA); decoding and NMS stay fp32. The precision in use is printed at start.
 
 Outputs go to --out (default: a new numbered folder out/predict/exp1, exp2, ...). Nothing opens a
-window unless --show is given. Errors in the input stop with one line and exit code 1.
+window unless --show is given. Exit codes (utils/core/cli.py): 0 done, 1 bad input (one line on
+stderr), 130 interrupted.
 """
 import argparse
 import json
@@ -26,17 +27,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from nets.attention import PHI_NAMES
 from utils.core.amp import AMP_CHOICES
-from utils.deploy.drawing import save_image
+from utils.core.cli import UserError, choices_help, run_main
+from utils.core.config import parse_input_size
 from utils.core.fileio import write_bytes_atomic
+from utils.core.paths import LOGS, newest_best
+from utils.deploy.attention_maps import save_attention_maps
+from utils.deploy.drawing import save_image
+from utils.deploy.quantize import calibration_images
+from utils.eval.detect import write_coco_results
 from utils.ops.image import IMAGE_EXTENSIONS, ImageReadError, read_image
+from yolo import YOLO
 
 ROOT = Path(__file__).resolve().parent
 COCO_CLASSES = ROOT / "model_data" / "coco_classes.txt"
-
-
-class PredictError(Exception):
-    """A user error: printed as one line, exit code 1."""
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -77,10 +82,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="also show results in a window (needs a GUI OpenCV) (default: off)")
     p.add_argument("--weights", help="our checkpoint, a reference .pth, darknet .weights or a .onnx graph written by "
                                      "--export-onnx (default: the newest best.pth under --logs)")
-    p.add_argument("--logs", default="logs", help="where to look for best.pth without --weights (default: logs)")
+    p.add_argument("--logs", default=str(LOGS), help="where to look for best.pth without --weights "
+                                                    "(default: logs, in the working directory)")
     p.add_argument("--classes", help="classes file, for files that do not name their classes "
                                      "(default: from the checkpoint; coco_classes.txt for .weights)")
-    p.add_argument("--phi", type=int, help="reference attention switch 0-4, for reference .pth files (default: none)")
+    p.add_argument("--phi", type=int, help=f"attention of a reference .pth: {choices_help(PHI_NAMES)} (default: none)")
     p.add_argument("--attention", help="attention spec, for files that do not carry it (default: the checkpoint's)")
     p.add_argument("--input-size", help="input size, '416' or 'H,W', multiples of 32 (default: the checkpoint's, or 416)")
     p.add_argument("--scale-x-y", type=float, help="grid sensitivity (default: the checkpoint's; 1.05 for .weights)")
@@ -99,21 +105,10 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def find_weights(logs) -> Path:
-    """The newest best.pth under `logs`, or PredictError saying how to get weights."""
-    found = sorted(Path(logs).rglob("best.pth"), key=lambda p: p.stat().st_mtime) if Path(logs).is_dir() else []
-    if not found:
-        raise PredictError(f"no --weights given and no best.pth under {logs}/: train a model with `python train.py`, "
-                           "or pass --weights PATH (a train.py checkpoint, a reference .pth with --classes, "
-                           "or darknet's yolov4-tiny.weights)")
-    return found[-1]
-
-
 def build_yolo(args):
-    from yolo import YOLO, parse_input_size
-    weights = Path(args.weights) if args.weights else find_weights(args.logs)
+    weights = Path(args.weights) if args.weights else newest_best(args.logs)
     if not weights.is_file():
-        raise PredictError(f"weights file {weights} does not exist")
+        raise UserError(f"weights file {weights} does not exist")
     classes = args.classes or (str(COCO_CLASSES) if weights.suffix == ".weights" else None)
     size = [int(s) for s in str(args.input_size).split(",")] if args.input_size else None
     if size is not None:
@@ -190,7 +185,6 @@ def write_extras(yolo, image, det, name: str, out: Path, args) -> None:
     if args.heatmap:
         save_image(out / f"{name}_heatmap.jpg", yolo.heatmap(image))
     if args.attention_map:
-        from utils.deploy.attention_maps import save_attention_maps
         maps = yolo.attention_maps(image)
         if not maps:
             print(f"{name}: the model has no attention block with a map to show")
@@ -217,14 +211,14 @@ def read_or_skip(path: Path, several: bool):
         return read_image(path)
     except ImageReadError as e:
         if not several:
-            raise PredictError(str(e)) from None
+            raise UserError(str(e)) from None
         print(f"warning: skipped {e}", file=sys.stderr)
         return None
 
 
 def predict_images(yolo, paths, out: Path, args) -> Counter:
     """Detect in every path; unreadable ones are skipped with a warning when there are several, and
-    PredictError when none could be read."""
+    UserError when none could be read."""
     counts, found, show = Counter(), [], Shower(args.show, out)
     names = output_names(paths)
     for path in paths:
@@ -243,40 +237,39 @@ def predict_images(yolo, paths, out: Path, args) -> Counter:
                 yolo.class_names[c] for c in det.class_ids).items())) or "none"))
         show(drawn)
     if not found:
-        raise PredictError(f"none of the {len(paths)} images in {paths[0].parent} could be read (see the warnings "
+        raise UserError(f"none of the {len(paths)} images in {paths[0].parent} could be read (see the warnings "
                            "above): nothing was detected")
     if args.save_json:
-        from utils.eval.detect import write_coco_results
         write_coco_results(out / "detections.json", [d for _, d in found], [i for i, _ in found], yolo.class_names)
     return counts
 
 
 def list_images(folder: Path) -> list:
     if not folder.is_dir():
-        raise PredictError(f"--dir {folder}: folder does not exist")
+        raise UserError(f"--dir {folder}: folder does not exist")
     files = sorted(p for p in folder.iterdir() if p.is_file())
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     if len(files) > len(images):
         print(f"note: {len(files) - len(images)} files in {folder} without an image extension were ignored")
     if not images:
-        raise PredictError(f"--dir {folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+        raise UserError(f"--dir {folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
     return images
 
 
 def open_video(source: str):
-    """cv2.VideoCapture for a camera index or a file; PredictError when it cannot be read."""
+    """cv2.VideoCapture for a camera index or a file; UserError when it cannot be read."""
     if source.isdigit():
         cap = cv2.VideoCapture(int(source))
     else:
         if not Path(source).is_file():
-            raise PredictError(f"--video {source}: file does not exist")
+            raise UserError(f"--video {source}: file does not exist")
         cap = cv2.VideoCapture(source)
     ok = cap.isOpened()
     if ok:
         ok, first = cap.read()
     if not ok:
         cap.release()
-        raise PredictError(f"--video {source}: cannot be opened or holds no readable frames "
+        raise UserError(f"--video {source}: cannot be opened or holds no readable frames "
                            "(not a video, unsupported codec, or no such camera)")
     return cap, first
 
@@ -329,7 +322,6 @@ def export(yolo, args) -> None:
     """--export-onnx: the raw graph, the graph with NMS, or (--int8) the quantized raw graph."""
     calibration = None
     if args.int8:
-        from utils.deploy.quantize import calibration_images
         calibration = calibration_images(args.data, args.split, yolo.class_names, args.calib_images)
     path = yolo.export_onnx(args.export_onnx, nms=args.export_onnx_nms, calibration_images=calibration)
     kind = (f"int8 raw head outputs, calibrated on {len(calibration)} images" if args.int8 else
@@ -339,11 +331,11 @@ def export(yolo, args) -> None:
 
 def run(args) -> None:
     if not (args.img or args.dir or args.video or args.export_onnx or args.fps):
-        raise PredictError("nothing to do: give --img, --dir, --video, --fps or --export-onnx (see --help)")
+        raise UserError("nothing to do: give --img, --dir, --video, --fps or --export-onnx (see --help)")
     if args.img and not Path(args.img).is_file():
-        raise PredictError(f"--img {args.img}: file does not exist")
+        raise UserError(f"--img {args.img}: file does not exist")
     if args.int8 and (not args.export_onnx or args.export_onnx_nms):
-        raise PredictError("--int8 quantizes the raw graph: use it with --export-onnx PATH and without --export-onnx-nms")
+        raise UserError("--int8 quantizes the raw graph: use it with --export-onnx PATH and without --export-onnx-nms")
     yolo = build_yolo(args)
     amp_note = f"--amp {args.amp}" if yolo.backend == "torch" else "--amp applies to the torch backend only"
     print(f"backend {yolo.backend} on {yolo.device}, precision {yolo.precision} ({amp_note})")
@@ -363,15 +355,10 @@ def run(args) -> None:
     print(f"results in {out}")
 
 
-def main(args) -> int:
-    """Run predict.py with parsed `args`; returns the exit code (0 ok, 1 bad input)."""
-    try:
-        run(args)
-    except (PredictError, ImageReadError, FileNotFoundError, ValueError) as e:
-        print(f"predict.py: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+def main(argv=None) -> int:
+    """predict.py with `argv` (default: the command line); returns the exit code (utils/core/cli.py)."""
+    return run_main("predict.py", lambda: run(make_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":
-    sys.exit(main(make_parser().parse_args()))
+    sys.exit(main())

@@ -20,13 +20,14 @@ import torch.nn.functional as F
 
 from nets.fuse import fuse_model
 from utils.core.amp import amp_name, autocast, resolve_amp, select_device
-from utils.ops.boxes import Letterbox, decode_candidates, detections_to_image, head_grid, postprocess
+from utils.ops.boxes import (Letterbox, decode_candidates, detections_to_image, head_grid, letterbox_region,
+                             select_detections)
 from utils.engine.checkpoint import model_from_weights
-from utils.core.config import read_classes
+from utils.core.config import parse_input_size, read_classes
 from utils.deploy.drawing import draw_detections, heatmap_overlay
 from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, onnx_metadata, ort_session, raw_graph,
                           read_onnx_metadata)
-from utils.ops.image import letterbox_image, read_image
+from utils.ops.image import letterbox_image, read_image, to_unit_float
 
 BACKENDS = ("torch", "onnx")
 ImageLike = Union[str, Path, np.ndarray]
@@ -61,12 +62,10 @@ def as_rgb_array(image: ImageLike) -> np.ndarray:
     return image
 
 
-def parse_input_size(size) -> Tuple[int, int]:
-    """An int or (h, w), each a positive multiple of 32 -> (h, w)."""
-    hw = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
-    if len(hw) != 2 or min(hw) <= 0 or hw[0] % 32 or hw[1] % 32:
-        raise ValueError(f"input size must be a positive multiple of 32 (e.g. 416 or 416,608), found {size}")
-    return hw
+def _image_part(input_map: np.ndarray, lb: Letterbox, image_hw: Tuple[int, int]) -> np.ndarray:
+    """The part of an input-sized HxW map that the letterboxed image covers."""
+    x1, y1, x2, y2 = letterbox_region(lb, image_hw)
+    return input_map[y1:y2, x1:x2]
 
 
 class YOLO:
@@ -177,7 +176,7 @@ class YOLO:
             return torch.from_numpy(resized[None]), lb
         # HWC memory viewed as NCHW is already channels-last: no copy besides the float conversion
         batch = torch.from_numpy(resized)[None].permute(0, 3, 1, 2)
-        return batch.to(self.device, non_blocking=True).float().div_(255), lb
+        return to_unit_float(batch.to(self.device, non_blocking=True)), lb
 
     def forward(self, batch: torch.Tensor) -> Sequence[torch.Tensor]:
         """Raw head outputs (out0 stride 32, out1 stride 16), float32, for a preprocessed batch.
@@ -205,8 +204,10 @@ class YOLO:
     def postprocess(self, outputs: Sequence[torch.Tensor], lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
         """Decode raw outputs, threshold, NMS and map boxes back to the image."""
         with torch.inference_mode():
-            pred = decode_candidates(outputs, self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y, self.conf)
-            return self._to_image(postprocess(pred, self.conf, self.nms, self.max_det)[0].cpu(), lb, image_hw)
+            pred, image = decode_candidates(outputs, self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y,
+                                            self.conf)
+            det = select_detections(pred, image, 1, self.conf, self.nms, self.max_det)
+            return self._to_image(det[:, 1:].cpu(), lb, image_hw)
 
     @staticmethod
     def _to_image(det: torch.Tensor, lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
@@ -235,9 +236,7 @@ class YOLO:
         for out, mask in zip(outputs, self.anchors_mask):
             obj = head_grid(out.float().cpu(), len(mask))[..., 4].sigmoid().amax(dim=1, keepdim=True)
             maps.append(F.interpolate(obj, size=(h, w), mode="bilinear", align_corners=False))
-        heat = torch.maximum(maps[0], maps[1])[0, 0].numpy()
-        nh, nw = round(image.shape[0] * lb.scale_y), round(image.shape[1] * lb.scale_x)
-        return heat[lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw]
+        return _image_part(torch.maximum(maps[0], maps[1])[0, 0].numpy(), lb, image.shape[:2])
 
     def attention_maps(self, image: ImageLike) -> Dict[str, Tuple[str, np.ndarray]]:
         """{site: ('spatial', HxW map over the image) or ('channel', [C] weights)} of the model's attention blocks."""
@@ -247,13 +246,11 @@ class YOLO:
         image = as_rgb_array(image)
         batch, lb = self.preprocess(image)
         maps = attention_maps(self.model, batch)
-        nh, nw = round(image.shape[0] * lb.scale_y), round(image.shape[1] * lb.scale_x)
-        h, w = self.input_hw
         for site, (kind, values) in maps.items():
             if kind == "spatial":  # map grid -> input pixels -> the image part of the letterbox
-                full = F.interpolate(torch.from_numpy(values)[None, None], size=(h, w), mode="bilinear",
+                full = F.interpolate(torch.from_numpy(values)[None, None], size=self.input_hw, mode="bilinear",
                                      align_corners=False)[0, 0].numpy()
-                maps[site] = (kind, full[lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw])
+                maps[site] = (kind, _image_part(full, lb, image.shape[:2]))
         return maps
 
     def heatmap(self, image: ImageLike, alpha: float = 0.5) -> np.ndarray:

@@ -1,8 +1,10 @@
 """CSPDarknet53-tiny, the backbone of darknet's YOLOv4-tiny (layer order of yolov4-tiny.cfg)."""
+from types import MappingProxyType
+
 import torch
 import torch.nn as nn
 
-from nets.attention import build_attention
+from nets.attn.registry import build_attention
 
 
 class BasicConv(nn.Module):
@@ -55,6 +57,10 @@ class CSPDarkNet(nn.Module):
     with none they are identities and hold no parameters, so state dicts stay as the reference's.
     """
 
+    out_channels = (256, 512)  # feat1, feat2
+    # attention site -> channels there: the output of each CSP block (after its max-pool)
+    site_channels = MappingProxyType({"csp1": 128, "csp2": 256, "csp3": 512})
+
     def __init__(self, csp_attention=(None, None, None)):
         super().__init__()
         # 416,416,3 -> 208,208,32 -> 104,104,64
@@ -68,9 +74,9 @@ class CSPDarkNet(nn.Module):
         self.resblock_body3 = Resblock_body(256, 256)
         # 13,13,512 -> 13,13,512
         self.conv3 = BasicConv(512, 512, 3)
-        self.csp1_att = build_attention(csp_attention[0], 128)
-        self.csp2_att = build_attention(csp_attention[1], 256)
-        self.csp3_att = build_attention(csp_attention[2], 512)
+        self.csp1_att = build_attention(csp_attention[0], self.site_channels["csp1"])
+        self.csp2_att = build_attention(csp_attention[1], self.site_channels["csp2"])
+        self.csp3_att = build_attention(csp_attention[2], self.site_channels["csp3"])
 
     def forward(self, x):
         x = self.conv2(self.conv1(x))

@@ -1,131 +1,16 @@
-"""The attention registry: names -> blocks, `phi` aliases, and placement specs.
+"""The attention API in one import: the block registry (nets.attn.registry) and placement over the
+sites of YoloBody (nets.yolo), which owns the sites and their channels.
 
-Every block takes `channels` first and returns a tensor shaped like its input.
-
-Seed blocks left out because they have no single-map, shape-keeping form in a detector:
-DIA (one LSTM state carried across the layers of a stage), EncNet (needs the class count and
-returns a tuple with an auxiliary loss head), the joint channel-spatial CBAM variant (an MLP over
-C + H*W, so fixed to one H*W, and two outputs), gated fusion (two inputs), MSF fusion (four inputs;
-its single-input form is `mfe`), and bilinear attention (no code in the seeds).
+    build_attention("cbam", 256)             # a block, nn.Identity() for "none"
+    parse_attention("feat1=cbam,csp2=se")    # {site: block name} for every YoloBody site
 """
-from functools import partial
-from typing import Dict, Optional, Union
+from nets.attn.registry import (ATTENTION_BLOCKS, PHI_NAMES, AttentionSpec, build_attention, check_name,
+                                phi_to_name, valid_names)
+from nets.yolo import YoloBody, attention_to_str, parse_attention
 
-import torch.nn as nn
+# The model's facts, read from it (kept under the names callers already import).
+SITE_CHANNELS = YoloBody.site_channels
+DEFAULT_SITES = YoloBody.default_sites
 
-from nets.attn.cbam import CBAM
-from nets.attn.coord import CoordAttention
-from nets.attn.eca import ECA
-from nets.attn.fca import FcaAttention
-from nets.attn.gct import GCT
-from nets.attn.gsop import GSoP
-from nets.attn.mfe import MFE
-from nets.attn.osra import OSRA
-from nets.attn.rcan import RCANChannelAttention
-from nets.attn.safm import SAFM
-from nets.attn.se import SEBlock
-from nets.attn.sk import SelectiveKernel
-from nets.attn.soca import SOCA
-from nets.attn.srm import SRM
-from nets.attn.triplet import TripletAttention
-
-ATTENTION_BLOCKS = {
-    "se": SEBlock,
-    "se_max": partial(SEBlock, pool="max"),
-    "cbam": CBAM,
-    "cbam_eca": partial(CBAM, channel_attn="conv"),
-    "eca": ECA,
-    "ca": CoordAttention,
-    "sk": SelectiveKernel,
-    "gct": GCT,
-    "srm": SRM,
-    "fca": FcaAttention,
-    "rcan": RCANChannelAttention,
-    "soca": SOCA,
-    "gsop": GSoP,
-    "triplet": TripletAttention,
-    "safm": SAFM,
-    "mfe": MFE,
-    "osra": OSRA,
-}
-
-# The reference implementation's integer switch.
-PHI_NAMES = {0: "none", 1: "se", 2: "cbam", 3: "eca", 4: "ca"}
-
-# Where a block can go, with the channel count there. The first three are the default sites
-# (seed 004): the two backbone features and the upsampled P5 branch.
-SITE_CHANNELS = {"feat1": 256, "feat2": 512, "upsample": 128, "csp1": 128, "csp2": 256, "csp3": 512}
-DEFAULT_SITES = ("feat1", "feat2", "upsample")
-
-AttentionSpec = Union[None, int, str, Dict[str, Optional[str]]]
-
-
-def valid_names() -> str:
-    return ", ".join(["none"] + sorted(ATTENTION_BLOCKS))
-
-
-def check_name(name: Optional[str]) -> str:
-    """Normalise a block name ('none' for no block); raise ValueError listing the valid ones."""
-    name = "none" if name is None else str(name).strip().lower()
-    if name in ("", "none", "identity"):
-        return "none"
-    if name not in ATTENTION_BLOCKS:
-        raise ValueError(f"unknown attention {name!r}; valid names: {valid_names()}")
-    return name
-
-
-def build_attention(name: Optional[str], channels: int, **kwargs) -> nn.Module:
-    """Make the block `name` for `channels` channels; `nn.Identity()` for none."""
-    name = check_name(name)
-    if name == "none":
-        return nn.Identity()
-    return ATTENTION_BLOCKS[name](channels, **kwargs)
-
-
-def phi_to_name(phi: int) -> str:
-    try:
-        return PHI_NAMES[int(phi)]
-    except (KeyError, ValueError):
-        choices = ", ".join(f"{k} ({v})" for k, v in PHI_NAMES.items())
-        raise ValueError(f"unknown phi {phi!r}; valid phi values: {choices}") from None
-
-
-def parse_attention(spec: AttentionSpec = None) -> Dict[str, str]:
-    """Turn a placement spec into {site: block name} for every site in SITE_CHANNELS.
-
-    Accepted: None (no attention), a phi integer (or its digits as a string), one block name for the
-    three default sites, 'feat1=cbam,feat2=se,upsample=none' (sites not named get none), or a dict.
-    """
-    placement = {site: "none" for site in SITE_CHANNELS}
-    if spec is None:
-        return placement
-    if isinstance(spec, dict):
-        items = spec.items()
-    elif isinstance(spec, int) or str(spec).strip().isdigit():
-        items = [(site, phi_to_name(int(spec))) for site in DEFAULT_SITES]
-    elif "=" in str(spec):
-        items = [_split_pair(part) for part in str(spec).split(",") if part.strip()]
-    else:
-        items = [(site, spec) for site in DEFAULT_SITES]
-    for site, name in items:
-        site = str(site).strip().lower()
-        if site not in SITE_CHANNELS:
-            raise ValueError(f"unknown attention site {site!r}; valid sites: {', '.join(SITE_CHANNELS)}")
-        placement[site] = check_name(name)
-    return placement
-
-
-def _split_pair(part: str):
-    if part.count("=") != 1:
-        raise ValueError(f"attention spec part {part!r} must look like site=name, e.g. feat1=cbam")
-    site, name = part.split("=")
-    return site, name
-
-
-def attention_to_str(placement: Dict[str, str]) -> str:
-    """The shortest spec that `parse_attention` turns back into `placement`."""
-    names = {placement.get(site, "none") for site in DEFAULT_SITES}
-    extra = [s for s in SITE_CHANNELS if s not in DEFAULT_SITES and placement.get(s, "none") != "none"]
-    if len(names) == 1 and not extra:
-        return names.pop()
-    return ",".join(f"{s}={placement[s]}" for s in SITE_CHANNELS if placement.get(s, "none") != "none") or "none"
+__all__ = ["ATTENTION_BLOCKS", "PHI_NAMES", "AttentionSpec", "DEFAULT_SITES", "SITE_CHANNELS", "attention_to_str",
+           "build_attention", "check_name", "parse_attention", "phi_to_name", "valid_names"]

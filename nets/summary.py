@@ -24,17 +24,24 @@ def count_gflops(model: torch.nn.Module, input_size: int = 416) -> float:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--phi", type=int, default=None, help="attention phi (0 none, 1 se, 2 cbam, 3 eca, 4 ca); "
-                        "without --phi or --attention, every phi 0..4 is listed")
+    from nets.attention import PHI_NAMES
+    from utils.core.cli import choices_help
+
+    parser = argparse.ArgumentParser(prog="python -m nets.summary", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--phi", type=int, default=None, help=f"attention phi ({choices_help(PHI_NAMES)}); "
+                        f"without --phi or --attention, every phi {min(PHI_NAMES)}..{max(PHI_NAMES)} is listed")
     parser.add_argument("--attention", default=None, help="attention name or per-site spec, overrides --phi")
     parser.add_argument("--num-classes", type=int, default=20, help="number of classes")
     parser.add_argument("--input-size", type=int, default=416, help="square input size, a multiple of 32")
     return parser
 
 
-def main(args) -> None:
-    specs = [args.attention] if args.attention else [args.phi] if args.phi is not None else list(range(5))
+def print_summary(args: argparse.Namespace) -> None:
+    """Parameters and GFLOPs of the model(s) the parsed `args` name, one line each."""
+    from nets.attention import PHI_NAMES
+
+    specs = [args.attention] if args.attention else [args.phi] if args.phi is not None else list(PHI_NAMES)
     print(f"input {args.input_size}x{args.input_size}, {args.num_classes} classes")
     print(f"{'model':<32} {'params':>12} {'GFLOPs':>8}")
     for spec in specs:
@@ -43,5 +50,11 @@ def main(args) -> None:
         print(f"{label:<32} {count_parameters(model):>12,} {count_gflops(model, args.input_size):>8.3f}")
 
 
+def main(argv=None) -> int:
+    """`python -m nets.summary` with `argv` (default: the command line); the exit code (utils/core/cli.py)."""
+    from utils.core.cli import run_main
+    return run_main("python -m nets.summary", lambda: print_summary(make_parser().parse_args(argv)))
+
+
 if __name__ == "__main__":
-    main(make_parser().parse_args())
+    raise SystemExit(main())

@@ -14,6 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
+from utils.engine import loop as epoch_loop  # noqa: E402
 from utils.data.dataloader import YoloDataset  # noqa: E402
 from utils.engine.distributed import unwrap  # noqa: E402
 
@@ -29,14 +30,14 @@ def main() -> int:
             seen.append((dataset.epoch, int(index)))
         return load(dataset, index)
 
-    run = train.EpochLoop.run
+    run = epoch_loop.EpochLoop.run
 
     def run_and_keep_weights(loop):
         run(loop)
         torch.save(unwrap(loop.state.model).state_dict(), out / f"rank{rank}.pt")
 
     YoloDataset.__getitem__ = recording_getitem
-    train.EpochLoop.run = run_and_keep_weights
+    epoch_loop.EpochLoop.run = run_and_keep_weights
     code = train.main(argv)
     (out / f"rank{rank}.json").write_text(json.dumps(seen))
     return code

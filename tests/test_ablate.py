@@ -140,7 +140,7 @@ def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_pa
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["phi0_s0", "phi3_s0"]
 
     # A different budget in the same folder is refused before anything runs.
-    assert ablate.main([*argv[:-1], "--train-args=--mosaic 0.5 --amp off"]) == 2
+    assert ablate.main([*argv[:-1], "--train-args=--mosaic 0.5 --amp off"]) == 1
     assert "another budget" in capsys.readouterr().err
 
 
@@ -161,7 +161,7 @@ def test_runs_are_scored_by_get_map_with_its_defaults(tmp_path, monkeypatch):
 
     monkeypatch.setattr(utils.eval.detect, "detect_samples", spy)
     record = ablate.RunScorer(str(voc), None, "cpu", workers=0)(weights)
-    assert get_map.cli(["--weights", str(weights), "--data", str(voc), "--device", "cpu", "--out", str(tmp_path / "m"),
+    assert get_map.main(["--weights", str(weights), "--data", str(voc), "--device", "cpu", "--out", str(tmp_path / "m"),
                         "--no-plots"]) == 0
     summary = json.loads((tmp_path / "m" / "summary.json").read_text())
     assert len(calls) == 2 and calls[0] == calls[1]

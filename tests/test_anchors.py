@@ -5,6 +5,7 @@ from PIL import Image
 
 from tests.test_voc import make_year
 from utils.data import anchors
+from utils.ops.boxes import wh_iou
 
 
 def test_kmeans_recovers_clusters_and_beats_poor_anchors():
@@ -14,7 +15,7 @@ def test_kmeans_recovers_clusters_and_beats_poor_anchors():
     found = anchors.kmeans_anchors(wh, 3, seed=1)
     np.testing.assert_allclose(found, centres, rtol=0.05)
     assert anchors.avg_best_iou(wh, found) > 0.9 > anchors.avg_best_iou(wh, np.array([[5, 5], [10, 10], [400, 400.0]]))
-    assert anchors.iou_wh(np.array([[10, 10.0]]), np.array([[10, 10], [5, 10.0]])).tolist() == [[1.0, 0.5]]
+    assert wh_iou(np.array([[10, 10.0]]), np.array([[10, 10], [5, 10.0]])).tolist() == [[1.0, 0.5]]
 
 
 def test_command_prints_comparison_and_writes_only_with_flag(tmp_path, capsys):
@@ -27,11 +28,11 @@ def test_command_prints_comparison_and_writes_only_with_flag(tmp_path, capsys):
     args = ["--data", str(root), "--classes", str(tmp_path / "c.txt"), "--anchors", str(tmp_path / "anchors.txt"),
             "--input-size", "200"]
     (tmp_path / "c.txt").write_text("cat\ndog\n")
-    found = anchors.main(anchors.make_parser().parse_args(args))
+    found = anchors.run(anchors.make_parser().parse_args(args))
     out = capsys.readouterr().out
     assert found.shape == (3, 2) and "avg best IoU" in out and "8 boxes at input size 200" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["VOC", "anchors.txt", "c.txt"]
-    anchors.main(anchors.make_parser().parse_args(args + ["--write", str(tmp_path / "new" / "a.txt")]))
+    assert anchors.main(args + ["--write", str(tmp_path / "new" / "a.txt")]) == 0
     written = (tmp_path / "new" / "a.txt").read_text().strip()
     assert written == anchors.format_anchors(found) and len(written.split(", ")) == 3
     with pytest.raises(ValueError, match="distinct box sizes"):

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from nets.attention import ATTENTION_BLOCKS, PHI_NAMES, build_attention, parse_attention, attention_to_str
+from nets.attention import ATTENTION_BLOCKS, PHI_NAMES, build_attention
+from nets.yolo import attention_to_str, parse_attention
 from nets.attn.eca import eca_kernel_size
 
 

@@ -18,7 +18,7 @@ def write_checkpoint(path, attention=SPEC):
 
 def run_predict(weights, img, out) -> int:
     args = ["--weights", str(weights), "--img", str(img), "--attention-map", "--out", str(out), "--amp", "off"]
-    return predict.main(predict.make_parser().parse_args(args))
+    return predict.main(args)
 
 
 def test_yolo_attention_maps_per_site(tmp_path):

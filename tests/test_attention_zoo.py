@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nets.attention import ATTENTION_BLOCKS, SITE_CHANNELS, build_attention
+from nets.attention import ATTENTION_BLOCKS, build_attention
 from nets.attn.cbam import CBAM, ChannelAttention, ConvChannelAttention, SpatialAttention
 from nets.attn.covpool import covariance_pool, sqrtm_newton_schulz
 from nets.attn.eca import eca_kernel_size
@@ -134,9 +134,9 @@ def plain_model_params():
 
 @pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
 def test_model_runs_with_the_block_at_every_site(name, plain_model_params):
-    spec = ",".join(f"{site}={name}" for site in SITE_CHANNELS)
+    spec = ",".join(f"{site}={name}" for site in YoloBody.site_channels)
     model = YoloBody(ANCHORS_MASK, 2, attention=spec).train()
-    added = sum(HAND_COUNTS[name](c) for c in SITE_CHANNELS.values())
+    added = sum(HAND_COUNTS[name](c) for c in YoloBody.site_channels.values())
     assert n_params(model) - plain_model_params == added
     with torch.no_grad():
         out0, out1 = model(torch.randn(2, 3, 64, 64))  # sites see 8x8 down to 2x2 maps

@@ -7,9 +7,9 @@ from torchvision.ops import complete_box_iou_loss
 
 from nets.yolo import YoloBody
 from tests.reference_model import reference_ciou
-from utils.ops.boxes import cxcywh_to_xyxy
+from utils.ops.boxes import cxcywh_to_xyxy, decode_grid
 from utils.core.config import DEFAULT_ANCHORS_MASK
-from utils.engine.loss import YOLOLoss, complete_iou_loss
+from utils.engine.loss import MAX_WH_LOGIT, YOLOLoss, complete_iou_loss
 from utils.engine.recipes import loss_kwargs, recipe_args
 
 ANCHORS = torch.tensor([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]], dtype=torch.float32)
@@ -184,7 +184,7 @@ def test_neighbour_prediction_can_reach_the_truth_centre():
     loss = make_loss(scale_x_y=2.0, neighbor_cells=True)
     p = torch.zeros(1, 1, 1, 1, 8)
     p[..., 0] = 20.0
-    boxes = loss.decode(p, torch.tensor([[1.0, 1.0]]))
+    boxes = decode_grid(p, torch.tensor([[1.0, 1.0]]), 1, loss.scale_x_y, MAX_WH_LOGIT)  # as the loss decodes
     assert boxes[0, 0, 0, 0, 0].item() == pytest.approx(1.5, abs=1e-6)
 
 
@@ -240,13 +240,18 @@ def test_loss_does_not_depend_on_the_order_of_target_rows(case, seed):
         torch.testing.assert_close(g_s, g, rtol=1e-6, atol=1e-9)
 
 
+def p4_positives_both_orders(assign_thres, kept, other):
+    """(index of `kept` among the rows, P4 positives) for rows [kept, other] and for [other, kept]."""
+    loss = make_loss(assign_thres=assign_thres)
+    return [(winner, loss.assign(torch.tensor(rows), [(4, 4), (8, 8)])[1])
+            for rows, winner in (([kept, other], 0), ([other, kept], 1))]
+
+
 def test_one_truth_per_slot_keeps_the_best_shape_fit():
     # two truths of P4 cell (4, 4) whose best anchor is anchor 2 (37x58): the exact fit wins, in either order
     exact = [0, 0, 4.5 / 8, 4.5 / 8, 37 / 128, 58 / 128]
     smaller = [0, 1, 4.4 / 8, 4.6 / 8, 30 / 128, 50 / 128]
-    loss = make_loss(assign_thres=1.0)
-    for rows, winner in (([exact, smaller], 0), ([smaller, exact], 1)):
-        t_idx, slot, gy, gx = loss.assign(torch.tensor(rows), [(4, 4), (8, 8)])[1]
+    for winner, (t_idx, slot, gy, gx) in p4_positives_both_orders(1.0, exact, smaller):
         assert t_idx.tolist() == [winner] and slot.tolist() == [1] and (gy.item(), gx.item()) == (4, 4)
 
 
@@ -254,9 +259,7 @@ def test_one_truth_per_slot_breaks_shape_ties_by_the_smaller_box():
     # half and twice anchor 2's size have the same shape IoU with it (0.25); the smaller is kept
     half = [0, 0, 4.5 / 8, 4.5 / 8, 18.5 / 128, 29 / 128]
     double = [0, 1, 4.5 / 8, 4.5 / 8, 74 / 128, 116 / 128]
-    loss = make_loss(assign_thres=0.2)
-    for rows, winner in (([half, double], 0), ([double, half], 1)):
-        t_idx, slot, _, _ = loss.assign(torch.tensor(rows), [(4, 4), (8, 8)])[1]
+    for winner, (t_idx, slot, _, _) in p4_positives_both_orders(0.2, half, double):
         assert t_idx[slot == 1].tolist() == [winner]
 
 

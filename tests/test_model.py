@@ -3,8 +3,7 @@ import torch
 
 from nets.summary import count_gflops, count_parameters
 from nets.yolo import YoloBody
-
-ANCHORS_MASK = [[3, 4, 5], [1, 2, 3]]
+from tests.conftest import ANCHORS_MASK
 
 
 @pytest.mark.parametrize("phi", range(5))
@@ -80,8 +79,8 @@ def test_gflops_counted():
 
 
 def test_summary_command_prints_every_phi(capsys):
-    from nets.summary import main, make_parser
-    main(make_parser().parse_args(["--input-size", "128"]))
+    from nets.summary import main
+    assert main(["--input-size", "128"]) == 0
     out = capsys.readouterr().out
     for name in ("none", "se", "cbam", "eca", "ca"):
         assert f"({name})" in out
@@ -111,3 +110,25 @@ def test_conv_init_statistics():
     assert w.abs().max().item() <= 1 / fan_in ** 0.5
     bn = model.backbone.conv3.bn
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+
+
+def test_model_facts_match_what_it_computes():
+    # every site's channel count is what flows there, and strides are the heads' input pixels per cell
+    model = YoloBody(ANCHORS_MASK, 2, attention=",".join(f"{s}=se" for s in YoloBody.site_channels)).eval()
+    sites = model.attention_sites()
+    assert list(sites) == list(YoloBody.site_channels) == ["feat1", "feat2", "upsample", "csp1", "csp2", "csp3"]
+    seen = {}
+    for site, block in sites.items():
+        assert type(block).__name__ == "SEBlock"
+        block.register_forward_hook(lambda mod, args, out, site=site: seen.__setitem__(site, args[0].shape[1]))
+    with torch.no_grad():
+        outputs = model(torch.randn(1, 3, 128, 192))
+    assert seen == dict(YoloBody.site_channels)
+    assert [(128 // out.shape[2], 192 // out.shape[3]) for out in outputs] == [(s, s) for s in YoloBody.strides]
+
+
+def test_attention_sites_are_identities_without_attention():
+    model = YoloBody(ANCHORS_MASK, 2)
+    sites = model.attention_sites()
+    assert all(isinstance(m, torch.nn.Identity) for m in sites.values())
+    assert sites["csp2"] is model.backbone.csp2_att and sites["upsample"] is model.upsample_att

@@ -6,8 +6,10 @@ import torch
 from nets.fuse import fuse_model
 from nets.yolo import YoloBody
 from tests.test_yolo import ANCHORS, ANCHORS_MASK, make_checkpoint, random_bn, rgb
-from utils.ops.boxes import decode_outputs, postprocess
-from utils.deploy.export import OPSET, detector_graph, export_onnx, export_onnx_nms, max_abs_error, ort_session
+from utils.deploy.export import (OPSET, RawToDetections, detector_graph, export_onnx, export_onnx_nms, max_abs_error,
+                                 ort_session)
+from utils.ops.boxes import decode_candidates, select_detections, split_by_image
+from utils.ops.image import to_unit_float
 from yolo import YOLO
 
 HW = (64, 96)
@@ -39,7 +41,7 @@ def test_nms_graph_matches_torch_postprocess(model, tmp_path, graph):
     """export_onnx_nms (float NCHW in) and detector_graph (the raw graph behind uint8 NHWC, as YOLO runs it)."""
     anchors = torch.tensor(ANCHORS, dtype=torch.float32)
     pixels = torch.randint(0, 256, (3, *HW, 3), dtype=torch.uint8)
-    images = pixels.permute(0, 3, 1, 2).float() / 255
+    images = to_unit_float(pixels.permute(0, 3, 1, 2))
     if graph == "nms":
         path = export_onnx_nms(model, tmp_path / "nms.onnx", anchors, ANCHORS_MASK, HW, 1.05, conf=0.3, nms=0.4, max_det=7)
         found = ort_session(path).run(["detections"], {"images": images.numpy()})[0]
@@ -50,13 +52,44 @@ def test_nms_graph_matches_torch_postprocess(model, tmp_path, graph):
         with torch.no_grad():
             assert np.abs(out0 - model(images)[0].numpy()).max() < 1e-4
     with torch.no_grad():
-        expected = postprocess(decode_outputs(model(images), anchors, ANCHORS_MASK, HW, 1.05), 0.3, 0.4, 7)
+        pred, image = decode_candidates(model(images), anchors, ANCHORS_MASK, HW, 1.05, 0.3)
+        expected = split_by_image(select_detections(pred, image, 3, 0.3, 0.4, 7), 3)
     assert found.shape[1] == 7 and sum(len(e) for e in expected) > 3
     for i, exp in enumerate(expected):
         mine = found[found[:, 0] == i][:, 1:]
         assert len(mine) == len(exp) <= 7
         order_m, order_e = np.lexsort(mine.T[::-1]), np.lexsort(exp.numpy().T[::-1])
         assert np.allclose(mine[order_m], exp.numpy()[order_e], atol=1e-3)
+
+
+@pytest.mark.parametrize("graph", ["nms", "detector"])
+def test_candidate_cap_is_the_same_in_torch_and_onnx(model, tmp_path, graph):
+    """More candidates than max_nms: torch (RawToDetections run eagerly, as YOLO's torch backend selects) and
+    both ONNX graphs keep the same best-scoring max_nms per image, so they keep the same detections."""
+    anchors = torch.tensor(ANCHORS, dtype=torch.float32)
+    pixels = torch.randint(0, 256, (2, *HW, 3), dtype=torch.uint8)
+    images = to_unit_float(pixels.permute(0, 3, 1, 2))
+    settings = dict(scale_x_y=1.05, conf=0.01, nms=0.5, max_det=300)
+    if graph == "nms":
+        path = export_onnx_nms(model, tmp_path / "cap.onnx", anchors, ANCHORS_MASK, HW, max_nms=12, **settings)
+        found = ort_session(path).run(["detections"], {"images": images.numpy()})[0]
+    else:
+        raw = onnx.load(export_onnx(model, tmp_path / "raw.onnx", HW))
+        both = detector_graph(raw, 2, anchors, ANCHORS_MASK, HW, max_nms=12, **settings)
+        found = ort_session(both.SerializeToString()).run(["detections"], {"images": pixels.numpy()})[0]
+    with torch.no_grad():
+        outputs = model(images)
+        capped = RawToDetections(anchors, ANCHORS_MASK, HW, max_nms=12, **settings)(*outputs)
+        uncapped = RawToDetections(anchors, ANCHORS_MASK, HW, **settings)(*outputs)
+        pred, image = decode_candidates(outputs, anchors, ANCHORS_MASK, HW, 1.05, 0.01)
+    scores = pred[:, 4] * pred[:, 5:].max(dim=1).values
+    assert all(int((scores[image == i] >= 0.01).sum()) > 12 for i in range(2))  # the cap bites in every image
+    assert len(uncapped) > len(capped)
+    for i in range(2):
+        mine, exp = found[found[:, 0] == i], capped[capped[:, 0] == i].numpy()
+        assert len(mine) == len(exp) > 0
+        order_m, order_e = np.lexsort(mine.T[::-1]), np.lexsort(exp.T[::-1])
+        assert np.allclose(mine[order_m], exp[order_e], atol=1e-3)
 
 
 def test_nms_graph_with_no_detections(model, tmp_path):

@@ -9,6 +9,7 @@ from PIL import Image
 
 import predict
 from tests.test_yolo import CLASSES, make_checkpoint, rgb
+from utils.core.paths import newest_best
 from yolo import YOLO
 
 
@@ -32,8 +33,7 @@ def images(tmp_path_factory):
 
 
 def run(ckpt, tmp_path, *flags):
-    args = predict.make_parser().parse_args(["--weights", str(ckpt), "--out", str(tmp_path / "out"), *flags])
-    return predict.main(args)
+    return predict.main(["--weights", str(ckpt), "--out", str(tmp_path / "out"), *flags])
 
 
 def test_image_with_every_extra(ckpt, images, tmp_path, capsys):
@@ -175,7 +175,7 @@ def test_default_weights_is_newest_best(tmp_path):
         path.write_bytes(b"x")
     import os
     os.utime(older, (1, 1))
-    assert predict.find_weights(tmp_path) == newer
+    assert newest_best(tmp_path) == newer
 
 
 @pytest.mark.parametrize("native, line", [(False, "precision off (fp32) (--amp auto)"),

@@ -18,18 +18,17 @@ def test_predict_json_scores_the_models_map(voc, tmp_path, capsys):
     weights = tmp_path / "run" / "best.pth"
     save_random_checkpoint(weights, CLASSES)
     # get_map.py's detection settings, fp32 on both sides
-    args = predict.make_parser().parse_args(["--weights", str(weights), "--dir", str(voc / "VOC2007" / "JPEGImages"),
-                                             "--conf", "0.001", "--nms", "0.5", "--amp", "off", "--device", "cpu",
-                                             "--save-json", "--out", str(tmp_path / "pred")])
+    args = ["--weights", str(weights), "--dir", str(voc / "VOC2007" / "JPEGImages"), "--conf", "0.001", "--nms", "0.5",
+            "--amp", "off", "--device", "cpu", "--save-json", "--out", str(tmp_path / "pred")]
     assert predict.main(args) == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "pred" / "detections.json").read_text())
     assert {r["category_id"] for r in rows} == {1, 2}  # class index + 1, as get_map.py reads them
     assert all(r["category_name"] == CLASSES[r["category_id"] - 1] for r in rows)
 
     common = ["--data", str(voc), "--no-plots", "--device", "cpu"]
-    assert get_map.cli(["--detections", str(tmp_path / "pred" / "detections.json"), "--classes",
+    assert get_map.main(["--detections", str(tmp_path / "pred" / "detections.json"), "--classes",
                         str(tmp_path / "classes.txt"), "--out", str(tmp_path / "from_json"), *common]) == 0
-    assert get_map.cli(["--weights", str(weights), "--amp", "off", "--out", str(tmp_path / "from_model"), *common]) == 0
+    assert get_map.main(["--weights", str(weights), "--amp", "off", "--out", str(tmp_path / "from_model"), *common]) == 0
     from_json = json.loads((tmp_path / "from_json" / "summary.json").read_text())
     from_model = json.loads((tmp_path / "from_model" / "summary.json").read_text())
     assert from_model["map50"] > 0.05

@@ -4,7 +4,6 @@ import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
-from torchvision.ops import box_iou
 
 import predict
 from nets.yolo import YoloBody
@@ -13,6 +12,8 @@ from utils.deploy import quantize
 from utils.engine.checkpoint import model_from_weights, read_checkpoint, save_atomic
 from utils.eval.evaluator import evaluate_model
 from utils.deploy.export import read_onnx_metadata
+from utils.ops.boxes import box_iou
+from utils.ops.image import to_tensor_batch, to_unit_float
 from utils.data.voc import load_samples
 from yolo import YOLO
 
@@ -66,7 +67,7 @@ def input_sensitive_checkpoint(path, obj_bias: float = 1.0):
             m.momentum = None  # cumulative average over the batch below
     images = torch.from_numpy(np.stack([scene(*HW, seed=100 + i) for i in range(8)])).permute(0, 3, 1, 2)
     with torch.no_grad():
-        model.train()(images.float() / 255)
+        model.train()(to_unit_float(images))
         for head in (model.yolo_headP5[1], model.yolo_headP4[1]):
             head.bias.view(3, -1)[:, 4] = obj_bias
     checkpoint["model"] = model.state_dict()
@@ -83,9 +84,8 @@ def ckpt(tmp_path_factory):
 def int8(ckpt, voc, tmp_path_factory):
     """predict.py --export-onnx PATH --int8 on three calibration images of the training split."""
     path = tmp_path_factory.mktemp("int8") / "m_int8.onnx"
-    args = predict.make_parser().parse_args(["--weights", str(ckpt), "--export-onnx", str(path), "--int8",
-                                             "--data", str(voc), "--calib-images", "3"])
-    assert predict.main(args) == 0
+    argv = ["--weights", str(ckpt), "--export-onnx", str(path), "--int8", "--data", str(voc), "--calib-images", "3"]
+    assert predict.main(argv) == 0
     return path
 
 
@@ -120,7 +120,7 @@ def test_int8_raw_outputs_follow_fp32(int8, ckpt):
     model, _ = model_from_weights(ckpt)
     session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
     # 64x96 scenes need no letterbox: the input is the image itself, NCHW in [0, 1]
-    batch = np.stack([scene(*HW, seed=s).transpose(2, 0, 1) / 255 for s in range(10, 14)]).astype(np.float32)
+    batch = to_tensor_batch([scene(*HW, seed=s) for s in range(10, 14)]).contiguous().numpy()
     got = [np.concatenate(outs) for outs in zip(*(session.run(["out0", "out1"], {"images": x[None]}) for x in batch))]
     with torch.no_grad():
         expected = [o.numpy() for o in model.eval()(torch.from_numpy(batch))]
@@ -174,9 +174,9 @@ def test_evaluate_onnx_scores_like_evaluate_model(ckpt, voc, tmp_path):
 
 
 def test_cli_prints_one_table(ckpt, voc, tmp_path, capsys):
-    args = quantize.make_parser().parse_args(["--weights", str(ckpt), "--data", str(voc), "--calib-images", "2",
-                                              "--out", str(tmp_path / "m_int8.onnx"), "--amp", "off"])
-    assert quantize.main(args) == 0
+    argv = ["--weights", str(ckpt), "--data", str(voc), "--calib-images", "2",
+            "--out", str(tmp_path / "m_int8.onnx"), "--amp", "off"]
+    assert quantize.main(argv) == 0
     out = capsys.readouterr().out
     rows = [line.split()[0:2] for line in out.splitlines() if line.startswith(("torch ", "onnx "))]
     assert rows == [["torch", "fp32"], ["onnx", "fp32"], ["onnx", "int8"]]

@@ -2,9 +2,8 @@ import pytest
 import torch
 
 from nets.yolo import YoloBody
+from tests.conftest import ANCHORS_MASK
 from tests.reference_model import ReferenceYoloBody, randomize
-
-ANCHORS_MASK = [[3, 4, 5], [1, 2, 3]]
 
 
 @pytest.mark.parametrize("phi", range(5))

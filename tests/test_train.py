@@ -47,7 +47,7 @@ def test_printed_map_equals_get_map_on_the_checkpoint(tiny_voc, tmp_path, capsys
     assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 2, "--eval-period", 1)) == 0
     printed = float(re.search(r"last evaluation .*?mAP@0\.5 ([0-9.]+)", capsys.readouterr().out).group(1))
     import get_map
-    assert get_map.cli(["--weights", str(tmp_path / "exp" / "last.pth"), "--data", str(tiny_voc), "--split", "val",
+    assert get_map.main(["--weights", str(tmp_path / "exp" / "last.pth"), "--data", str(tiny_voc), "--split", "val",
                          "--out", str(tmp_path / "map"), "--no-plots"]) == 0
     out = capsys.readouterr().out
     reported = float(re.search(r"mAP@0\.5 VOC all-point: ([0-9.]+)", out).group(1))
@@ -128,7 +128,7 @@ def test_config_file_repeats_a_run_and_flags_override(tiny_voc, tmp_path):
 
 
 def test_bad_input_size_fails_clearly(tiny_voc, tmp_path, capsys):
-    assert train.main(base_args(tiny_voc, tmp_path, "--input-size", 100, "--epochs", 1)) == 2
+    assert train.main(base_args(tiny_voc, tmp_path, "--input-size", 100, "--epochs", 1)) == 1
     assert "multiple of 32" in capsys.readouterr().err
 
 

@@ -9,6 +9,7 @@ import torch
 import train
 from tests.test_train import scan_cache, tiny_voc  # noqa: F401 (fixtures)
 from tests.tiny_voc import write_tiny_voc
+from utils.engine import loop
 from utils.engine.checkpoint import read_checkpoint
 from utils.core.fileio import atomic_open
 from utils.engine.recipes import RECIPES
@@ -101,7 +102,7 @@ def test_validation_loss_is_nan_not_zero_when_no_batch_is_finite():
 
 
 def test_a_checkpoint_with_non_finite_weights_is_never_written(tiny_voc, tmp_path, monkeypatch, capsys):
-    epoch_of = train.train_one_epoch
+    epoch_of = loop.train_one_epoch
 
     def poisoning(state, loader, epoch, progress=True):
         stats = epoch_of(state, loader, epoch, progress)
@@ -110,7 +111,7 @@ def test_a_checkpoint_with_non_finite_weights_is_never_written(tiny_voc, tmp_pat
                 next(state.model.parameters()).fill_(math.nan)
         return stats
 
-    monkeypatch.setattr(train, "train_one_epoch", poisoning)
+    monkeypatch.setattr(loop, "train_one_epoch", poisoning)
     assert train.main(run_args(tiny_voc, tmp_path, "--epochs", 3, "--eval-period", 0, "--no-ema")) == 1
     assert "not finite" in capsys.readouterr().err
     last = read_checkpoint(tmp_path / "exp" / "last.pth")
@@ -120,19 +121,19 @@ def test_a_checkpoint_with_non_finite_weights_is_never_written(tiny_voc, tmp_pat
 def fake_validation(monkeypatch, losses: dict) -> None:
     """Validation loss by epoch (so best.pth is known in advance), whichever process computes it."""
     current = {}
-    end_of_epoch = train.EpochLoop.end_of_epoch
+    end_of_epoch = loop.EpochLoop.end_of_epoch
 
-    def recording(loop, epoch, stats, val_loader):
+    def recording(epoch_loop, epoch, stats, val_loader):
         current["epoch"] = epoch
-        return end_of_epoch(loop, epoch, stats, val_loader)
+        return end_of_epoch(epoch_loop, epoch, stats, val_loader)
 
-    monkeypatch.setattr(train.EpochLoop, "end_of_epoch", recording)
-    monkeypatch.setattr(train, "validation_loss", lambda *a: losses[current["epoch"]])
+    monkeypatch.setattr(loop.EpochLoop, "end_of_epoch", recording)
+    monkeypatch.setattr(loop, "validation_loss", lambda *a: losses[current["epoch"]])
 
 
 def test_a_kill_between_the_checkpoint_writes_never_leaves_best_stale(tiny_voc, tmp_path, monkeypatch):
     fake_validation(monkeypatch, {0: 2.0, 1: 1.0, 2: 3.0})  # epoch 2 (index 1) is the best
-    save = train.save_atomic
+    save = loop.save_atomic
     writes = []
 
     def killed_between_the_two_writes_of_epoch_2(obj, path):
@@ -141,10 +142,10 @@ def test_a_kill_between_the_checkpoint_writes_never_leaves_best_stale(tiny_voc, 
         writes.append(obj["epoch"])
         save(obj, path)
 
-    monkeypatch.setattr(train, "save_atomic", killed_between_the_two_writes_of_epoch_2)
+    monkeypatch.setattr(loop, "save_atomic", killed_between_the_two_writes_of_epoch_2)
     with pytest.raises(Killed):
         train.main(run_args(tiny_voc, tmp_path, "--epochs", 3, "--eval-period", 0))
-    monkeypatch.setattr(train, "save_atomic", save)
+    monkeypatch.setattr(loop, "save_atomic", save)
     run = tmp_path / "exp"
     assert train.main(["--resume", str(run / "last.pth"), "--quiet", "--workers", "0"]) == 0
     best, last = read_checkpoint(run / "best.pth"), read_checkpoint(run / "last.pth")
@@ -153,7 +154,7 @@ def test_a_kill_between_the_checkpoint_writes_never_leaves_best_stale(tiny_voc, 
 
 
 def test_ctrl_c_during_validation_leaves_that_epoch_incomplete(tiny_voc, tmp_path, monkeypatch, capsys):
-    evaluate = train.evaluate
+    evaluate = loop.evaluate
     calls = []
 
     def interrupted_in_third_evaluation(*args):
@@ -162,14 +163,14 @@ def test_ctrl_c_during_validation_leaves_that_epoch_incomplete(tiny_voc, tmp_pat
             raise KeyboardInterrupt
         return evaluate(*args)
 
-    monkeypatch.setattr(train, "evaluate", interrupted_in_third_evaluation)
+    monkeypatch.setattr(loop, "evaluate", interrupted_in_third_evaluation)
     assert train.main(run_args(tiny_voc, tmp_path, "--epochs", 3, "--eval-period", 1)) == 130
     run = tmp_path / "exp"
     assert "holds epoch 2, the last complete one" in capsys.readouterr().out
     last = read_checkpoint(run / "last.pth")
     assert last["epoch"] == 1 and [r["epoch"] for r in last["results"]] == [1, 2]
     assert read_checkpoint(run / "interrupted.pth")["optimizer"] is None  # weights of the moment, not resumable
-    assert train.main(["--resume", str(run / "interrupted.pth"), "--quiet"]) == 2
+    assert train.main(["--resume", str(run / "interrupted.pth"), "--quiet"]) == 1
 
     assert train.main(["--resume", str(run / "last.pth"), "--quiet", "--workers", "0"]) == 0
     rows = read_checkpoint(run / "last.pth")["results"]
@@ -221,11 +222,10 @@ def test_a_weights_file_that_runs_code_is_refused_and_nothing_runs(tiny_voc, tmp
     with pytest.raises(ValueError, match=f"{evil}: not a plain weights file: it asks to run or build posix.system"):
         read_checkpoint(evil)
     image = tiny_voc / "JPEGImages" / "img00.png"
-    assert predict.main(predict.make_parser().parse_args(["--weights", str(evil), "--img", str(image),
-                                                          "--out", str(tmp_path / "out")])) == 1
+    assert predict.main(["--weights", str(evil), "--img", str(image), "--out", str(tmp_path / "out")]) == 1
     assert "not a plain weights file" in capsys.readouterr().err
-    assert train.main(run_args(tiny_voc, tmp_path, "--epochs", 1, "--weights", evil)) == 2
-    assert train.main(["--resume", str(evil)]) == 2
+    assert train.main(run_args(tiny_voc, tmp_path, "--epochs", 1, "--weights", evil)) == 1
+    assert train.main(["--resume", str(evil)]) == 1
     assert not marker.exists()
 
 
@@ -259,6 +259,6 @@ def test_reference_init_is_normal_002():
 def test_an_unreadable_validation_image_stops_training_naming_it(tmp_path, capsys):
     data = write_tiny_voc(tmp_path / "VOCbroken", 4)
     (data / "JPEGImages" / "img01.png").write_bytes(b"not an image")
-    assert train.main(run_args(data, tmp_path, "--epochs", 1, "--eval-period", 0)) == 2
+    assert train.main(run_args(data, tmp_path, "--epochs", 1, "--eval-period", 0)) == 1
     err = capsys.readouterr().err
     assert "img01.png" in err and not (tmp_path / "exp" / "last.pth").exists()

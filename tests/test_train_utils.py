@@ -102,3 +102,49 @@ def test_darknet_file_of_another_class_count_loads_what_matches(tmp_path):
     assert len(heads) == 4 and all("shape (255" in s for s in heads)  # the two output convs, weight and bias
     assert sum("(missing from file)" in s for s in skipped) == 6  # SE's two Linear layers at three sites
     assert loaded == len(model.state_dict()) - 4 - 6
+
+
+def test_train_config_has_every_flag_is_frozen_and_reads_back_from_run_args(tmp_path):
+    import dataclasses
+
+    import train
+    from utils.engine.run_logger import write_yaml
+    from utils.engine.train_config import DERIVED_KEYS, TrainConfig, make_config
+    dests = list(vars(train.make_parser().parse_args([])))
+    assert [f.name for f in dataclasses.fields(TrainConfig)] == dests + list(DERIVED_KEYS)
+    values = {**vars(train.parse_args(["--optimizer", "sgd"])), "classes": "c.txt", "train_split": "train",
+              "val_split": "val"}
+    config = make_config(values, is_demo=True, amp_used="fp32")
+    assert (config.epochs, config.input_size, config.lr, config.min_lr) == (25, 320, 0.1, 0.1 / 100)
+    assert config.attention == "none" and config.scale == (0.5, 1.5) and config.channels_last_on
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = 1.0
+    saved = config.to_dict()
+    assert list(saved) == dests + list(DERIVED_KEYS) and saved["hsv"] == [0.1, 0.7, 0.4]
+    write_yaml(tmp_path / "run_args.yaml", saved)  # a run's own file repeats the run
+    again = train.parse_args(["--config", str(tmp_path / "run_args.yaml"), "--seed", "1"])
+    assert (again.optimizer, again.lr, again.epochs, again.seed) == ("sgd", 0.1, 25, 1)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        make_config({**values, "input_size": 100}, is_demo=False, amp_used="fp32")
+
+
+def test_every_script_shares_one_exit_code_rule(capsys):
+    from utils.core.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UserError, choices_help, run_main
+
+    def raising(error):
+        def body():
+            raise error
+        return body
+
+    assert run_main("x", lambda: None) == EXIT_OK == 0
+    assert run_main("x", raising(UserError("bad flag"))) == EXIT_FAILURE == 1
+    assert "x: error: bad flag" in capsys.readouterr().err
+    assert run_main("x", raising(FileNotFoundError("no such file"))) == 1
+    assert run_main("x", raising(RuntimeError("diverged")), failures=(RuntimeError,)) == 1
+    assert run_main("x", raising(KeyboardInterrupt()), interrupted="run again") == EXIT_INTERRUPTED == 130
+    assert "x: interrupted: run again" in capsys.readouterr().err
+    assert run_main("x", raising(SystemExit(2))) == 1  # an argparse usage error
+    assert run_main("x", raising(SystemExit(0))) == 0  # --help
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_main("x", raising(ZeroDivisionError()))
+    assert choices_help({0: "none", 1: "se"}) == "0 none, 1 se"

@@ -216,8 +216,9 @@ def test_cache_is_used_and_detects_changed_files(tmp_path, capsys):
 
 def test_resolve_data_falls_back_to_demo_only_for_the_default(tmp_path, monkeypatch, capsys):
     import utils.data.demo_data
+    from utils.data import layouts  # resolve_data lives there; voc re-exports it
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(voc, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(layouts, "REPO_ROOT", tmp_path)
     monkeypatch.setattr(utils.data.demo_data, "ensure_demo_dataset", lambda: tmp_path / "demo_data" / "demo")
     (tmp_path / "VOCdevkit").mkdir()
     assert voc.resolve_data("VOCdevkit") == tmp_path / "demo_data" / "demo"
@@ -262,3 +263,12 @@ def test_scan_lists_unreadable_images_with_their_ground_truths(tmp_path):
                                               cache_dir=tmp_path / "cache")
     assert again.from_cache == 3  # a missing image is looked for again; the unreadable one comes from the cache
     assert len(samples) == 2 and sorted(left_out) == sorted(stats.left_out)
+
+
+def test_every_public_name_is_still_importable_from_voc():
+    # voc.py was split into layouts.py, annotations.py and the scan; callers keep importing from voc
+    names = ["CACHE_VERSION", "DEFAULT_DATA", "REPO_ROOT", "UNREADABLE_REASONS", "DatasetError", "LeftOut", "Record",
+             "Sample", "ScanStats", "UnreadableImagesError", "default_split", "load_eval_samples", "load_samples",
+             "parse_line", "parse_xml", "resolve_classes", "resolve_data", "stat_key"]
+    assert [n for n in names if not hasattr(voc, n)] == []
+    assert sorted(voc.__all__) == sorted(names)

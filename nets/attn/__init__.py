@@ -1,1 +1,1 @@
-"""Attention blocks: one small file per family. Use `nets.attention.build_attention` to make one by name."""
+"""Attention blocks: one small file per family; `registry.py` names them. Make one with `nets.attention.build_attention`."""

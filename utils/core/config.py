@@ -1,7 +1,8 @@
-"""Reading the small text files in model_data/: class names and anchors."""
+"""Reading the small text files in model_data/ (class names, anchors) and checking the input size."""
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
+import numpy as np
 import torch
 
 DEFAULT_ANCHORS_MASK = [[3, 4, 5], [1, 2, 3]]
@@ -33,3 +34,11 @@ def read_anchors(path) -> torch.Tensor:
     if not values or len(values) % 2:
         raise ValueError(f"anchors file {path}: expected an even count of numbers (w,h pairs), found {len(values)}")
     return torch.tensor(values).view(-1, 2)
+
+
+def parse_input_size(size) -> Tuple[int, int]:
+    """An int or (h, w), each a positive multiple of 32 -> (h, w): the one check of a network input size."""
+    hw = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
+    if len(hw) != 2 or min(hw) <= 0 or hw[0] % 32 or hw[1] % 32:
+        raise ValueError(f"input size must be a positive multiple of 32 (e.g. 416 or 416,608), found {size}")
+    return hw

@@ -10,28 +10,22 @@ from typing import List, Sequence
 
 import numpy as np
 
-from utils.ops.boxes import letterbox_params
+from utils.ops.boxes import letterbox_params, wh_iou
 from utils.core.config import read_anchors, read_classes
 from utils.core.fileio import write_text_atomic
 from utils.data.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
 
 
-def iou_wh(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """IoU of boxes and anchors aligned at one corner: wh [N, 2], anchors [K, 2] -> [N, K]."""
-    inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
-    return inter / (wh[:, None, 0] * wh[:, None, 1] + anchors[None, :, 0] * anchors[None, :, 1] - inter)
-
-
 def avg_best_iou(wh: np.ndarray, anchors: np.ndarray) -> float:
-    """Mean over boxes of the IoU with their best anchor."""
-    return float(iou_wh(wh, anchors).max(axis=1).mean())
+    """Mean over boxes [N, 2] of the IoU (boxes and anchors aligned at one corner) with their best anchor [K, 2]."""
+    return float(wh_iou(wh, anchors).max(axis=1).mean())
 
 
 def _kmeans_once(wh: np.ndarray, k: int, rng: np.random.Generator, iterations: int) -> np.ndarray:
     centres = wh[rng.choice(len(wh), size=k, replace=False)].copy()
     assign = np.full(len(wh), -1)
     for _ in range(iterations):
-        new_assign = iou_wh(wh, centres).argmax(axis=1)
+        new_assign = wh_iou(wh, centres).argmax(axis=1)
         if (new_assign == assign).all():
             break
         assign = new_assign
@@ -68,7 +62,8 @@ def format_anchors(anchors: np.ndarray) -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m utils.data.anchors", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="VOCdevkit", help="VOCdevkit root, year folder or annotation-lines file")
     p.add_argument("--split", default=None, help="split to read; default: the training split (utils.data.voc.default_split)")
     p.add_argument("--classes", default="model_data/voc_classes.txt", help="classes file")
@@ -83,7 +78,9 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> np.ndarray:
+def run(args: argparse.Namespace) -> np.ndarray:
+    """Print the new anchors for the parsed `args` beside the current ones (and write them with --write);
+    returns the new anchors [K, 2]."""
     data = resolve_data(args.data)
     names = read_classes(resolve_classes(data, args.classes))
     samples = load_samples(data, args.split or default_split(data, "train"), names)
@@ -104,5 +101,14 @@ def main(args: argparse.Namespace) -> np.ndarray:
     return anchors
 
 
+def main(argv=None) -> int:
+    """`python -m utils.data.anchors` with `argv` (default: the command line); the exit code (utils/core/cli.py)."""
+    from utils.core.cli import run_main
+
+    def body() -> None:
+        run(make_parser().parse_args(argv))
+    return run_main("python -m utils.data.anchors", body)
+
+
 if __name__ == "__main__":
-    main(make_parser().parse_args())
+    raise SystemExit(main())

@@ -9,6 +9,7 @@ from typing import List, Tuple
 import cv2
 import numpy as np
 
+from utils.ops.boxes import Letterbox, image_to_input_boxes
 from utils.ops.image import PAD_VALUE, resize
 
 Annotated = Tuple[np.ndarray, np.ndarray, np.ndarray]  # image, boxes [N, 4], labels [N]
@@ -71,8 +72,7 @@ def paste(canvas: np.ndarray, image: np.ndarray, x: int, y: int, region: Tuple[i
 
 def resize_boxes(boxes: np.ndarray, image_hw: Tuple[int, int], new_wh: Tuple[int, int], x: int, y: int) -> np.ndarray:
     """Boxes of an image of `image_hw` resized to `new_wh` and placed with its top-left at (x, y)."""
-    sx, sy = new_wh[0] / image_hw[1], new_wh[1] / image_hw[0]
-    return boxes * np.array([sx, sy, sx, sy], dtype=np.float32) + np.array([x, y, x, y], dtype=np.float32)
+    return image_to_input_boxes(boxes, Letterbox(new_wh[0] / image_hw[1], new_wh[1] / image_hw[0], x, y))
 
 
 def hflip(image: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

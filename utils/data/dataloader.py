@@ -21,7 +21,9 @@ import torch
 import torch.distributed as tdist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from utils.core.config import parse_input_size
 from utils.data.augment import AugmentConfig, hsv_jitter, mixup, mosaic, random_place
+from utils.ops.boxes import image_to_input_boxes, xyxy_to_cxcywh
 from utils.ops.image import letterbox_image, read_image
 from utils.data.voc import Sample
 
@@ -29,13 +31,6 @@ from utils.data.voc import Sample
 def mosaic_enabled(epoch: int, epochs: int, ratio: float = 0.7) -> bool:
     """Mosaic (and mixup with it) for the first `ratio` of the epochs, as the reference's special_aug_ratio."""
     return epoch < int(epochs * ratio)
-
-
-def _input_hw(input_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    hw = (input_size, input_size) if isinstance(input_size, int) else tuple(int(v) for v in input_size)
-    if len(hw) != 2 or hw[0] % 32 or hw[1] % 32 or min(hw) <= 0:
-        raise ValueError(f"input size must be a positive multiple of 32 (or a pair of them), got {input_size}")
-    return hw
 
 
 class YoloDataset(Dataset):
@@ -56,7 +51,7 @@ class YoloDataset(Dataset):
         if not samples:
             raise ValueError("YoloDataset needs at least one sample")
         self.samples = list(samples)
-        self.input_hw = _input_hw(input_size)
+        self.input_hw = parse_input_size(input_size)
         self.train = train
         self.mosaic_prob = mosaic
         self.mixup_prob = mixup
@@ -97,9 +92,7 @@ class YoloDataset(Dataset):
     def _letterboxed(self, index: int):
         image, boxes, labels = self.load(index)
         resized, lb = letterbox_image(image, self.input_hw)
-        scale = np.array([lb.scale_x, lb.scale_y, lb.scale_x, lb.scale_y], dtype=np.float32)
-        pad = np.array([lb.pad_x, lb.pad_y, lb.pad_x, lb.pad_y], dtype=np.float32)
-        return resized, boxes * scale + pad, labels
+        return resized, image_to_input_boxes(boxes, lb), labels
 
     def __getitem__(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         if self.train:
@@ -110,10 +103,7 @@ class YoloDataset(Dataset):
         targets = np.zeros((len(labels), 5), dtype=np.float32)
         if len(labels):
             targets[:, 0] = labels
-            targets[:, 1] = (boxes[:, 0] + boxes[:, 2]) / 2 / w
-            targets[:, 2] = (boxes[:, 1] + boxes[:, 3]) / 2 / h
-            targets[:, 3] = (boxes[:, 2] - boxes[:, 0]) / w
-            targets[:, 4] = (boxes[:, 3] - boxes[:, 1]) / h
+            targets[:, 1:] = xyxy_to_cxcywh(torch.from_numpy(boxes)).numpy() / np.array([w, h, w, h], dtype=np.float32)
         return image, targets
 
 

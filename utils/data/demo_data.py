@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from utils.core.paths import REPO_ROOT
+from utils.ops.boxes import box_iou_np
 
 GENERATOR_VERSION = 1
 MARKER = ".complete"
@@ -138,13 +139,6 @@ def _colour(rng: np.random.Generator, avoid: np.ndarray) -> Tuple[int, int, int]
     return tuple(int(v) for v in rgb)
 
 
-def _iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def make_image(style: DemoStyle, rng: np.random.Generator) -> Tuple[np.ndarray, List[tuple]]:
     """One image (HxWx3 RGB) and its objects [(class name, x1, y1, x2, y2, difficult)]."""
     height, width = int(rng.integers(240, 513)), int(rng.integers(320, 641))
@@ -164,7 +158,7 @@ def make_image(style: DemoStyle, rng: np.random.Generator) -> Tuple[np.ndarray, 
             angle = rng.uniform(-style.rotation, style.rotation)
             polygons = _inside(shape_polygons(style.classes[cls], centre, size, aspect, angle), width, height)
             box = _box(polygons)
-            if all(_iou(box, o[1:5]) < 0.1 for o in objects):
+            if not objects or box_iou_np(np.array(box), np.array([o[1:5] for o in objects])).max() < 0.1:
                 break
         else:
             continue

@@ -14,17 +14,10 @@ import torch.nn as nn
 
 from utils.deploy.drawing import heatmap_overlay, save_image
 
-SITE_OWNERS = {"feat1": "", "feat2": "", "upsample": "", "csp1": "backbone", "csp2": "backbone", "csp3": "backbone"}
-
 
 def site_blocks(model: nn.Module) -> Dict[str, nn.Module]:
-    """The attention block at each site of a YoloBody; sites without a block are left out."""
-    blocks = {}
-    for site, owner in SITE_OWNERS.items():
-        module = getattr(model.get_submodule(owner), f"{site}_att")
-        if not isinstance(module, nn.Identity):
-            blocks[site] = module
-    return blocks
+    """The attention block at each site of a YoloBody (its `attention_sites()`); sites without a block are left out."""
+    return {site: module for site, module in model.attention_sites().items() if not isinstance(module, nn.Identity)}
 
 
 def block_map(block: nn.Module, x: torch.Tensor) -> Optional[Tuple[str, torch.Tensor]]:

@@ -2,9 +2,10 @@
 
 Two graphs can be written:
   raw: input `images` Tensor[B, 3, H, W] float in [0, 1]; outputs `out0`, `out1`, the raw head logits
-       exactly as YoloBody.forward returns them (decode them with utils.ops.boxes.decode_outputs).
+       exactly as YoloBody.forward returns them (decode them with utils.ops.boxes.decode_candidates).
   nms: same input; one output `detections` Tensor[K, 7]: batch index, x1, y1, x2, y2 (input pixels),
-       score, class id, with decoding, score threshold, class-aware NMS and max_det per image inside.
+       score, class id, with decoding, score threshold, candidate cap, class-aware NMS and max_det per
+       image inside: utils.ops.boxes.select_detections traced, the function the torch backend runs.
 H and W are fixed at export time (the input size); only the batch is dynamic.
 The onnx backend of yolo.YOLO runs a third, made in memory from a raw graph (detector_graph): input
 `images` Tensor[B, H, W, 3] uint8, outputs `detections`, out0 and out1.
@@ -24,11 +25,12 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-import torchvision
 from torch import Tensor
 
-from utils.ops.boxes import decode_candidates_flat
+from nets.yolo import YoloBody
 from utils.core.fileio import write_bytes_atomic
+from utils.ops.boxes import MAX_NMS, decode_candidates, select_detections
+from utils.ops.image import PIXEL_MAX
 
 OPSET = 17
 ONNX_FORMAT = "yolov4-tiny-attention/onnx/1"
@@ -38,37 +40,22 @@ RAW_OUTPUTS = ("out0", "out1")
 
 
 class RawToDetections(nn.Module):
-    """Raw head outputs -> detections: decoding, score threshold and class-aware NMS, traceable for ONNX
-    export. forward(out0, out1) -> Tensor[K, 7] (see the module docstring)."""
+    """Raw head outputs -> detections: decode_candidates and select_detections (the torch backend's own
+    functions), traceable for ONNX export. forward(out0, out1) -> Tensor[K, 7] (see the module docstring)."""
 
     def __init__(self, anchors: Tensor, anchors_mask: Sequence[Sequence[int]], input_hw: Tuple[int, int],
-                 scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300):
+                 scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
+                 max_nms: int = MAX_NMS):
         super().__init__()
         self.register_buffer("anchors", anchors.float().clone())
         self.anchors_mask = [list(m) for m in anchors_mask]
         self.input_hw = tuple(input_hw)
-        self.scale_x_y, self.conf, self.nms, self.max_det = scale_x_y, conf, nms, max_det
+        self.scale_x_y, self.conf, self.nms, self.max_det, self.max_nms = scale_x_y, conf, nms, max_det, max_nms
 
     def forward(self, out0: Tensor, out1: Tensor) -> Tensor:
-        pred, batch = decode_candidates_flat([out0, out1], self.anchors, self.anchors_mask, self.input_hw,
-                                             self.scale_x_y, self.conf)
-        b = out0.shape[0]
-        cls_prob, cls_id = pred[:, 5:].max(dim=1)
-        score = pred[:, 4] * cls_prob
-        keep = torch.nonzero(score >= self.conf).view(-1)
-        boxes, score, cls_id, batch = pred[keep, :4], score[keep], cls_id[keep], batch[keep]
-        # one NMS over all images and classes: shift every (image, class) group to its own region
-        group = (batch * (pred.shape[1] - 5) + cls_id).float()
-        span = torch.cat([boxes.abs().reshape(-1), boxes.new_zeros(1)]).max() * 2 + 1  # works when empty
-        shift = group.view(-1, 1) * span
-        kept = torchvision.ops.nms(boxes + shift, score, self.nms)  # sorted by score, descending
-        boxes, score, cls_id, batch = boxes[kept], score[kept], cls_id[kept], batch[kept]
-        # rank of each detection within its image, to cap detections per image
-        onehot = (batch.view(-1, 1) == torch.arange(b, device=pred.device).view(1, -1)).long()
-        rank = (onehot.cumsum(dim=0) * onehot).sum(dim=1)
-        cap = torch.nonzero(rank <= self.max_det).view(-1)
-        out = torch.cat([batch.view(-1, 1).float(), boxes, score.view(-1, 1), cls_id.view(-1, 1).float()], dim=1)
-        return out[cap]
+        pred, image = decode_candidates([out0, out1], self.anchors, self.anchors_mask, self.input_hw,
+                                        self.scale_x_y, self.conf)
+        return select_detections(pred, image, out0.shape[0], self.conf, self.nms, self.max_det, self.max_nms)
 
 
 class DecodeNMS(nn.Module):
@@ -203,13 +190,13 @@ def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool =
 
 def export_onnx_nms(model: nn.Module, path, anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
                     scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
-                    metadata: Optional[Dict[str, str]] = None) -> Path:
+                    metadata: Optional[Dict[str, str]] = None, max_nms: int = MAX_NMS) -> Path:
     """Write the graph with decoding and NMS inside (output `detections`, see module docstring).
 
-    `metadata`: metadata_props to store (see onnx_metadata).
+    `metadata`: metadata_props to store (see onnx_metadata); `max_nms`: the candidate cap per image.
     """
     path = Path(path)
-    post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det)
+    post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det, max_nms)
     module = DecodeNMS(model.eval().cpu(), post).eval()
     graph = _to_onnx(module, (torch.rand(1, 3, *input_hw),), ["images"], ["detections"],
                      {"images": {0: "batch"}, "detections": {0: "count"}})
@@ -237,7 +224,7 @@ def _uint8_nhwc_input(graph) -> None:
     batch, _, h, w = old.type.tensor_type.shape.dim
     for node in g.node:
         node.input[:] = ["images_nchw" if name == "images" else name for name in node.input]
-    g.initializer.append(numpy_helper.from_array(np.array(1.0 / 255.0, dtype=np.float32), "inv_255"))
+    g.initializer.append(numpy_helper.from_array(np.array(1.0 / PIXEL_MAX, dtype=np.float32), "inv_255"))
     g.node.insert(0, helper.make_node("Mul", ["images_float", "inv_255"], ["images_nchw"], name="scale_images"))
     g.node.insert(0, helper.make_node("Cast", ["images_nhwc_t"], ["images_float"], to=TensorProto.FLOAT,
                                       name="cast_images"))
@@ -251,10 +238,11 @@ def _uint8_nhwc_input(graph) -> None:
 
 def detector_graph(raw, num_classes: int, anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
                    scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
-                   where: str = "ONNX model"):
+                   where: str = "ONNX model", strides: Sequence[int] = YoloBody.strides, max_nms: int = MAX_NMS):
     """The raw graph `raw` (onnx.ModelProto, fp32 or int8) made into a whole detector for ONNX Runtime:
     input `images` Tensor[B, H, W, 3] uint8 RGB (letterboxed), outputs `detections` (as the nms graph's)
-    and out0, out1. Returns a new onnx.ModelProto; `raw` is not changed.
+    and out0, out1. Returns a new onnx.ModelProto; `raw` is not changed. `strides`: input pixels per
+    cell of out0 and out1 (the model's); `max_nms`: the candidate cap per image.
 
     With the input conversion, decoding and NMS inside, a detect() call does little more than one
     session.run, on fp32 and int8 graphs alike.
@@ -268,9 +256,9 @@ def detector_graph(raw, num_classes: int, anchors: Tensor, anchors_mask, input_h
               for i in graph.graph.input if i.name not in weights]
     _raw_graph_check(inputs, [o.name for o in graph.graph.output], where)
     _uint8_nhwc_input(graph)
-    post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det).eval()
+    post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det, max_nms).eval()
     out0, out1 = (torch.rand(1, len(mask) * (5 + num_classes), input_hw[0] // stride, input_hw[1] // stride)
-                  for mask, stride in zip(anchors_mask, (32, 16)))
+                  for mask, stride in zip(anchors_mask, strides))
     post_graph = _to_onnx(post, (out0, out1), RAW_OUTPUTS, ["detections"],
                           {"out0": {0: "batch"}, "out1": {0: "batch"}, "detections": {0: "count"}})
     post_graph.ir_version = graph.ir_version

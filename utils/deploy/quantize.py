@@ -236,16 +236,14 @@ def compare(args) -> List[tuple]:
     return rows
 
 
-def main(args) -> int:
-    """Run the comparison; returns the exit code (0 ok, 1 bad input)."""
-    try:
-        rows = compare(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"utils.deploy.quantize: error: {e}", file=sys.stderr)
-        return 1
-    print(format_table(rows))
-    return 0
+def main(argv=None) -> int:
+    """`python -m utils.deploy.quantize` with `argv` (default: the command line); the exit code (utils/core/cli.py)."""
+    from utils.core.cli import run_main
+
+    def body() -> None:
+        print(format_table(compare(make_parser().parse_args(argv))))
+    return run_main("python -m utils.deploy.quantize", body)
 
 
 if __name__ == "__main__":
-    sys.exit(main(make_parser().parse_args()))
+    sys.exit(main())

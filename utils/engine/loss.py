@@ -11,7 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from utils.ops.boxes import batched_box_iou, cxcywh_to_xyxy, head_grid, paired_box_iou, wh_iou
+from nets.yolo import YoloBody
+from utils.ops.boxes import batched_box_iou, cxcywh_to_xyxy, decode_grid, head_grid, paired_box_iou, wh_iou
+
+MAX_WH_LOGIT = 8.0  # tw, th clamped before exp() in the loss: exp(8) ~ 3000 cells, no overflow
 
 
 class YOLOLoss(nn.Module):
@@ -21,7 +24,7 @@ class YOLOLoss(nn.Module):
         anchors: Tensor[A, 2] anchor (w, h) in input pixels.
         num_classes: number of classes.
         anchors_mask: anchor indices per head, in the model's output order (P5 first).
-        strides: input pixels per grid cell, per head.
+        strides: input pixels per grid cell, per head; default the model's (YoloBody.strides).
         box_weight, obj_weight, cls_weight: weights of the three parts.
         balance: objectness weight per head.
         ignore_thres: a non-target prediction whose box overlaps a ground truth by more than this
@@ -43,7 +46,7 @@ class YOLOLoss(nn.Module):
     """
 
     def __init__(self, anchors: Tensor, num_classes: int, anchors_mask: Sequence[Sequence[int]],
-                 strides: Sequence[int] = (32, 16), box_weight: float = 0.05, obj_weight: float = 1.0,
+                 strides: Sequence[int] = YoloBody.strides, box_weight: float = 0.05, obj_weight: float = 1.0,
                  cls_weight: float = 0.5, balance: Sequence[float] = (1.0, 1.0), ignore_thres: float = 0.5,
                  assign_thres: float = 0.213, iou_aware: bool = True, label_smoothing: float = 0.0,
                  smooth_by_classes: bool = False, focal: bool = False, scale_x_y: float = 1.0,
@@ -142,7 +145,7 @@ class YOLOLoss(nn.Module):
         t_idx, slot, gy, gx = positives
         img = targets[t_idx, 0].long()
 
-        pred_boxes = self.decode(p, anchors)  # B,A,H,W,4 cxcywh grid units
+        pred_boxes = decode_grid(p, anchors, 1, self.scale_x_y, MAX_WH_LOGIT)  # B,A,H,W,4 cxcywh grid units
         tobj = torch.zeros_like(p[..., 4])
         is_pos = torch.zeros_like(tobj, dtype=torch.bool)
         box_loss = cls_loss = p.sum() * 0.0
@@ -166,16 +169,6 @@ class YOLOLoss(nn.Module):
         ious = batched_box_iou(cxcywh_to_xyxy(pred_boxes.reshape(bsz, -1, 4)), gt_boxes * scale)
         best = ious.masked_fill(~gt_valid[:, None, :], 0).amax(dim=2)
         return (best <= self.ignore_thres).view(pred_boxes.shape[:4])
-
-    def decode(self, p: Tensor, anchors: Tensor) -> Tensor:
-        """Tensor[B, A, H, W, 5+C] logits -> Tensor[B, A, H, W, 4] boxes (cx, cy, w, h) in grid units."""
-        h, w = p.shape[2:4]
-        gy, gx = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
-        grid = torch.stack([gx, gy], dim=-1).float()
-        s = self.scale_x_y
-        xy = p[..., :2].sigmoid() * s - (s - 1) / 2 + grid
-        wh = p[..., 2:4].clamp(max=8.0).exp() * anchors.view(1, -1, 1, 1, 2)
-        return torch.cat([xy, wh], dim=-1)
 
     def class_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         target = F.one_hot(labels, self.num_classes).float()

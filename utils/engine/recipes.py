@@ -1,7 +1,7 @@
 """Training recipes: named, frozen sets of train.py arguments, and the YOLOLoss keywords they imply.
 
 Keys are train.py's argument names (the dests of `train.make_parser`); flags given explicitly
-override the recipe. None leaves the value to train.py's data-dependent defaults.
+override the recipe. None leaves the value to the data-dependent defaults (utils/engine/train_config.py).
 
 "default" is this project's recipe for training from scratch on small data. "reference" is
 bubbliiiing/yolov4-tiny-pytorch (https://github.com/bubbliiiing/yolov4-tiny-pytorch, commit 1bbb2f2):

@@ -13,6 +13,7 @@ from utils.engine.checkpoint import CHECKPOINT_FORMAT
 from utils.engine.distributed import unwrap
 from utils.engine.ema import ModelEMA
 from utils.engine.optim import lr_factor
+from utils.ops.image import to_unit_float
 
 
 class TrainingDiverged(RuntimeError):
@@ -49,7 +50,7 @@ class TrainState:
 
 def to_device(images: torch.Tensor, targets: torch.Tensor, state: TrainState):
     """uint8 Tensor[B, 3, H, W] -> float in [0, 1] on the device (channels-last when set)."""
-    images = images.to(state.device, non_blocking=True).float().div_(255.0)
+    images = to_unit_float(images.to(state.device, non_blocking=True))
     if state.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, targets.to(state.device, non_blocking=True)

@@ -18,6 +18,8 @@ from typing import Dict, NamedTuple
 
 import numpy as np
 
+from utils.ops.boxes import crowd_iou_xywh_np
+
 IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1)  # as pycocotools builds them
 REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1)
 AREA_RANGES = np.array([[0, 1e5 ** 2], [0, 32 ** 2], [32 ** 2, 96 ** 2], [96 ** 2, 1e5 ** 2]])  # all, S, M, L
@@ -49,17 +51,6 @@ def _group_starts(*keys: np.ndarray) -> np.ndarray:
     return new
 
 
-def _pair_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-    """IoU of row-aligned xywh boxes, computed as pycocotools' C code does (crowd: over the detection area)."""
-    w = np.minimum(d[:, 2] + d[:, 0], g[:, 2] + g[:, 0]) - np.maximum(d[:, 0], g[:, 0])
-    h = np.minimum(d[:, 3] + d[:, 1], g[:, 3] + g[:, 1]) - np.maximum(d[:, 1], g[:, 1])
-    inter = w * h
-    da, ga = d[:, 2] * d[:, 3], g[:, 2] * g[:, 3]
-    union = np.where(crowd, da, da + ga - inter)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((w > 0) & (h > 0), inter / union, 0.0)
-
-
 def _candidate_pairs(det: CocoBoxes, gt: CocoBoxes, num_images: int):
     """(det row, gt row, IoU) for same image and class pairs with IoU >= 0.5, the lowest threshold.
 
@@ -72,7 +63,7 @@ def _candidate_pairs(det: CocoBoxes, gt: CocoBoxes, num_images: int):
     pair_det = np.repeat(np.arange(len(det_key)), count)
     first = np.cumsum(count) - count
     pair_gt = np.arange(len(pair_det)) - np.repeat(first - start, count)
-    iou = _pair_iou(det.xywh[pair_det], gt.xywh[pair_gt], gt.crowd[pair_gt])
+    iou = crowd_iou_xywh_np(det.xywh[pair_det], gt.xywh[pair_gt], gt.crowd[pair_gt])
     keep = iou >= IOU_THRS[0]
     return pair_det[keep], pair_gt[keep], iou[keep]
 

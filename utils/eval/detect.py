@@ -1,5 +1,4 @@
 """Running a model over samples, and saving/loading detections as a COCO results file."""
-import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -9,8 +8,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils.ops.boxes import decode_candidates, detections_to_image, postprocess
+from utils.core.amp import autocast
+from utils.core.config import parse_input_size
 from utils.core.fileio import write_json_atomic
+from utils.ops.boxes import decode_candidates, detections_to_image, select_detections, split_by_image
 from utils.ops.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
 from utils.data.voc import LeftOut, UnreadableImagesError
 
@@ -40,10 +41,6 @@ def collate_letterboxed(items):
     return list(items)
 
 
-def as_hw(input_size) -> tuple:
-    return (int(input_size), int(input_size)) if np.isscalar(input_size) else tuple(int(v) for v in input_size)
-
-
 def detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres: float = 0.001,
                    nms_thres: float = 0.5, scale_x_y: float = 1.0, letterbox: bool = True, batch_size: int = 8,
                    workers: int = 0, device="cpu", amp: Optional[torch.dtype] = None, progress: bool = True,
@@ -60,7 +57,7 @@ def detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres
     """
     from tqdm import tqdm
 
-    input_hw = as_hw(input_size)
+    input_hw = parse_input_size(input_size)
     device = torch.device(device)
     anchors = torch.as_tensor(anchors, dtype=torch.float32)
     loader = DataLoader(LetterboxedSamples(samples, input_hw, letterbox), batch_size=batch_size,
@@ -68,12 +65,11 @@ def detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres
     was_training = model.training
     model.eval()
     results, failures = [], []
-    autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
     try:
         for batch in tqdm(loader, desc="detect", unit="batch", disable=not progress, leave=False):
             failures += [(len(results) + k, item[3]) for k, item in enumerate(batch) if item[0] is None]
             results.extend(_detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres,
-                                         nms_thres, scale_x_y, device, autocast))
+                                         nms_thres, scale_x_y, device, amp))
     finally:
         model.train(was_training)
     if failures and not skip_unreadable:
@@ -104,18 +100,18 @@ def drop_unreadable(detections: Sequence[Optional[np.ndarray]], samples) -> Tupl
 
 
 def _detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres, nms_thres, scale_x_y,
-                  device, autocast) -> List[Optional[np.ndarray]]:
+                  device, amp) -> List[Optional[np.ndarray]]:
     """Detections per item of a LetterboxedSamples batch; None for an image that could not be read."""
     ok = [item for item in batch if item[0] is not None]
     if not ok:
         return [None] * len(batch)
     images = to_tensor_batch([item[0] for item in ok]).to(device)
     with torch.no_grad():
-        with autocast:
+        with autocast(device, amp):
             outputs = model(images)
-        pred = decode_candidates([o.float() for o in outputs], anchors.to(device), anchors_mask, input_hw, scale_x_y,
-                                 conf_thres)
-        kept = postprocess(pred, conf_thres, nms_thres)
+        pred, image = decode_candidates([o.float() for o in outputs], anchors.to(device), anchors_mask, input_hw,
+                                        scale_x_y, conf_thres)
+        kept = split_by_image(select_detections(pred, image, len(ok), conf_thres, nms_thres), len(ok))
     found = iter(kept)
     out = []
     for inp, lb, image_hw, _ in batch:

@@ -13,6 +13,9 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from utils.core.config import parse_input_size
+from utils.ops.boxes import box_iou_np
+
 CONF_THRES = 0.001  # low, so the PR curve reaches high recall
 NMS_THRES = 0.5
 IOU_THRES = 0.5
@@ -63,16 +66,6 @@ def gather_detections(detections: Sequence[np.ndarray]) -> Boxes:
     return _flatten(detections, fields)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of broadcastable xyxy boxes [..., 4] and [..., 4] -> [...]."""
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / np.maximum(area_a + area_b - inter, np.finfo(np.float64).eps)
-
-
 def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = False) -> float:
     """Area under the PR curve: VOC2010+ all-point interpolation, or VOC2007's 11 recall points."""
     if use_07_metric:
@@ -98,7 +91,7 @@ def _best_gt(det: Boxes, gt: Boxes, num_images: int, chunk_elems: int = 1 << 22)
     step = max(1, chunk_elems // gmax)
     for s in range(0, len(det.image), step):
         img = det.image[s:s + step]
-        iou = np.nan_to_num(box_iou(det.boxes[s:s + step, None, :], padded[img]), nan=-1.0)
+        iou = np.nan_to_num(box_iou_np(det.boxes[s:s + step, None, :], padded[img]), nan=-1.0)
         slot = iou.argmax(axis=1)
         best_iou[s:s + step] = iou[np.arange(len(img)), slot]
         best[s:s + step] = np.where(best_iou[s:s + step] >= 0, offsets[img] + slot, -1)
@@ -260,7 +253,7 @@ def confusion_matrix(det: Boxes, gt: Boxes, num_images: int, num_classes: int,
     for i in range(num_images):
         d = det.select(slice(det_starts[i], det_starts[i + 1]))
         g = gt.select(slice(gt_starts[i], gt_starts[i + 1]))
-        iou = box_iou(g.boxes[:, None, :], d.boxes[None, :, :]) if len(d.image) and len(g.image) else np.zeros((0, 0))
+        iou = box_iou_np(g.boxes[:, None, :], d.boxes[None, :, :]) if len(d.image) and len(g.image) else np.zeros((0, 0))
         gi, di = np.nonzero(iou > iou_thres)
         g_used = np.zeros(len(g.image), dtype=bool)
         d_used = np.zeros(len(d.image), dtype=bool)
@@ -347,5 +340,5 @@ def evaluate_model(model, samples, class_names, input_size, anchors, anchors_mas
     result = evaluate_detections(detections, samples, class_names, metric="all", left_out=[*left_out, *unread])
     result["detections"] = detections
     result["settings"].update({"conf_thres": conf_thres, "nms_thres": nms_thres, "letterbox": letterbox,
-                               "input_size": list(input_size) if not isinstance(input_size, int) else [input_size] * 2})
+                               "input_size": list(parse_input_size(input_size))})
     return result

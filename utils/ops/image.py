@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from utils.ops.boxes import Letterbox, letterbox_params
+from utils.ops.boxes import Letterbox, letterbox_params, letterbox_region
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 PAD_VALUE = 128  # grey, as the reference letterbox
+PIXEL_MAX = 255.0  # uint8 pixel values / PIXEL_MAX = the network's [0, 1] input scale
 
 
 class ImageReadError(ValueError):
@@ -80,18 +81,19 @@ def letterbox_image(image: np.ndarray, input_hw: Tuple[int, int], letterbox: boo
     Returns the input-sized image and the Letterbox that maps image pixels to input pixels.
     """
     lb = letterbox_params(image.shape[:2], input_hw, letterbox)
-    nw, nh = round(image.shape[1] * lb.scale_x), round(image.shape[0] * lb.scale_y)
-    resized = resize(image, (nw, nh))
-    if (nh, nw) == tuple(input_hw):
+    x1, y1, x2, y2 = letterbox_region(lb, image.shape[:2])
+    resized = resize(image, (x2 - x1, y2 - y1))
+    if (y2 - y1, x2 - x1) == tuple(input_hw):
         return resized, lb
     out = np.full((input_hw[0], input_hw[1], 3), PAD_VALUE, dtype=np.uint8)
-    out[lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw] = resized
+    out[y1:y2, x1:x2] = resized
     return out, lb
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (any layout) -> float32 in [0, 1], the network's input scale; the one place of the /255."""
-    return images.float().div_(255.0)
+    """uint8 images (any layout, memory format kept) -> float32 in [0, 1], the network's input scale; the
+    one place of the /255 (the ONNX detector graph multiplies by 1 / PIXEL_MAX inside, utils.deploy.export)."""
+    return images.float().div_(PIXEL_MAX)
 
 
 def to_tensor_batch(images) -> torch.Tensor:
