@@ -27,6 +27,9 @@ from utils.engine.recipes import RECIPES, loss_kwargs
 from utils.engine.run_logger import new_run_dir, read_yaml, write_yaml
 from utils.engine.train_config import DERIVED_KEYS, TrainConfig, make_config
 from utils.engine.trainer import TrainState, TrainingDiverged, restore_checkpoint
+from utils.data.demo_data import demo_classes_file
+from utils.data.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
+from utils.eval.evaluator import CONF_THRES, IOU_THRES, NMS_THRES
 
 ROOT = Path(__file__).resolve().parent
 
@@ -174,8 +177,6 @@ class RunData(NamedTuple):
 
 def load_data(values: dict) -> RunData:
     """Class names and samples of the run's splits; an unreadable validation image stops the run."""
-    from utils.data.demo_data import demo_classes_file
-    from utils.data.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
 
     data = resolve_data(values["data"])
     used = {"data": str(data),
@@ -234,7 +235,6 @@ def start_run(args: argparse.Namespace):
 
 
 def describe(config: TrainConfig, device, data: RunData) -> None:
-    from utils.eval.evaluator import CONF_THRES, IOU_THRES, NMS_THRES
     print(f"device: {device}{' x' + str(dist.world_size()) if dist.world_size() > 1 else ''}; "
           f"mixed precision: {config.amp_used}; channels-last: {'on' if config.channels_last_on else 'off'}")
     print(f"data: {config.data}{' (embedded demo dataset)' if data.is_demo else ''}; {len(data.class_names)} classes "

@@ -28,6 +28,8 @@ from utils.deploy.drawing import draw_detections, heatmap_overlay
 from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, onnx_metadata, ort_session, raw_graph,
                           read_onnx_metadata)
 from utils.ops.image import letterbox_image, read_image, to_unit_float
+from utils.deploy.attention_maps import attention_maps
+from utils.deploy.quantize import export_int8
 
 BACKENDS = ("torch", "onnx")
 ImageLike = Union[str, Path, np.ndarray]
@@ -240,7 +242,6 @@ class YOLO:
 
     def attention_maps(self, image: ImageLike) -> Dict[str, Tuple[str, np.ndarray]]:
         """{site: ('spatial', HxW map over the image) or ('channel', [C] weights)} of the model's attention blocks."""
-        from utils.deploy.attention_maps import attention_maps
         if self.model is None:
             raise ValueError("attention maps need the torch backend (a .pth or .weights file, --backend torch)")
         image = as_rgb_array(image)
@@ -305,7 +306,6 @@ class YOLO:
         if calibration_images is not None:
             if nms:
                 raise ValueError("int8 quantizes the raw graph; decoding and NMS stay outside it (drop the NMS option)")
-            from utils.deploy.quantize import export_int8
             return export_int8(self._cpu_model(), self.meta, path, calibration_images, letterbox=self.letterbox)
         metadata = onnx_metadata(self.meta)
         if nms:

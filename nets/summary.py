@@ -9,6 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nets.yolo import YoloBody
 from utils.core.config import DEFAULT_ANCHORS_MASK
+from nets.attention import PHI_NAMES
+from utils.core.cli import choices_help, run_main
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -24,8 +26,6 @@ def count_gflops(model: torch.nn.Module, input_size: int = 416) -> float:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from nets.attention import PHI_NAMES
-    from utils.core.cli import choices_help
 
     parser = argparse.ArgumentParser(prog="python -m nets.summary", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -39,7 +39,6 @@ def make_parser() -> argparse.ArgumentParser:
 
 def print_summary(args: argparse.Namespace) -> None:
     """Parameters and GFLOPs of the model(s) the parsed `args` name, one line each."""
-    from nets.attention import PHI_NAMES
 
     specs = [args.attention] if args.attention else [args.phi] if args.phi is not None else list(PHI_NAMES)
     print(f"input {args.input_size}x{args.input_size}, {args.num_classes} classes")
@@ -52,7 +51,6 @@ def print_summary(args: argparse.Namespace) -> None:
 
 def main(argv=None) -> int:
     """`python -m nets.summary` with `argv` (default: the command line); the exit code (utils/core/cli.py)."""
-    from utils.core.cli import run_main
     return run_main("python -m nets.summary", lambda: print_summary(make_parser().parse_args(argv)))
 
 

@@ -4,15 +4,16 @@ import predict
 from nets.yolo import YoloBody
 from utils.engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from utils.ops.image import read_image
+from tests.conftest import ANCHORS_MASK
 
 SPEC = "feat1=cbam,feat2=se,upsample=ca,csp1=triplet,csp3=sk"
 
 
 def write_checkpoint(path, attention=SPEC):
-    model = YoloBody([[3, 4, 5], [1, 2, 3]], 2, attention=attention)
+    model = YoloBody(ANCHORS_MASK, 2, attention=attention)
     save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "class_names": ["a", "b"],
                  "anchors": [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]],
-                 "anchors_mask": [[3, 4, 5], [1, 2, 3]], "attention": model.attention, "input_size": [128, 128],
+                 "anchors_mask": ANCHORS_MASK, "attention": model.attention, "input_size": [128, 128],
                  "scale_x_y": 1.0}, path)
 
 

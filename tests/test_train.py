@@ -10,6 +10,7 @@ import pytest
 import train
 from tests.tiny_voc import CLASSES, write_tiny_voc
 from utils.engine.checkpoint import read_checkpoint
+from tests.conftest import ANCHORS_MASK
 
 ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_same_seed_same_losses(tiny_voc, tmp_path):
 def test_partial_load_reports_what_it_skipped(tiny_voc, tmp_path, capsys):
     from nets.yolo import YoloBody
     from utils.engine.checkpoint import save_atomic
-    other = YoloBody([[3, 4, 5], [1, 2, 3]], 7, phi=1)  # other class count, other attention
+    other = YoloBody(ANCHORS_MASK, 7, phi=1)  # other class count, other attention
     save_atomic(other.state_dict(), tmp_path / "other.pth")
     assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 1, "--eval-period", 0, "--phi", 0,
                                 "--weights", tmp_path / "other.pth")) == 0
@@ -171,7 +172,7 @@ def test_torchrun_shards_are_disjoint_and_match_one_process(tmp_path):
         assert not shards[0] & shards[1] and len(shards[0]) == len(shards[1]) == 2, shards
         assert shards[0] | shards[1] == {0, 1, 2, 3}
     from nets.yolo import YoloBody
-    names = [n for n, _ in YoloBody([[3, 4, 5], [1, 2, 3]], len(CLASSES)).named_parameters()]
+    names = [n for n, _ in YoloBody(ANCHORS_MASK, len(CLASSES)).named_parameters()]
     weights = [torch.load(probe / f"rank{r}.pt") for r in (0, 1)]
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in names)  # BN running stats stay per rank
     ddp = read_checkpoint(tmp_path / "ddp" / "exp" / "last.pth")["model"]
@@ -180,7 +181,7 @@ def test_torchrun_shards_are_disjoint_and_match_one_process(tmp_path):
     assert train.main(base_args(data, tmp_path / "one", *flags, "--batch-size", 4)) == 0
     one = read_checkpoint(tmp_path / "one" / "exp" / "last.pth")["model"]
     torch.manual_seed(3)  # train.build_model's initialisation for --seed 3
-    init = YoloBody([[3, 4, 5], [1, 2, 3]], len(CLASSES)).state_dict()
+    init = YoloBody(ANCHORS_MASK, len(CLASSES)).state_dict()
     one_step = torch.cat([(one[n] - init[n]).flatten() for n in names])
     ddp_step = torch.cat([(ddp[n] - init[n]).flatten() for n in names])
     gap = float((ddp_step - one_step).norm() / one_step.norm())

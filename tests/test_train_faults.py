@@ -14,6 +14,7 @@ from utils.engine.checkpoint import read_checkpoint
 from utils.core.fileio import atomic_open
 from utils.engine.recipes import RECIPES
 from utils.engine.trainer import TrainState, TrainingDiverged, gradient_norm, nonfinite_tensors, train_step, validation_loss
+from tests.conftest import ANCHORS_MASK
 
 
 def run_args(data, save_dir, *extra) -> list:
@@ -246,7 +247,7 @@ def test_recipe_then_config_then_flags(tmp_path):
 def test_reference_init_is_normal_002():
     from nets.yolo import YoloBody
     torch.manual_seed(0)
-    model = YoloBody([[3, 4, 5], [1, 2, 3]], 20)
+    model = YoloBody(ANCHORS_MASK, 20)
     prior_bias = model.yolo_headP5[1].bias.detach().clone()
     model.init_normal()
     conv = model.backbone.resblock_body3.conv2.conv.weight.detach()

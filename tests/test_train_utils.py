@@ -6,6 +6,7 @@ from utils.engine.checkpoint import save_atomic
 from utils.engine.ema import ModelEMA
 from utils.engine.optim import build_optimizer, lr_factor, scaled_lr
 from utils.engine.run_logger import ResultsLog, new_run_dir
+from tests.conftest import ANCHORS_MASK
 
 
 def test_amp_auto_falls_back_to_fp32_without_cpu_bf16():
@@ -92,9 +93,9 @@ def test_darknet_file_of_another_class_count_loads_what_matches(tmp_path):
     from nets.darknet import save_darknet_weights
     from nets.yolo import YoloBody
     from utils.engine.checkpoint import load_weights
-    coco = YoloBody([[3, 4, 5], [1, 2, 3]], 80)
+    coco = YoloBody(ANCHORS_MASK, 80)
     save_darknet_weights(coco, tmp_path / "coco.weights")
-    model = YoloBody([[3, 4, 5], [1, 2, 3]], 3, phi=1)
+    model = YoloBody(ANCHORS_MASK, 3, phi=1)
     loaded, skipped = load_weights(model, tmp_path / "coco.weights", verbose=False)
     assert torch.equal(model.backbone.conv1.conv.weight, coco.backbone.conv1.conv.weight)
     assert torch.equal(model.yolo_headP4[0].bn.running_var, coco.yolo_headP4[0].bn.running_var)

@@ -8,8 +8,8 @@ from utils.ops.boxes import decode_candidates
 from utils.engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from utils.deploy.drawing import class_colors, draw_detections, font_size
 from yolo import YOLO, Detections
+from tests.conftest import ANCHORS_MASK  # noqa: F401 (test_decode and test_quantize import it from here)
 
-ANCHORS_MASK = [[3, 4, 5], [1, 2, 3]]
 ANCHORS = [[8, 8], [24, 16], [16, 16], [32, 32], [64, 64], [96, 96]]
 CLASSES = ["cat", "dog"]
 

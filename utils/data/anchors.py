@@ -14,6 +14,7 @@ from utils.ops.boxes import letterbox_params, wh_iou
 from utils.core.config import read_anchors, read_classes
 from utils.core.fileio import write_text_atomic
 from utils.data.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
+from utils.core.cli import run_main
 
 
 def avg_best_iou(wh: np.ndarray, anchors: np.ndarray) -> float:
@@ -103,7 +104,6 @@ def run(args: argparse.Namespace) -> np.ndarray:
 
 def main(argv=None) -> int:
     """`python -m utils.data.anchors` with `argv` (default: the command line); the exit code (utils/core/cli.py)."""
-    from utils.core.cli import run_main
 
     def body() -> None:
         run(make_parser().parse_args(argv))

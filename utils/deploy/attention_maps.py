@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from utils.deploy.drawing import heatmap_overlay, save_image
+from utils.core.plotting import plt, save_figure
 
 
 def site_blocks(model: nn.Module) -> Dict[str, nn.Module]:
@@ -54,7 +55,6 @@ def attention_maps(model: nn.Module, batch: torch.Tensor) -> Dict[str, Tuple[str
 
 def save_attention_maps(out: Path, stem: str, image: np.ndarray, maps: Dict[str, Tuple[str, np.ndarray]]) -> list:
     """Write `<stem>_att_<site>.jpg` (spatial map over the image) or `.png` (channel weights); returns the paths."""
-    from utils.core.plotting import plt, save_figure
     written = []
     for site, (kind, values) in maps.items():
         if kind == "spatial":

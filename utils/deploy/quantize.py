@@ -31,10 +31,16 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from utils.core.amp import AMP_CHOICES
-from utils.deploy.export import OrtRaw, onnx_metadata, ort_session, read_onnx_metadata, set_metadata
+from utils.core.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
+from utils.deploy.export import OrtRaw, export_onnx, onnx_metadata, ort_session, read_onnx_metadata, set_metadata
 from utils.core.fileio import write_bytes_atomic
 from utils.ops.image import letterbox_image, read_image, to_tensor_batch
+from nets.fuse import fuse_model
+from utils.core.cli import run_main
+from utils.core.config import read_classes
+from utils.data.voc import default_split, load_samples, resolve_data
+from utils.engine.checkpoint import model_from_weights
+from utils.eval.evaluator import CONF_THRES, NMS_THRES, evaluate_model
 
 DEFAULT_CALIB_IMAGES = 100
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -44,7 +50,6 @@ def calibration_images(data, split: Optional[str], class_names: Sequence[str],
                        count: int = DEFAULT_CALIB_IMAGES) -> List[Path]:
     """`count` image paths spread evenly over `split` of `data` (default split: the training split,
     utils.data.voc.default_split(data, 'train'); `data` as utils.data.voc.resolve_data takes it)."""
-    from utils.data.voc import default_split, load_samples, resolve_data
 
     if count < 1:
         raise ValueError(f"--calib-images must be at least 1, found {count}")
@@ -123,7 +128,6 @@ def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True,
 def export_int8(model, meta: Dict, path, images: Sequence, letterbox: bool = True, **options) -> Path:
     """Export `model` (a YoloBody, eval, CPU; BN folded is best) described by `meta` as a raw fp32 graph and
     quantize it to `path` (quantize_onnx; `options`: per_channel, head_fp32, method)."""
-    from utils.deploy.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="export.") as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", tuple(meta["input_size"]), metadata=onnx_metadata(meta))
@@ -139,7 +143,6 @@ def evaluate_onnx(onnx_path, samples, class_names: Sequence[str], conf_thres: Op
     evaluate_detections; conf and NMS thresholds default to its 0.001 and 0.5), with ONNX Runtime
     running the network. Returns evaluate_model's dict (map50, map50_95, per_class, detections, ...).
     """
-    from utils.eval.evaluator import CONF_THRES, NMS_THRES, evaluate_model
 
     meta = read_onnx_metadata(onnx_path)
     if len(meta["class_names"]) != len(class_names):
@@ -198,13 +201,6 @@ def format_table(rows: Sequence[tuple]) -> str:
 
 def compare(args) -> List[tuple]:
     """Export fp32 and int8 graphs and score them with the torch model; returns [(row name, result)]."""
-    from nets.fuse import fuse_model
-    from utils.core.amp import amp_name, resolve_amp, select_device
-    from utils.engine.checkpoint import model_from_weights
-    from utils.core.config import read_classes
-    from utils.eval.evaluator import evaluate_model
-    from utils.deploy.export import export_onnx
-    from utils.data.voc import default_split, load_samples, resolve_data
 
     names = read_classes(args.classes) if args.classes else None
     size = [args.input_size] * 2 if args.input_size else None
@@ -238,7 +234,6 @@ def compare(args) -> List[tuple]:
 
 def main(argv=None) -> int:
     """`python -m utils.deploy.quantize` with `argv` (default: the command line); the exit code (utils/core/cli.py)."""
-    from utils.core.cli import run_main
 
     def body() -> None:
         print(format_table(compare(make_parser().parse_args(argv))))

@@ -14,6 +14,10 @@ from typing import Dict, List, Tuple
 import torch
 
 from utils.core.fileio import atomic_open
+from nets.darknet import darknet_file_classes, load_darknet_weights
+from nets.yolo import YoloBody
+from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors
+from utils.core.paths import DEFAULT_ANCHORS_FILE
 
 CHECKPOINT_FORMAT = "yolov4-tiny-attention/1"
 
@@ -93,8 +97,6 @@ def read_state_dict(model: torch.nn.Module, path) -> Dict[str, torch.Tensor]:
     """The state dict in `path`; a darknet `.weights` file is read through a YoloBody of its own class count."""
     if not str(path).endswith(".weights"):
         return read_checkpoint(path)["model"]
-    from nets.darknet import darknet_file_classes, load_darknet_weights
-    from nets.yolo import YoloBody
     classes = darknet_file_classes(model, path)
     donor = YoloBody(model.anchors_mask, classes or model.num_classes)
     load_darknet_weights(donor, path)  # raises, naming expected and found sizes, for a file that does not fit
@@ -121,9 +123,6 @@ def model_from_weights(path, class_names=None, attention=None, anchors=None, anc
     files. `meta` holds: class_names, anchors (Tensor[A, 2]), anchors_mask, attention, input_size
     ([h, w]), scale_x_y.
     """
-    from nets.yolo import YoloBody
-    from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors
-    from utils.core.paths import DEFAULT_ANCHORS_FILE
 
     is_darknet = str(path).endswith(".weights")
     ckpt = {} if is_darknet else read_checkpoint(path)
@@ -139,7 +138,6 @@ def model_from_weights(path, class_names=None, attention=None, anchors=None, anc
         raise ValueError(f"{path} does not name its classes; give a classes file (--classes)")
     model = YoloBody(meta["anchors_mask"], len(meta["class_names"]), attention=meta["attention"])
     if is_darknet:
-        from nets.darknet import load_darknet_weights
         load_darknet_weights(model, path)
         return model, meta
     state = ckpt["model"]

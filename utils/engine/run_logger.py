@@ -5,6 +5,7 @@ from typing import Dict, List
 
 import yaml
 from utils.core.fileio import atomic_open, write_text_atomic
+from utils.core.plotting import plt, save_figure
 
 
 def new_run_dir(save_dir: str = "logs", name: str = "exp") -> Path:
@@ -56,7 +57,6 @@ class ResultsLog:
 
     def plot(self) -> None:
         """loss.png (train and val loss) and map.png (mAP@0.5 and @0.5:0.95) beside results.csv."""
-        from utils.core.plotting import plt, save_figure
 
         epochs = [r["epoch"] for r in self.rows]
         for filename, keys, ylabel in (("loss.png", ("train_loss", "val_loss"), "loss"),

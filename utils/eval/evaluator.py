@@ -15,6 +15,8 @@ import numpy as np
 
 from utils.core.config import parse_input_size
 from utils.ops.boxes import box_iou_np
+from utils.eval.coco_metric import CocoBoxes, coco_evaluate
+from utils.eval.detect import detect_samples, drop_unreadable
 
 CONF_THRES = 0.001  # low, so the PR curve reaches high recall
 NMS_THRES = 0.5
@@ -211,7 +213,6 @@ def pycocotools_eval(gt: Boxes, det: Boxes, num_images: int, class_names: Sequen
 
 def fast_coco_eval(gt: Boxes, det: Boxes, num_classes: int):
     """utils.eval.coco_metric, the same numbers as pycocotools_eval: (precision [T, R, K, A, M], stats [12])."""
-    from utils.eval.coco_metric import CocoBoxes, coco_evaluate
 
     r = coco_evaluate(CocoBoxes(gt.image, gt.labels, _xywh(gt.boxes), gt.scores, gt.difficult),
                       CocoBoxes(det.image, det.labels, _xywh(det.boxes), det.scores, det.difficult), num_classes)
@@ -330,7 +331,6 @@ def evaluate_model(model, samples, class_names, input_size, anchors, anchors_mas
     the scan already skipped). The dict also holds the detections (of the scored samples) and, under
     settings, the detection knobs used.
     """
-    from utils.eval.detect import detect_samples, drop_unreadable
 
     detections = detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres=conf_thres,
                                 nms_thres=nms_thres, scale_x_y=scale_x_y, letterbox=letterbox,
