@@ -53,6 +53,7 @@ class Record:
     unknown: Counter = field(default_factory=Counter)
     where: str = ""  # the annotation file or line this record comes from
     lost_objects: int = 0  # ground truths of a skipped record whose annotation was read
+    notes: Counter = field(default_factory=Counter)  # counted conversions, e.g. segments read as boxes
 
     def skipped(self, reason: str, message: str) -> "Record":
         self.skip = reason
@@ -127,7 +128,7 @@ def _choose_exif(image, xml_wh, boxes: np.ndarray, where: str, rec: Record) -> T
     return use, width, height
 
 
-def _finish(rec: Record, image, objects: list, n_objects: int, xml_wh, where: str) -> Record:
+def finish_record(rec: Record, image, objects: list, n_objects: int, xml_wh, where: str) -> Record:
     """Clip and drop boxes, pick the EXIF frame, and build the Sample (or skip)."""
     if n_objects and not objects:
         names = ", ".join(sorted(rec.unknown)) or "none readable"
@@ -150,7 +151,7 @@ def _finish(rec: Record, image, objects: list, n_objects: int, xml_wh, where: st
     return rec
 
 
-def _open(rec: Record, image_path: Path):
+def open_record_image(rec: Record, image_path: Path):
     rec.image_path = str(image_path)
     try:
         return open_image(image_path)
@@ -178,11 +179,11 @@ def parse_xml(xml_path: Path, images_dir: Path, class_names: Sequence[str]) -> R
     image_path = _find_image(images_dir, filename, xml_path.stem)
     if image_path is None:
         return rec.skipped("image missing", f"{xml_path}: no image {filename or xml_path.stem + '.*'} in {images_dir}")
-    image = _open(rec, image_path)
+    image = open_record_image(rec, image_path)
     if image is None:
         return rec
     rec.lost_objects = 0
-    return _finish(rec, image, objects, n_objects, _xml_size(root), str(xml_path))
+    return finish_record(rec, image, objects, n_objects, _xml_size(root), str(xml_path))
 
 
 def _line_boxes(line: str, where: str, num_classes: int) -> Tuple[str, list]:
@@ -213,9 +214,9 @@ def parse_line(line: str, where: str, base_dir: Path, class_names: Sequence[str]
     image_path = Path(path_text)
     if not image_path.is_absolute() and not image_path.exists():
         image_path = base_dir / path_text
-    image = _open(rec, image_path)
+    image = open_record_image(rec, image_path)
     if image is None:
         rec.lost_objects = _count_ground_truth(objects)
         return rec
-    return _finish(rec, image, objects, len(objects), None, where)
+    return finish_record(rec, image, objects, len(objects), None, where)
 

@@ -1,8 +1,9 @@
 """Pascal VOC reading: scan and validate a dataset split into Samples, with a cache.
 
 The pieces: utils/data/layouts.py (what `--data` and a split name stand for: VOCdevkit roots, year
-folders, folders without ImageSets, annotation-lines files; the default splits), utils/data/annotations.py
-(one XML or annotation line and its image into a Sample, the EXIF rule), and this module (the scan over a
+folders, folders without ImageSets, annotation-lines files, YOLO and COCO datasets; the default splits),
+utils/data/annotations.py (one XML or annotation line and its image into a Sample, the EXIF rule),
+utils/data/formats.py (YOLO label files and COCO JSON into the same Samples), and this module (the scan over a
 split: warnings, skips, the one-line summary, the cache). Every name callers use is importable from here.
 
 Cache: a scan is stored in `$YOLO_SCAN_CACHE` or `<repo>/.cache/voc_scan/` (never in the dataset), one
@@ -22,15 +23,16 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 from utils.core.fileio import atomic_open
 from utils.core.paths import REPO_ROOT
 from utils.data.annotations import DatasetError, Record, Sample, parse_line, parse_xml
+from utils.data.formats import UNREADABLE_LABEL, parse_coco, parse_yolo
 from utils.data.layouts import DEFAULT_DATA, Source, dataset_layout, default_split, find_sources, resolve_classes, resolve_data
 
 __all__ = ["CACHE_VERSION", "DEFAULT_DATA", "DatasetError", "LeftOut", "REPO_ROOT", "Record", "Sample", "ScanStats",
            "UNREADABLE_REASONS", "UnreadableImagesError", "default_split", "load_eval_samples", "load_samples",
            "parse_line", "parse_xml", "resolve_classes", "resolve_data", "stat_key"]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 # skip reasons that take an image and its objects out of a split without the data saying so
-UNREADABLE_REASONS = ("unreadable image", "image missing", "annotation missing", "malformed XML")
+UNREADABLE_REASONS = ("unreadable image", "image missing", "annotation missing", "malformed XML", UNREADABLE_LABEL)
 
 
 class LeftOut(NamedTuple):
@@ -105,6 +107,10 @@ def _warn(message: str) -> None:
 
 
 def _parse(source: Source, class_names: Sequence[str]) -> Record:
+    if source.kind == "yolo":
+        return parse_yolo(source.image, source.annotation, source.names, class_names)
+    if source.kind == "coco":
+        return parse_coco(source.coco, source.annotation, class_names)
     if source.line is not None:
         return parse_line(source.line, source.where, source.images_dir, class_names)
     return parse_xml(source.annotation, source.images_dir, class_names)
@@ -122,9 +128,11 @@ class ScanStats:
     skipped: Counter = field(default_factory=Counter)
     unknown: Counter = field(default_factory=Counter)
     left_out: List[LeftOut] = field(default_factory=list)  # skipped for a reason in UNREADABLE_REASONS
+    notes: Counter = field(default_factory=Counter)  # conversions the formats count (segments read as boxes, ...)
 
     def add(self, record: Record, class_names: Sequence[str]) -> None:
         self.unknown.update(record.unknown)
+        self.notes.update(record.notes)
         if record.sample is None:
             self.skipped[record.skip] += 1
             if record.skip in UNREADABLE_REASONS:
@@ -141,7 +149,13 @@ class ScanStats:
         unknown = ", ".join(f"{k} ({n})" for k, n in self.unknown.most_common()) or "none"
         return (f"scan {where}: {self.used} images used ({self.background} background, {self.from_cache} from cache); "
                 f"objects: {objects} ({self.difficult} difficult); skipped {sum(self.skipped.values())}: {skipped}; "
-                f"names not in the classes file: {unknown}")
+                f"names not in the classes file: {unknown}"
+                + "".join(f"; {note} {n}" for note, n in sorted(self.notes.items())))
+
+
+_LOOKED_AT = {"lines": "annotation lines", "year": "Annotations/*.xml with images in JPEGImages/",
+              "yolo": "images/ with label files in labels/", "yolo-yaml": "the YAML's images with their label files",
+              "coco": "the JSON's images and annotations"}
 
 
 def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, use_cache: bool = True,
@@ -178,7 +192,7 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
     print(stats.summary(f"{path} [{split}]", class_names))
     if stats.used == 0:
         raise DatasetError(f"no usable image in {path} split {split!r}: looked at {len(sources)} entries "
-                           f"({'annotation lines' if dataset_layout(path) == 'lines' else 'Annotations/*.xml with images in JPEGImages/'}); "
+                           f"({_LOOKED_AT.get(dataset_layout(path), _LOOKED_AT['year'])}); "
                            f"skipped: {dict(stats.skipped) or 'none listed'}")
     return [r.sample for r in records if r.sample is not None]
 

@@ -1,0 +1,221 @@
+"""YOLO txt and COCO JSON datasets: the same Samples as their VOC original, and every bad input named."""
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.tiny_voc import CLASSES, write_tiny_voc
+from utils.core.config import read_classes
+from utils.data.voc import DatasetError, default_split, load_samples, resolve_classes
+
+VOC_DEFAULT = "model_data/voc_classes.txt"
+
+
+@pytest.fixture(autouse=True)
+def _scan_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
+
+
+def voc_objects(voc: Path):
+    """{stem: (filename, (w, h), [(name, x1, y1, x2, y2, difficult)])} read straight from the XML."""
+    found = {}
+    for xml in sorted((voc / "Annotations").glob("*.xml")):
+        root = ET.parse(xml).getroot()
+        objects = [(o.findtext("name"), *(float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")),
+                    o.findtext("difficult") == "1") for o in root.findall("object")]
+        size = int(root.findtext("size/width")), int(root.findtext("size/height"))
+        found[xml.stem] = (root.findtext("filename"), size, objects)
+    return found
+
+
+def voc_to_yolo(voc: Path, dst: Path, names_as_map: bool = False) -> Path:
+    """images/train + labels/train and a data.yaml (train = val); difficult flags cannot be kept."""
+    for sub in ("images/train", "labels/train"):
+        (dst / sub).mkdir(parents=True)
+    for stem, (filename, (w, h), objects) in voc_objects(voc).items():
+        shutil.copy(voc / "JPEGImages" / filename, dst / "images/train" / filename)
+        lines = [f"{CLASSES.index(n)} {(a + c) / 2 / w:.10f} {(b + d) / 2 / h:.10f} {(c - a) / w:.10f} {(d - b) / h:.10f}"
+                 for n, a, b, c, d, _ in objects]
+        (dst / "labels/train" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    names = {i: n for i, n in enumerate(CLASSES)} if names_as_map else list(CLASSES)
+    yaml_text = f"path: .\ntrain: images/train\nval: images/train\nnames: {json.dumps(names)}\n"
+    (dst / "data.yaml").write_text(yaml_text)
+    return dst / "data.yaml"
+
+
+def voc_to_coco(voc: Path, dst: Path) -> Path:
+    """A COCO JSON with non-contiguous category ids listed out of order; difficult -> iscrowd."""
+    (dst / "images").mkdir(parents=True)
+    ids = {"red": 7, "blue": 12}
+    images, annotations = [], []
+    for k, (stem, (filename, (w, h), objects)) in enumerate(voc_objects(voc).items()):
+        shutil.copy(voc / "JPEGImages" / filename, dst / "images" / filename)
+        images.append({"id": 100 + k, "file_name": filename, "width": w, "height": h})
+        for n, a, b, c, d, diff in objects:
+            annotations.append({"id": len(annotations) + 1, "image_id": 100 + k, "category_id": ids[n],
+                                "bbox": [a, b, c - a, d - b], "area": (c - a) * (d - b), "iscrowd": int(diff)})
+    categories = [{"id": 12, "name": "blue"}, {"id": 7, "name": "red"}]
+    path = dst / "instances.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+def by_stem(samples):
+    return {Path(s.image_path).stem: s for s in samples}
+
+
+def assert_same(samples, reference):
+    got, want = by_stem(samples), by_stem(reference)
+    assert sorted(got) == sorted(want)
+    for stem, w in want.items():
+        g = got[stem]
+        np.testing.assert_allclose(g.boxes, w.boxes, atol=1e-4, err_msg=stem)
+        assert g.labels.tolist() == w.labels.tolist(), stem
+        assert g.difficult.tolist() == w.difficult.tolist(), stem
+        assert (g.width, g.height) == (w.width, w.height), stem
+
+
+def mark_difficult(voc: Path, stem: str) -> None:
+    xml = voc / "Annotations" / f"{stem}.xml"
+    xml.write_text(xml.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1))
+
+
+@pytest.mark.parametrize("names_as_map", [False, True])
+def test_yolo_yaml_gives_the_voc_samples(tmp_path, names_as_map):
+    voc = write_tiny_voc(tmp_path / "voc", 6)
+    data = voc_to_yolo(voc, tmp_path / "yolo", names_as_map)
+    assert default_split(data, "train") == "train" and default_split(data, "eval") == "val"
+    assert read_classes(resolve_classes(data, VOC_DEFAULT)) == CLASSES
+    reference = load_samples(voc, "train", CLASSES, use_cache=False)
+    assert_same(load_samples(data, "train", CLASSES, use_cache=False), reference)
+    assert_same(load_samples(data, "val", CLASSES, use_cache=False), reference)
+
+
+def test_bare_yolo_folder_and_txt_list(tmp_path, capsys):
+    voc = write_tiny_voc(tmp_path / "voc", 4)
+    reference = load_samples(voc, "train", CLASSES, use_cache=False)
+    root = voc_to_yolo(voc, tmp_path / "yolo").parent
+    (root / "data.yaml").unlink()
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    assert resolve_classes(root, VOC_DEFAULT) == root / "classes.txt"
+    assert_same(load_samples(root, "train", CLASSES, cache_dir=tmp_path / "c"), reference)
+    assert_same(load_samples(root, "train", CLASSES, cache_dir=tmp_path / "c"), reference)
+    assert "4 from cache" in capsys.readouterr().out
+    (root / "train.txt").write_text("".join(f"images/train/{p.name}\n" for p in sorted((root / "images/train").iterdir())))
+    (root / "list.yaml").write_text("train: train.txt\nval: [images/train]\nnames: [red, blue]\n")
+    assert_same(load_samples(root / "list.yaml", "train", CLASSES, use_cache=False), reference)
+
+
+def test_coco_json_gives_the_voc_samples(tmp_path):
+    voc = write_tiny_voc(tmp_path / "voc", 6)
+    mark_difficult(voc, "img01")
+    data = voc_to_coco(voc, tmp_path / "coco")
+    assert default_split(data, "train") == "all"
+    # ids 7 (red) and 12 (blue) -> class indices 0 and 1, in ascending id order
+    assert read_classes(resolve_classes(data, VOC_DEFAULT)) == CLASSES
+    reference = load_samples(voc, "train", CLASSES, use_cache=False)
+    assert any(s.difficult.any() for s in reference)
+    assert_same(load_samples(data, "all", CLASSES, use_cache=False), reference)
+
+
+def yolo_one(tmp_path, label_text, names=("red", "blue"), size=(100, 50)):
+    """A data YAML with one image `a.png` of `size` and its label file (None: no label file)."""
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    Image.new("RGB", size, (90, 90, 90)).save(root / "images" / "a.png")
+    if label_text is not None:
+        (root / "labels" / "a.txt").write_text(label_text)
+    (root / "data.yaml").write_text(f"train: images\nval: images\nnames: {json.dumps(list(names))}\n")
+    return root / "data.yaml"
+
+
+def test_yolo_class_index_outside_names(tmp_path):
+    data = yolo_one(tmp_path, "0 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DatasetError, match=r"a\.txt line 2: class index 2 is outside names"):
+        load_samples(data, "train", CLASSES, use_cache=False)
+
+
+def test_yolo_coordinates_outside_unit_range_are_clipped(tmp_path, capsys):
+    data = yolo_one(tmp_path, "1 0.9 0.5 0.4 0.2\n")
+    [sample] = load_samples(data, "train", CLASSES, use_cache=False)
+    assert "a.txt line 1: normalised box" in capsys.readouterr().err
+    np.testing.assert_allclose(sample.boxes, [[70, 20, 100, 30]], atol=1e-4)
+    assert sample.labels.tolist() == [1]
+
+
+def test_yolo_wrong_number_of_fields(tmp_path, capsys):
+    data = yolo_one(tmp_path, "0 0.5 0.5 0.2\n1 0.5 0.5 0.2 0.2\nred 0.5 0.5 0.2 0.2\n")
+    [sample] = load_samples(data, "train", CLASSES, use_cache=False)
+    err = capsys.readouterr().err
+    assert "a.txt line 1: 4 fields; expected 5 (class cx cy w h)" in err
+    assert "a.txt line 3: 'red 0.5 0.5 0.2 0.2' is not numeric" in err
+    assert sample.labels.tolist() == [1]
+
+
+def test_yolo_segment_line_becomes_its_box(tmp_path, capsys):
+    data = yolo_one(tmp_path, "0 0.1 0.2 0.5 0.2 0.3 0.8\n")
+    [sample] = load_samples(data, "train", CLASSES, use_cache=False)
+    np.testing.assert_allclose(sample.boxes, [[10, 10, 50, 40]], atol=1e-4)
+    assert "segments read as boxes 1" in capsys.readouterr().out
+
+
+def test_yolo_image_without_label_file_is_background(tmp_path, capsys):
+    data = yolo_one(tmp_path, None)
+    [sample] = load_samples(data, "train", CLASSES, use_cache=False)
+    assert len(sample.labels) == 0
+    out = capsys.readouterr().out
+    assert "(1 background" in out and "images without a label file (background) 1" in out
+
+
+def test_yolo_zero_area_and_negative_boxes_are_dropped(tmp_path, capsys):
+    data = yolo_one(tmp_path, "0 0.5 0.5 0 0.2\n1 0.5 0.5 -0.2 0.2\n1 0.5 0.5 0.2 0.2\n")
+    [sample] = load_samples(data, "train", CLASSES, use_cache=False)
+    err = capsys.readouterr().err
+    assert err.count("a.txt: box") == 2 and "has no area" in err
+    assert sample.labels.tolist() == [1]
+
+
+def coco_one(tmp_path, images=None, annotations=None, categories=None):
+    root = tmp_path / "coco"
+    root.mkdir()
+    Image.new("RGB", (100, 50), (90, 90, 90)).save(root / "a.png")
+    doc = {"images": images if images is not None else [{"id": 1, "file_name": "a.png", "width": 100, "height": 50}],
+           "annotations": annotations if annotations is not None else [],
+           "categories": categories if categories is not None else [{"id": 1, "name": "red"}, {"id": 2, "name": "blue"}]}
+    (root / "val.json").write_text(json.dumps(doc))
+    return root / "val.json"
+
+
+def test_coco_annotation_with_unknown_image_id(tmp_path):
+    data = coco_one(tmp_path, annotations=[{"id": 5, "image_id": 9, "category_id": 1, "bbox": [1, 1, 5, 5]}])
+    with pytest.raises(DatasetError, match=r"val\.json: 1 annotations refer to an image_id .*annotation 5 \(image_id 9\)"):
+        load_samples(data, "all", CLASSES, use_cache=False)
+
+
+def test_coco_annotation_with_unknown_category_id(tmp_path):
+    data = coco_one(tmp_path, annotations=[{"id": 5, "image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}])
+    with pytest.raises(DatasetError, match=r"val\.json: 1 annotations refer to a category_id .*category_id 3"):
+        load_samples(data, "all", CLASSES, use_cache=False)
+
+
+def test_coco_duplicate_image_ids(tmp_path):
+    image = {"id": 1, "file_name": "a.png", "width": 100, "height": 50}
+    data = coco_one(tmp_path, images=[image, dict(image, file_name="b.png")])
+    with pytest.raises(DatasetError, match=r"val\.json: duplicate image ids in 'images': 1"):
+        load_samples(data, "all", CLASSES, use_cache=False)
+
+
+def test_coco_zero_area_negative_boxes_and_crowds(tmp_path, capsys):
+    boxes = [[10, 10, 0, 5], [10, 10, -4, 5], [10, 10, 20, 20], [0, 0, 30, 30]]
+    data = coco_one(tmp_path, annotations=[{"id": i, "image_id": 1, "category_id": 2, "bbox": b, "iscrowd": int(i == 3)}
+                                           for i, b in enumerate(boxes)])
+    [sample] = load_samples(data, "all", CLASSES, use_cache=False)
+    err = capsys.readouterr().err
+    assert err.count("val.json image 1 (a.png): box") == 2 and "has no area" in err
+    np.testing.assert_allclose(sample.boxes, [[10, 10, 30, 30], [0, 0, 30, 30]])
+    assert sample.labels.tolist() == [1, 1] and sample.difficult.tolist() == [False, True]
