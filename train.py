@@ -189,11 +189,27 @@ def load_data(values: dict) -> RunData:
     return RunData(class_names, train, val, demo_classes_file(data) is not None, used)
 
 
-def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
-    torch.manual_seed(config.seed)
-    model = YoloBody(DEFAULT_ANCHORS_MASK, num_classes, attention=config.attention)
-    if config.init == "normal":
+def _initialised(num_classes: int, attention, init: str, seed: int) -> YoloBody:
+    torch.manual_seed(seed)
+    model = YoloBody(DEFAULT_ANCHORS_MASK, num_classes, attention=attention)
+    if init == "normal":
         model.init_normal()
+    return model
+
+
+def seeded_model(num_classes: int, attention, init: str, seed: int) -> YoloBody:
+    """A fresh model whose layers outside the attention blocks start exactly as the model without attention
+    of the same seed does, so that variants trained with one seed differ only by their blocks (a paired
+    comparison over seeds, ablate.py). The blocks draw from the same seed."""
+    model = _initialised(num_classes, attention, init, seed)
+    shared = _initialised(num_classes, None, init, seed).state_dict()
+    unexpected = model.load_state_dict(shared, strict=False).unexpected_keys  # plain sites are Identity
+    assert not unexpected, f"layers of the plain model missing from {attention}: {unexpected[:3]}"
+    return model
+
+
+def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
+    model = seeded_model(num_classes, config.attention, config.init, config.seed)
     if config.weights:
         load_weights(model, config.weights)
     if config.sync_bn and dist.world_size() > 1:

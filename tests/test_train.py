@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import train
 from tests.tiny_voc import CLASSES, write_tiny_voc
@@ -186,3 +187,17 @@ def test_torchrun_shards_are_disjoint_and_match_one_process(tmp_path):
     ddp_step = torch.cat([(ddp[n] - init[n]).flatten() for n in names])
     gap = float((ddp_step - one_step).norm() / one_step.norm())
     assert float(one_step.norm()) > 0 and gap < 1e-3, gap  # float sums in another order, nothing more
+
+
+@pytest.mark.parametrize("attention", ["cbam", "csp1=se,upsample=ca", "feat1=eca"])
+def test_variants_of_one_seed_share_the_initialisation_of_every_layer_outside_their_blocks(attention):
+    plain = train.seeded_model(len(CLASSES), None, "normal", seed=3).state_dict()
+    variant = train.seeded_model(len(CLASSES), attention, "normal", seed=3).state_dict()
+    other_seed = train.seeded_model(len(CLASSES), None, "normal", seed=4).state_dict()
+    assert set(plain) < set(variant)  # the blocks add parameters, and nothing else changes
+    for key, value in plain.items():
+        assert torch.equal(variant[key], value), key
+    assert not all(torch.equal(other_seed[k], v) for k, v in plain.items())
+    blocks = [k for k in variant if k not in plain and variant[k].is_floating_point()]
+    again = train.seeded_model(len(CLASSES), attention, "normal", seed=3).state_dict()
+    assert blocks and all(torch.equal(again[k], variant[k]) for k in blocks)
