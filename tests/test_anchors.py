@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.test_formats import voc_to_coco
 from tests.test_voc import make_year
+from tests.tiny_voc import write_tiny_voc
 from utils.data import anchors
 from utils.ops.boxes import wh_iou
 
@@ -37,3 +39,17 @@ def test_command_prints_comparison_and_writes_only_with_flag(tmp_path, capsys):
     assert written == anchors.format_anchors(found) and len(written.split(", ")) == 3
     with pytest.raises(ValueError, match="distinct box sizes"):
         anchors.kmeans_anchors(np.ones((5, 2)), 3)
+
+
+def test_command_reads_a_coco_json_with_its_image_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
+    json_path = voc_to_coco(write_tiny_voc(tmp_path / "voc", 4), tmp_path / "coco")
+    (tmp_path / "coco" / "images").rename(tmp_path / "pictures")
+    (tmp_path / "anchors.txt").write_text("10,14, 23,27\n")
+    args = ["--data", str(json_path), "--anchors", str(tmp_path / "anchors.txt"), "--input-size", "128"]
+    assert anchors.main(args + ["--data-format", "coco", "--images", str(tmp_path / "pictures")]) == 0
+    assert "6 boxes at input size 128" in capsys.readouterr().out
+    assert anchors.main(args + ["--data-format", "yolo"]) == 1
+    assert "--data-format yolo does not fit: it is a JSON file, read as COCO" in capsys.readouterr().err
+    assert anchors.main(args) == 1  # without --images no image is found
+    assert "COCO image missing" in capsys.readouterr().out

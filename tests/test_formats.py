@@ -1,4 +1,4 @@
-"""YOLO txt and COCO JSON datasets: the same Samples as their VOC original, and every bad input named."""
+"""YOLO txt and COCO datasets and --data-format / --images: the same Samples as the VOC original, bad input named."""
 import json
 import shutil
 import xml.etree.ElementTree as ET
@@ -10,7 +10,9 @@ from PIL import Image
 
 from tests.tiny_voc import CLASSES, write_tiny_voc
 from utils.core.config import read_classes
-from utils.data.voc import DatasetError, default_split, load_samples, resolve_classes
+from utils.data.layouts import dataset_layout
+from utils.data.voc import (DatasetError, UnreadableImagesError, default_split, load_eval_samples, load_samples,
+                            resolve_classes, resolve_data)
 
 VOC_DEFAULT = "model_data/voc_classes.txt"
 
@@ -219,3 +221,154 @@ def test_coco_zero_area_negative_boxes_and_crowds(tmp_path, capsys):
     assert err.count("val.json image 1 (a.png): box") == 2 and "has no area" in err
     np.testing.assert_allclose(sample.boxes, [[10, 10, 30, 30], [0, 0, 30, 30]])
     assert sample.labels.tolist() == [1, 1] and sample.difficult.tolist() == [False, True]
+
+
+def test_coco_duplicate_file_names(tmp_path):
+    image = {"id": 1, "file_name": "a.png", "width": 100, "height": 50}
+    data = coco_one(tmp_path, images=[image, dict(image, id=2)])
+    with pytest.raises(DatasetError, match=r"val\.json: duplicate file names in 'images': a\.png"):
+        load_samples(data, "all", CLASSES, use_cache=False)
+
+
+def test_coco_image_missing_is_unreadable_for_evaluation(tmp_path, capsys):
+    image = {"id": 1, "file_name": "a.png", "width": 100, "height": 50}
+    data = coco_one(tmp_path, images=[image, dict(image, id=2, file_name="gone.png")],
+                    annotations=[{"id": 7, "image_id": 2, "category_id": 1, "bbox": [1, 1, 9, 9]}])
+    [sample] = load_samples(data, "all", CLASSES, use_cache=False)
+    out, err = capsys.readouterr()
+    assert Path(sample.image_path).name == "a.png" and "1 COCO image missing" in out
+    assert "val.json image 2 (gone.png): no image gone.png in" in err
+    with pytest.raises(UnreadableImagesError, match=r"val\.json image 2 \(gone\.png\) \(COCO image missing\)"):
+        load_eval_samples(data, "all", CLASSES, use_cache=False)
+
+
+def coco_download(voc: Path, root: Path) -> Path:
+    """The COCO download layout: annotations/instances_{train,val}2017.json, images in val2017/ and
+    images/train2017/ (both splits hold every image of `voc`)."""
+    json_path = voc_to_coco(voc, root / "staging")
+    (root / "annotations").mkdir()
+    for split, images in (("val2017", root / "val2017"), ("train2017", root / "images" / "train2017")):
+        shutil.copytree(root / "staging" / "images", images)
+        shutil.copy(json_path, root / "annotations" / f"instances_{split}.json")
+    shutil.rmtree(root / "staging")
+    return root
+
+
+def test_coco_root_and_download_layout(tmp_path):
+    voc = write_tiny_voc(tmp_path / "voc", 4)
+    reference = load_samples(voc, "train", CLASSES, use_cache=False)
+    root = coco_download(voc, tmp_path / "coco")
+    assert dataset_layout(root) == "coco-root"
+    assert (default_split(root, "train"), default_split(root, "eval")) == ("train2017", "val2017")
+    assert read_classes(resolve_classes(root, VOC_DEFAULT)) == CLASSES
+    val = load_samples(root, "val2017", CLASSES, use_cache=False)
+    assert_same(val, reference) and all("/val2017/" in s.image_path for s in val)
+    train = load_samples(root / "annotations" / "instances_train2017.json", "all", CLASSES, use_cache=False)
+    assert_same(train, reference) and all("/images/train2017/" in s.image_path for s in train)
+    assert len(load_samples(root, "train2017+val2017", CLASSES, use_cache=False)) == 8
+    with pytest.raises(DatasetError, match=r"annotations: no instances_test2017\.json .*splits: train2017, val2017"):
+        load_samples(root, "test2017", CLASSES, use_cache=False)
+
+
+def test_coco_images_dir(tmp_path, capsys):
+    voc = write_tiny_voc(tmp_path / "voc", 3)
+    reference = load_samples(voc, "train", CLASSES, use_cache=False)
+    data = voc_to_coco(voc, tmp_path / "coco")
+    shutil.move(tmp_path / "coco" / "images", tmp_path / "elsewhere")
+    capsys.readouterr()
+    with pytest.raises(DatasetError, match="no usable image"):
+        load_samples(data, "all", CLASSES, use_cache=False)
+    assert "3 COCO image missing" in capsys.readouterr().out
+    assert_same(load_samples(data, "all", CLASSES, use_cache=False, images_dir=tmp_path / "elsewhere"), reference)
+    with pytest.raises(DatasetError, match=r"--images .*nowhere is not a folder"):
+        load_samples(data, "all", CLASSES, images_dir=tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match=r"--images .*only for a COCO JSON or root; .*voc is a VOC year folder"):
+        resolve_data(voc, images_dir=tmp_path / "elsewhere")
+
+
+def test_cache_key_holds_images_dir(tmp_path):
+    voc = write_tiny_voc(tmp_path / "voc", 2)
+    data = voc_to_coco(voc, tmp_path / "coco")
+    shutil.copytree(tmp_path / "coco" / "images", tmp_path / "copy")
+    first = load_samples(data, "all", CLASSES, cache_dir=tmp_path / "c")
+    second = load_samples(data, "all", CLASSES, cache_dir=tmp_path / "c", images_dir=tmp_path / "copy")
+    assert all("/coco/images/" in s.image_path for s in first)
+    assert all("/copy/" in s.image_path for s in second)
+
+
+def yolo_and_coco(tmp_path) -> Path:
+    """One folder that is both a YOLO folder (images/train, labels/train) and a COCO root (train2017)."""
+    voc = write_tiny_voc(tmp_path / "voc", 3)
+    root = voc_to_yolo(voc, tmp_path / "both").parent
+    (root / "data.yaml").unlink()
+    (root / "annotations").mkdir()
+    shutil.copy(voc_to_coco(voc, tmp_path / "coco"), root / "annotations" / "instances_train2017.json")
+    shutil.copytree(tmp_path / "coco" / "images", root / "train2017")
+    return root
+
+
+def test_data_format_picks_among_the_layouts_a_folder_fits(tmp_path, capsys):
+    root = yolo_and_coco(tmp_path)
+    assert dataset_layout(root) == "yolo" and dataset_layout(root, "yolo") == "yolo"
+    assert dataset_layout(root, "coco") == "coco-root"
+    assert default_split(root, "train", data_format="coco") == "train2017"
+    samples = load_samples(root, "train2017", CLASSES, use_cache=False, data_format="coco")
+    assert len(samples) == 3 and all("/train2017/" in s.image_path for s in samples)
+    assert len(load_eval_samples(root, "train2017", CLASSES, use_cache=False, data_format="coco")[0]) == 3
+    with pytest.raises(DatasetError, match=r"images: no split folder 'train2017'"):
+        load_samples(root, "train2017", CLASSES, use_cache=False)
+    with pytest.raises(DatasetError, match=r"both: --data-format voc does not fit: it is a YOLO folder"):
+        load_samples(root, "train", CLASSES, use_cache=False, data_format="voc")
+
+
+def test_data_format_that_does_not_fit_names_what_was_found(tmp_path):
+    voc = write_tiny_voc(tmp_path / "voc", 2)
+    with pytest.raises(DatasetError, match=r"voc: --data-format yolo does not fit: it is a VOC year folder with "
+                                           r"ImageSets \(voc\)"):
+        resolve_data(voc, data_format="yolo")
+    data = voc_to_coco(voc, tmp_path / "coco")
+    with pytest.raises(DatasetError, match=r"instances\.json: --data-format labelme does not fit: it is a JSON file, "
+                                           r"read as COCO"):
+        default_split(data, "train", data_format="labelme")
+    with pytest.raises(DatasetError, match=r"unknown data format 'pascal'; valid: voc, yolo, coco, labelme"):
+        resolve_data(voc, data_format="pascal")
+    with pytest.raises(DatasetError, match=r"nothing does not exist"):
+        resolve_data(tmp_path / "nothing", data_format="coco")
+
+
+def test_cache_key_holds_the_data_format(tmp_path, capsys):
+    voc = write_tiny_voc(tmp_path / "voc", 3)
+    shutil.rmtree(voc / "ImageSets")
+    for stem, (filename, size, objects) in voc_objects(voc).items():
+        shapes = [{"label": n, "points": [[a, b], [c, d]], "shape_type": "rectangle"} for n, a, b, c, d, _ in objects]
+        (voc / f"{stem}.json").write_text(json.dumps({"shapes": shapes, "imagePath": f"JPEGImages/{filename}"}))
+    assert dataset_layout(voc) == "flat" and dataset_layout(voc, "labelme") == "labelme"
+    for data_format in ("voc", "labelme", "voc"):
+        load_samples(voc, "all", CLASSES, cache_dir=tmp_path / "c", data_format=data_format)
+    assert "3 from cache" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_yolo_label_file_without_an_image_is_counted(tmp_path, capsys):
+    voc = write_tiny_voc(tmp_path / "voc", 3)
+    reference = load_samples(voc, "train", CLASSES, use_cache=False)
+    data = voc_to_yolo(voc, tmp_path / "yolo")
+    (data.parent / "labels/train/stray.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    capsys.readouterr()
+    assert_same(load_samples(data, "train", CLASSES, use_cache=False), reference)
+    out, err = capsys.readouterr()
+    assert "labels/train/stray.txt: no image of the split has this label file" in err
+    assert out.rstrip().endswith("label files without an image 1") and "skipped 0" in out
+
+
+def test_seeded_yolo_folder_counts_only_label_files_without_any_image(tmp_path, capsys):
+    data = yolo_one(tmp_path, "0 0.5 0.5 0.2 0.2\n")
+    root = data.parent
+    data.unlink()
+    for stem in ("b", "c", "d", "e"):
+        Image.new("RGB", (20, 20)).save(root / "images" / f"{stem}.png")
+        (root / "labels" / f"{stem}.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    (root / "labels" / "stray.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    for split in ("train", "val"):
+        load_samples(root, split, CLASSES, use_cache=False, val_fraction=0.5)
+    err = capsys.readouterr().err
+    assert err.count("stray.txt: no image of the split") == 2 and err.count("label file") == 2

@@ -7,7 +7,9 @@ from PIL import Image
 
 import predict
 from nets.yolo import YoloBody
+from tests.test_formats import voc_to_coco
 from tests.test_yolo import ANCHORS_MASK, CLASSES, make_checkpoint, rgb
+from tests.tiny_voc import CLASSES as TINY_CLASSES, write_tiny_voc
 from utils.deploy import quantize
 from utils.engine.checkpoint import model_from_weights, read_checkpoint, save_atomic
 from utils.eval.evaluator import evaluate_model
@@ -200,3 +202,21 @@ def test_onnx_files_fail_clearly(ckpt, tmp_path):
         YOLO(tmp_path / "junk.onnx")
     with pytest.raises(ValueError, match="int8 quantizes the raw graph"):
         yolo.export_onnx(tmp_path / "x.onnx", nms=True, calibration_images=[rgb(64, 96)])
+
+
+def test_calibration_images_from_a_coco_json_and_its_image_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
+    json_path = voc_to_coco(write_tiny_voc(tmp_path / "voc", 3), tmp_path / "coco")
+    (tmp_path / "coco" / "images").rename(tmp_path / "pictures")
+    found = quantize.calibration_images(json_path, None, TINY_CLASSES, 2, data_format="coco",
+                                        images_dir=tmp_path / "pictures")
+    assert [p.parent for p in found] == [tmp_path / "pictures"] * 2
+
+
+def test_cli_data_flags_reach_the_dataset(ckpt, voc, tmp_path, capsys):
+    argv = ["--weights", str(ckpt), "--data", str(voc), "--out", str(tmp_path / "m_int8.onnx")]
+    assert quantize.main(argv + ["--data-format", "coco"]) == 1
+    assert "--data-format coco does not fit: it is a VOC year folder" in capsys.readouterr().err
+    assert quantize.main(argv + ["--images", str(tmp_path)]) == 1
+    assert "only for a COCO JSON or root" in capsys.readouterr().err
+    assert not (tmp_path / "m_int8.onnx").exists()

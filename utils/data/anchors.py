@@ -1,6 +1,7 @@
 """Anchor boxes by k-means with IoU distance on the dataset's boxes at the training input size.
 
     python -m utils.data.anchors --data VOCdevkit --input-size 416 [--write model_data/my_anchors.txt]
+    python -m utils.data.anchors --data coco/annotations/instances_train2017.json --images coco/train2017
 
 Prints the new anchors beside the current ones with each set's average best IoU; writes a file only
 with --write.
@@ -13,6 +14,7 @@ import numpy as np
 from utils.ops.boxes import letterbox_params, wh_iou
 from utils.core.config import read_anchors, read_classes
 from utils.core.fileio import write_text_atomic
+from utils.data.layouts import add_data_flags, data_options
 from utils.data.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
 from utils.core.cli import run_main
 
@@ -65,7 +67,9 @@ def format_anchors(anchors: np.ndarray) -> str:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m utils.data.anchors", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default="VOCdevkit", help="VOCdevkit root, year folder or annotation-lines file")
+    p.add_argument("--data", default="VOCdevkit", help="dataset: VOCdevkit root, VOC year folder, annotation-lines "
+                   "file, YOLO data YAML or folder, COCO JSON or root, labelme folder (utils/data/layouts.py)")
+    add_data_flags(p)
     p.add_argument("--split", default=None, help="split to read; default: the training split (utils.data.voc.default_split)")
     p.add_argument("--classes", default="model_data/voc_classes.txt", help="classes file")
     p.add_argument("--input-size", type=int, default=416, help="training input size (pixels)")
@@ -82,9 +86,10 @@ def make_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> np.ndarray:
     """Print the new anchors for the parsed `args` beside the current ones (and write them with --write);
     returns the new anchors [K, 2]."""
-    data = resolve_data(args.data)
-    names = read_classes(resolve_classes(data, args.classes))
-    samples = load_samples(data, args.split or default_split(data, "train"), names)
+    options = data_options(args)
+    data = resolve_data(args.data, **options)
+    names = read_classes(resolve_classes(data, args.classes, **options))
+    samples = load_samples(data, args.split or default_split(data, "train", **options), names, **options)
     wh = box_sizes(samples, args.input_size, not args.no_letterbox)
     current = read_anchors(args.anchors).numpy()
     anchors = kmeans_anchors(wh, args.clusters or len(current), args.seed, args.iterations, args.restarts)

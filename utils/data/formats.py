@@ -10,9 +10,17 @@ YOLO (darknet / ultralytics, https://docs.ultralytics.com/datasets/detect/):
   by `.txt`; one object a line, `class cx cy w h`, normalised to the image size after EXIF orientation
   (as ultralytics reads it). A segment line (`class x1 y1 x2 y2 ...`) becomes its bounding box (counted in
   the scan summary); an image without a label file is a background sample (counted).
+  A label file in the labels folder of a split's images that no image has is warned about and counted
+  ("label files without an image"; a folder split by seed shares one labels folder, so each of its splits
+  counts it); nothing else changes.
 COCO detection JSON (https://cocodataset.org/#format-data): `images`, `annotations`, `categories`;
-  images beside the JSON or in an `images/` folder next to it; `bbox` is [x, y, width, height] in pixels;
-  `iscrowd` objects become difficult (left out of training targets, ignored in evaluation).
+  `bbox` is [x, y, width, height] in pixels; `iscrowd` objects become difficult (left out of training
+  targets, ignored in evaluation). Images are looked for in `images_dir` (`--images`) when given, else
+  beside the JSON, in `images/` beside it, and in the COCO download layout: for
+  `coco/annotations/instances_val2017.json`, in `coco/val2017/` and `coco/images/val2017/` (the JSON stem
+  without `instances_`). An image entry whose file is in none of them is skipped as "COCO image missing",
+  which evaluation counts as unreadable. Duplicate image ids or file names, and annotations whose
+  image_id or category_id does not exist, stop the scan naming the JSON.
 Untrusted input: YAML is read with yaml.safe_load, JSON with json.
 """
 import json
@@ -31,6 +39,9 @@ YOLO_SPLITS = ("train", "val", "test")
 SEGMENT_NOTE = "segments read as boxes"
 NO_LABEL_NOTE = "images without a label file (background)"
 UNREADABLE_LABEL = "unreadable label file"
+NO_IMAGE_NOTE = "label files without an image"
+COCO_IMAGE_MISSING = "COCO image missing"
+COCO_PREFIX = "instances_"
 
 
 def check_names(names: Sequence[str], where: str) -> Tuple[str, ...]:
@@ -142,6 +153,16 @@ def label_path(image: Path) -> Path:
             parts[i] = "labels"
             break
     return Path(*parts).with_suffix(".txt")
+
+
+def label_files_without_image(pairs: Sequence[Tuple[Path, Path]]) -> List[Path]:
+    """The label files that no image has, in the labels folders of the (image, label file) `pairs` of a split,
+    where a labels folder is not the image folder itself (there, other txt files may lie)."""
+    folders = {label.parent: image.parent for image, label in pairs if label.parent != image.parent}
+    stems = {d: {p.stem for p in d.iterdir() if is_image(p)} if d.is_dir() else set() for d in set(folders.values())}
+    known = {label for _, label in pairs}
+    return [p for labels, images in sorted(folders.items()) if labels.is_dir() for p in sorted(labels.glob("*.txt"))
+            if p not in known and p.stem not in stems[images]]
 
 
 def _yolo_box(values: List[float], at: str, rec: Record) -> Optional[List[float]]:
@@ -315,12 +336,26 @@ def read_coco(path: Path) -> Tuple[Tuple[str, ...], List[CocoImage]]:
     return names, [CocoImage(i, f, s, tuple(objects.get(i, ()))) for i, (f, s) in images.items()]
 
 
-def find_coco_image(json_path: Path, file_name: str) -> Optional[Path]:
-    """The image beside the JSON or in an `images/` folder next to it."""
-    base, name = json_path.parent, Path(file_name).name
-    for candidate in (base / file_name, base / "images" / file_name, base / name, base / "images" / name):
-        if candidate.is_file():
-            return candidate
+def coco_image_dirs(json_path: Path, images_dir: Optional[Path] = None) -> List[Path]:
+    """The folders the images of a COCO JSON are looked for in, in order (see the module docstring)."""
+    if images_dir is not None:
+        return [Path(images_dir)]
+    base, tag = json_path.parent, coco_tag(json_path)
+    return [base, base / "images", base.parent / tag, base.parent / "images" / tag]
+
+
+def coco_tag(json_path: Path) -> str:
+    """The split a COCO JSON names: its stem without `instances_` (instances_val2017.json -> val2017)."""
+    stem = json_path.stem
+    return stem[len(COCO_PREFIX):] if stem.startswith(COCO_PREFIX) else stem
+
+
+def find_coco_image(json_path: Path, file_name: str, images_dir: Optional[Path] = None) -> Optional[Path]:
+    """The image of an entry: `file_name`, then its last component, in each of coco_image_dirs."""
+    for folder in coco_image_dirs(json_path, images_dir):
+        for candidate in dict.fromkeys((folder / file_name, folder / Path(file_name).name)):
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -331,8 +366,9 @@ def _coco_box(bbox) -> Optional[List[float]]:
     return [x, y, x + w, y + h]
 
 
-def parse_coco(image: CocoImage, json_path: Path, class_names: Sequence[str]) -> Record:
-    """Read one COCO image entry and its image into a Record; crowd objects are difficult."""
+def parse_coco(image: CocoImage, json_path: Path, class_names: Sequence[str],
+               images_dir: Optional[Path] = None) -> Record:
+    """Read one COCO image entry and its image (find_coco_image) into a Record; crowd objects are difficult."""
     where = f"{json_path} image {image.id} ({image.file_name})"
     rec = Record(where=where)
     index = {n: i for i, n in enumerate(class_names)}
@@ -347,10 +383,11 @@ def parse_coco(image: CocoImage, json_path: Path, class_names: Sequence[str]) ->
         else:
             objects.append((*box, index[name], crowd))
     rec.lost_objects = sum(1 for o in objects if not o[5])
-    path = find_coco_image(json_path, image.file_name)
+    path = find_coco_image(json_path, image.file_name, images_dir)
     if path is None:
-        return rec.skipped("image missing", f"{where}: no image {image.file_name} in {json_path.parent} or "
-                                            f"{json_path.parent / 'images'}")
+        looked = ", ".join(str(d) for d in coco_image_dirs(json_path, images_dir))
+        return rec.skipped(COCO_IMAGE_MISSING, f"{where}: no image {image.file_name} in {looked}"
+                                               + ("" if images_dir else " (--images names the folder)"))
     pil = open_record_image(rec, path)
     if pil is None:
         return rec

@@ -1,14 +1,16 @@
 """Pascal VOC reading: scan and validate a dataset split into Samples, with a cache.
 
-The pieces: utils/data/layouts.py (what `--data` and a split name stand for: VOCdevkit roots, year
-folders, folders without ImageSets, annotation-lines files, YOLO and COCO datasets; the default splits),
-utils/data/annotations.py (one XML or annotation line and its image into a Sample, the EXIF rule),
-utils/data/formats.py (YOLO label files and COCO JSON into the same Samples), and this module (the scan over a
-split: warnings, skips, the one-line summary, the cache). Every name callers use is importable from here.
+The pieces: utils/data/layouts.py (what `--data`, `--data-format`, `--images` and a split name stand for:
+VOCdevkit roots, year folders, folders without ImageSets, annotation-lines files, YOLO, COCO and labelme
+datasets; the default splits), utils/data/annotations.py (one XML or annotation line and its image into a
+Sample, the EXIF rule), utils/data/formats.py (YOLO label files and COCO JSON into the same Samples),
+utils/data/labelme.py (labelme JSON files), and this module (the scan over a split: warnings, skips, the
+one-line summary, the cache; the classes file a dataset implies). Every name callers use is importable from here.
 
 Cache: a scan is stored in `$YOLO_SCAN_CACHE` or `<repo>/.cache/voc_scan/` (never in the dataset), one
-file per (data path, split, classes, seed, val_fraction). Each image's record is re-used only when its
-annotation and image files have the same size and modification time; other files are re-read.
+file per (data path, split, classes, seed, val_fraction, data_format, images_dir). Each image's record is
+re-used only when its annotation and image files have the same size and modification time; other files are
+re-read.
 """
 import hashlib
 import os
@@ -22,17 +24,21 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from utils.core.fileio import atomic_open
 from utils.core.paths import REPO_ROOT
+from utils.data import demo_data
 from utils.data.annotations import DatasetError, Record, Sample, parse_line, parse_xml
-from utils.data.formats import UNREADABLE_LABEL, parse_coco, parse_yolo
-from utils.data.layouts import DEFAULT_DATA, Source, dataset_layout, default_split, find_sources, resolve_classes, resolve_data
+from utils.data.formats import (COCO_IMAGE_MISSING, NO_IMAGE_NOTE, UNREADABLE_LABEL, label_files_without_image,
+                                parse_coco, parse_yolo)
+from utils.data.labelme import MALFORMED_JSON, parse_labelme
+from utils.data.layouts import DEFAULT_DATA, Source, dataset_layout, declared_names, default_split, find_sources, resolve_data
 
 __all__ = ["CACHE_VERSION", "DEFAULT_DATA", "DatasetError", "LeftOut", "REPO_ROOT", "Record", "Sample", "ScanStats",
            "UNREADABLE_REASONS", "UnreadableImagesError", "default_split", "load_eval_samples", "load_samples",
            "parse_line", "parse_xml", "resolve_classes", "resolve_data", "stat_key"]
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 # skip reasons that take an image and its objects out of a split without the data saying so
-UNREADABLE_REASONS = ("unreadable image", "image missing", "annotation missing", "malformed XML", UNREADABLE_LABEL)
+UNREADABLE_REASONS = ("unreadable image", "image missing", "annotation missing", "malformed XML", UNREADABLE_LABEL,
+                      COCO_IMAGE_MISSING, MALFORMED_JSON)
 
 
 class LeftOut(NamedTuple):
@@ -75,11 +81,43 @@ def _fingerprint(source: Source, record: Optional[Record]) -> Optional[Tuple]:
     return parts + ((stat_key(Path(image)),) if image else ())
 
 
+def _cache_base(cache_dir=None) -> Path:
+    return Path(cache_dir or os.environ.get("YOLO_SCAN_CACHE") or REPO_ROOT / ".cache" / "voc_scan")
+
+
 def _cache_path(path: Path, split: str, class_names: Sequence[str], seed: int, val_fraction: float,
-                cache_dir) -> Path:
-    base = Path(cache_dir or os.environ.get("YOLO_SCAN_CACHE") or REPO_ROOT / ".cache" / "voc_scan")
-    key = repr((CACHE_VERSION, str(path.resolve()), split, list(class_names), seed, val_fraction))
-    return base / f"{path.name}-{split.replace('/', '_')[:40]}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
+                cache_dir, data_format: Optional[str], images_dir) -> Path:
+    images = str(Path(images_dir).resolve()) if images_dir is not None else None
+    key = repr((CACHE_VERSION, str(path.resolve()), split, list(class_names), seed, val_fraction, data_format, images))
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return _cache_base(cache_dir) / f"{path.name}-{split.replace('/', '_')[:40]}-{digest}.pkl"
+
+
+def _written_classes(path: Path, names: Sequence[str]) -> Path:
+    """A classes file holding `names`, in the scan cache folder (never in the dataset)."""
+    text = "".join(f"{n}\n" for n in names)
+    digest = hashlib.sha1(f"{path.resolve()}\n{text}".encode("utf-8")).hexdigest()[:16]
+    target = _cache_base() / "classes" / f"{path.stem}-{digest}.txt"
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        with atomic_open(target, "w") as f:
+            f.write(text)
+    return target
+
+
+def resolve_classes(data_path, classes, data_format: Optional[str] = None, images_dir=None) -> Path:
+    """The classes file to use. When `classes` is the VOC default (voc_classes.txt): the demo's own for a demo
+    dataset, the names a YOLO, COCO or labelme dataset declares (layouts.declared_names: a classes.txt in a YOLO
+    or labelme folder, or a file written to the scan cache folder for the YAML's `names` / the JSON's categories
+    in ascending id order); else `classes`."""
+    if Path(classes).name != "voc_classes.txt":
+        return Path(classes)
+    demo = demo_data.demo_classes_file(data_path)
+    if demo is not None:
+        return demo
+    names, file = declared_names(Path(data_path), data_format, images_dir)
+    if names is None:
+        return Path(classes)
+    return file if file is not None else _written_classes(Path(data_path), names)
 
 
 def _read_cache(cache_file: Path) -> Dict:
@@ -110,7 +148,9 @@ def _parse(source: Source, class_names: Sequence[str]) -> Record:
     if source.kind == "yolo":
         return parse_yolo(source.image, source.annotation, source.names, class_names)
     if source.kind == "coco":
-        return parse_coco(source.coco, source.annotation, class_names)
+        return parse_coco(source.coco, source.annotation, class_names, source.images_dir)
+    if source.kind == "labelme":
+        return parse_labelme(source.annotation, class_names)
     if source.line is not None:
         return parse_line(source.line, source.where, source.images_dir, class_names)
     return parse_xml(source.annotation, source.images_dir, class_names)
@@ -155,20 +195,29 @@ class ScanStats:
 
 _LOOKED_AT = {"lines": "annotation lines", "year": "Annotations/*.xml with images in JPEGImages/",
               "yolo": "images/ with label files in labels/", "yolo-yaml": "the YAML's images with their label files",
-              "coco": "the JSON's images and annotations"}
+              "coco": "the JSON's images and annotations", "coco-root": "the split's JSON, its images and annotations",
+              "labelme": "the labelme JSON files and their images"}
+
+
+def _count_label_files_without_image(sources: Sequence[Source], stats: "ScanStats") -> None:
+    for label in label_files_without_image([(s.image, s.annotation) for s in sources if s.kind == "yolo"]):
+        _warn(f"{label}: no image of the split has this label file (looked for {label.stem}.* beside the images); "
+              f"not used")
+        stats.notes[NO_IMAGE_NOTE] += 1
 
 
 def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, use_cache: bool = True,
-                 seed: int = 0, val_fraction: float = 0.1, workers: int = 4,
-                 stats: Optional["ScanStats"] = None) -> List[Sample]:
+                 seed: int = 0, val_fraction: float = 0.1, workers: int = 4, stats: Optional["ScanStats"] = None,
+                 data_format: Optional[str] = None, images_dir=None) -> List[Sample]:
     """Scan and validate a dataset split; warn about and skip bad files; print a one-line summary.
 
     `stats`, when given, is filled with what the scan found (e.g. the annotated names the classes lack).
+    `data_format` and `images_dir`: as in utils/data/layouts.py (None: detect; the images beside a COCO JSON).
     Raises DatasetError when the split cannot be found or holds no usable image.
     """
     path = Path(data)
-    sources = find_sources(path.resolve(), split, seed, val_fraction)
-    cache_file = _cache_path(path, split, class_names, seed, val_fraction, cache_dir)
+    sources = find_sources(path.resolve(), split, seed, val_fraction, data_format, images_dir)
+    cache_file = _cache_path(path, split, class_names, seed, val_fraction, cache_dir, data_format, images_dir)
     cache = _read_cache(cache_file) if use_cache else {}
     records: List[Optional[Record]] = [None] * len(sources)
     todo = []
@@ -183,6 +232,7 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
             records[i] = record
     stats = stats if stats is not None else ScanStats()
     stats.from_cache = len(sources) - len(todo)
+    _count_label_files_without_image(sources, stats)
     for record in records:
         for message in record.warnings:
             _warn(message)
@@ -192,18 +242,20 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
     print(stats.summary(f"{path} [{split}]", class_names))
     if stats.used == 0:
         raise DatasetError(f"no usable image in {path} split {split!r}: looked at {len(sources)} entries "
-                           f"({_LOOKED_AT.get(dataset_layout(path), _LOOKED_AT['year'])}); "
+                           f"({_LOOKED_AT.get(dataset_layout(path, data_format), _LOOKED_AT['year'])}); "
                            f"skipped: {dict(stats.skipped) or 'none listed'}")
     return [r.sample for r in records if r.sample is not None]
 
 
 def load_eval_samples(data, split: str, class_names: Sequence[str], skip_unreadable: bool = False,
-                      stats: Optional[ScanStats] = None, **kwargs) -> Tuple[List[Sample], List[LeftOut]]:
+                      stats: Optional[ScanStats] = None, data_format: Optional[str] = None, images_dir=None,
+                      **kwargs) -> Tuple[List[Sample], List[LeftOut]]:
     """load_samples for scoring: (samples, left_out). Images that cannot be read (ScanStats.left_out) raise
     UnreadableImagesError naming each one, since a score without their objects overstates the result;
-    with `skip_unreadable` they are returned as left_out, for the results to report."""
+    with `skip_unreadable` they are returned as left_out, for the results to report. `kwargs`: load_samples'."""
     stats = stats if stats is not None else ScanStats()
-    samples = load_samples(data, split, class_names, stats=stats, **kwargs)
+    samples = load_samples(data, split, class_names, stats=stats, data_format=data_format, images_dir=images_dir,
+                           **kwargs)
     if stats.left_out and not skip_unreadable:
         raise UnreadableImagesError(stats.left_out, f"{data} [{split}]")
     return samples, list(stats.left_out)

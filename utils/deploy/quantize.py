@@ -38,6 +38,7 @@ from utils.ops.image import letterbox_image, read_image, to_tensor_batch
 from nets.fuse import fuse_model
 from utils.core.cli import run_main
 from utils.core.config import read_classes
+from utils.data.layouts import add_data_flags, data_options
 from utils.data.voc import default_split, load_samples, resolve_data
 from utils.engine.checkpoint import model_from_weights
 from utils.eval.evaluator import CONF_THRES, NMS_THRES, evaluate_model
@@ -46,15 +47,17 @@ DEFAULT_CALIB_IMAGES = 100
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
-def calibration_images(data, split: Optional[str], class_names: Sequence[str],
-                       count: int = DEFAULT_CALIB_IMAGES) -> List[Path]:
+def calibration_images(data, split: Optional[str], class_names: Sequence[str], count: int = DEFAULT_CALIB_IMAGES,
+                       data_format: Optional[str] = None, images_dir=None) -> List[Path]:
     """`count` image paths spread evenly over `split` of `data` (default split: the training split,
-    utils.data.voc.default_split(data, 'train'); `data` as utils.data.voc.resolve_data takes it)."""
+    utils.data.voc.default_split(data, 'train'); `data`, `data_format` and `images_dir` as
+    utils.data.voc.resolve_data takes them)."""
 
     if count < 1:
         raise ValueError(f"--calib-images must be at least 1, found {count}")
-    data_path = resolve_data(data)
-    samples = load_samples(data_path, split or default_split(data_path, "train"), class_names)
+    options = {"data_format": data_format, "images_dir": images_dir}
+    data_path = resolve_data(data, **options)
+    samples = load_samples(data_path, split or default_split(data_path, "train", **options), class_names, **options)
     picks = np.unique(np.linspace(0, len(samples) - 1, min(count, len(samples))).round().astype(int))
     return [Path(samples[i].image_path) for i in picks]
 
@@ -163,7 +166,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="classes file, for weights that do not name their classes (default: the checkpoint's)")
     p.add_argument("--attention", help="attention spec or phi, for weights that do not carry it (default: the checkpoint's)")
     p.add_argument("--input-size", type=int, help="square input size, a multiple of 32 (default: the checkpoint's)")
-    p.add_argument("--data", default="VOCdevkit", help="dataset; the demo dataset when VOCdevkit/ is empty (default: VOCdevkit)")
+    p.add_argument("--data", default="VOCdevkit", help="dataset (any format of utils/data/layouts.py); the demo "
+                   "dataset when VOCdevkit/ is empty (default: VOCdevkit)")
+    add_data_flags(p)
     p.add_argument("--split", help="split to score on (default: the dataset's evaluation split)")
     p.add_argument("--calib-split", help="split the calibration images come from (default: the training split)")
     p.add_argument("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES,
@@ -206,10 +211,11 @@ def compare(args) -> List[tuple]:
     size = [args.input_size] * 2 if args.input_size else None
     model, meta = model_from_weights(args.weights, class_names=names, attention=args.attention, input_size=size)
     model.eval()
-    data_path = resolve_data(args.data)
-    split = args.split or default_split(data_path, "eval")
-    calib = calibration_images(data_path, args.calib_split, meta["class_names"], args.calib_images)
-    samples = load_samples(data_path, split, meta["class_names"])
+    options = data_options(args)
+    data_path = resolve_data(args.data, **options)
+    split = args.split or default_split(data_path, "eval", **options)
+    calib = calibration_images(data_path, args.calib_split, meta["class_names"], args.calib_images, **options)
+    samples = load_samples(data_path, split, meta["class_names"], **options)
     out = Path(args.out)
     fp32 = export_onnx(fuse_model(model), fp32_path(out, args.fp32_out), tuple(meta["input_size"]),
                        metadata=onnx_metadata(meta))
