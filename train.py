@@ -28,6 +28,7 @@ from utils.engine.run_logger import new_run_dir, read_yaml, write_yaml
 from utils.engine.train_config import DERIVED_KEYS, TrainConfig, make_config
 from utils.engine.trainer import TrainState, TrainingDiverged, restore_checkpoint
 from utils.data.demo_data import demo_classes_file
+from utils.data.label_plots import plot_labels
 from utils.data.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
 from utils.eval.evaluator import CONF_THRES, IOU_THRES, NMS_THRES
 
@@ -264,6 +265,12 @@ def describe(config: TrainConfig, device, data: RunData) -> None:
               f"{NMS_THRES}, IoU {IOU_THRES} (the same evaluator and settings as get_map.py)")
 
 
+def write_labels_picture(path: Path, data: RunData, input_size: int, anchors: torch.Tensor) -> None:
+    """labels.png of the training split; a resumed run keeps the one its folder holds (same split)."""
+    if not path.exists():
+        plot_labels(data.train, data.class_names, path, input_size, anchors.numpy())
+
+
 def run(args: argparse.Namespace) -> int:
     """Train (or resume) the run `args` (from parse_args) describe; returns 0, or 130 after Ctrl-C."""
     run_dir, resume, values = start_run(args)
@@ -281,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"removed {stale}, a temporary file left by a write that was killed")
         describe(config, device, data)
         write_yaml(run_dir / "run_args.yaml", config.to_dict())
+        write_labels_picture(run_dir / "labels.png", data, config.input_size, anchors)
         print(f"run folder: {run_dir}")
     loop = EpochLoop(config, state, run_dir, data.class_names, anchors, data.train, data.val, resume)
     try:

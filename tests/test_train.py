@@ -201,3 +201,46 @@ def test_variants_of_one_seed_share_the_initialisation_of_every_layer_outside_th
     blocks = [k for k in variant if k not in plain and variant[k].is_floating_point()]
     again = train.seeded_model(len(CLASSES), attention, "normal", seed=3).state_dict()
     assert blocks and all(torch.equal(again[k], variant[k]) for k in blocks)
+
+
+def assert_image(path: Path, fmt: str) -> None:
+    from PIL import Image
+    with Image.open(path) as image:
+        assert image.format == fmt and min(image.size) > 0, path
+        image.verify()
+
+
+def test_pictures_of_the_data_leave_the_losses_unchanged(tiny_voc, tmp_path, monkeypatch):
+    """labels.png and train_batch0.jpg are in the run folder; the batch picture is drawn once (of the epoch's
+    two batches), and a run that draws it trains exactly as one that does not."""
+    flags = ["--epochs", 1, "--eval-period", 0, "--mosaic", 1, "--mixup", 0.5]
+    assert train.main(base_args(tiny_voc, tmp_path / "drawn", *flags)) == 0
+    drawn = tmp_path / "drawn" / "exp"
+    assert_image(drawn / "labels.png", "PNG")
+    assert_image(drawn / "train_batch0.jpg", "JPEG")
+    from utils.engine import loop
+    calls = []
+    monkeypatch.setattr(loop, "save_batch_picture", lambda path, images, targets, names: calls.append(images.shape))
+    assert train.main(base_args(tiny_voc, tmp_path / "bare", *flags)) == 0
+    assert calls == [(2, 3, 128, 128)] and not (tmp_path / "bare" / "exp" / "train_batch0.jpg").exists()
+    rows = [[{k: v for k, v in row.items() if k != "seconds"} for row in read_checkpoint(run / "last.pth")["results"]]
+            for run in (drawn, tmp_path / "bare" / "exp")]
+    assert rows[0] == rows[1] and len(rows[0]) == 1
+
+
+def test_resume_keeps_labels_png_and_draws_no_batch_picture(tiny_voc, tmp_path):
+    flags = ["--epochs", 2, "--eval-period", 0, "--save-period", 1, "--input-size", 64]
+    assert train.main(base_args(tiny_voc, tmp_path, *flags)) == 0
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    shutil.copy(tmp_path / "exp" / "epoch_1.pth", killed / "last.pth")
+    (killed / "labels.png").write_bytes(b"the run's own")
+    assert train.main(["--resume", str(killed / "last.pth"), "--quiet", "--workers", "0"]) == 0
+    assert read_checkpoint(killed / "last.pth")["epoch"] == 1  # it did train epoch 2
+    assert (killed / "labels.png").read_bytes() == b"the run's own"
+    assert not (killed / "train_batch0.jpg").exists()  # epoch 2 is not the run's first
+    older = tmp_path / "older"  # a run folder from before labels.png existed gets one
+    older.mkdir()
+    shutil.copy(tmp_path / "exp" / "last.pth", older / "last.pth")
+    assert train.main(["--resume", str(older / "last.pth"), "--quiet", "--workers", "0"]) == 0
+    assert_image(older / "labels.png", "PNG")

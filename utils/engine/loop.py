@@ -10,6 +10,7 @@ import torch
 from utils.core.cli import UserError
 from utils.core.config import DEFAULT_ANCHORS_MASK
 from utils.data.augment import AugmentConfig
+from utils.data.batch_picture import save_batch_picture
 from utils.data.dataloader import YoloDataset, build_dataloader, mosaic_enabled
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import save_atomic
@@ -83,8 +84,10 @@ class EpochLoop:
             train_loader, val_loader = self.loaders
             train_loader.set_epoch(epoch)
             train_loader.dataset.set_mosaic(mosaic_enabled(epoch, self.config.epochs, self.config.mosaic_ratio))
+            picture = self.batch_picture if epoch == 0 and dist.is_main() else None  # epoch 0: a fresh run
             try:
-                stats = train_one_epoch(self.state, train_loader, epoch, progress=dist.is_main() and not self.config.quiet)
+                stats = train_one_epoch(self.state, train_loader, epoch,
+                                        progress=dist.is_main() and not self.config.quiet, on_first_batch=picture)
             except torch.cuda.OutOfMemoryError:
                 raise UserError(f"out of GPU memory at batch size {self.phase[1]} "
                                 f"({'frozen' if self.phase[0] else 'unfrozen'} phase); lower "
@@ -93,6 +96,10 @@ class EpochLoop:
             self.last_completed = epoch  # complete only once evaluated and saved
             if dist.broadcast_flag(stop, self.state.device):
                 break
+
+    def batch_picture(self, images, targets) -> None:
+        """train_batch0.jpg: the first training batch as the model sees it, with its target boxes."""
+        save_batch_picture(self.run_dir / "train_batch0.jpg", images, targets, self.class_names)
 
     def enter_phase(self, epoch: int) -> None:
         """Freeze or unfreeze the backbone and (re)build the loaders when the phase changes."""

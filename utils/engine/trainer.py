@@ -3,7 +3,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from tqdm import tqdm
@@ -117,13 +117,19 @@ def skip_step(state: TrainState, reason: str, buffers: List[torch.Tensor], saved
                                "diverged; try a lower --lr, --grad-clip or --amp off; last.pth holds the last good epoch")
 
 
-def train_one_epoch(state: TrainState, loader, epoch: int, progress: bool = True) -> Dict[str, float]:
-    """Train for one epoch; returns mean loss parts, the last lr and the epoch's seconds."""
+def train_one_epoch(state: TrainState, loader, epoch: int, progress: bool = True,
+                    on_first_batch: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None) -> Dict[str, float]:
+    """Train for one epoch; returns mean loss parts, the last lr and the epoch's seconds.
+
+    on_first_batch(images, targets), when given, sees the first batch as the loader made it, before its step.
+    """
     state.model.train()
     totals: Dict[str, float] = {}
     steps, lr, start = 0, 0.0, time.time()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{state.epochs}", disable=not progress, leave=False, dynamic_ncols=True)
     for i, (images, targets) in enumerate(bar):
+        if i == 0 and on_first_batch is not None:
+            on_first_batch(images, targets)
         lr = state.set_lr(epoch + i / max(1, len(loader)))
         images, targets = to_device(images, targets, state)
         parts = train_step(state, images, targets)
