@@ -29,6 +29,7 @@ from utils.engine.train_config import DERIVED_KEYS, TrainConfig, make_config
 from utils.engine.trainer import TrainState, TrainingDiverged, restore_checkpoint
 from utils.data.demo_data import demo_classes_file
 from utils.data.label_plots import plot_labels
+from utils.data.layouts import add_data_flags
 from utils.data.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
 from utils.eval.evaluator import CONF_THRES, IOU_THRES, NMS_THRES
 
@@ -56,7 +57,9 @@ def add_model_flags(group) -> None:
       "the priors, or the reference's normal(0, 0.02)")
     a("--phi", type=int, default=0, help=f"attention: {choices_help(PHI_NAMES)}")
     a("--attention", default=None, help="attention name or per-site spec (feat1=cbam,feat2=se,...); overrides --phi")
-    a("--data", default="VOCdevkit", help="VOCdevkit root, one VOC year folder, or an annotation-lines file")
+    a("--data", default="VOCdevkit", help="dataset: a VOCdevkit root, a VOC year folder, an annotation-lines file, "
+      "a YOLO data YAML or images/ + labels/ folder, a COCO JSON or root, or a labelme folder")
+    add_data_flags(group)
     a("--classes", default=None, help="classes file (default: model_data/voc_classes.txt, or the demo's classes)")
     a("--train-split", default=None, help="training split (default: trainval/train, see utils/data/voc.py)")
     a("--val-split", default=None, help="validation split (default: the evaluation split get_map.py uses)")
@@ -179,14 +182,15 @@ class RunData(NamedTuple):
 def load_data(values: dict) -> RunData:
     """Class names and samples of the run's splits; an unreadable validation image stops the run."""
 
-    data = resolve_data(values["data"])
+    options = {"data_format": values["data_format"], "images_dir": values["images"]}
+    data = resolve_data(values["data"], **options)
     used = {"data": str(data),
-            "classes": str(resolve_classes(data, values["classes"] or ROOT / "model_data/voc_classes.txt")),
-            "train_split": values["train_split"] or default_split(data, "train"),
-            "val_split": values["val_split"] or default_split(data, "eval")}
+            "classes": str(resolve_classes(data, values["classes"] or ROOT / "model_data/voc_classes.txt", **options)),
+            "train_split": values["train_split"] or default_split(data, "train", **options),
+            "val_split": values["val_split"] or default_split(data, "eval", **options)}
     class_names = read_classes(used["classes"])
-    train = load_samples(data, used["train_split"], class_names)
-    val, _ = load_eval_samples(data, used["val_split"], class_names)
+    train = load_samples(data, used["train_split"], class_names, **options)
+    val, _ = load_eval_samples(data, used["val_split"], class_names, **options)
     return RunData(class_names, train, val, demo_classes_file(data) is not None, used)
 
 

@@ -244,3 +244,18 @@ def test_resume_keeps_labels_png_and_draws_no_batch_picture(tiny_voc, tmp_path):
     shutil.copy(tmp_path / "exp" / "last.pth", older / "last.pth")
     assert train.main(["--resume", str(older / "last.pth"), "--quiet", "--workers", "0"]) == 0
     assert_image(older / "labels.png", "PNG")
+
+
+def test_data_format_and_images_reach_the_scan_and_stay_in_the_run_settings(tiny_voc, tmp_path, capsys):
+    from tests.test_formats import voc_to_coco
+    coco_json = voc_to_coco(tiny_voc, tmp_path / "coco")
+    images = tmp_path / "elsewhere"
+    (tmp_path / "coco" / "images").rename(images)
+    args = train.parse_args(["--data", str(coco_json), "--data-format", "coco", "--images", str(images),
+                             "--train-split", "all", "--val-split", "all"])
+    data = train.load_data(vars(args))
+    assert len(data.train) == len(data.val) == 4
+    assert "4 images used" in capsys.readouterr().out
+    assert train.make_config({**vars(args), **data.used}, False, "off").images == str(images)
+    with pytest.raises(Exception, match="voc"):  # a JSON is not a VOC dataset: the message names the format asked
+        train.load_data(vars(train.parse_args(["--data", str(coco_json), "--data-format", "voc"])))

@@ -31,6 +31,8 @@ class TrainConfig:
     phi: int
     attention: str             # normalised placement spec (nets.attention.attention_to_str)
     data: str                  # the dataset resolved (utils.data.voc.resolve_data)
+    data_format: Optional[str]  # --data-format (None: detected)
+    images: Optional[str]      # --images, the image folder of a COCO JSON
     classes: str               # the classes file in use
     train_split: str
     val_split: str
