@@ -1,5 +1,7 @@
 """Print parameters and GFLOPs of the model: `python -m nets.summary --phi 2 --input-size 416`.
 
+Without --phi, --attention or --fusion it lists every phi (with the concat merge) and then each other
+FPN merge (without attention); `--fusion all` lists every merge for the attention given.
 FLOPs come from PyTorch's own counter (torch.utils.flop_counter), which counts a multiply-add as 2.
 """
 import argparse
@@ -10,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nets.yolo import YoloBody
 from utils.core.config import DEFAULT_ANCHORS_MASK
 from nets.attention import PHI_NAMES
+from nets.attn.registry import FUSION_NAMES
 from utils.core.cli import choices_help, run_main
 
 
@@ -32,21 +35,34 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--phi", type=int, default=None, help=f"attention phi ({choices_help(PHI_NAMES)}); "
                         f"without --phi or --attention, every phi {min(PHI_NAMES)}..{max(PHI_NAMES)} is listed")
     parser.add_argument("--attention", default=None, help="attention name or per-site spec, overrides --phi")
+    parser.add_argument("--fusion", default=None, choices=FUSION_NAMES + ("all",),
+                        help="FPN merge before the P4 head; 'all' lists each (default: concat)")
     parser.add_argument("--num-classes", type=int, default=20, help="number of classes")
     parser.add_argument("--input-size", type=int, default=416, help="square input size, a multiple of 32")
     return parser
 
 
+def summary_rows(args: argparse.Namespace) -> list:
+    """(attention spec, fusion) of each model the parsed `args` name."""
+    attention = args.attention if args.attention else args.phi
+    if args.fusion == "all":
+        return [(attention or 0, fusion) for fusion in FUSION_NAMES]
+    if attention is not None or args.fusion is not None:
+        return [(attention or 0, args.fusion or "concat")]
+    return [(phi, "concat") for phi in PHI_NAMES] + [(0, fusion) for fusion in FUSION_NAMES if fusion != "concat"]
+
+
 def print_summary(args: argparse.Namespace) -> None:
     """Parameters and GFLOPs of the model(s) the parsed `args` name, one line each."""
 
-    specs = [args.attention] if args.attention else [args.phi] if args.phi is not None else list(PHI_NAMES)
-    print(f"input {args.input_size}x{args.input_size}, {args.num_classes} classes")
-    print(f"{'model':<32} {'params':>12} {'GFLOPs':>8}")
-    for spec in specs:
-        model = YoloBody(DEFAULT_ANCHORS_MASK, args.num_classes, attention=spec)
+    size = args.input_size
+    print(f"input {size}x{size}, {args.num_classes} classes")
+    print(f"{'model':<40} {'params':>12} {'GFLOPs':>8}")
+    for spec, fusion in summary_rows(args):
+        model = YoloBody(DEFAULT_ANCHORS_MASK, args.num_classes, attention=spec, fusion=fusion, input_size=size)
         label = f"phi {spec} ({model.attention})" if isinstance(spec, int) else model.attention
-        print(f"{label:<32} {count_parameters(model):>12,} {count_gflops(model, args.input_size):>8.3f}")
+        label += f", fusion {fusion}" if fusion != "concat" or args.fusion else ""
+        print(f"{label:<40} {count_parameters(model):>12,} {count_gflops(model, size):>8.3f}")
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """Each attention block against a plain re-statement of its forward pass, written from its paper / seed.
 
 se, cbam, eca and ca are compared with the reference implementation's modules in
-tests/test_reference_compat.py; this file covers the other 13 registered blocks (and GCT's l1 mode).
+tests/test_reference_compat.py; this file covers the other registered blocks (and GCT's l1 mode).
 A re-statement uses only the block's parameter tensors and torch's functional ops, never a helper or
 sub-module call from nets/attn/, and writes every hyper-parameter (dilation, padding, kernel, axis)
 out itself. Both sides run in float64 in eval mode with every parameter and BN statistic moved off
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nets.attention import ATTENTION_BLOCKS, build_attention
-from tests.test_attention_zoo import perturb
+from nets.attention import ATTENTION_BLOCKS
+from tests.test_attention_zoo import make_block, perturb
 
 TOL = dict(rtol=1e-6, atol=1e-8)
 
@@ -255,21 +255,63 @@ def osra_ref(block, x, heads=8):
     return out.view(b, c, h, w)
 
 
+def enc_ref(block, x):
+    # 1x1 conv + BN + ReLU; each position x_i soft-assigned to codeword d_k by softmax_k(s_k ||x_i - d_k||^2);
+    # e_k = sum_i a_ik (x_i - d_k); BN over the K codewords + ReLU; mean over k; gates sigmoid(W e + b);
+    # output relu(x + x * gates)
+    conv, bn_in, _, encoding, bn_codes, _ = block.encoding
+    y = torch.relu(bn(F.conv2d(x, conv.weight), bn_in))
+    b, c, h, w = y.shape
+    feats = y.reshape(b, c, h * w).transpose(1, 2)  # b,N,D
+    resid = feats[:, :, None, :] - encoding.codewords[None, None]  # b,N,K,D
+    logits = encoding.scale * (resid * resid).sum(dim=3)  # b,N,K
+    a = torch.exp(logits - logits.amax(dim=2, keepdim=True))
+    a = a / a.sum(dim=2, keepdim=True)
+    e = (a[..., None] * resid).sum(dim=1)  # b,K,D
+    e = torch.relu(bn(e, bn_codes)).mean(dim=1)
+    fc = block.fc[0]
+    return torch.relu(x + gate(x, torch.sigmoid(linear(e, fc.weight, fc.bias))))
+
+
+def cbam_joint_ref(block, x):
+    # channel logits: bias-free MLP through C/8 on the avg and on the max pooling, summed; spatial
+    # logits: 7x7 conv with bias over [mean_c, max_c]; concatenated (C + H*W), bias-free MLP through C/8
+    # with ReLU, split, sigmoid; x * channel gates * spatial gates
+    b, c, h, w = x.shape
+    ca, sa = block.channelattention, block.spatialattention.conv1
+
+    def channel_mlp(v):
+        return linear(torch.relu(linear(v, ca.fc1.weight)), ca.fc2.weight)
+
+    channel = channel_mlp(x.mean(dim=(2, 3))) + channel_mlp(x.amax(dim=(2, 3)))
+    spatial = F.conv2d(torch.stack([x.mean(dim=1), x.amax(dim=1)], dim=1), sa.weight, sa.bias, padding=3)
+    joint = torch.cat([channel, spatial.flatten(1)], dim=1)
+    mixed = linear(torch.relu(linear(joint, block.mlp[0].weight)), block.mlp[2].weight)
+    return gate(x, torch.sigmoid(mixed[:, :c])) * torch.sigmoid(mixed[:, c:]).view(b, 1, h, w)
+
+
+def built(name, **kwargs):
+    """A maker (channels, (h, w)) -> the block, given the facts a site of that map size gives."""
+    return lambda c, size: make_block(name, c, *size, **kwargs)
+
+
 REFERENCES = {
-    "se_max": (lambda c: build_attention("se_max", c), se_max_ref),
-    "cbam_eca": (lambda c: build_attention("cbam_eca", c), cbam_eca_ref),
-    "sk": (lambda c: build_attention("sk", c), sk_ref),
-    "gct": (lambda c: build_attention("gct", c), gct_ref),
-    "gct_l1": (lambda c: build_attention("gct", c, mode="l1"), lambda blk, x: gct_ref(blk, x, mode="l1")),
-    "srm": (lambda c: build_attention("srm", c), srm_ref),
-    "fca": (lambda c: build_attention("fca", c), fca_ref),
-    "rcan": (lambda c: build_attention("rcan", c), rcan_ref),
-    "soca": (lambda c: build_attention("soca", c), soca_ref),
-    "gsop": (lambda c: build_attention("gsop", c), gsop_ref),
-    "triplet": (lambda c: build_attention("triplet", c), triplet_ref),
-    "safm": (lambda c: build_attention("safm", c), safm_ref),
-    "mfe": (lambda c: build_attention("mfe", c), mfe_ref),
-    "osra": (lambda c: build_attention("osra", c), osra_ref),
+    "se_max": (built("se_max"), se_max_ref),
+    "cbam_eca": (built("cbam_eca"), cbam_eca_ref),
+    "sk": (built("sk"), sk_ref),
+    "gct": (built("gct"), gct_ref),
+    "gct_l1": (built("gct", mode="l1"), lambda blk, x: gct_ref(blk, x, mode="l1")),
+    "srm": (built("srm"), srm_ref),
+    "fca": (built("fca"), fca_ref),
+    "rcan": (built("rcan"), rcan_ref),
+    "soca": (built("soca"), soca_ref),
+    "gsop": (built("gsop"), gsop_ref),
+    "triplet": (built("triplet"), triplet_ref),
+    "safm": (built("safm"), safm_ref),
+    "mfe": (built("mfe"), mfe_ref),
+    "osra": (built("osra"), osra_ref),
+    "enc": (built("enc"), enc_ref),
+    "cbam_joint": (built("cbam_joint"), cbam_joint_ref),
 }
 
 # checked against the reference implementation's modules in tests/test_reference_compat.py
@@ -286,7 +328,7 @@ def test_every_block_has_a_numeric_reference():
 def test_block_equals_its_re_statement(name, shape):
     make, reference = REFERENCES[name]
     b, c, h, w = shape
-    block = perturb(make(c), seed=len(name)).double().eval()
+    block = perturb(make(c, (h, w)), seed=len(name)).double().eval()
     x = torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(h * w), dtype=torch.float64)
     with torch.no_grad():
         got, expected = block(x), reference(block, x)

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nets.attention import ATTENTION_BLOCKS, build_attention
+from nets.attn.registry import site_facts
 from nets.attn.cbam import CBAM, ChannelAttention, ConvChannelAttention, SpatialAttention
 from nets.attn.covpool import covariance_pool, sqrtm_newton_schulz
 from nets.attn.eca import eca_kernel_size
@@ -19,16 +20,31 @@ from nets.yolo import YoloBody
 from tests.conftest import ANCHORS_MASK
 
 ISSUE_BLOCKS = {"se", "se_max", "eca", "cbam", "cbam_eca", "ca", "sk", "gct", "srm", "fca", "rcan", "soca",
-                "gsop", "triplet", "safm", "mfe", "osra"}
+                "gsop", "triplet", "safm", "mfe", "osra", "enc", "cbam_joint"}
 
 
 def n_params(module):
     return sum(p.numel() for p in module.parameters())
 
 
+def make_block(name, channels, h=13, w=13, **kwargs):
+    """build_attention(name, channels) with what a site of an h x w map tells it (map_size; no class head)."""
+    return build_attention(name, channels, {"map_size": (h, w)}, **kwargs)
+
+
+def hand_count(name, c, hw):
+    """HAND_COUNTS[name] at c channels; a block fixed to one map size also takes the map's H*W."""
+    return HAND_COUNTS[name](c, hw) if "map_size" in site_facts(name) else HAND_COUNTS[name](c)
+
+
 def sk_count(c, d):
     # two grouped 3x3 branches (32 groups) + their BN, 1x1 down + BN, 1x1 up to 2 branches; no biases
     return 2 * (c * (c // 32) * 9 + 2 * c) + c * d + 2 * d + d * 2 * c
+
+
+def enc_count(c, k=32):
+    # 1x1 conv + BN, K codewords of C and K smoothing factors, BN1d over K, Linear C -> C with bias
+    return (c * c + 2 * c) + (k * c + k) + 2 * k + (c * c + c)
 
 
 def gsop_count(c, d):
@@ -55,6 +71,9 @@ HAND_COUNTS = {
     "safm": lambda c: 4 * ((c // 4) * 9 + c // 4) + c * c + c,  # 4 depthwise 3x3 (+bias), 1x1 (+bias)
     "mfe": lambda c: 4 * (9 * c * c + 2 * c) + 4 * c * c + (c * c + 2 * c),  # 4 3x3+BN, 4 SE 1x1, 1x1+BN
     "osra": lambda c: (c * c + c) + (2 * c * c + 2 * c) + (25 * c + 2 * c + c + 2 * c) + (9 * c + c),  # q, kv, sr, local
+    "enc": enc_count,  # no SE-loss head: the model adds C * N + N with se_loss
+    # CBAM's channel MLP through C/8, 7x7 conv over 2 maps with bias, bias-free MLP C+HW -> C/8 -> C+HW
+    "cbam_joint": lambda c, hw: 2 * c * (c // 8) + (2 * 7 * 7 + 1) + 2 * (c + hw) * (c // 8),
 }
 
 
@@ -67,7 +86,10 @@ HAND_COUNTS = {
     (lambda: SpatialAttention(5), 50),
     (lambda: build_attention("cbam", 64, rd_ratio=9, kernel_size=5), 946),
     (lambda: build_attention("cbam_eca", 64, kernel_size=5), 53),
-], ids=["se_max_r9", "eca", "sk", "mlp_channel_r4", "conv_channel", "spatial_k5", "cbam_r9_k5", "cbam_eca_k5"])
+    # the seed's joint CBAMBlock(channel=64, reduction=8, kernel_size=7, HW=7*7): 1,024 + 99 + 1,808
+    (lambda: build_attention("cbam_joint", 64, map_size=(7, 7)), 2_931),
+], ids=["se_max_r9", "eca", "sk", "mlp_channel_r4", "conv_channel", "spatial_k5", "cbam_r9_k5", "cbam_eca_k5",
+        "cbam_joint_7x7"])
 def test_seed_parameter_counts_at_64_channels(make, expected):
     assert n_params(make()) == expected
 
@@ -80,10 +102,12 @@ def test_registry_holds_every_block_of_the_issue():
 @pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
 @pytest.mark.parametrize("channels", [128, 256, 512])
 def test_block_keeps_shape_on_all_map_sizes_and_has_hand_counted_params(name, channels):
-    block = build_attention(name, channels).eval()
-    assert n_params(block) == HAND_COUNTS[name](channels)
+    sized = "map_size" in site_facts(name)  # such a block is built for each map size
+    block = make_block(name, channels).eval()
     with torch.no_grad():
         for h, w in [(13, 13), (26, 26), (13, 9), (4, 4), (2, 2), (1, 1)]:
+            block = make_block(name, channels, h, w).eval() if sized else block
+            assert n_params(block) == hand_count(name, channels, h * w)
             x = torch.randn(1, channels, h, w)
             y = block(x)
             assert y.shape == x.shape, f"{name} at {h}x{w}"
@@ -105,7 +129,7 @@ def perturb(module: nn.Module, seed: int = 0) -> nn.Module:
 
 @pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
 def test_gradients_reach_every_parameter_and_the_input(name):
-    block = perturb(build_attention(name, 32)).train()
+    block = perturb(make_block(name, 32, 6, 5)).train()
     x = torch.randn(4, 32, 6, 5, requires_grad=True)
     (block(x) * torch.randn(4, 32, 6, 5)).sum().backward()
     for pname, p in block.named_parameters():
@@ -116,7 +140,7 @@ def test_gradients_reach_every_parameter_and_the_input(name):
 
 @pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
 def test_onnx_export_matches_onnxruntime(name):
-    block = perturb(build_attention(name, 32)).eval()
+    block = perturb(make_block(name, 32, 13, 9)).eval()
     x = torch.randn(2, 32, 13, 9)  # 13x9: SAFM's 6x4 and 3x2 pools do not divide it
     buffer = io.BytesIO()
     torch.onnx.export(block, (x,), buffer, opset_version=17, input_names=["x"], dynamo=False)
@@ -135,8 +159,9 @@ def plain_model_params():
 @pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
 def test_model_runs_with_the_block_at_every_site(name, plain_model_params):
     spec = ",".join(f"{site}={name}" for site in YoloBody.site_channels)
-    model = YoloBody(ANCHORS_MASK, 2, attention=spec).train()
-    added = sum(HAND_COUNTS[name](c) for c in YoloBody.site_channels.values())
+    model = YoloBody(ANCHORS_MASK, 2, attention=spec, input_size=64).train()
+    map_areas = {site: (64 // stride) ** 2 for site, stride in YoloBody.site_strides.items()}
+    added = sum(hand_count(name, c, map_areas[site]) for site, c in YoloBody.site_channels.items())
     assert n_params(model) - plain_model_params == added
     with torch.no_grad():
         out0, out1 = model(torch.randn(2, 3, 64, 64))  # sites see 8x8 down to 2x2 maps

@@ -117,13 +117,15 @@ def test_model_facts_match_what_it_computes():
     model = YoloBody(ANCHORS_MASK, 2, attention=",".join(f"{s}=se" for s in YoloBody.site_channels)).eval()
     sites = model.attention_sites()
     assert list(sites) == list(YoloBody.site_channels) == ["feat1", "feat2", "upsample", "csp1", "csp2", "csp3"]
-    seen = {}
+    seen, sizes = {}, {}
     for site, block in sites.items():
         assert type(block).__name__ == "SEBlock"
         block.register_forward_hook(lambda mod, args, out, site=site: seen.__setitem__(site, args[0].shape[1]))
+        block.register_forward_hook(lambda mod, args, out, site=site: sizes.__setitem__(site, args[0].shape[2:]))
     with torch.no_grad():
         outputs = model(torch.randn(1, 3, 128, 192))
     assert seen == dict(YoloBody.site_channels)
+    assert sizes == {site: (128 // s, 192 // s) for site, s in YoloBody.site_strides.items()}
     assert [(128 // out.shape[2], 192 // out.shape[3]) for out in outputs] == [(s, s) for s in YoloBody.strides]
 
 
@@ -132,3 +134,13 @@ def test_attention_sites_are_identities_without_attention():
     sites = model.attention_sites()
     assert all(isinstance(m, torch.nn.Identity) for m in sites.values())
     assert sites["csp2"] is model.backbone.csp2_att and sites["upsample"] is model.upsample_att
+
+
+def test_stage_facts_match_the_layers_they_follow():
+    # each stage site's width is conv2's and conv3's output width in that CSP block
+    model = YoloBody(ANCHORS_MASK, 2, attention="dia")
+    for i, (site, width) in enumerate(YoloBody.stage_channels.items(), 1):
+        block = getattr(model.backbone, f"resblock_body{i}")
+        assert block.conv2.conv.out_channels == block.conv3.conv.out_channels == width
+        assert model.stage_sites()[site] is block.stage_att
+    assert all(type(m).__name__ == "NoStageAttention" for m in YoloBody(ANCHORS_MASK, 2).stage_sites().values())

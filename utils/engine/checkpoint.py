@@ -2,8 +2,9 @@
 
 Our checkpoint is a dict with `format` == CHECKPOINT_FORMAT and:
   model (state dict; EMA weights when EMA is on), class_names, anchors (list of [w, h]),
-  anchors_mask, attention (spec string), input_size ([h, w]), scale_x_y, epoch, args (dict),
-  and for resuming: optimizer, scheduler, scaler, ema, best_fitness.
+  anchors_mask, attention (spec string), fusion (the FPN merge; absent in older files, meaning
+  concat), se_loss (bool: enc blocks hold SE-loss heads; absent means False), input_size ([h, w]),
+  scale_x_y, epoch, args (dict), and for resuming: optimizer, scheduler, scaler, ema, best_fitness.
 The reference implementation's .pth files are a bare state dict; darknet files end in `.weights`.
 """
 import pickle
@@ -115,13 +116,14 @@ def load_weights(model: torch.nn.Module, path, verbose: bool = True) -> Tuple[in
 
 
 def model_from_weights(path, class_names=None, attention=None, anchors=None, anchors_mask=None,
-                       input_size=None, scale_x_y=None):
+                       input_size=None, scale_x_y=None, fusion=None):
     """Build a YoloBody and load `path` into it; returns (model, meta).
 
-    Our checkpoints carry their own class names, anchors, attention, input size and scale_x_y;
+    Our checkpoints carry their own class names, anchors, attention, fusion, input size and scale_x_y;
     arguments given here are only needed for (and override) reference .pth and darknet .weights
-    files. `meta` holds: class_names, anchors (Tensor[A, 2]), anchors_mask, attention, input_size
-    ([h, w]), scale_x_y.
+    files, which are concat models. `meta` holds: class_names, anchors (Tensor[A, 2]), anchors_mask,
+    attention, fusion, se_loss, input_size ([h, w]), scale_x_y. The model is built for `input_size`,
+    which matters only to blocks fixed to one map size (cbam_joint).
     """
 
     is_darknet = str(path).endswith(".weights")
@@ -131,12 +133,15 @@ def model_from_weights(path, class_names=None, attention=None, anchors=None, anc
         "anchors": torch.as_tensor(anchors if anchors is not None else ckpt.get("anchors", read_anchors(DEFAULT_ANCHORS_FILE)), dtype=torch.float32),
         "anchors_mask": anchors_mask or ckpt.get("anchors_mask") or DEFAULT_ANCHORS_MASK,
         "attention": attention if attention is not None else ckpt.get("attention", "none"),
+        "fusion": fusion or ckpt.get("fusion") or "concat",
+        "se_loss": bool(ckpt.get("se_loss", False)),
         "input_size": list(input_size or ckpt.get("input_size") or [416, 416]),
         "scale_x_y": scale_x_y if scale_x_y is not None else ckpt.get("scale_x_y", 1.05 if is_darknet else 1.0),
     }
     if not meta["class_names"]:
         raise ValueError(f"{path} does not name its classes; give a classes file (--classes)")
-    model = YoloBody(meta["anchors_mask"], len(meta["class_names"]), attention=meta["attention"])
+    model = YoloBody(meta["anchors_mask"], len(meta["class_names"]), attention=meta["attention"],
+                     fusion=meta["fusion"], input_size=meta["input_size"], se_loss=meta["se_loss"])
     if is_darknet:
         load_darknet_weights(model, path)
         return model, meta
@@ -147,9 +152,10 @@ def model_from_weights(path, class_names=None, attention=None, anchors=None, anc
     unexpected = [n for n in state if n not in own]
     if mismatched or missing or unexpected:
         raise ValueError(
-            f"{path} does not fit a model with {len(meta['class_names'])} classes and attention "
-            f"{meta['attention']!r}: {len(mismatched)} tensors of another shape (e.g. {mismatched[:2]}), "
+            f"{path} does not fit a model with {len(meta['class_names'])} classes, attention "
+            f"{meta['attention']!r} and fusion {meta['fusion']!r}: "
+            f"{len(mismatched)} tensors of another shape (e.g. {mismatched[:2]}), "
             f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); "
-            "check --classes and --phi/--attention")
+            "check --classes, --phi/--attention and --fusion")
     model.load_state_dict(state, strict=False)
     return model, meta
