@@ -1,6 +1,9 @@
 """The demo dataset: deterministic, VOC layout, readable by the scanner, regenerated when incomplete."""
 import dataclasses
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from utils.data import demo_data
@@ -52,3 +55,45 @@ def test_styles_and_their_classes_files():
     assert demo.n_train >= 300 and 80 <= demo.n_val <= 120 and alt.max_objects > demo.max_objects and alt.clutter > 0
     with pytest.raises(ValueError, match="valid: demo, alt"):
         demo_data.ensure_demo_dataset(style="nope")
+
+
+def summary_lines(text):
+    return [line.split("]: ", 1)[1] for line in text.splitlines() if line.startswith("scan ")]
+
+
+@pytest.mark.parametrize("data_format", ["yolo", "coco"])
+def test_demo_in_another_format_reads_back_as_the_voc_original(tmp_path, tiny_style, capsys, data_format):
+    voc = demo_data.ensure_demo_dataset(tmp_path)
+    assert demo_data.main(["--root", str(tmp_path), "--format", data_format]) == 0
+    out, err = capsys.readouterr()
+    path = tmp_path / f"demo-{data_format}"
+    assert out.splitlines()[-1] == str(path)
+    assert ("difficult objects are written as ordinary objects" in err) == (data_format == "yolo")
+    classes = list(TINY.classes)
+    assert read_classes(resolve_classes(path, "model_data/voc_classes.txt")) == classes
+    assert (default_split(path, "train"), default_split(path, "eval")) == ("train", "val")
+    for split in ("train", "val"):
+        want = {Path(s.image_path).name: s for s in load_samples(voc, split, classes, use_cache=False)}
+        got = {Path(s.image_path).name: s for s in load_samples(path, split, classes, use_cache=False)}
+        assert sorted(got) == sorted(want)
+        for name, w in want.items():
+            np.testing.assert_allclose(got[name].boxes, w.boxes, rtol=1e-6, atol=0, err_msg=name)
+            assert got[name].labels.tolist() == w.labels.tolist()
+            kept = w.difficult.tolist() if data_format == "coco" else [False] * len(w.labels)
+            assert got[name].difficult.tolist() == kept
+        voc_line, copy_line = summary_lines(capsys.readouterr().out)
+        if data_format == "yolo":
+            voc_line = re.sub(r"\(\d+ difficult\)", "(0 difficult)", voc_line)
+        assert copy_line == voc_line
+
+
+def test_demo_in_another_format_is_written_again_when_incomplete(tmp_path, tiny_style):
+    path = demo_data.ensure_demo_dataset(tmp_path, data_format="coco")
+    first, written = files(path), (path / "annotations/instances_val.json").stat().st_mtime_ns
+    assert demo_data.ensure_demo_dataset(tmp_path, data_format="coco") == path  # complete: used as it is
+    assert (path / "annotations/instances_val.json").stat().st_mtime_ns == written
+    (path / demo_data.MARKER).unlink()
+    (path / "val" / "val_00001.jpg").unlink()
+    assert demo_data.ensure_demo_dataset(tmp_path, data_format="coco") == path and files(path) == first
+    with pytest.raises(ValueError, match="valid: voc, yolo, coco"):
+        demo_data.ensure_demo_dataset(tmp_path, data_format="labelme")

@@ -8,23 +8,36 @@ Layout (a VOC year folder, under `<repo>/demo_data/<style>/`, outside VOCdevkit 
 data): Annotations/, JPEGImages/, ImageSets/Main/{train,val}.txt, classes.txt. It is written to a
 temporary folder and renamed into place; a `.complete` file marks a finished dataset, and one without
 it (an interrupted run) is generated again.
+
+In another format (`data_format` yolo or coco, `python -m utils.data.demo_data --format yolo`) the VOC
+original is read with the scan's XML parser and written by utils/data/writers.py, the writers of
+`python -m utils.data.convert`, into `<repo>/demo_data/<style>-<format>/` (a YOLO folder, or a COCO root
+with annotations/instances_{train,val}.json), with its own `.complete` file. YOLO keeps no difficult flag.
+(utils/data/convert.py itself reads through utils/data/voc.py, which imports this module.)
 """
+import argparse
 import json
 import os
 import shutil
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
+from utils.core.cli import run_main
 from utils.core.paths import REPO_ROOT
+from utils.data import writers
+from utils.data.annotations import DatasetError, Sample, parse_xml
 from utils.ops.boxes import box_iou_np
 
 GENERATOR_VERSION = 1
 MARKER = ".complete"
+DEMO_FORMATS = writers.WRITE_FORMATS  # the VOC original and its conversions
+DEMO_SPLITS = ("train", "val")
 
 
 def _regular(n: int, radius: float = 0.5, phase: float = -90.0) -> np.ndarray:
@@ -195,7 +208,7 @@ def _write_xml(path: Path, image_name: str, width: int, height: int, objects: Li
 def _generate(style: DemoStyle, out: Path) -> None:
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for split_id, (split, count) in enumerate((("train", style.n_train), ("val", style.n_val))):
+    for split_id, (split, count) in enumerate(zip(DEMO_SPLITS, (style.n_train, style.n_val))):
         ids = []
         for i in range(count):
             image_id = f"{split}_{i:05d}"
@@ -208,17 +221,19 @@ def _generate(style: DemoStyle, out: Path) -> None:
     (out / "classes.txt").write_text("\n".join(style.classes) + "\n", encoding="utf-8")
 
 
-def _marker(style_name: str, style: DemoStyle) -> str:
-    return json.dumps({"style": style_name, "version": GENERATOR_VERSION, **asdict(style)}, sort_keys=True)
+def _marker(style_name: str, style: DemoStyle, data_format: str = "voc") -> str:
+    extra = {"format": data_format} if data_format != "voc" else {}
+    return json.dumps({"style": style_name, "version": GENERATOR_VERSION, **asdict(style), **extra}, sort_keys=True)
 
 
-def ensure_demo_dataset(root=None, style: str = "demo") -> Path:
-    """Path of the demo dataset `style` under `root` (default <repo>/demo_data), generated if absent or incomplete."""
-    spec = _style(style)
-    root = Path(root) if root is not None else REPO_ROOT / "demo_data"
+def _is_complete(folder: Path, marker: str) -> bool:
+    return (folder / MARKER).is_file() and (folder / MARKER).read_text(encoding="utf-8") == marker
+
+
+def _ensure_voc(root: Path, style: str, spec: DemoStyle) -> Path:
     final = root / style
     marker = _marker(style, spec)
-    if (final / MARKER).is_file() and (final / MARKER).read_text(encoding="utf-8") == marker:
+    if _is_complete(final, marker):
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{style}.tmp-{os.getpid()}"
@@ -237,6 +252,45 @@ def ensure_demo_dataset(root=None, style: str = "demo") -> Path:
     return final
 
 
+def read_demo_splits(voc: Path, classes: Tuple[str, ...]) -> Dict[str, List[Sample]]:
+    """{split: Samples} of a generated VOC demo, read by annotations.parse_xml (the scan's XML parser)."""
+    splits = {}
+    for split in DEMO_SPLITS:
+        ids = (voc / "ImageSets" / "Main" / f"{split}.txt").read_text(encoding="utf-8").split()
+        records = [parse_xml(voc / "Annotations" / f"{i}.xml", voc / "JPEGImages", classes) for i in ids]
+        unread = [r.where for r in records if r.sample is None]
+        if unread:
+            raise DatasetError(f"{voc}: demo files that do not read back: {', '.join(unread[:5])}; delete {voc}")
+        splits[split] = [r.sample for r in records]
+    return splits
+
+
+def _ensure_converted(voc: Path, style: str, spec: DemoStyle, data_format: str) -> Path:
+    final = voc.parent / f"{style}-{data_format}"
+    marker = _marker(style, spec, data_format)
+    if _is_complete(final, marker):
+        return final
+    shutil.rmtree(final, ignore_errors=True)  # incomplete, or of an older generator
+    print(f"writing the {style} dataset as {data_format} in {final}")
+    report = writers.write_dataset(final, read_demo_splits(voc, spec.classes), spec.classes, data_format)
+    for message in report.warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    (final / MARKER).write_text(marker, encoding="utf-8")
+    return final
+
+
+def ensure_demo_dataset(root=None, style: str = "demo", data_format: str = "voc") -> Path:
+    """Path of the demo dataset `style` under `root` (default <repo>/demo_data), generated if absent or incomplete.
+
+    `data_format` yolo or coco: the VOC original converted into `<root>/<style>-<format>/` (see the module
+    docstring), written again when absent or incomplete."""
+    spec = _style(style)
+    if data_format not in DEMO_FORMATS:
+        raise ValueError(f"unknown demo format {data_format!r}; valid: {', '.join(DEMO_FORMATS)}")
+    voc = _ensure_voc(Path(root) if root is not None else REPO_ROOT / "demo_data", style, spec)
+    return voc if data_format == "voc" else _ensure_converted(voc, style, spec, data_format)
+
+
 def demo_classes_file(data_path) -> Optional[Path]:
     """model_data/<classes file> when `data_path` is a generated demo dataset, else None."""
     marker = Path(data_path) / MARKER
@@ -247,3 +301,26 @@ def demo_classes_file(data_path) -> Optional[Path]:
     except (OSError, ValueError):
         return None
     return REPO_ROOT / "model_data" / STYLES[name].classes_file if name in STYLES else None
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m utils.data.demo_data",
+                                description="Write the demo dataset if it is absent or incomplete, and print its path.")
+    p.add_argument("--style", default="demo", choices=list(STYLES), help="which demo (default demo)")
+    p.add_argument("--format", dest="data_format", default="voc", choices=DEMO_FORMATS,
+                   help="voc (the original), or a conversion of it (default voc)")
+    p.add_argument("--root", default=None, help="parent folder (default <repo>/demo_data)")
+    return p
+
+
+def _run(args: argparse.Namespace) -> None:
+    print(ensure_demo_dataset(args.root, args.style, args.data_format))
+
+
+def main(argv=None) -> int:
+    """The demo command with `argv` (default: the command line); returns the exit code (utils/core/cli.py)."""
+    return run_main("demo_data", lambda: _run(make_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
