@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nets.attention import ATTENTION_BLOCKS, DEFAULT_SITES, SITE_CHANNELS, build_attention  # noqa: E402
+from nets.yolo import YoloBody  # noqa: E402
 
 # registry entries that are partials of another block's class: their own one-line summary
 VARIANTS = {
@@ -39,7 +40,7 @@ def describe(name: str):
 
 def measure(name: str, channels: int, size: int, runs: int):
     """(params, MFLOPs, median latency in ms) of one block on Tensor[1, channels, size, size]."""
-    block = build_attention(name, channels).eval()
+    block = build_attention(name, channels, {"map_size": (size, size)}).eval()
     x = torch.randn(1, channels, size, size)
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
@@ -57,7 +58,10 @@ def measure(name: str, channels: int, size: int, runs: int):
 
 def default_sites_params(name: str) -> int:
     """Parameters the block adds to YOLOv4-tiny at the three default sites (feat1, feat2, upsample)."""
-    return sum(sum(p.numel() for p in build_attention(name, SITE_CHANNELS[s]).parameters()) for s in DEFAULT_SITES)
+    def params(site: str) -> int:
+        side = 416 // YoloBody.site_strides[site]  # a fixed-size block (cbam_joint) is built for the map at 416
+        return sum(p.numel() for p in build_attention(name, SITE_CHANNELS[site], {"map_size": (side, side)}).parameters())
+    return sum(params(site) for site in DEFAULT_SITES)
 
 
 def make_parser() -> argparse.ArgumentParser:
