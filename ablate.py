@@ -1,22 +1,25 @@
 """Compare attention variants under one budget: `python ablate.py --variants 0 1 2 3 4 --epochs 30 --seeds 3`.
 
-Each variant (a phi integer, a block name, or a per-site spec such as feat1=cbam,feat2=se) is trained
-by train.py in a subprocess with the same data, schedule, budget and seeds, and its last.pth is scored
-by get_map.score with get_map.py's default settings (conf, NMS, --amp auto, batch size), the path
-`python get_map.py --weights last.pth` takes. Params and GFLOPs are counted at --bench-size,
-and CPU latency (batch 1) is timed round-robin over all variants at the end, so load drift hits every
-variant alike. Everything lands in --out:
-  ablation.csv, ablation.md, ablation.png   one row per variant: mean and standard deviation over seeds
-  runs/<variant>_s<seed>/                   train.py's run folders (last.pth, results.csv, run_args.yaml)
+Each variant (a phi integer, a block name, or a per-site spec such as feat1=cbam,feat2=se; --sweep-sites
+cbam: phi 0, then cbam at each site in turn, --pairs at each pair) is trained by train.py in a subprocess
+with the same data, schedule, budget and seeds, and its last.pth is scored by get_map.score with
+get_map.py's default settings (conf, NMS, --amp auto, batch size), the path `python get_map.py --weights
+last.pth` takes. Differences from the baseline (the first variant, or --baseline) get 95% intervals over
+seeds and over validation images (utils/eval/ablation_table.py). Params and GFLOPs are counted at
+--bench-size; CPU latency (batch 1) is timed round-robin over all variants at the end. In --out:
+  ablation.csv, ablation.md, ablation.png   one row per variant: mean and std over seeds, APs/APm/APl,
+                                            the difference from the baseline with its intervals
+  ablation_per_class.csv, .png              AP@0.5 difference from the baseline per class and variant
+  runs/<variant>_s<seed>/                   train.py's run folders, with eval_detections.json (scored detections)
   logs/<variant>_s<seed>.log                train.py's output
-  done/<variant>_s<seed>.json               a finished run's scores; a re-run skips it
+  done/<variant>_s<seed>.json               a finished run's scores; a re-run skips it (and re-scores last.pth
+                                            when the record predates eval_detections.json or per-class AP)
   budget.json                               the train flags of this comparison; a re-run must use the same
 Interrupted? Run the same command again: finished runs are skipped, a run with a last.pth continues
 with train.py --resume, and a run without one starts again. Exit codes: as every script's (utils/core/cli.py).
 """
 import argparse
-import csv
-import io
+import itertools
 import json
 import os
 import re
@@ -31,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 
 import get_map
@@ -41,10 +43,11 @@ from nets.summary import count_gflops, count_parameters
 from nets.yolo import YoloBody
 from utils.core.cli import EXIT_FAILURE, EXIT_OK, run_main
 from utils.core.config import DEFAULT_ANCHORS_MASK
-from utils.core.fileio import write_text_atomic
-from utils.core.plotting import plt, save_figure
+from utils.core.fileio import write_json_atomic, write_text_atomic
 from utils.data.voc import default_split, resolve_data
 from utils.engine.checkpoint import read_checkpoint
+from utils.eval import ablation_table as table
+from utils.eval import detect
 
 ROOT = Path(__file__).resolve().parent
 # Flags ablate.py sets itself for every run; --train-args may not override them.
@@ -52,16 +55,23 @@ RESERVED_TRAIN_FLAGS = ("--phi", "--attention", "--seed", "--save-dir", "--name"
 # Per-run fields of run_args.yaml that may differ between runs of a fair comparison.
 PER_RUN_KEYS = {"attention", "phi", "seed", "save_dir", "name", "resume", "workers", "device", "quiet", "config"}
 INTERRUPT_GRACE_S = 60
-CSV_COLUMNS = ["variant", "attention", "seeds", "map50", "map50_std", "map50_95", "map50_95_std",
-               "params", "gflops", "latency_ms"]
+DEFAULT_VARIANTS = ["0", "1", "2", "3", "4"]
+DETECTIONS_FILE = "eval_detections.json"  # in each run's folder: the detections its record was scored from
 
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--variants", nargs="+", default=["0", "1", "2", "3", "4"],
-      help="variants, one per argument: a phi integer, a block name or a per-site spec; an argument without '=' "
-      "may list several separated by commas (default: 0 1 2 3 4, i.e. phi 0..4)")
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--variants", nargs="+", default=None,
+                      help="variants, one per argument: a phi integer, a block name or a per-site spec; an argument "
+                      "without '=' may list several separated by commas (default: 0 1 2 3 4, i.e. phi 0..4)")
+    pick.add_argument("--sweep-sites", metavar="BLOCK", default=None, help="variants: phi 0, then BLOCK at each "
+                      f"site in turn ({', '.join(YoloBody.site_channels)}) (default: off, use --variants)")
+    a("--pairs", action="store_true", help="with --sweep-sites: BLOCK at every pair of sites (default: off)")
+    a("--baseline", default=None, help="the variant the others are compared with (default: the first variant)")
+    a("--bootstrap", type=int, default=1000, help="paired bootstrap resamples of the validation images for the "
+      "difference of one seed's pair; 0 turns the bootstrap off (default: 1000)")
     a("--seeds", type=int, default=1, help="train every variant with seeds 0..N-1 (default: 1)")
     a("--out", default="logs/ablation", help="output folder (default: logs/ablation)")
     a("--data", default="VOCdevkit", help="dataset passed to train.py --data (default: VOCdevkit, the demo when empty)")
@@ -109,6 +119,34 @@ def parse_variants(items: List[str]) -> List[Variant]:
     if not variants:
         raise ValueError("--variants is empty; give at least one phi integer, block name or per-site spec")
     return variants
+
+
+def sweep_variants(block: str, pairs: bool) -> List[str]:
+    """--variants of --sweep-sites: phi 0, then `block` at each site of YoloBody (each pair of sites with `pairs`)."""
+    if attention_to_str(parse_attention(block)) == "none":
+        raise ValueError(f"--sweep-sites needs an attention block, got {block!r}")
+    sites = list(YoloBody.site_channels)
+    groups = itertools.combinations(sites, 2) if pairs else ((site,) for site in sites)
+    return ["0"] + [",".join(f"{site}={block}" for site in group) for group in groups]
+
+
+def variants_from_args(args) -> List[Variant]:
+    """The variants of --variants or --sweep-sites (with --pairs)."""
+    if args.pairs and not args.sweep_sites:
+        raise ValueError("--pairs goes with --sweep-sites BLOCK: it sweeps BLOCK over every pair of sites")
+    if args.sweep_sites:
+        return parse_variants(sweep_variants(args.sweep_sites, args.pairs))
+    return parse_variants(args.variants or DEFAULT_VARIANTS)
+
+
+def pick_baseline(variants: List[Variant], wanted: Optional[str]) -> str:
+    """The label of --baseline (given as its label or as listed in --variants), default the first variant's."""
+    if wanted is None:
+        return variants[0].label
+    found = [v.label for v in variants if wanted in (v.label, v.spec)]
+    if not found:
+        raise ValueError(f"--baseline {wanted} is not one of the variants ({', '.join(v.label for v in variants)})")
+    return found[0]
 
 
 def budget_flags(args) -> List[str]:
@@ -196,26 +234,57 @@ class RunScorer:
         self.device, self.workers = device, workers
 
     def __call__(self, weights: Path) -> Dict:
+        """The record's scores; the detections go to DETECTIONS_FILE next to `weights`."""
         # get_map.py's defaults for `weights` on this split; only where and how fast it runs is set
         args = get_map.make_parser().parse_args(["--weights", str(weights), "--data", str(self.data), "--split",
                                                  self.split, "--device", self.device, "--workers", str(self.workers)])
-        result = get_map.score(args)[0]
+        result, detections, samples, names, _ = get_map.score(args)
+        detect.write_coco_results(weights.parent / DETECTIONS_FILE, detections, detect.image_keys(samples), names)
         ckpt = read_checkpoint(weights)
         config = {k: v for k, v in (ckpt.get("args") or {}).items() if k not in PER_RUN_KEYS}
         settings = result["settings"]
-        return {"map50": float(result["map50"]), "map50_95": float(result["map50_95"] or 0.0),
-                "epochs": int(ckpt.get("epoch", -1)) + 1, "eval_split": self.split, "eval_images": settings["images"],
-                "eval_amp": settings["amp"], "num_classes": len(settings["classes"]), "train_config": config}
+        return {**table.record_scores(result), "epochs": int(ckpt.get("epoch", -1)) + 1, "eval_split": self.split,
+                "eval_images": settings["images"], "eval_amp": settings["amp"], "num_classes": len(settings["classes"]),
+                "train_config": config}
+
+    def samples(self, class_names: List[str]):
+        """The evaluation split's samples, in the order the detections files were written."""
+        return get_map.load_split(self.data, self.split, class_names)[0]
+
+
+def run_name(variant: Variant, seed: int) -> str:
+    return f"{variant.slug}_s{seed}"
+
+
+def rescore(out: Path, name: str, record: Dict, evaluate: RunScorer) -> Optional[Dict]:
+    """A record lacking ablation_table.RECORD_FIELDS or its detections, scored again from last.pth (no training)."""
+    weights = out / "runs" / name / "last.pth"
+    record_path = out / "done" / f"{name}.json"
+    lacks = f"the per-image detections ({DETECTIONS_FILE}), APs/APm/APl or per-class AP that {record_path} lacks"
+    if not weights.is_file():
+        print(f"error: {name}: {weights} is missing, so {lacks} cannot be made; restore last.pth, or delete "
+              f"{record_path} to train the run again", file=sys.stderr)
+        return None
+    print(f"{name}: done before; re-scoring {weights} for {lacks} (no training)", flush=True)
+    new = {**record, **evaluate(weights)}
+    for key in ("map50", "map50_95"):
+        if abs(new[key] - record[key]) > 1e-4:
+            print(f"note: {name}: {key} {record[key]:.4f} in the old record, {new[key]:.4f} now; the new one is kept")
+    write_json_atomic(record_path, new, indent=1)
+    return new
 
 
 def run_one(args, variant: Variant, seed: int, budget: List[str], evaluate: RunScorer) -> Optional[Dict]:
     """Train (or resume) and score one (variant, seed); returns its record, or None when it failed."""
     out = Path(args.out)
-    name = f"{variant.slug}_s{seed}"
+    name = run_name(variant, seed)
     record_path = out / "done" / f"{name}.json"
     if record_path.is_file():
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if any(k not in record for k in table.RECORD_FIELDS) or not (out / "runs" / name / DETECTIONS_FILE).is_file():
+            return rescore(out, name, record, evaluate)
         print(f"{name}: done before, skipped ({record_path})")
-        return json.loads(record_path.read_text(encoding="utf-8"))
+        return record
     log = out / "logs" / f"{name}.log"
     print(f"{name}: training attention {variant.attention} with seed {seed}; output in {log}", flush=True)
     start = time.time()
@@ -230,8 +299,7 @@ def run_one(args, variant: Variant, seed: int, budget: List[str], evaluate: RunS
         return None
     record = {"variant": variant.label, "attention": variant.attention, "seed": seed, "run": str(weights.parent),
               "train_seconds": round(time.time() - start, 1), **evaluate(weights)}
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
+    write_json_atomic(record_path, record, indent=1)
     print(f"{name}: mAP@0.5 {record['map50']:.4f}, mAP@0.5:0.95 {record['map50_95']:.4f}", flush=True)
     return record
 
@@ -256,95 +324,26 @@ def bench_variants(variants: List[Variant], num_classes: int, size: int, runs: i
     return stats
 
 
-def mean_std(values: List[float]):
-    """(mean, sample standard deviation or None for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+def bootstrap_differences(args, variants: List[Variant], records: List[Dict], baseline: str, evaluate: RunScorer):
+    """ablation_table.bootstrap_differences on the runs' saved detections; none with --bootstrap 0."""
+    if args.bootstrap < 1 or not any(r["variant"] == baseline for r in records):
+        return {}, {}
+    names = records[0]["class_names"]
+    samples = evaluate.samples(names)
+    by_label = {v.label: v for v in variants}
 
+    def detections(label: str, seed: int):
+        path = Path(args.out) / "runs" / run_name(by_label[label], seed) / DETECTIONS_FILE
+        return detect.read_coco_results(path, samples, names)
 
-def summarise(variants: List[Variant], records: List[Dict], bench: Dict[str, Dict]) -> List[Dict]:
-    """One row per variant with at least one finished run."""
-    rows = []
-    for v in variants:
-        mine = sorted((r for r in records if r["variant"] == v.label), key=lambda r: r["seed"])
-        if not mine:
-            continue
-        map50, map50_std = mean_std([r["map50"] for r in mine])
-        map50_95, map50_95_std = mean_std([r["map50_95"] for r in mine])
-        rows.append({"variant": v.label, "attention": v.attention, "seeds": " ".join(str(r["seed"]) for r in mine),
-                     "map50": map50, "map50_std": map50_std, "map50_95": map50_95, "map50_95_std": map50_95_std,
-                     **bench[v.label]})
-    return rows
-
-
-def config_differences(records: List[Dict]) -> List[str]:
-    """Training settings (from each run's checkpoint) that are not the same in every run."""
-    keys = sorted({k for r in records for k in r.get("train_config", {})})
-    return [k for k in keys if len({json.dumps(r.get("train_config", {}).get(k)) for r in records}) > 1]
-
-
-def write_csv(rows: List[Dict], path: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_COLUMNS})
-    write_text_atomic(path, buf.getvalue())
-
-
-def _pm(mean: float, std: Optional[float]) -> str:
-    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
-
-
-def write_markdown(rows: List[Dict], path: Path, notes: List[str]) -> None:
-    lines = ["# Ablation", "",
-             "| variant | attention | seeds | mAP@0.5 | mAP@0.5:0.95 | params | GFLOPs | latency (ms) |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['variant']} | {r['attention']} | {r['seeds']} | {_pm(r['map50'], r['map50_std'])} | "
-                     f"{_pm(r['map50_95'], r['map50_95_std'])} | {r['params']:,} | {r['gflops']:.3f} | "
-                     f"{r['latency_ms']:.1f} |")
-    write_text_atomic(path, "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n")
-
-
-def write_chart(rows: List[Dict], path: Path, seeds: int) -> None:
-    x = np.arange(len(rows))
-    fig, (ax_map, ax_ms) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 4.5),
-                                        gridspec_kw={"width_ratios": [2, 1]})
-    for offset, key, label in ((-0.2, "map50", "mAP@0.5"), (0.2, "map50_95", "mAP@0.5:0.95")):
-        errors = [r[f"{key}_std"] or 0.0 for r in rows] if seeds > 1 else None  # no spread from one seed
-        ax_map.bar(x + offset, [r[key] for r in rows], 0.4, yerr=errors, capsize=3, label=label)
-    ax_map.set_title(f"mAP by variant (mean ± std over {seeds} seeds)" if seeds > 1 else "mAP by variant (one seed)")
-    ax_map.set_ylim(0, 1.15)  # room for the legend above the bars
-    ax_map.legend(loc="upper center", ncol=2)
-    ax_ms.bar(x, [r["latency_ms"] for r in rows], 0.6, color="tab:gray")
-    ax_ms.set_title("CPU latency, batch 1 (ms)")
-    for ax in (ax_map, ax_ms):
-        ax.set_xticks(x, [r["variant"] for r in rows], rotation=30, ha="right")
-    save_figure(fig, path)
-
-
-def table_notes(args, command: str, records: List[Dict], budget: List[str], threads: int) -> List[str]:
-    first = records[0]
-    notes = [f"command: `{command}`", f"train.py flags shared by every run: `{shlex.join(budget)}`",
-             f"scored: last.pth of each run on {first['eval_split']} ({first['eval_images']} images) with "
-             f"get_map.py's defaults (amp {first.get('eval_amp', 'auto')}); mAP is the mean over seeds, "
-             "± the sample standard deviation",
-             f"params and GFLOPs at {args.bench_size}x{args.bench_size}; latency: median of {args.latency_runs} "
-             f"batch-1 forward passes on the CPU ({threads} thread{'' if threads == 1 else 's'}) after "
-             f"{args.latency_warmup} warm-up pass{'' if args.latency_warmup == 1 else 'es'}, eager fp32, timed "
-             "round-robin over the variants"]
-    if args.seeds < 2:
-        notes.append("one seed per variant: no spread is shown; use --seeds 3 or more to tell a gain from noise")
-    differ = config_differences(records)
-    if differ:
-        notes.append(f"WARNING: the runs were not trained alike, they differ in: {', '.join(differ)}")
-    return notes
+    return table.bootstrap_differences(records, baseline, samples, names, detections, args.bootstrap)
 
 
 def run_all(args, command: str) -> int:
-    variants = parse_variants(args.variants)
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    variants = variants_from_args(args)
+    baseline = pick_baseline(variants, args.baseline)
+    if args.seeds < 1 or args.bootstrap < 0:
+        raise ValueError(f"--seeds must be >= 1 and --bootstrap >= 0, got {args.seeds} and {args.bootstrap}")
     budget = budget_flags(args)
     evaluate = RunScorer(args.data, args.eval_split, args.device, args.workers)
     check_budget(Path(args.out), {"train_flags": budget, "eval_split": evaluate.split})
@@ -353,11 +352,11 @@ def run_all(args, command: str) -> int:
         for seed in range(args.seeds):
             record = run_one(args, variant, seed, budget, evaluate)
             if record is None:
-                failed.append(f"{variant.slug}_s{seed}")
+                failed.append(run_name(variant, seed))
             else:
                 records.append(record)
     if records:
-        write_tables(args, command, variants, records, budget)
+        write_tables(args, command, variants, records, budget, baseline, evaluate)
     if failed:
         print(f"ablate.py: error: {len(failed)} runs failed: {', '.join(failed)}; fix the cause and run the same "
               "command again (finished runs are kept)", file=sys.stderr)
@@ -365,7 +364,8 @@ def run_all(args, command: str) -> int:
     return EXIT_OK
 
 
-def write_tables(args, command: str, variants: List[Variant], records: List[Dict], budget: List[str]) -> None:
+def write_tables(args, command: str, variants: List[Variant], records: List[Dict], budget: List[str],
+                 baseline: str, evaluate: RunScorer) -> None:
     done = [v for v in variants if any(r["variant"] == v.label for r in records)]
     previous = torch.get_num_threads()
     threads = args.threads if args.threads > 0 else previous
@@ -377,14 +377,13 @@ def write_tables(args, command: str, variants: List[Variant], records: List[Dict
                                args.latency_warmup)
     finally:
         torch.set_num_threads(previous)
-    rows = summarise(done, records, bench)
-    out = Path(args.out)
-    notes = table_notes(args, command, records, budget, threads)
-    write_csv(rows, out / "ablation.csv")
-    write_markdown(rows, out / "ablation.md", notes)
-    write_chart(rows, out / "ablation.png", args.seeds)
-    print((out / "ablation.md").read_text(encoding="utf-8"))
-    print(f"wrote {out / 'ablation.csv'}, {out / 'ablation.md'}, {out / 'ablation.png'}")
+    boot, boot_seeds = bootstrap_differences(args, done, records, baseline, evaluate)
+    rows = table.compare(table.summarise(done, records, bench), records, baseline, boot, boot_seeds)
+    notes = table.table_notes(args, command, records, budget, threads)
+    notes += table.interval_notes(rows, baseline, args.bootstrap, records[0]["eval_images"])
+    paths = table.write_outputs(Path(args.out), rows, records, notes, baseline, args.seeds)
+    print(paths[0].read_text(encoding="utf-8"))
+    print(f"wrote {', '.join(map(str, paths))}")
 
 
 def main(argv=None) -> int:

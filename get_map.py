@@ -172,9 +172,9 @@ def headline(result) -> str:
     if result["left_out"]["images"]:
         lines.insert(0, f"WARNING: {left_out_text(result)}")
     if result["coco"] is not None:
-        c = {k: num(v) for k, v in result["coco"].items()}
+        c = {k: "n/a" if v is None else num(v) for k, v in result["coco"].items()}  # None: no such objects
         lines.append(f"COCO mAP@[.5:.95]: {c['map50_95']}  @.5: {c['map50']}  @.75: {c['map75']}  "
-                     f"small/medium/large: {c['map_small']}/{c['map_medium']}/{c['map_large']}")
+                     f"APs {c['map_small']}  APm {c['map_medium']}  APl {c['map_large']}")
     return "\n".join(lines)
 
 

@@ -3,12 +3,18 @@ import csv
 import json
 import math
 import sys
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 import ablate
+from nets.yolo import YoloBody
 from tests.tiny_voc import write_tiny_voc
+from utils.eval import ablation_table as table
+from utils.eval import detect
+from utils.eval.stats import Interval
 
 @pytest.fixture(autouse=True)
 def scan_cache(tmp_path, monkeypatch):
@@ -57,18 +63,18 @@ def test_summary_reports_mean_and_sample_std_over_seeds():
     variants = ablate.parse_variants(["0"])
     records = [{"variant": "phi0", "seed": s, "map50": m, "map50_95": m / 2} for s, m in ((1, 0.4), (0, 0.2))]
     bench = {"phi0": {"params": 10, "gflops": 1.0, "latency_ms": 2.0}}
-    (row,) = ablate.summarise(variants, records, bench)
+    (row,) = table.summarise(variants, records, bench)
     assert row["seeds"] == "0 1"
     assert row["map50"] == pytest.approx(0.3) and row["map50_std"] == pytest.approx(math.sqrt(0.02))
     assert row["map50_95_std"] == pytest.approx(math.sqrt(0.005))
-    (single,) = ablate.summarise(variants, records[:1], bench)
+    (single,) = table.summarise(variants, records[:1], bench)
     assert single["map50"] == pytest.approx(0.4) and single["map50_std"] is None
 
 
 def test_config_differences_name_the_settings_that_differ():
     records = [{"train_config": {"epochs": 1, "lr": 0.01}}, {"train_config": {"epochs": 2, "lr": 0.01}}]
-    assert ablate.config_differences(records) == ["epochs"]
-    assert ablate.config_differences(records[:1]) == []
+    assert table.config_differences(records) == ["epochs"]
+    assert table.config_differences(records[:1]) == []
 
 
 def test_interrupted_run_resumes_from_last_pth_or_restarts_without_one(tmp_path):
@@ -109,7 +115,7 @@ def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_pa
     argv = ["--variants", "0,3", "--out", out, "--data", voc, "--classes", voc / "classes.txt", "--epochs", "1",
             "--input-size", "64", "--batch-size", "2", "--eval-period", "0", "--workers", "0", "--device", "cpu",
             "--bench-size", "64", "--latency-runs", "2", "--latency-warmup", "1", "--threads", "1", "--quiet",
-            "--train-args=--mosaic 0 --amp off"]
+            "--bootstrap", "20", "--train-args=--mosaic 0 --amp off"]
     threads_before = torch.get_num_threads()
     assert ablate.main(argv) == 0, capsys.readouterr().err
 
@@ -122,6 +128,11 @@ def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_pa
     table = (out / "ablation.md").read_text()
     assert table.count("| phi0 | none |") == 1 and table.count("| phi3 | eca |") == 1
     assert "one seed per variant" in table and "--epochs 1" in table and "(1 thread)" in table
+    assert "| phi3 | n/a (one seed) | n/a (one seed) |" in table and "Δ mAP@0.5 (bootstrap, seed 0)" in table
+    assert "20 resamples of the 4 validation images" in table
+    assert [r["class"] for r in read_rows(out / "ablation_per_class.csv")] == ["red", "blue"]
+    assert (out / "ablation_per_class.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "runs" / "phi0_s0" / ablate.DETECTIONS_FILE).is_file()
     assert torch.get_num_threads() == threads_before  # --threads only while timing
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "done" / "phi3_s0.json").read_text())["epochs"] == 1
@@ -134,7 +145,7 @@ def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_pa
     assert ablate.main(argv) == 0
     printed = capsys.readouterr().out
     assert "phi0_s0: done before, skipped" in printed and "phi3_s0: done before, skipped" in printed
-    assert "training attention" not in printed and "resuming" not in printed
+    assert "training attention" not in printed and "resuming" not in printed and "re-scoring" not in printed
     assert weights.stat().st_mtime_ns == mtime
     assert [r["variant"] for r in read_rows(out / "ablation.csv")] == ["phi0", "phi3"]
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["phi0_s0", "phi3_s0"]
@@ -169,3 +180,186 @@ def test_runs_are_scored_by_get_map_with_its_defaults(tmp_path, monkeypatch):
     assert (record["map50"], record["map50_95"]) == (summary["map50"], summary["map50_95"])
     assert (record["eval_split"], record["eval_images"]) == (summary["settings"]["split"], 3)
     assert record["eval_amp"] == "bf16"
+
+
+CLASS_NAMES = ["a", "b", "c"]
+BENCH = {"params": 10, "gflops": 1.0, "latency_ms": 2.0}
+
+
+def fake_record(variant, seed, map50, map50_95, per_class=(0.5, 0.5, None), sizes=(None, 0.4, 0.6)):
+    """A done record as ablate.py writes it, with the scores given."""
+    return {"variant": variant, "seed": seed, "map50": map50, "map50_95": map50_95,
+            **dict(zip(table.SIZE_KEYS, sizes)), "class_names": CLASS_NAMES,
+            "per_class_ap50": dict(zip(CLASS_NAMES, per_class))}
+
+
+def compared_rows(items, records, bootstrap=None, seeds=None, baseline="phi0"):
+    variants = ablate.parse_variants(items)
+    rows = table.summarise(variants, records, {v.label: BENCH for v in variants})
+    return table.compare(rows, records, baseline, bootstrap or {}, seeds or {})
+
+
+def three_seed_records():
+    """phi1 has phi0's records; phi3 gains 0.01, 0.02, 0.03 mAP@0.5 and 0.10, 0.11, 0.12 mAP@0.5:0.95."""
+    base50, base95 = [0.50, 0.55, 0.47], [0.30, 0.28, 0.33]
+    return ([fake_record(v, s, base50[s], base95[s]) for v in ("phi0", "phi1") for s in range(3)]
+            + [fake_record("phi3", s, base50[s] + 0.01 * (s + 1), base95[s] + 0.10 + 0.01 * s) for s in range(3)])
+
+
+def test_three_seeds_give_the_hand_worked_paired_t_interval(tmp_path):
+    # diffs 0.01, 0.02, 0.03: mean 0.02, sd 0.01, half-width t(0.975, 2) * 0.01 / sqrt(3) = 4.3027 * 0.005774
+    # = 0.02484; diffs 0.10, 0.11, 0.12: the same half-width around 0.11
+    boot = {"phi1": Interval(np.array([0.01, 0.01]), np.array([0.005, 0.005]), np.array([0.02, 0.02])),
+            "phi3": Interval(np.array([0.03, 0.12]), np.array([0.01, 0.09]), np.array([0.05, 0.15]))}
+    rows = compared_rows(["0", "1", "3"], three_seed_records(), boot, {"phi1": 0, "phi3": 0})
+    text = table.markdown_text(rows, [], "phi0")
+    # with 3 seeds the seed interval decides: only it carries the mark
+    assert ("| phi3 | +0.0200 [-0.0048, +0.0448] | +0.1100 [+0.0852, +0.1348] * | +0.0300 [+0.0100, +0.0500] | "
+            "+0.1200 [+0.0900, +0.1500] |") in text
+    assert "| phi0 | baseline | baseline | baseline | baseline |" in text
+    # identical records: an interval of width 0 at 0, not marked (nor is the bootstrap that excludes 0)
+    assert ("| phi1 | +0.0000 [+0.0000, +0.0000] | +0.0000 [+0.0000, +0.0000] | +0.0100 [+0.0050, +0.0200] | "
+            "+0.0100 [+0.0050, +0.0200] |") in text
+    assert "| phi0 | none | 0 1 2 | 0.5067 ± 0.0404 | 0.3033 ± 0.0252 | n/a | 0.4000 | 0.6000 |" in text
+    table.write_csv(rows, tmp_path / "a.csv")
+    by_label = {r["variant"]: r for r in read_rows(tmp_path / "a.csv")}
+    assert float(by_label["phi3"]["d_map50_seeds_low"]) == pytest.approx(0.02 - 0.024841, abs=1e-5)
+    assert float(by_label["phi3"]["d_map50_95_seeds_high"]) == pytest.approx(0.11 + 0.024841, abs=1e-5)
+    assert [by_label[v]["d_map50_95_distinguishable"] for v in ("phi0", "phi1", "phi3")] == ["n/a", "False", "True"]
+    assert by_label["phi0"]["map_small"] == "n/a" and by_label["phi3"]["paired_seeds"] == "0 1 2"
+
+
+def test_the_chart_marks_only_the_differences_that_exclude_zero():
+    rows = compared_rows(["0", "1", "3"], three_seed_records())
+    points = table.difference_points(rows, "map50_95", "phi0")
+    assert [(i, marked) for i, *_, marked in points] == [(1, False), (2, True)]
+    assert points[1][1:4] == pytest.approx((0.11, 0.11 - 0.024841, 0.11 + 0.024841), abs=1e-5)
+    fig = table.chart_figure(rows, 3, "phi0")
+    diff_axes = fig.axes[1]
+    assert [t.get_text() for t in diff_axes.texts] == ["*"]  # phi3's mAP@0.5:0.95 only
+    markers = [line for line in diff_axes.lines if line.get_marker() == "o"]  # mAP@0.5 of phi1, phi3, then 0.5:0.95
+    assert [line.get_markerfacecolor() != "white" for line in markers] == [False, False, False, True]
+    assert len(diff_axes.containers) == 4  # an error bar for each difference of phi1 and phi3
+    table.plt.close(fig)
+
+
+def test_one_seed_shows_na_for_seeds_and_the_bootstrap_interval():
+    records = [fake_record("phi0", 0, 0.50, 0.30), fake_record("phi3", 0, 0.52, 0.31)]
+    boot = {"phi3": Interval(np.array([0.02, 0.01]), np.array([0.005, -0.01]), np.array([0.04, 0.03]))}
+    rows = compared_rows(["0", "3"], records, boot, {"phi3": 0})
+    text = table.markdown_text(rows, table.interval_notes(rows, "phi0", 1000, 100), "phi0")
+    assert ("| phi3 | n/a (one seed) | n/a (one seed) | +0.0200 [+0.0050, +0.0400] * | "
+            "+0.0100 [-0.0100, +0.0300] |") in text
+    assert "Δ mAP@0.5 (bootstrap, seed 0)" in text and "1000 resamples of the 100 validation images" in text
+    assert "understates the uncertainty" in text and "not equal" in text
+    assert [marked for *_, marked in table.difference_points(rows, "map50", "phi0")] == [True]
+
+
+def test_per_class_csv_holds_the_mean_paired_difference(tmp_path):
+    records = [fake_record("phi0", 0, 0.5, 0.3, (0.5, 0.8, None)), fake_record("phi0", 1, 0.5, 0.3, (0.6, 0.8, None)),
+               fake_record("phi3", 0, 0.5, 0.3, (0.7, 0.7, None)), fake_record("phi3", 1, 0.5, 0.3, (0.7, 0.9, None)),
+               fake_record("phi3", 2, 0.5, 0.3, (0.0, 0.0, None))]  # seed 2 has no phi0 pair: left out
+    classes, diffs = table.per_class_differences(records, ["phi0", "phi3"], "phi0")
+    table.write_per_class_csv(classes, diffs, tmp_path / "pc.csv")
+    rows = read_rows(tmp_path / "pc.csv")
+    assert [r["class"] for r in rows] == CLASS_NAMES and list(rows[0]) == ["class", "phi3"]
+    assert float(rows[0]["phi3"]) == pytest.approx(0.15)  # (0.2 + 0.1) / 2
+    assert float(rows[1]["phi3"]) == pytest.approx(0.0)  # (-0.1 + 0.1) / 2
+    assert rows[2]["phi3"] == "n/a"  # no ground truth of class c
+    fig = table.per_class_figure(classes, diffs, "phi0")
+    image = fig.axes[0].images[0]
+    assert image.norm.vmin == -image.norm.vmax == pytest.approx(-0.15) and image.get_cmap().name.startswith("RdBu")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["+0.150", "+0.000", "n/a"]
+    table.plt.close(fig)
+
+
+def test_sweep_sites_trains_the_block_at_each_site_then_each_pair():
+    sites = list(YoloBody.site_channels)
+    assert {"feat1", "feat2", "upsample", "csp1", "csp2", "csp3"} <= set(sites)
+    parse = ablate.make_parser().parse_args
+    singles = ablate.variants_from_args(parse(["--sweep-sites", "cbam"]))
+    assert [v.label for v in singles] == ["phi0", *(f"{s}=cbam" for s in sites)]
+    assert singles[1].attention == "feat1=cbam" and singles[0].attention == "none"
+    pairs = ablate.variants_from_args(parse(["--sweep-sites", "cbam", "--pairs"]))
+    assert pairs[0].label == "phi0" and len(pairs) == 1 + len(sites) * (len(sites) - 1) // 2
+    assert pairs[1].label == "feat1=cbam,feat2=cbam"
+    chosen = [tuple(part.split("=")[0] for part in v.label.split(",")) for v in pairs[1:]]
+    assert all(len(set(c)) == 2 for c in chosen) and len({frozenset(c) for c in chosen}) == len(chosen)
+    with pytest.raises(ValueError, match="--pairs goes with --sweep-sites"):
+        ablate.variants_from_args(parse(["--pairs"]))
+    with pytest.raises(ValueError, match="needs an attention block"):
+        ablate.variants_from_args(parse(["--sweep-sites", "none"]))
+    with pytest.raises(SystemExit):  # --variants and --sweep-sites exclude each other
+        parse(["--variants", "0", "--sweep-sites", "cbam"])
+
+
+def test_baseline_is_the_first_variant_or_the_one_named():
+    variants = ablate.parse_variants(["0", "3", "cbam"])
+    assert ablate.pick_baseline(variants, None) == "phi0"
+    assert ablate.pick_baseline(variants, "3") == "phi3" and ablate.pick_baseline(variants, "cbam") == "cbam"
+    with pytest.raises(ValueError, match="not one of the variants"):
+        ablate.pick_baseline(variants, "se")
+
+
+def test_bootstrap_pairs_the_saved_detections_of_one_seed(tmp_path):
+    from tests.test_get_map import CLASSES, split_samples, write_voc
+    voc = write_voc(tmp_path)
+    out = tmp_path / "abl"
+    variants = ablate.parse_variants(["0", "1", "3"])
+    truth = split_samples(voc)
+    perfect = [np.c_[s.boxes, np.full(len(s.labels), 0.9), s.labels] for s in truth]
+    empty = [np.zeros((0, 6)) for _ in truth]
+    for variant, found in zip(variants, (empty, empty, perfect)):  # phi1 finds what phi0 finds: nothing
+        detect.write_coco_results(out / "runs" / f"{variant.slug}_s0" / ablate.DETECTIONS_FILE, found,
+                                  detect.image_keys(truth), CLASSES)
+    records = [{**fake_record(v.label, 0, 0.0, 0.0), "class_names": CLASSES, "eval_images": 3} for v in variants]
+    args = ablate.make_parser().parse_args(["--out", str(out), "--bootstrap", "40"])
+    scorer = ablate.RunScorer(str(voc), None, "cpu", workers=0)
+    intervals, seeds = ablate.bootstrap_differences(args, variants, records, "phi0", scorer)
+    assert seeds == {"phi1": 0, "phi3": 0}
+    assert np.array_equal(intervals["phi1"].low, [0, 0]) and np.array_equal(intervals["phi1"].high, [0, 0])
+    # every resample holds ground truth, all found by phi3 and none by phi0: a difference of exactly 1
+    assert np.allclose(np.array(intervals["phi3"]), 1.0)
+    rows = compared_rows(["0", "1", "3"], records, intervals, seeds)
+    assert [r["d_map50_distinguishable"] for r in rows] == [None, False, True]
+    with pytest.raises(ValueError, match="holds 3 images now"):
+        ablate.bootstrap_differences(args, variants, [{**r, "eval_images": 4} for r in records], "phi0", scorer)
+
+
+def test_an_old_record_is_rescored_from_last_pth_without_training(tmp_path, monkeypatch, capsys):
+    from tests.test_get_map import CLASSES, save_random_checkpoint, write_voc
+    from utils.eval.evaluator import evaluate_detections
+    voc = write_voc(tmp_path)
+    out = tmp_path / "abl"
+    save_random_checkpoint(out / "runs" / "phi0_s0" / "last.pth", CLASSES)
+    old = {"variant": "phi0", "attention": "none", "seed": 0, "run": "logs/ablation/runs/phi0_s0",
+           "train_seconds": 12.5, "map50": 0.75, "map50_95": 0.5, "epochs": 1, "eval_split": "VOC2007/test",
+           "eval_images": 3, "eval_amp": "bf16", "num_classes": 2, "train_config": {}}  # as the code before wrote it
+    (out / "done").mkdir()
+    (out / "done" / "phi0_s0.json").write_text(json.dumps(old))
+    monkeypatch.setattr(ablate, "run_logged", lambda *a, **k: pytest.fail("train.py was run for a finished run"))
+    args = ablate.make_parser().parse_args(["--out", str(out), "--device", "cpu", "--workers", "0"])
+    scorer = ablate.RunScorer(str(voc), None, "cpu", workers=0)
+    (variant,) = ablate.parse_variants(["0"])
+    record = ablate.run_one(args, variant, 0, [], scorer)
+    printed = capsys.readouterr().out
+    assert "phi0_s0: done before; re-scoring" in printed and "(no training)" in printed
+    assert "note: phi0_s0: map50 0.7500 in the old record" in printed  # the random weights score ~0.1
+    assert record["train_seconds"] == 12.5 and list(record["per_class_ap50"]) == CLASSES
+    assert record["map_small"] is None and record["map_large"] is None  # no counted object is small or large
+    assert json.loads((out / "done" / "phi0_s0.json").read_text()) == record
+    samples = scorer.samples(CLASSES)  # the saved detections give the record's scores back
+    found = detect.read_coco_results(out / "runs" / "phi0_s0" / ablate.DETECTIONS_FILE, samples, CLASSES)
+    again = evaluate_detections(found, samples, CLASSES)
+    assert (again["map50"], again["map50_95"]) == pytest.approx((record["map50"], record["map50_95"]), abs=1e-12)
+    assert ablate.run_one(args, variant, 0, [], scorer) == record  # complete now: skipped
+    assert "phi0_s0: done before, skipped" in capsys.readouterr().out
+    (out / "done" / "phi0_s0.json").write_text(json.dumps(old))
+    (out / "runs" / "phi0_s0" / "last.pth").unlink()
+    assert ablate.run_one(args, variant, 0, [], scorer) is None
+    assert "last.pth is missing" in capsys.readouterr().err
+
+
+def test_a_negative_bootstrap_count_is_refused(tmp_path, capsys):
+    assert ablate.main(["--bootstrap", "-1", "--out", tmp_path / "abl"]) == 1
+    assert "--bootstrap >= 0, got 1 and -1" in capsys.readouterr().err and not (tmp_path / "abl").exists()

@@ -7,7 +7,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from utils.eval.coco_metric import CocoBoxes, coco_evaluate
+from utils.eval.coco_metric import CocoBoxes, coco_evaluate, coco_map50_95
 
 
 def random_case(seed, num_images=25, num_classes=4):
@@ -59,12 +59,16 @@ def pycocotools_result(gts, dets, num_images, num_classes):
     return e
 
 
-def fast_result(gts, dets, num_images, num_classes):
+def coco_boxes(gts, dets):
     def boxes(rows, crowd):
         return CocoBoxes(np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
                          np.array([r[2] for r in rows], dtype=np.float64).reshape(-1, 4),
                          np.array([r[3] for r in rows], dtype=np.float64), np.asarray(crowd, dtype=bool))
-    return coco_evaluate(boxes(gts, [g[3] for g in gts]), boxes(dets, np.zeros(len(dets))), num_classes)
+    return boxes(gts, [g[3] for g in gts]), boxes(dets, np.zeros(len(dets)))
+
+
+def fast_result(gts, dets, num_images, num_classes):
+    return coco_evaluate(*coco_boxes(gts, dets), num_classes)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -94,3 +98,11 @@ def test_no_detections_score_zero_where_ground_truth_exists_and_minus_one_elsewh
     assert np.array_equal(ours["precision"], ref.eval["precision"])
     assert np.array_equal(ours["stats"], np.asarray(ref.stats))
     assert ours["stats"].tolist() == [0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, -1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_map50_95_alone_equals_pycocotools_first_stat(seed):
+    gts, dets, num_images, num_classes = random_case(seed)
+    assert coco_map50_95(*coco_boxes(gts, dets), num_classes) == pycocotools_result(gts, dets, num_images,
+                                                                                     num_classes).stats[0]
+    assert coco_map50_95(*coco_boxes([], dets), num_classes) == -1  # no ground truth at all

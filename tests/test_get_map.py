@@ -79,6 +79,9 @@ def test_perfect_results_file_scores_one(voc, tmp_path, capsys, by_name, backend
     assert summary["settings"]["split"] == "VOC2007/test"
     assert [r["gts"] for r in summary["per_class"]] == [2, 2]  # the difficult cat is not counted
     assert "mAP@0.5 VOC all-point: 1.0000" in text and (out / "per_class.csv").is_file()
+    # every counted object is medium-sized (32² to 96² px; the small cat is difficult): no APs, no APl
+    assert [summary["coco"][k] for k in ("map_small", "map_medium", "map_large")] == [None, pytest.approx(1.0), None]
+    assert "APs n/a  APm 1.0000  APl n/a" in text
 
 
 def test_results_file_errors_are_one_line(voc, tmp_path, capsys):

@@ -15,7 +15,7 @@ import numpy as np
 
 from utils.core.config import parse_input_size
 from utils.ops.boxes import box_iou_np
-from utils.eval.coco_metric import CocoBoxes, coco_evaluate
+from utils.eval.coco_metric import CocoBoxes, coco_evaluate, coco_map50_95
 from utils.eval.detect import detect_samples, drop_unreadable
 
 CONF_THRES = 0.001  # low, so the PR curve reaches high recall
@@ -211,12 +211,19 @@ def pycocotools_eval(gt: Boxes, det: Boxes, num_images: int, class_names: Sequen
     return ev.eval["precision"], np.asarray(ev.stats)
 
 
+def _coco_boxes(b: Boxes) -> CocoBoxes:
+    return CocoBoxes(b.image, b.labels, _xywh(b.boxes), b.scores, b.difficult)
+
+
 def fast_coco_eval(gt: Boxes, det: Boxes, num_classes: int):
     """utils.eval.coco_metric, the same numbers as pycocotools_eval: (precision [T, R, K, A, M], stats [12])."""
-
-    r = coco_evaluate(CocoBoxes(gt.image, gt.labels, _xywh(gt.boxes), gt.scores, gt.difficult),
-                      CocoBoxes(det.image, det.labels, _xywh(det.boxes), det.scores, det.difficult), num_classes)
+    r = coco_evaluate(_coco_boxes(gt), _coco_boxes(det), num_classes)
     return r["precision"], r["stats"]
+
+
+def fast_coco_map50_95(gt: Boxes, det: Boxes, num_classes: int) -> float:
+    """fast_coco_eval's stats[0] (mAP@[.5:.95]) alone, -1 without ground truth; computed for that number only."""
+    return coco_map50_95(_coco_boxes(gt), _coco_boxes(det), num_classes)
 
 
 def coco_eval(gt: Boxes, det: Boxes, num_images: int, class_names: Sequence[str], backend: str = "fast"):

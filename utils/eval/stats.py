@@ -17,7 +17,8 @@ from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from utils.eval.evaluator import Boxes, fast_coco_eval, gather_detections, gather_ground_truth, mean_ap, voc_eval
+from utils.eval.evaluator import (Boxes, fast_coco_map50_95, gather_detections, gather_ground_truth, mean_ap,
+                                  voc_eval)
 
 Score = Union[float, np.ndarray]
 
@@ -150,8 +151,8 @@ class _PerImage:
 def map_scores(det: Boxes, gt: Boxes, num_images: int, class_names: Sequence[str]) -> np.ndarray:
     """[mAP@0.5 (VOC all-point), mAP@0.5:0.95 (COCO)], as utils.eval.evaluator.evaluate_detections computes them."""
     map50 = mean_ap(voc_eval(det, gt, num_images, class_names, 0.5), "ap")
-    _, stats = fast_coco_eval(gt, det, len(class_names))
-    return np.array([map50, max(float(stats[0]), 0.0)])  # -1 (no ground truth) counts as 0, as there
+    map50_95 = fast_coco_map50_95(gt, det, len(class_names))
+    return np.array([map50, max(map50_95, 0.0)])  # -1 (no ground truth) counts as 0, as there
 
 
 class ResampledMap:
