@@ -25,6 +25,7 @@ from utils.core.cli import UserError, choices_help, run_main
 from utils.core.config import read_classes
 from utils.core.fileio import write_json_atomic, write_text_atomic
 from utils.core.paths import newest_best
+from utils.data.layouts import add_data_flags, data_options
 from utils.data.voc import (DatasetError, ScanStats, UnreadableImagesError, default_split, load_eval_samples,
                             resolve_classes, resolve_data)
 from utils.engine.checkpoint import model_from_weights, read_checkpoint
@@ -41,8 +42,9 @@ def make_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--weights", default=None, help="checkpoint (.pth from train.py or the reference repo) or darknet .weights "
       "(default: the newest best.pth under logs/ of the working directory)")
-    a("--data", default="VOCdevkit", help="VOCdevkit root, VOC year folder or annotation-lines file "
-      "(default: VOCdevkit, or the demo dataset when it is empty)")
+    a("--data", default="VOCdevkit", help="dataset: VOCdevkit root, VOC year folder, annotation-lines file, YOLO "
+      "data YAML or folder, COCO JSON or root, labelme folder (default: VOCdevkit, or the demo dataset when it is empty)")
+    add_data_flags(p)
     a("--split", default=None, help="split to score (default: the evaluation split, e.g. VOC2007/test or the demo's val)")
     a("--classes", default=None, help="classes file (default: the checkpoint's class names; for other weights "
       "and --detections: model_data/voc_classes.txt, or the demo's classes on the demo dataset)")
@@ -73,8 +75,8 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_classes_file(data_path: Path) -> Path:
-    return resolve_classes(data_path, ROOT / "model_data" / "voc_classes.txt")
+def default_classes_file(data_path: Path, options) -> Path:
+    return resolve_classes(data_path, ROOT / "model_data" / "voc_classes.txt", **options)
 
 
 def build_model(args, data_path: Path):
@@ -87,7 +89,7 @@ def build_model(args, data_path: Path):
         raise UserError(f"--classes {args.classes} ({len(given)}: {', '.join(given[:6])}...) differs from the "
                         f"{len(own_names)} classes {weights} was trained on ({', '.join(own_names[:6])}...); "
                         "leave out --classes to use the checkpoint's")
-    names = None if own_names else (given or read_classes(default_classes_file(data_path)))
+    names = None if own_names else (given or read_classes(default_classes_file(data_path, data_options(args))))
     attention = args.attention if args.attention is not None else args.phi
     if own_names and attention is not None:
         print(f"note: {weights} records its attention; --phi/--attention ignored")
@@ -113,13 +115,15 @@ def scan_failure(error, stats, where: str, class_names) -> str:
     return str(error)
 
 
-def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool = False):
+def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool = False, options=None):
     """(samples, left_out): the split's samples and the utils.data.voc.LeftOut entries of the images that cannot
-    be read (an error unless skip_unreadable); an error when the classes and the dataset's names do not match."""
+    be read (an error unless skip_unreadable); an error when the classes and the dataset's names do not match.
+    `options`: the data_format and images_dir keywords (utils.data.layouts.data_options)."""
     where = f"{data_path} [{split}]"
     stats = ScanStats()
     try:
-        samples, left_out = load_eval_samples(data_path, split, class_names, skip_unreadable, stats=stats)
+        samples, left_out = load_eval_samples(data_path, split, class_names, skip_unreadable, stats=stats,
+                                              **(options or {}))
     except UnreadableImagesError as e:
         raise UserError(str(e)) from None
     except DatasetError as e:
@@ -197,6 +201,7 @@ def write_outputs(out: Path, result, class_names, plots: bool) -> None:
         key = "ap07" if st["metric"] == "voc07" else "ap"
         map_plots.plot_ap_bars(result["per_class"], result["map"], out / "ap_per_class.png", key=key, label=label)
         map_plots.plot_confusion_matrix(result["confusion_matrix"], class_names, out / "confusion_matrix.png")
+        map_plots.plot_f1_curve(result["per_class"], result["curves"], out / "f1_curve.png")
 
 
 def run_model(args, data_path: Path, split: str):
@@ -205,7 +210,7 @@ def run_model(args, data_path: Path, split: str):
     if meta["input_size"][0] % 32 or meta["input_size"][1] % 32:
         raise UserError(f"input size {meta['input_size']} is not a multiple of 32")
     names = meta["class_names"]
-    samples, left_out = load_split(data_path, split, names, args.skip_unreadable)
+    samples, left_out = load_split(data_path, split, names, args.skip_unreadable, data_options(args))
     device = select_device(args.device)
     amp = resolve_amp(args.amp, device)
     detections = detect.detect_samples(model.to(device), samples, meta["input_size"], meta["anchors"],
@@ -221,8 +226,8 @@ def run_model(args, data_path: Path, split: str):
 
 
 def load_detections(args, data_path: Path, split: str):
-    names = read_classes(args.classes or default_classes_file(data_path))
-    samples, left_out = load_split(data_path, split, names, args.skip_unreadable)
+    names = read_classes(args.classes or default_classes_file(data_path, data_options(args)))
+    samples, left_out = load_split(data_path, split, names, args.skip_unreadable, data_options(args))
     detections = detect.read_coco_results(args.detections, samples, names)
     return detections, samples, left_out, names, ROOT / "map_out", {"detections": str(args.detections)}
 
@@ -235,8 +240,8 @@ def score(args):
             raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)} is outside 0..1")
     if not args.detections and not args.weights:
         args = argparse.Namespace(**{**vars(args), "weights": str(newest_best())})
-    data_path = resolve_data(args.data)
-    split = args.split or default_split(data_path, "eval")
+    data_path = resolve_data(args.data, **data_options(args))
+    split = args.split or default_split(data_path, "eval", **data_options(args))
     source = load_detections if args.detections else run_model
     detections, samples, left_out, names, base, settings = source(args, data_path, split)
     result = ev.evaluate_detections(detections, samples, names, metric=args.metric, iou_thres=args.iou,

@@ -147,7 +147,7 @@ def test_get_map_script_on_random_checkpoint(voc, tmp_path, root, capsys):
     assert [r["ap"] for r in summary["per_class"]] == pytest.approx(aps, abs=1e-6)
     assert summary["settings"]["conf_thres"] == 0.001
     assert summary["settings"]["nms_thres"] == 0.5 and summary["settings"]["input_size"] == [64, 64]
-    for png in ("ap_per_class.png", "confusion_matrix.png", "pr_curves/00_cat.png", "pr_curves/01_dog.png"):
+    for png in ("ap_per_class.png", "confusion_matrix.png", "f1_curve.png", "pr_curves/00_cat.png", "pr_curves/01_dog.png"):
         assert (out / png).stat().st_size > 1000, png
     assert "COCO mAP@[.5:.95]" in proc.stdout and "dog" in proc.stdout and "conf_thres 0.001" in proc.stdout
     detections = json.loads((out / "detections.json").read_text())
@@ -233,3 +233,28 @@ def test_missing_images_and_split_files_are_not_blamed_on_the_classes(voc, tmp_p
     rc, _, err = run_cli(args, capsys)
     assert rc == 1 and "no usable image" in err and "000002.xml (image missing)" in err
     assert "classes" not in err
+
+
+def test_a_coco_copy_with_its_images_elsewhere_scores_as_the_voc_original(voc, tmp_path, capsys):
+    from utils.data.convert import convert
+    weights = tmp_path / "run" / "best.pth"
+    save_random_checkpoint(weights, CLASSES)
+    convert(voc / "VOC2007", tmp_path / "coco", "voc", "coco", classes=tmp_path / "classes.txt", splits=["test"])
+    images = tmp_path / "moved"
+    (tmp_path / "coco" / "test").rename(images)
+    coco_json = tmp_path / "coco" / "annotations" / "instances_test.json"
+    summaries = []
+    for name, flags in (("voc", ["--data", str(voc), "--split", "VOC2007/test"]),
+                        ("coco", ["--data", str(coco_json), "--data-format", "coco", "--images", str(images),
+                                  "--split", "all"])):
+        rc, _, err = run_cli(["--weights", str(weights), *flags, "--amp", "off", "--no-plots",
+                              "--out", str(tmp_path / name)], capsys)
+        assert rc == 0, err
+        summaries.append(json.loads((tmp_path / name / "summary.json").read_text()))
+    voc_summary, coco_summary = summaries
+    assert 0 < voc_summary["map50"] < 1
+    assert coco_summary["map50"] == pytest.approx(voc_summary["map50"], abs=1e-6)
+    assert coco_summary["map50_95"] == pytest.approx(voc_summary["map50_95"], abs=1e-6)
+    rc, _, err = run_cli(["--weights", str(weights), "--data", str(coco_json), "--split", "all", "--amp", "off",
+                          "--no-plots", "--out", str(tmp_path / "lost")], capsys)
+    assert rc == 1 and "instances_test.json" in err  # without --images the images are not found: named, and stopped
