@@ -26,7 +26,6 @@ import re
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -39,11 +38,12 @@ import torch
 import get_map
 import train
 from nets.attention import attention_to_str, parse_attention
-from nets.summary import count_gflops, count_parameters
+from nets.summary import measure_models
 from nets.yolo import YoloBody
 from utils.core.cli import EXIT_FAILURE, EXIT_OK, run_main
 from utils.core.config import DEFAULT_ANCHORS_MASK
 from utils.core.fileio import write_json_atomic, write_text_atomic
+from utils.data.layouts import add_data_flags
 from utils.data.voc import default_split, resolve_data
 from utils.engine.checkpoint import read_checkpoint
 from utils.eval import ablation_table as table
@@ -75,6 +75,7 @@ def make_parser() -> argparse.ArgumentParser:
     a("--seeds", type=int, default=1, help="train every variant with seeds 0..N-1 (default: 1)")
     a("--out", default="logs/ablation", help="output folder (default: logs/ablation)")
     a("--data", default="VOCdevkit", help="dataset passed to train.py --data (default: VOCdevkit, the demo when empty)")
+    add_data_flags(p)
     a("--classes", default=None, help="classes file passed to train.py (default: train.py's)")
     a("--epochs", type=int, default=None, help="train.py --epochs (default: train.py's)")
     a("--input-size", type=int, default=None, help="train.py --input-size, also the size scored at "
@@ -152,7 +153,8 @@ def pick_baseline(variants: List[Variant], wanted: Optional[str]) -> str:
 def budget_flags(args) -> List[str]:
     """The train.py flags shared by every run: they define the comparison."""
     flags = ["--data", args.data]
-    for flag, value in (("--classes", args.classes), ("--epochs", args.epochs), ("--input-size", args.input_size),
+    for flag, value in (("--data-format", args.data_format), ("--images", args.images), ("--classes", args.classes),
+                        ("--epochs", args.epochs), ("--input-size", args.input_size),
                         ("--batch-size", args.batch_size), ("--eval-period", args.eval_period)):
         if value is not None:
             flags += [flag, str(value)]
@@ -228,16 +230,19 @@ def train_command(args, variant: Variant, seed: int, budget: List[str]) -> List[
 class RunScorer:
     """Scores a run's last.pth on the evaluation split with get_map.score and get_map.py's defaults."""
 
-    def __init__(self, data: str, split: Optional[str], device: str, workers: int):
-        self.data = resolve_data(data)
-        self.split = split or default_split(self.data, "eval")
+    def __init__(self, data: str, split: Optional[str], device: str, workers: int, data_format=None, images=None):
+        self.options = {"data_format": data_format, "images_dir": images}
+        self.data = resolve_data(data, **self.options)
+        self.split = split or default_split(self.data, "eval", **self.options)
         self.device, self.workers = device, workers
+        self.flags = [f for flag, v in (("--data-format", data_format), ("--images", images)) if v for f in (flag, v)]
 
     def __call__(self, weights: Path) -> Dict:
         """The record's scores; the detections go to DETECTIONS_FILE next to `weights`."""
         # get_map.py's defaults for `weights` on this split; only where and how fast it runs is set
         args = get_map.make_parser().parse_args(["--weights", str(weights), "--data", str(self.data), "--split",
-                                                 self.split, "--device", self.device, "--workers", str(self.workers)])
+                                                 self.split, "--device", self.device, "--workers", str(self.workers),
+                                                 *self.flags])
         result, detections, samples, names, _ = get_map.score(args)
         detect.write_coco_results(weights.parent / DETECTIONS_FILE, detections, detect.image_keys(samples), names)
         ckpt = read_checkpoint(weights)
@@ -249,7 +254,7 @@ class RunScorer:
 
     def samples(self, class_names: List[str]):
         """The evaluation split's samples, in the order the detections files were written."""
-        return get_map.load_split(self.data, self.split, class_names)[0]
+        return get_map.load_split(self.data, self.split, class_names, options=self.options)[0]
 
 
 def run_name(variant: Variant, seed: int) -> str:
@@ -305,23 +310,9 @@ def run_one(args, variant: Variant, seed: int, budget: List[str], evaluate: RunS
 
 
 def bench_variants(variants: List[Variant], num_classes: int, size: int, runs: int, warmup: int) -> Dict[str, Dict]:
-    """{label: params, gflops, latency_ms}; latency is the median of `runs` batch-1 CPU passes, timed round-robin."""
+    """{label: params, gflops, latency_ms} (nets.summary.measure_models) of each variant's model."""
     models = {v.label: YoloBody(DEFAULT_ANCHORS_MASK, num_classes, attention=v.attention).eval() for v in variants}
-    stats = {label: {"params": count_parameters(m), "gflops": count_gflops(m, size)} for label, m in models.items()}
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    times = {label: [] for label in models}
-    with torch.inference_mode():
-        for model in models.values():
-            for _ in range(warmup):
-                model(x)
-        for _ in range(max(1, runs)):
-            for label, model in models.items():
-                start = time.perf_counter()
-                model(x)
-                times[label].append((time.perf_counter() - start) * 1000)
-    for label, ms in times.items():
-        stats[label]["latency_ms"] = statistics.median(ms)
-    return stats
+    return measure_models(models, size, runs, warmup)
 
 
 def bootstrap_differences(args, variants: List[Variant], records: List[Dict], baseline: str, evaluate: RunScorer):
@@ -345,7 +336,7 @@ def run_all(args, command: str) -> int:
     if args.seeds < 1 or args.bootstrap < 0:
         raise ValueError(f"--seeds must be >= 1 and --bootstrap >= 0, got {args.seeds} and {args.bootstrap}")
     budget = budget_flags(args)
-    evaluate = RunScorer(args.data, args.eval_split, args.device, args.workers)
+    evaluate = RunScorer(args.data, args.eval_split, args.device, args.workers, args.data_format, args.images)
     check_budget(Path(args.out), {"train_flags": budget, "eval_split": evaluate.split})
     records, failed = [], []
     for variant in variants:

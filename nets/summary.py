@@ -5,6 +5,9 @@ FPN merge (without attention); `--fusion all` lists every merge for the attentio
 FLOPs come from PyTorch's own counter (torch.utils.flop_counter), which counts a multiply-add as 2.
 """
 import argparse
+import statistics
+import time
+from typing import Dict
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -26,6 +29,26 @@ def count_gflops(model: torch.nn.Module, input_size: int = 416) -> float:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return counter.get_total_flops() / 1e9
+
+
+def measure_models(models: Dict[str, torch.nn.Module], input_size: int, runs: int, warmup: int) -> Dict[str, Dict]:
+    """{name: params, gflops, latency_ms} of eval-mode models; latency is the median of `runs` batch-1 passes,
+    timed round-robin so that a change in machine load touches every model alike."""
+    stats = {name: {"params": count_parameters(m), "gflops": count_gflops(m, input_size)} for name, m in models.items()}
+    x = torch.rand(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            for _ in range(warmup):
+                model(x)
+        for _ in range(max(1, runs)):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(x)
+                times[name].append((time.perf_counter() - start) * 1000)
+    for name, ms in times.items():
+        stats[name]["latency_ms"] = statistics.median(ms)
+    return stats
 
 
 def make_parser() -> argparse.ArgumentParser:

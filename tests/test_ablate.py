@@ -363,3 +363,15 @@ def test_an_old_record_is_rescored_from_last_pth_without_training(tmp_path, monk
 def test_a_negative_bootstrap_count_is_refused(tmp_path, capsys):
     assert ablate.main(["--bootstrap", "-1", "--out", tmp_path / "abl"]) == 1
     assert "--bootstrap >= 0, got 1 and -1" in capsys.readouterr().err and not (tmp_path / "abl").exists()
+
+
+def test_data_format_and_images_reach_train_and_the_scorer_and_leave_an_old_budget_as_it_was(tmp_path):
+    old = ablate.budget_flags(ablate.make_parser().parse_args(["--epochs", "2"]))
+    assert old == ["--data", "VOCdevkit", "--epochs", "2"]  # the budget of a comparison started before the flags
+    args = ablate.make_parser().parse_args(["--data", "x.json", "--data-format", "coco", "--images", "imgs"])
+    assert ablate.budget_flags(args)[:6] == ["--data", "x.json", "--data-format", "coco", "--images", "imgs"]
+    voc = write_tiny_voc(tmp_path / "VOCtiny", 2)
+    scorer = ablate.RunScorer(str(voc), "all", "cpu", 0, data_format="voc")
+    assert scorer.flags == ["--data-format", "voc"] and scorer.options["data_format"] == "voc"
+    with pytest.raises(Exception, match="coco"):  # a VOC folder asked to be read as COCO is refused
+        ablate.RunScorer(str(voc), "all", "cpu", 0, data_format="coco")
