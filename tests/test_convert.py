@@ -19,6 +19,7 @@ from tests.test_voc import exif_image
 from tests.tiny_voc import CLASSES, write_tiny_voc
 from utils.core.config import read_classes
 from utils.data import convert, writers
+from utils.data.layouts import data_options, resolve_data
 from utils.data.voc import load_samples
 
 
@@ -394,6 +395,14 @@ def test_readme_commands_read_each_format(tmp_path, capsys, monkeypatch):
     for command in trains:
         data = train.load_data(vars(train.parse_args(command[2:])))
         assert data.class_names == CLASSES and len(data.train) > 0 and len(data.val) > 0, command
+    converted(voc, tmp_path / "coco_val", "voc", "coco", capsys, "--splits", "val")
+    (tmp_path / "coco_val/annotations/instances_val.json").rename(tmp_path / "instances_val.json")
+    (tmp_path / "coco_val/val").rename(tmp_path / "imgs")
+    [scoring] = [c for c in commands if c[:2] == ["python", "get_map.py"]]
+    args = get_map.make_parser().parse_args(scoring[2:])
+    samples, _ = get_map.load_split(resolve_data(args.data, **data_options(args)), args.split, CLASSES,
+                                    options=data_options(args))
+    assert len(samples) == len((voc / "ImageSets/Main/val.txt").read_text().split())
     [conversion] = [c for c in commands if c[:3] == ["python", "-m", "utils.data.convert"]]
     assert convert.main(conversion[3:]) == 0
     assert load_samples(conversion[-1], "train", CLASSES, use_cache=False)
