@@ -105,8 +105,8 @@ def test_validation_loss_is_nan_not_zero_when_no_batch_is_finite():
 def test_a_checkpoint_with_non_finite_weights_is_never_written(tiny_voc, tmp_path, monkeypatch, capsys):
     epoch_of = loop.train_one_epoch
 
-    def poisoning(state, loader, epoch, progress=True):
-        stats = epoch_of(state, loader, epoch, progress)
+    def poisoning(state, loader, epoch, progress=True, **kwargs):
+        stats = epoch_of(state, loader, epoch, progress, **kwargs)
         if epoch == 1:
             with torch.no_grad():
                 next(state.model.parameters()).fill_(math.nan)
