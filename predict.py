@@ -8,6 +8,7 @@
     python predict.py --export-onnx model_int8.onnx --int8 [--data VOCdevkit --calib-images 100]
     python predict.py --weights model_int8.onnx --img a.jpg        # an exported graph, run by ONNX Runtime
     python predict.py --weights yolov4-tiny.weights --classes model_data/coco_classes.txt --img a.jpg
+    python predict.py --img a.jpg --cam [--cam-method layercam --cam-layer feat1 --cam-top 4]   # <name>_cam.jpg
 
 --amp (default auto) runs the torch backend's network under bf16 autocast on CPUs with native bf16
 (and on CUDA); decoding and NMS stay fp32. The precision in use is printed at start.
@@ -34,6 +35,7 @@ from utils.core.config import parse_input_size
 from utils.core.fileio import write_bytes_atomic
 from utils.core.paths import LOGS, newest_best
 from utils.deploy.attention_maps import save_attention_maps
+from utils.deploy.cam import CAM_METHODS, DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, cam_grid, cam_layers
 from utils.deploy.drawing import save_image
 from utils.deploy.quantize import calibration_images
 from utils.eval.detect import write_coco_results
@@ -66,10 +68,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="benchmark the whole detect path on --img (or a random 640x480 image) (default: off)")
     p.add_argument("--fps-runs", type=int, default=50, help="timed runs for --fps (default: 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs before --fps timing (default: 5)")
-    p.add_argument("--heatmap", action="store_true", help="also write an objectness heatmap per image (default: off)")
-    p.add_argument("--attention-map", action="store_true",
-                   help="also write, per attention site, the block's spatial map over the image (<name>_att_<site>.jpg; "
-                        "CBAM, coordinate, triplet attention) or its channel weights (.png; SE, ECA, ...) (default: off)")
+    add_map_flags(p)
     p.add_argument("--save-txt", action="store_true",
                    help="write labels/<name>.txt: 'class score x1 y1 x2 y2' per line (default: off)")
     p.add_argument("--save-json", action="store_true",
@@ -103,6 +102,26 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
     p.add_argument("--out", help="output folder, files overwritten (default: a new out/predict/expN)")
     return p
+
+
+def add_map_flags(p: argparse.ArgumentParser) -> None:
+    """The per-image maps: objectness heatmap, attention maps, class activation maps."""
+    p.add_argument("--heatmap", action="store_true", help="also write an objectness heatmap per image (default: off)")
+    p.add_argument("--attention-map", action="store_true",
+                   help="also write, per attention site, the block's spatial map over the image (<name>_att_<site>.jpg; "
+                        "CBAM, coordinate, triplet attention) or its channel weights (.png; SE, ECA, ...) (default: off)")
+    p.add_argument("--cam", action="store_true",
+                   help="also write <name>_cam.jpg: per detection (best --cam-top) a class activation map of its score "
+                        "over the image, with its box (torch network only) (default: off)")
+    p.add_argument("--cam-method", choices=tuple(CAM_METHODS), default=DEFAULT_METHOD,
+                   help="layercam (gradients kept per position), gradcam (gradients averaged per channel: lights up "
+                        "whatever looks like the detection) or eigencam (first principal component, gradient-free, "
+                        f"the same for every detection) (default: {DEFAULT_METHOD})")
+    p.add_argument("--cam-layer", default=HEAD_LAYER,
+                   help=f"{HEAD_LAYER} (the input of each detection's own head), an attention site (feat1, feat2, "
+                        f"upsample, csp1..csp3) or a module path of model.named_modules() (default: {HEAD_LAYER})")
+    p.add_argument("--cam-top", type=int, default=DEFAULT_TOP_K,
+                   help=f"CAMs for the best K detections of each image; 0 = all (default: {DEFAULT_TOP_K})")
 
 
 def build_yolo(args):
@@ -180,10 +199,16 @@ def annotated_name(path: Path, name: str) -> str:
 
 
 def write_extras(yolo, image, det, name: str, out: Path, args) -> None:
-    """The per-image outputs chosen by flags: heatmap, attention maps, labels txt, crops."""
+    """The per-image outputs chosen by flags: heatmap, attention maps, CAMs, labels txt, crops."""
     names = yolo.class_names
     if args.heatmap:
         save_image(out / f"{name}_heatmap.jpg", yolo.heatmap(image))
+    if args.cam:
+        cams = yolo.cam(image, args.cam_method, args.cam_layer, args.cam_top)
+        if cams:
+            save_image(out / f"{name}_cam.jpg", cam_grid(image, cams, names))
+        else:
+            print(f"{name}: no detections, so no CAM")
     if args.attention_map:
         maps = yolo.attention_maps(image)
         if not maps:
@@ -336,7 +361,11 @@ def run(args) -> None:
         raise UserError(f"--img {args.img}: file does not exist")
     if args.int8 and (not args.export_onnx or args.export_onnx_nms):
         raise UserError("--int8 quantizes the raw graph: use it with --export-onnx PATH and without --export-onnx-nms")
+    if args.cam_top < 0:
+        raise UserError(f"--cam-top {args.cam_top}: give the number of detections to explain, or 0 for all")
     yolo = build_yolo(args)
+    if args.cam:
+        cam_layers(yolo.cam_detector().model, args.cam_layer)  # a bad layer or an .onnx file fails here, once
     amp_note = f"--amp {args.amp}" if yolo.backend == "torch" else "--amp applies to the torch backend only"
     print(f"backend {yolo.backend} on {yolo.device}, precision {yolo.precision} ({amp_note})")
     if args.export_onnx:

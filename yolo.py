@@ -12,7 +12,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from nets.fuse import fuse_model
 from utils.core.amp import amp_name, autocast, resolve_amp, select_device
-from utils.ops.boxes import (Letterbox, decode_candidates, detections_to_image, head_grid, letterbox_region,
+from utils.ops.boxes import (Letterbox, decode_candidates, detections_to_image, head_grid, letterbox_crop,
                              select_detections)
 from utils.engine.checkpoint import model_from_weights
 from utils.core.config import parse_input_size, read_classes
@@ -29,6 +29,7 @@ from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, o
                           read_onnx_metadata)
 from utils.ops.image import letterbox_image, read_image, to_unit_float
 from utils.deploy.attention_maps import attention_maps
+from utils.deploy.cam import DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, CamDetector, DetectionCam, detection_cams
 from utils.deploy.quantize import export_int8
 
 BACKENDS = ("torch", "onnx")
@@ -62,12 +63,6 @@ def as_rgb_array(image: ImageLike) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, found shape {image.shape} dtype {image.dtype}")
     return image
-
-
-def _image_part(input_map: np.ndarray, lb: Letterbox, image_hw: Tuple[int, int]) -> np.ndarray:
-    """The part of an input-sized HxW map that the letterboxed image covers."""
-    x1, y1, x2, y2 = letterbox_region(lb, image_hw)
-    return input_map[y1:y2, x1:x2]
 
 
 class YOLO:
@@ -238,7 +233,7 @@ class YOLO:
         for out, mask in zip(outputs, self.anchors_mask):
             obj = head_grid(out.float().cpu(), len(mask))[..., 4].sigmoid().amax(dim=1, keepdim=True)
             maps.append(F.interpolate(obj, size=(h, w), mode="bilinear", align_corners=False))
-        return _image_part(torch.maximum(maps[0], maps[1])[0, 0].numpy(), lb, image.shape[:2])
+        return letterbox_crop(torch.maximum(maps[0], maps[1])[0, 0].numpy(), lb, image.shape[:2])
 
     def attention_maps(self, image: ImageLike) -> Dict[str, Tuple[str, np.ndarray]]:
         """{site: ('spatial', HxW map over the image) or ('channel', [C] weights)} of the model's attention blocks."""
@@ -251,8 +246,22 @@ class YOLO:
             if kind == "spatial":  # map grid -> input pixels -> the image part of the letterbox
                 full = F.interpolate(torch.from_numpy(values)[None, None], size=self.input_hw, mode="bilinear",
                                      align_corners=False)[0, 0].numpy()
-                maps[site] = (kind, _image_part(full, lb, image.shape[:2]))
+                maps[site] = (kind, letterbox_crop(full, lb, image.shape[:2]))
         return maps
+
+    def cam_detector(self) -> CamDetector:
+        """The torch network and this detector's settings, for utils.deploy.cam (also with --backend onnx
+        when the weights are a .pth or .weights file: the maps always come from the torch network)."""
+        if self.model is None:
+            raise ValueError("class activation maps need the torch network (a .pth or .weights file, not .onnx)")
+        return CamDetector(self.model, self.anchors, self.anchors_mask, self.input_hw, self.class_names,
+                           self.scale_x_y, self.conf, self.nms, self.max_det, self.letterbox, self.amp)
+
+    def cam(self, image: ImageLike, method: str = DEFAULT_METHOD, layer: str = HEAD_LAYER,
+            top_k: int = DEFAULT_TOP_K) -> List[DetectionCam]:
+        """The class activation map of each of the top_k best detections (0: all) of detect(image) with the torch
+        backend; method gradcam, layercam or eigencam; layer 'head', a site or a module path (utils/deploy/cam.py)."""
+        return detection_cams(self.cam_detector(), as_rgb_array(image), method, layer, top_k)
 
     def heatmap(self, image: ImageLike, alpha: float = 0.5) -> np.ndarray:
         """The image with its objectness map overlaid as a colour heatmap (HxWx3 uint8 RGB)."""

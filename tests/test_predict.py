@@ -10,6 +10,7 @@ from PIL import Image
 import predict
 from tests.test_yolo import CLASSES, make_checkpoint, rgb
 from utils.core.paths import newest_best
+from utils.ops.image import read_image
 from yolo import YOLO
 
 
@@ -98,6 +99,24 @@ def test_images_sharing_a_stem_keep_apart(ckpt, tmp_path, capsys):
         assert len(lines) == sum(r["image_id"] == image_id for r in records) > 0
 
 
+def test_cam_writes_one_panel_per_detection(ckpt, images, tmp_path, capsys):
+    """17.jpg (160x90) with --cam-top 3: one row of three 320x180 panels under two caption lines (38 px), 4 px apart."""
+    assert len(YOLO(ckpt, conf=0.3).detect(images / "17.jpg")) > 3
+    assert run(ckpt, tmp_path, "--img", str(images / "17.jpg"), "--conf", "0.3", "--cam", "--cam-top", "3",
+               "--cam-method", "layercam", "--amp", "off") == 0
+    assert read_image(tmp_path / "out" / "17_cam.jpg").shape == (180 + 38, 3 * 320 + 2 * 4, 3)
+    assert run(ckpt, tmp_path, "--img", str(images / "gray.png"), "--conf", "0.9999", "--cam") == 0
+    assert "gray: no detections, so no CAM" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "gray_cam.jpg").exists()
+
+
+def test_cam_needs_the_torch_network(ckpt, images, tmp_path, capsys):
+    assert run(ckpt, tmp_path, "--export-onnx", str(tmp_path / "m.onnx")) == 0
+    assert predict.main(["--weights", str(tmp_path / "m.onnx"), "--img", str(images / "17.jpg"), "--cam",
+                         "--out", str(tmp_path / "out")]) == 1
+    assert "class activation maps need the torch network" in capsys.readouterr().err
+
+
 def test_no_detections_still_writes(ckpt, images, tmp_path, capsys):
     assert run(ckpt, tmp_path, "--img", str(images / "gray.png"), "--conf", "0.9999", "--save-txt") == 0
     assert "gray.png: no detections" in capsys.readouterr().out
@@ -146,6 +165,8 @@ def test_export_onnx(ckpt, tmp_path, nms):
     (["--video", "missing.mp4"], "missing.mp4: file does not exist"),
     (["--dir", "nowhere"], "folder does not exist"),
     (["--img", "x.jpg", "--input-size", "100"], "multiple of 32"),
+    (["--img", "x.jpg", "--cam", "--cam-layer", "nowhere"], "unknown CAM layer 'nowhere'; valid: head"),
+    (["--img", "x.jpg", "--cam", "--cam-top", "-1"], "--cam-top -1"),
     ([], "nothing to do"),
 ])
 def test_bad_input(ckpt, tmp_path, flags, message, capsys, monkeypatch):

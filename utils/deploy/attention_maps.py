@@ -6,7 +6,7 @@ SRM, FcaNet, RCAN, SOCA, GSoP) give one weight per channel. Blocks that build ne
 gates (SK, MFE, OSRA, SAFM) have no single map and are left out.
 """
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -14,6 +14,42 @@ import torch.nn as nn
 
 from utils.deploy.drawing import heatmap_overlay, save_image
 from utils.core.plotting import plt, save_figure
+
+
+class FeatureLayer(NamedTuple):
+    name: str  # as written in messages and on panels
+    module: nn.Module
+    on_input: bool  # the module's input rather than its output
+
+
+class FeatureRecorder:
+    """Keeps, during one forward pass, the [B, C, H, W] tensor at each FeatureLayer (its module's input or
+    output) in `seen`, by layer index; ValueError for another kind of value or a module that runs twice."""
+
+    def __init__(self, layers: Sequence[FeatureLayer]):
+        self.layers, self.seen, self.hooks = list(layers), {}, []
+
+    def __enter__(self) -> "FeatureRecorder":
+        for i, layer in enumerate(self.layers):
+            if layer.on_input:
+                hook = layer.module.register_forward_pre_hook(lambda mod, args, i=i: self._keep(i, args[0]))
+            else:
+                hook = layer.module.register_forward_hook(lambda mod, args, out, i=i: self._keep(i, out))
+            self.hooks.append(hook)
+        return self
+
+    def _keep(self, i: int, value) -> None:
+        name = self.layers[i].name
+        if i in self.seen:
+            raise ValueError(f"layer {name} runs more than once in a forward pass; choose another layer")
+        if not (isinstance(value, torch.Tensor) and value.dim() == 4):
+            found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"layer {name} gives {found}, not a feature map [B, C, H, W]; choose another layer")
+        self.seen[i] = value
+
+    def __exit__(self, *exc) -> None:
+        for hook in self.hooks:
+            hook.remove()
 
 
 def site_blocks(model: nn.Module) -> Dict[str, nn.Module]:
@@ -37,17 +73,11 @@ def block_map(block: nn.Module, x: torch.Tensor) -> Optional[Tuple[str, torch.Te
 def attention_maps(model: nn.Module, batch: torch.Tensor) -> Dict[str, Tuple[str, np.ndarray]]:
     """{site: (kind, map)} for one preprocessed image, from the inputs each block saw in a forward pass."""
     blocks = site_blocks(model)
-    seen = {}
-    hooks = [block.register_forward_hook(lambda mod, args, out, site=site: seen.__setitem__(site, args[0]))
-             for site, block in blocks.items()]
-    try:
+    with FeatureRecorder([FeatureLayer(site, block, True) for site, block in blocks.items()]) as recorder:
         model(batch)
-    finally:
-        for hook in hooks:
-            hook.remove()
     maps = {}
-    for site, block in blocks.items():
-        found = block_map(block, seen[site])
+    for i, (site, block) in enumerate(blocks.items()):
+        found = block_map(block, recorder.seen[i])
         if found is not None:
             maps[site] = (found[0], found[1].float().cpu().numpy())
     return maps

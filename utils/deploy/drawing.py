@@ -72,6 +72,49 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> 
     return cv2.addWeighted(image, 1.0 - alpha, colored, alpha, 0.0)
 
 
+def heat_panel(image: np.ndarray, heat: np.ndarray, box: np.ndarray, score: float, class_id: int,
+               class_names: Sequence[str], lines: Sequence[str], side: int = 320) -> np.ndarray:
+    """HxWx3 uint8 RGB resized to `side` pixels on its longer side, with `heat` (HxW in [0, 1]) overlaid and
+    one box ([4] xyxy image pixels) drawn, under a caption of `lines`."""
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    boxes = np.asarray(box, np.float32).reshape(1, 4) * scale
+    return captioned(draw_detections(heatmap_overlay(small, heat), boxes, [score], [class_id], class_names), lines)
+
+
+def captioned(image: np.ndarray, lines: Sequence[str], size: int = 13) -> np.ndarray:
+    """HxWx3 uint8 RGB under a white bar holding `lines` of black text (each cut to the image width)."""
+    font = label_font(size)
+    line_h = size + 4
+    pil = Image.new("RGB", (image.shape[1], image.shape[0] + line_h * len(lines) + 4), "white")
+    pil.paste(Image.fromarray(image), (0, line_h * len(lines) + 4))
+    draw = ImageDraw.Draw(pil)
+    for i, line in enumerate(lines):
+        while len(line) > 1 and draw.textlength(line, font=font) > image.shape[1] - 4:
+            line = line[:-4] + "..."
+        draw.text((2, 2 + i * line_h), line, fill=(0, 0, 0), font=font)
+    return np.asarray(pil)
+
+
+def tile(panels: Sequence[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
+    """HxWx3 uint8 panels (any sizes) in rows of `columns`, left to right, top-aligned on white, `gap` px apart."""
+    columns = max(1, min(columns, len(panels)))
+    rows = [panels[i:i + columns] for i in range(0, len(panels), columns)]
+    widths = [max(p.shape[1] for p in panels[c::columns]) for c in range(columns)]
+    heights = [max(p.shape[0] for p in row) for row in rows]
+    out = np.full((sum(heights) + gap * (len(rows) - 1), sum(widths) + gap * (columns - 1), 3), 255, np.uint8)
+    top = 0
+    for row, height in zip(rows, heights):
+        left = 0
+        for panel, width in zip(row, widths):
+            out[top:top + panel.shape[0], left:left + panel.shape[1]] = panel
+            left += width + gap
+        top += height + gap
+    return out
+
+
 def save_image(path, image: np.ndarray, quality: int = 95) -> None:
     """Save HxWx3 uint8 RGB atomically; the format follows the suffix (.jpg when it has none Pillow knows)."""
     path = Path(path)

@@ -46,6 +46,12 @@ def letterbox_region(lb: Letterbox, image_hw: Tuple[int, int]) -> Tuple[int, int
     return lb.pad_x, lb.pad_y, lb.pad_x + nw, lb.pad_y + nh
 
 
+def letterbox_crop(input_map: np.ndarray, lb: Letterbox, image_hw: Tuple[int, int]) -> np.ndarray:
+    """The part of an input-sized [..., h, w] array that the resized image covers (letterbox_region)."""
+    x1, y1, x2, y2 = letterbox_region(lb, image_hw)
+    return input_map[..., y1:y2, x1:x2]
+
+
 def _scale_pad(boxes: Array, lb: Letterbox) -> Tuple[Array, Array]:
     """The [4] scale and pad of `lb` for xyxy boxes: in the boxes' dtype for a Tensor, float32 for numpy."""
     terms = ([lb.scale_x, lb.scale_y] * 2, [lb.pad_x, lb.pad_y] * 2)
@@ -158,7 +164,7 @@ def decode_candidates(outputs: Sequence[Tensor], anchors: Tensor, anchors_mask: 
     rows, cells, anchor_wh, strides, images = [], [], [], [], []
     for out, mask in zip(outputs, anchors_mask):
         p = head_grid(out, len(mask))  # B, A, H, W, 5+C
-        b, a, y, x = torch.nonzero(p[..., 4] >= min_logit, as_tuple=True)
+        b, a, y, x = _candidate_places(p, min_logit)
         rows.append(p[b, a, y, x])
         cells.append(torch.stack([x, y], dim=1))
         anchor_wh.append(anchors[list(mask)][a])
@@ -167,6 +173,23 @@ def decode_candidates(outputs: Sequence[Tensor], anchors: Tensor, anchors_mask: 
     p, stride = torch.cat(rows).float(), torch.cat(strides).float()[:, None]
     boxes = decode_boxes(p, torch.cat(cells).float(), torch.cat(anchor_wh), stride, scale_x_y)
     return torch.cat([cxcywh_to_xyxy(boxes), p[:, 4:].sigmoid()], dim=1), torch.cat(images)
+
+
+def _candidate_places(p: Tensor, min_logit: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(image, anchor, cell y, cell x) of the predictions of one head_grid whose objectness logit reaches min_logit."""
+    return torch.nonzero(p[..., 4] >= min_logit, as_tuple=True)
+
+
+def candidate_sources(outputs: Sequence[Tensor], anchors_mask: Sequence[Sequence[int]],
+                      conf_thres: float = 0.5) -> Tensor:
+    """Where each row of decode_candidates (same outputs, mask and conf_thres) comes from: Tensor[K, 5]
+    int64 (image, head, anchor slot within the head, cell y, cell x), in the same row order."""
+    min_logit = _objectness_logit(conf_thres)
+    places = []
+    for head, (out, mask) in enumerate(zip(outputs, anchors_mask)):
+        b, a, y, x = _candidate_places(head_grid(out, len(mask)), min_logit)
+        places.append(torch.stack([b, torch.full_like(b, head), a, y, x], dim=1))
+    return torch.cat(places)
 
 
 def select_detections(pred: Tensor, image: Tensor, num_images: int, conf_thres: float = 0.5,
@@ -187,6 +210,13 @@ def select_detections(pred: Tensor, image: Tensor, num_images: int, conf_thres: 
         descending score. Eager code runs torchvision's batched_nms image by image; while tracing, one
         NMS over all images runs instead (export-friendly: no loop over a dynamic batch), with the same result.
     """
+    return rows_to_detections(pred, image, detection_rows(pred, image, num_images, conf_thres, nms_thres, max_det,
+                                                          max_nms))
+
+
+def detection_rows(pred: Tensor, image: Tensor, num_images: int, conf_thres: float = 0.5, nms_thres: float = 0.3,
+                   max_det: int = 300, max_nms: int = MAX_NMS) -> Tensor:
+    """Tensor[K] int64: the rows of `pred` that select_detections keeps (same arguments), in its order."""
     pred = pred.float()
     cls_prob, cls_id = pred[:, 5:].max(dim=1)
     score = pred[:, 4] * cls_prob
@@ -197,7 +227,15 @@ def select_detections(pred: Tensor, image: Tensor, num_images: int, conf_thres: 
                               max_det, max_nms)
     else:  # image by image, NMS within each class
         kept = _nms_per_image(boxes, score, cls_id, image, num_images, nms_thres, max_det, max_nms)
-    return torch.cat([image[kept, None].float(), boxes[kept], score[kept, None], cls_id[kept, None].float()], dim=1)
+    return keep[kept]
+
+
+def rows_to_detections(pred: Tensor, image: Tensor, rows: Tensor) -> Tensor:
+    """select_detections' Tensor[K, 7] (image index, x1, y1, x2, y2, score, class id) for the given rows of pred."""
+    pred = pred[rows].float()
+    cls_prob, cls_id = pred[:, 5:].max(dim=1)
+    return torch.cat([image[rows, None].float(), pred[:, :4], (pred[:, 4] * cls_prob)[:, None],
+                      cls_id[:, None].float()], dim=1)
 
 
 def split_by_image(det: Tensor, num_images: int) -> List[Tensor]:
