@@ -37,6 +37,7 @@ from utils.core.paths import LOGS, newest_best
 from utils.deploy.attention_maps import save_attention_maps
 from utils.deploy.cam import CAM_METHODS, DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, cam_grid, cam_layers
 from utils.deploy.drawing import save_image
+from utils.data.layouts import add_data_flags, data_options
 from utils.deploy.quantize import calibration_images
 from utils.eval.detect import write_coco_results
 from utils.ops.image import IMAGE_EXTENSIONS, ImageReadError, read_image
@@ -62,6 +63,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="dataset the --int8 calibration images come from; the demo dataset when VOCdevkit/ is "
                         "empty (default: VOCdevkit)")
     p.add_argument("--split", help="split of --data for calibration (default: the training split)")
+    add_data_flags(p)
     p.add_argument("--calib-images", type=int, default=100,
                    help="calibration images for --int8, spread evenly over the split (default: 100)")
     p.add_argument("--fps", action="store_true",
@@ -347,7 +349,8 @@ def export(yolo, args) -> None:
     """--export-onnx: the raw graph, the graph with NMS, or (--int8) the quantized raw graph."""
     calibration = None
     if args.int8:
-        calibration = calibration_images(args.data, args.split, yolo.class_names, args.calib_images)
+        calibration = calibration_images(args.data, args.split, yolo.class_names, args.calib_images,
+                                         **data_options(args))
     path = yolo.export_onnx(args.export_onnx, nms=args.export_onnx_nms, calibration_images=calibration)
     kind = (f"int8 raw head outputs, calibrated on {len(calibration)} images" if args.int8 else
             "with decoding and NMS" if args.export_onnx_nms else "raw head outputs, checked against torch")

@@ -210,3 +210,18 @@ def test_amp_auto_is_reported(ckpt, images, tmp_path, capsys, monkeypatch, nativ
 def test_int8_needs_the_raw_export(ckpt, tmp_path, capsys):
     assert run(ckpt, tmp_path, "--export-onnx", str(tmp_path / "m.onnx"), "--export-onnx-nms", "--int8") == 1
     assert "--int8 quantizes the raw graph" in capsys.readouterr().err
+
+
+def test_int8_calibration_reads_data_in_the_format_asked(ckpt, tmp_path, monkeypatch):
+    seen = {}
+
+    def calibration(data, split, names, count, **options):
+        seen.update(options, data=data)
+        raise SystemExit(0)  # stop before quantizing: only where the images come from is tested here
+
+    monkeypatch.setattr(predict, "calibration_images", calibration)
+    with pytest.raises(SystemExit):
+        predict.export(YOLO(ckpt), predict.make_parser().parse_args(
+            ["--export-onnx", str(tmp_path / "m.onnx"), "--int8", "--data", "x.json", "--data-format", "coco",
+             "--images", "imgs"]))
+    assert seen == {"data": "x.json", "data_format": "coco", "images_dir": "imgs"}
