@@ -1,12 +1,13 @@
 """Compare attention variants under one budget: `python ablate.py --variants 0 1 2 3 4 --epochs 30 --seeds 3`.
 
-Each variant (a phi integer, a block name, or a per-site spec such as feat1=cbam,feat2=se; --sweep-sites
-cbam: phi 0, then cbam at each site in turn, --pairs at each pair) is trained by train.py in a subprocess
-with the same data, schedule, budget and seeds, and its last.pth is scored by get_map.score with
-get_map.py's default settings (conf, NMS, --amp auto, batch size), the path `python get_map.py --weights
-last.pth` takes. Differences from the baseline (the first variant, or --baseline) get 95% intervals over
-seeds and over validation images (utils/eval/ablation_table.py). Params and GFLOPs are counted at
---bench-size; CPU latency (batch 1) is timed round-robin over all variants at the end. In --out:
+Each variant (a phi integer, a block name, or a per-site spec such as feat1=cbam,feat2=se, any of them
+with an FPN merge as one more part: enc,fusion=gated; --sweep-sites cbam: phi 0, then cbam at each site in
+turn, --pairs at each pair) is trained by train.py in a subprocess with the same data, schedule, budget and
+seeds, and its last.pth is scored by get_map.score with get_map.py's default settings (conf, NMS, --amp
+auto, batch size), the path `python get_map.py --weights last.pth` takes. Differences from the baseline
+(the first variant, or --baseline) get 95% intervals over seeds and over validation images
+(utils/eval/ablation_table.py). Params and GFLOPs are counted at --bench-size; CPU latency (batch 1) is
+timed round-robin over all variants at the end. In --out:
   ablation.csv, ablation.md, ablation.png   one row per variant: mean and std over seeds, APs/APm/APl,
                                             the difference from the baseline with its intervals
   ablation_per_class.csv, .png              AP@0.5 difference from the baseline per class and variant
@@ -37,7 +38,7 @@ import torch
 
 import get_map
 import train
-from nets.attention import attention_to_str, parse_attention
+from nets.attention import attention_to_str, parse_attention, split_fusion
 from nets.summary import measure_models
 from nets.yolo import YoloBody
 from utils.core.cli import EXIT_FAILURE, EXIT_OK, run_main
@@ -51,9 +52,11 @@ from utils.eval import detect
 
 ROOT = Path(__file__).resolve().parent
 # Flags ablate.py sets itself for every run; --train-args may not override them.
-RESERVED_TRAIN_FLAGS = ("--phi", "--attention", "--seed", "--save-dir", "--name", "--resume", "--config")
+RESERVED_TRAIN_FLAGS = ("--phi", "--attention", "--fusion", "--seed", "--save-dir", "--name", "--resume",
+                        "--config")
 # Per-run fields of run_args.yaml that may differ between runs of a fair comparison.
-PER_RUN_KEYS = {"attention", "phi", "seed", "save_dir", "name", "resume", "workers", "device", "quiet", "config"}
+PER_RUN_KEYS = {"attention", "fusion", "phi", "seed", "save_dir", "name", "resume", "workers", "device", "quiet",
+                "config"}
 INTERRUPT_GRACE_S = 60
 DEFAULT_VARIANTS = ["0", "1", "2", "3", "4"]
 DETECTIONS_FILE = "eval_detections.json"  # in each run's folder: the detections its record was scored from
@@ -64,8 +67,9 @@ def make_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--variants", nargs="+", default=None,
-                      help="variants, one per argument: a phi integer, a block name or a per-site spec; an argument "
-                      "without '=' may list several separated by commas (default: 0 1 2 3 4, i.e. phi 0..4)")
+                      help="variants, one per argument: a phi integer, a block name or a per-site spec, each may "
+                      "add ',fusion=gated' or ',fusion=msf' ('fusion=msf' alone: no attention); an argument without "
+                      "'=' may list several separated by commas (default: 0 1 2 3 4, i.e. phi 0..4, concat merge)")
     pick.add_argument("--sweep-sites", metavar="BLOCK", default=None, help="variants: phi 0, then BLOCK at each "
                       f"site in turn ({', '.join(YoloBody.site_channels)}) (default: off, use --variants)")
     a("--pairs", action="store_true", help="with --sweep-sites: BLOCK at every pair of sites (default: off)")
@@ -98,9 +102,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class Variant:
-    label: str      # name in the table: phi3, cbam_eca, feat1=cbam,feat2=se
+    label: str      # name in the table: phi3, cbam_eca, feat1=cbam,feat2=se, enc,fusion=gated
     spec: str       # what train.py --attention gets
     attention: str  # the normalised placement spec
+    fusion: str = "concat"  # what train.py --fusion gets (nets.attention.FUSION_NAMES)
 
     @property
     def slug(self) -> str:
@@ -112,11 +117,13 @@ def parse_variants(items: List[str]) -> List[Variant]:
     words = [w.strip() for item in items for w in (item.split(",") if "=" not in item else [item]) if w.strip()]
     variants = []
     for word in words:
-        attention = attention_to_str(parse_attention(word))
-        label = f"phi{int(word)}" if word.isdigit() else attention
+        spec, fusion = split_fusion(word)
+        attention = attention_to_str(parse_attention(spec))
+        label = f"phi{int(spec)}" if spec.isdigit() else attention
+        label = label if fusion == "concat" else f"{label},fusion={fusion}".removeprefix("none,")
         if any(v.label == label for v in variants):
             raise ValueError(f"variant {word!r} is listed twice (as {label}); list each variant once")
-        variants.append(Variant(label, word, attention))
+        variants.append(Variant(label, spec, attention, fusion))
     if not variants:
         raise ValueError("--variants is empty; give at least one phi integer, block name or per-site spec")
     return variants
@@ -144,7 +151,8 @@ def pick_baseline(variants: List[Variant], wanted: Optional[str]) -> str:
     """The label of --baseline (given as its label or as listed in --variants), default the first variant's."""
     if wanted is None:
         return variants[0].label
-    found = [v.label for v in variants if wanted in (v.label, v.spec)]
+    labels = [v.label for v in variants]
+    found = [wanted] if wanted in labels else [v.label for v in parse_variants([wanted]) if v.label in labels]
     if not found:
         raise ValueError(f"--baseline {wanted} is not one of the variants ({', '.join(v.label for v in variants)})")
     return found[0]
@@ -223,7 +231,8 @@ def train_command(args, variant: Variant, seed: int, budget: List[str]) -> List[
     if (runs / name).exists():
         print(f"{name}: removing {runs / name}, an interrupted run without a checkpoint")
         shutil.rmtree(runs / name)
-    return [sys.executable, str(ROOT / "train.py"), "--attention", variant.spec, "--seed", str(seed),
+    fusion = ["--fusion", variant.fusion] if variant.fusion != "concat" else []  # concat: the command as before
+    return [sys.executable, str(ROOT / "train.py"), "--attention", variant.spec, *fusion, "--seed", str(seed),
             "--save-dir", str(runs.resolve()), "--name", name, *budget, *common]
 
 
@@ -302,8 +311,8 @@ def run_one(args, variant: Variant, seed: int, budget: List[str], evaluate: RunS
         print(f"error: {name}: train.py exited with {rc} (last.pth {'present' if weights.is_file() else 'missing'}); "
               f"see {log}; its last lines:\n{tail}", file=sys.stderr)
         return None
-    record = {"variant": variant.label, "attention": variant.attention, "seed": seed, "run": str(weights.parent),
-              "train_seconds": round(time.time() - start, 1), **evaluate(weights)}
+    record = {"variant": variant.label, "attention": variant.attention, "fusion": variant.fusion, "seed": seed,
+              "run": str(weights.parent), "train_seconds": round(time.time() - start, 1), **evaluate(weights)}
     write_json_atomic(record_path, record, indent=1)
     print(f"{name}: mAP@0.5 {record['map50']:.4f}, mAP@0.5:0.95 {record['map50_95']:.4f}", flush=True)
     return record
@@ -311,7 +320,8 @@ def run_one(args, variant: Variant, seed: int, budget: List[str], evaluate: RunS
 
 def bench_variants(variants: List[Variant], num_classes: int, size: int, runs: int, warmup: int) -> Dict[str, Dict]:
     """{label: params, gflops, latency_ms} (nets.summary.measure_models) of each variant's model."""
-    models = {v.label: YoloBody(DEFAULT_ANCHORS_MASK, num_classes, attention=v.attention).eval() for v in variants}
+    models = {v.label: YoloBody(DEFAULT_ANCHORS_MASK, num_classes, attention=v.attention, fusion=v.fusion,
+                                input_size=size).eval() for v in variants}
     return measure_models(models, size, runs, warmup)
 
 

@@ -11,7 +11,7 @@ from typing import List, NamedTuple
 
 import torch
 
-from nets.attention import PHI_NAMES
+from nets.attention import FUSION_NAMES, PHI_NAMES
 from nets.yolo import YoloBody
 from utils.core.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
 from utils.core.cli import EXIT_INTERRUPTED, EXIT_OK, choices_help, run_main
@@ -57,6 +57,8 @@ def add_model_flags(group) -> None:
       "the priors, or the reference's normal(0, 0.02)")
     a("--phi", type=int, default=0, help=f"attention: {choices_help(PHI_NAMES)}")
     a("--attention", default=None, help="attention name or per-site spec (feat1=cbam,feat2=se,...); overrides --phi")
+    a("--fusion", default="concat", choices=FUSION_NAMES, help="how the upsampled P5 branch joins feat1 before the "
+      "P4 head: darknet's concatenation, or a gated or multi-scale fusion block (nets/yolo.py FPNMerge)")
     a("--data", default="VOCdevkit", help="dataset: a VOCdevkit root, a VOC year folder, an annotation-lines file, "
       "a YOLO data YAML or images/ + labels/ folder, a COCO JSON or root, or a labelme folder")
     add_data_flags(group)
@@ -107,6 +109,8 @@ def add_loss_flags(group) -> None:
     a("--box-weight", type=float, default=0.05, help="weight of the CIoU box loss")
     a("--obj-weight", type=float, default=1.0, help="weight of the objectness loss")
     a("--cls-weight", type=float, default=0.5, help="weight of the class loss")
+    a("--se-loss", type=float, default=0.0, metavar="WEIGHT", help="weight of EncNet's SE-loss (which classes each "
+      "image holds, from every enc block's encoded vector); needs an enc block in --attention (0: off)")
     a("--obj-size-scale", action=argparse.BooleanOptionalAction, default=False,
       help="multiply the objectness weight by (input / 416)^2, as the reference")
     a("--cls-count-scale", action=argparse.BooleanOptionalAction, default=False,
@@ -194,27 +198,40 @@ def load_data(values: dict) -> RunData:
     return RunData(class_names, train, val, demo_classes_file(data) is not None, used)
 
 
-def _initialised(num_classes: int, attention, init: str, seed: int) -> YoloBody:
+def _initialised(num_classes: int, attention, init: str, seed: int, **options) -> YoloBody:
     torch.manual_seed(seed)
-    model = YoloBody(DEFAULT_ANCHORS_MASK, num_classes, attention=attention)
+    model = YoloBody(DEFAULT_ANCHORS_MASK, num_classes, attention=attention, **options)
     if init == "normal":
         model.init_normal()
     return model
 
 
-def seeded_model(num_classes: int, attention, init: str, seed: int) -> YoloBody:
+def _take_shared(model: YoloBody, donor: dict, what: str) -> None:
+    """Copy the tensors of `donor` (a state dict) whose shapes match `model`'s; every one must be in `model`."""
+    own = model.state_dict()
+    absent = [k for k in donor if k not in own]
+    assert not absent, f"layers of the plain model missing from {what}: {absent[:3]}"
+    model.load_state_dict({k: v for k, v in donor.items() if own[k].shape == v.shape}, strict=False)
+
+
+def seeded_model(num_classes: int, attention, init: str, seed: int, fusion: str = "concat", input_size=None,
+                 se_loss: bool = False) -> YoloBody:
     """A fresh model whose layers outside the attention blocks start exactly as the model without attention
-    of the same seed does, so that variants trained with one seed differ only by their blocks (a paired
-    comparison over seeds, ablate.py). The blocks draw from the same seed."""
-    model = _initialised(num_classes, attention, init, seed)
-    shared = _initialised(num_classes, None, init, seed).state_dict()
-    unexpected = model.load_state_dict(shared, strict=False).unexpected_keys  # plain sites are Identity
-    assert not unexpected, f"layers of the plain model missing from {attention}: {unexpected[:3]}"
+    of the same seed and fusion does, so that variants trained with one seed differ only by their blocks (a
+    paired comparison over seeds, ablate.py). The blocks draw from the same seed. The plain model of a
+    gated or msf fusion in turn starts as the plain concat model in every tensor of the same shape (all
+    but the P4 head's first conv), its fusion layers aside."""
+    model = _initialised(num_classes, attention, init, seed, fusion=fusion, input_size=input_size, se_loss=se_loss)
+    plain = _initialised(num_classes, None, init, seed, fusion=fusion)
+    if plain.fusion != "concat":
+        _take_shared(plain, _initialised(num_classes, None, init, seed).state_dict(), f"fusion {fusion}")
+    _take_shared(model, plain.state_dict(), f"{attention} with fusion {fusion}")
     return model
 
 
 def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
-    model = seeded_model(num_classes, config.attention, config.init, config.seed)
+    model = seeded_model(num_classes, config.attention, config.init, config.seed, fusion=config.fusion,
+                         input_size=config.input_size, se_loss=config.se_loss > 0)
     if config.weights:
         load_weights(model, config.weights)
     if config.sync_bn and dist.world_size() > 1:
@@ -261,9 +278,10 @@ def describe(config: TrainConfig, device, data: RunData) -> None:
     print(f"data: {config.data}{' (embedded demo dataset)' if data.is_demo else ''}; {len(data.class_names)} classes "
           f"from {config.classes}; train {config.train_split} ({len(data.train)} images), "
           f"val {config.val_split} ({len(data.val)} images)")
-    print(f"model: YOLOv4-tiny, attention {config.attention}, input {config.input_size}; {config.epochs} epochs, "
-          f"batch {config.batch_size}, {config.optimizer} lr {config.lr:g} (batch 64) -> "
-          f"{scaled_lr(config.lr, config.batch_size * dist.world_size()):.2e}")
+    se_loss = f", SE-loss {config.se_loss:g}" if config.se_loss else ""
+    print(f"model: YOLOv4-tiny, attention {config.attention}, fusion {config.fusion}{se_loss}, input "
+          f"{config.input_size}; {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr "
+          f"{config.lr:g} (batch 64) -> {scaled_lr(config.lr, config.batch_size * dist.world_size()):.2e}")
     if config.eval_period:
         print(f"evaluation every {config.eval_period} epochs on {config.val_split}: conf {CONF_THRES}, NMS "
               f"{NMS_THRES}, IoU {IOU_THRES} (the same evaluator and settings as get_map.py)")

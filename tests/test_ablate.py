@@ -11,6 +11,7 @@ import torch
 
 import ablate
 from nets.yolo import YoloBody
+from tests.conftest import ANCHORS_MASK
 from tests.tiny_voc import write_tiny_voc
 from utils.eval import ablation_table as table
 from utils.eval import detect
@@ -75,6 +76,9 @@ def test_config_differences_name_the_settings_that_differ():
     records = [{"train_config": {"epochs": 1, "lr": 0.01}}, {"train_config": {"epochs": 2, "lr": 0.01}}]
     assert table.config_differences(records) == ["epochs"]
     assert table.config_differences(records[:1]) == []
+    older = {"train_config": {"epochs": 1, "lr": 0.01}}  # from before --se-loss existed
+    assert table.config_differences([older, {"train_config": {"epochs": 1, "lr": 0.01, "se_loss": 0.0}}]) == []
+    assert table.config_differences([older, {"train_config": {"epochs": 1, "lr": 0.02, "se_loss": 0.0}}]) == ["lr"]
 
 
 def test_interrupted_run_resumes_from_last_pth_or_restarts_without_one(tmp_path):
@@ -375,3 +379,33 @@ def test_data_format_and_images_reach_train_and_the_scorer_and_leave_an_old_budg
     assert scorer.flags == ["--data-format", "voc"] and scorer.options["data_format"] == "voc"
     with pytest.raises(Exception, match="coco"):  # a VOC folder asked to be read as COCO is refused
         ablate.RunScorer(str(voc), "all", "cpu", 0, data_format="coco")
+
+
+def test_variants_may_name_a_fusion_which_reaches_train_py_only_when_not_concat(tmp_path):
+    words = ["0", "fusion=gated", "enc,fusion=msf", "2,fusion=gated", "feat1=se,fusion=concat"]
+    variants = ablate.parse_variants(words)
+    assert [v.label for v in variants] == ["phi0", "fusion=gated", "enc,fusion=msf", "phi2,fusion=gated", "feat1=se"]
+    assert [(v.spec, v.attention, v.fusion) for v in variants] == [
+        ("0", "none", "concat"), ("none", "none", "gated"), ("enc", "enc", "msf"), ("2", "cbam", "gated"),
+        ("feat1=se", "feat1=se", "concat")]
+    assert variants[2].slug == "enc-fusion-msf"
+    with pytest.raises(ValueError, match="listed twice"):
+        ablate.parse_variants(["fusion=gated", "none,fusion=gated"])
+    assert ablate.pick_baseline(variants, "2,fusion=gated") == "phi2,fusion=gated"
+    args = ablate.make_parser().parse_args(["--out", str(tmp_path), "--workers", "0"])
+    plain, gated = (ablate.train_command(args, v, 0, ["--epochs", "1"]) for v in variants[:2])
+    assert plain[2:6] == ["--attention", "0", "--seed", "0"]  # concat: the command line as before fusions existed
+    assert gated[2:8] == ["--attention", "none", "--fusion", "gated", "--seed", "0"]
+    assert gated[gated.index("--name") + 1] == "fusion-gated_s0"
+    with pytest.raises(ValueError, match="may not set --fusion"):
+        ablate.budget_flags(ablate.make_parser().parse_args(["--train-args=--fusion gated"]))
+    assert "fusion" in ablate.PER_RUN_KEYS  # a variant's own fusion is not a difference of the budget
+
+
+def test_bench_builds_each_variant_with_its_fusion_at_the_bench_size():
+    variants = ablate.parse_variants(["0", "fusion=gated", "feat1=cbam_joint"])  # cbam_joint needs the input size
+    bench = ablate.bench_variants(variants, 2, 64, runs=1, warmup=0)
+    concat, gated = YoloBody(ANCHORS_MASK, 2), YoloBody(ANCHORS_MASK, 2, fusion="gated")
+    assert bench["phi0"]["params"] == sum(p.numel() for p in concat.parameters())
+    assert bench["fusion=gated"]["params"] == sum(p.numel() for p in gated.parameters())
+    assert bench["feat1=cbam_joint"]["params"] > bench["phi0"]["params"]

@@ -319,3 +319,33 @@ def test_a_predicted_size_that_underflows_to_zero_keeps_gradients_finite(alpha_g
     pred = torch.tensor([[1.0, 1.0, 1.5, 1.0]], requires_grad=True)  # xyxy of zero height
     loss = complete_iou_loss(pred, torch.tensor([[1.0, 1.0, 2.0, 2.0]]), alpha_grad=alpha_grad)
     assert torch.isfinite(torch.autograd.grad(loss.sum(), pred)[0]).all()
+
+
+# ---- the SE-loss: which classes each image holds, from the enc blocks' logits ----------------------------
+
+SE_TARGETS = torch.tensor([[0, 0, 0.5, 0.5, 0.2, 0.2], [0, 2, 0.3, 0.3, 0.1, 0.1], [0, 2, 0.7, 0.7, 0.1, 0.1],
+                           [1, 1, 0.5, 0.5, 0.4, 0.4]])  # image 0 holds classes 0 and 2 (twice), image 1 class 1
+
+
+def test_se_loss_matches_a_hand_computation():
+    ln3 = math.log(3)
+    # sigmoid(ln 3) = 3/4, sigmoid(-ln 3) = 1/4, sigmoid(0) = 1/2
+    first = torch.tensor([[ln3, -ln3, ln3], [0.0, ln3, ln3]])
+    second = torch.zeros(2, 3)
+    # presence [[1, 0, 1], [0, 1, 0]]; BCE of the first block: ln 4/3, ln 4/3, ln 4/3 / ln 2, ln 4/3, ln 4
+    first_bce = (4 * math.log(4 / 3) + math.log(2) + math.log(4)) / 6
+    expected = 0.2 * (first_bce + math.log(2)) / 2  # the mean over the blocks, times the weight
+    outputs = zero_outputs(batch=2)
+    total, parts = make_loss(se_weight=0.2)(outputs, SE_TARGETS, se_logits=[first, second])
+    assert parts["se"].item() == pytest.approx(expected, rel=1e-6)
+    assert make_loss(se_weight=0.2)(outputs, SE_TARGETS, se_logits=[first.bfloat16()])[1]["se"].dtype == torch.float32
+    plain_total, plain = make_loss()(outputs, SE_TARGETS, se_logits=[first, second])
+    assert set(plain) == {"box", "obj", "cls"}  # weight 0: no se part, the logits are not read
+    assert total.item() == pytest.approx(plain_total.item() + expected, rel=1e-6)
+
+
+def test_se_loss_without_logits_or_with_a_negative_weight_is_refused():
+    with pytest.raises(ValueError, match="no SE-loss logits were given"):
+        make_loss(se_weight=0.2)(zero_outputs(batch=2), SE_TARGETS)
+    with pytest.raises(ValueError, match="se_weight must be >= 0"):
+        make_loss(se_weight=-0.1)

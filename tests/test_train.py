@@ -115,8 +115,11 @@ def test_checkpoint_is_enough_for_prediction(tiny_voc, tmp_path):
     assert ckpt["class_names"] == CLASSES and ckpt["attention"] == "eca" and ckpt["input_size"] == [128, 128]
     for key in ("optimizer", "scheduler", "epoch", "args", "anchors", "anchors_mask", "scale_x_y", "ema"):
         assert ckpt.get(key) is not None, key
+    assert ckpt["fusion"] == "concat" and ckpt["se_loss"] is False
     assert (tmp_path / "exp" / "best.pth").exists()  # by validation loss when evaluation is off
     assert (tmp_path / "exp" / "results.csv").read_text().count("\n") == 2
+    header = (tmp_path / "exp" / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:6] == ["epoch", "train_loss", "box", "obj", "cls", "lr"]  # no se column without an SE-loss
     assert (tmp_path / "exp" / "loss.png").exists() and (tmp_path / "exp" / "run_args.yaml").exists()
 
 
@@ -189,18 +192,31 @@ def test_torchrun_shards_are_disjoint_and_match_one_process(tmp_path):
     assert float(one_step.norm()) > 0 and gap < 1e-3, gap  # float sums in another order, nothing more
 
 
-@pytest.mark.parametrize("attention", ["cbam", "csp1=se,upsample=ca", "feat1=eca"])
-def test_variants_of_one_seed_share_the_initialisation_of_every_layer_outside_their_blocks(attention):
-    plain = train.seeded_model(len(CLASSES), None, "normal", seed=3).state_dict()
-    variant = train.seeded_model(len(CLASSES), attention, "normal", seed=3).state_dict()
-    other_seed = train.seeded_model(len(CLASSES), None, "normal", seed=4).state_dict()
+@pytest.mark.parametrize("attention, options", [
+    ("cbam", {}), ("csp1=se,upsample=ca", {}), ("feat1=eca", {}), ("feat1=eca", {"fusion": "gated"}),
+    ("stage2=dia,feat2=enc", {"fusion": "msf", "se_loss": True}), ("csp2=cbam_joint", {"input_size": 64})])
+def test_variants_of_one_seed_share_the_initialisation_of_every_layer_outside_their_blocks(attention, options):
+    fusion = {"fusion": options.get("fusion", "concat")}
+    plain = train.seeded_model(len(CLASSES), None, "normal", seed=3, **fusion).state_dict()
+    variant = train.seeded_model(len(CLASSES), attention, "normal", seed=3, **options).state_dict()
+    other_seed = train.seeded_model(len(CLASSES), None, "normal", seed=4, **fusion).state_dict()
     assert set(plain) < set(variant)  # the blocks add parameters, and nothing else changes
     for key, value in plain.items():
         assert torch.equal(variant[key], value), key
     assert not all(torch.equal(other_seed[k], v) for k, v in plain.items())
     blocks = [k for k in variant if k not in plain and variant[k].is_floating_point()]
-    again = train.seeded_model(len(CLASSES), attention, "normal", seed=3).state_dict()
+    again = train.seeded_model(len(CLASSES), attention, "normal", seed=3, **options).state_dict()
     assert blocks and all(torch.equal(again[k], variant[k]) for k in blocks)
+
+
+@pytest.mark.parametrize("fusion", ["gated", "msf"])
+def test_a_fusion_starts_as_the_concat_model_in_every_tensor_of_the_same_shape(fusion):
+    concat = train.seeded_model(len(CLASSES), None, "prior", seed=3).state_dict()
+    fused = train.seeded_model(len(CLASSES), None, "prior", seed=3, fusion=fusion).state_dict()
+    other = [k for k, v in concat.items() if fused[k].shape != v.shape]
+    assert other == ["yolo_headP4.0.conv.weight"]  # the P4 head reads 256 channels instead of 384
+    assert all(torch.equal(fused[k], v) for k, v in concat.items() if k not in other)
+    assert any(k.startswith("p4_merge.fuse.") for k in fused) and not any(k.startswith("p4_merge") for k in concat)
 
 
 def assert_image(path: Path, fmt: str) -> None:
@@ -259,3 +275,37 @@ def test_data_format_and_images_reach_the_scan_and_stay_in_the_run_settings(tiny
     assert train.make_config({**vars(args), **data.used}, False, "off").images == str(images)
     with pytest.raises(Exception, match="voc"):  # a JSON is not a VOC dataset: the message names the format asked
         train.load_data(vars(train.parse_args(["--data", str(coco_json), "--data-format", "voc"])))
+
+
+def test_a_gated_run_with_the_se_loss_trains_and_its_checkpoint_loads_for_prediction(tiny_voc, tmp_path, capsys):
+    from utils.engine.checkpoint import model_from_weights
+    assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 1, "--eval-period", 0, "--input-size", 64,
+                                "--attention", "feat2=enc", "--fusion", "gated", "--se-loss", 0.2)) == 0
+    out = capsys.readouterr().out
+    assert "attention feat2=enc, fusion gated, SE-loss 0.2" in out and ", se " in out
+    ckpt = read_checkpoint(tmp_path / "exp" / "last.pth")
+    assert ckpt["fusion"] == "gated" and ckpt["se_loss"] is True and ckpt["args"]["se_loss"] == 0.2
+    assert ckpt["results"][0]["se"] > 0
+    header = (tmp_path / "exp" / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:7] == ["epoch", "train_loss", "box", "obj", "cls", "se", "lr"]
+    model, meta = model_from_weights(tmp_path / "exp" / "last.pth")  # as predict.py and get_map.py load it
+    assert (meta["fusion"], meta["se_loss"], model.p4_merge.fusion) == ("gated", True, "gated")
+    assert model.feat2_att.se_head is not None
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
+
+
+def test_se_loss_without_an_enc_block_fails_clearly(tiny_voc, tmp_path, capsys):
+    assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 1, "--attention", "se", "--se-loss", 0.2)) == 1
+    assert "--se-loss 0.2 needs an enc block" in capsys.readouterr().err
+
+
+def test_a_run_from_before_fusion_and_se_loss_resumes_as_concat_without_se_loss(tmp_path):
+    from utils.engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
+    from utils.engine.loop import checkpoint_meta
+    old = {k: v for k, v in vars(train.parse_args([])).items() if k not in ("fusion", "se_loss")}
+    save_atomic({"format": CHECKPOINT_FORMAT, "model": {}, "optimizer": {}, "args": old}, tmp_path / "last.pth")
+    _, _, values = train.start_run(train.parse_args(["--resume", str(tmp_path / "last.pth")]))
+    assert (values["fusion"], values["se_loss"]) == ("concat", 0.0)
+    config = train.make_config({**values, "classes": "c.txt", "train_split": "train", "val_split": "val"}, False, "off")
+    meta = checkpoint_meta(config, CLASSES, torch.zeros(6, 2))
+    assert (meta["fusion"], meta["se_loss"]) == ("concat", False)

@@ -149,3 +149,47 @@ def test_every_script_shares_one_exit_code_rule(capsys):
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_main("x", raising(ZeroDivisionError()))
     assert choices_help({0: "none", 1: "se"}) == "0 none, 1 se"
+
+
+def se_loss_state(se_weight: float):
+    """A TrainState of a model with an enc block and its SE-loss head, and a loss of SE-loss weight `se_weight`."""
+    from nets.yolo import YoloBody
+    from utils.core.config import read_anchors
+    from utils.core.paths import DEFAULT_ANCHORS_FILE
+    from utils.engine.loss import YOLOLoss
+    from utils.engine.trainer import TrainState
+    torch.manual_seed(0)
+    model = YoloBody(ANCHORS_MASK, 3, attention="feat2=enc", se_loss=True)
+    loss_fn = YOLOLoss(read_anchors(DEFAULT_ANCHORS_FILE), 3, ANCHORS_MASK, se_weight=se_weight)
+    return TrainState(model=model, loss_fn=loss_fn, optimizer=build_optimizer(model, "adamw", 0.01, 0.9, 5e-4),
+                      device=torch.device("cpu"), amp_dtype=None, base_lr=0.01, epochs=1, warmup_epochs=0,
+                      min_lr_ratio=0.01, lr_schedule="cos")
+
+
+SE_IMAGES = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+SE_TARGETS = torch.tensor([[0, 0, 0.5, 0.5, 0.4, 0.4], [1, 2, 0.4, 0.6, 0.3, 0.5]])
+
+
+@pytest.mark.parametrize("se_weight", [0.0, 0.5])
+def test_a_train_step_trains_the_se_head_only_with_an_se_loss(se_weight):
+    from utils.engine.trainer import forward_loss, to_device, train_step
+    state = se_loss_state(se_weight)
+    images, targets = to_device(SE_IMAGES, SE_TARGETS, state)
+    head = state.model.feat2_att.se_head
+    loss, parts = forward_loss(state.model, state.loss_fn, images, targets, state)
+    loss.backward()
+    assert ("se" in parts) == (head.weight.grad is not None) == bool(se_weight)
+    state.optimizer.zero_grad(set_to_none=True)
+    before = {k: v.clone() for k, v in state.model.state_dict().items()}
+    assert train_step(state, images, targets) is not None
+    after = state.model.state_dict()
+    assert (not torch.equal(after["feat2_att.se_head.weight"], before["feat2_att.se_head.weight"])) == bool(se_weight)
+    assert not torch.equal(after["backbone.conv1.conv.weight"], before["backbone.conv1.conv.weight"])
+
+
+def test_the_validation_loss_holds_the_se_loss():
+    from utils.engine.trainer import validation_loss
+    state, plain = se_loss_state(0.5), se_loss_state(0.0)
+    batches = [(SE_IMAGES, SE_TARGETS)]
+    assert validation_loss(state.model, state.loss_fn, batches, state) > validation_loss(
+        state.model, plain.loss_fn, batches, state)

@@ -57,7 +57,8 @@ def evaluate(config: TrainConfig, model, val_samples, class_names, anchors, stat
 def checkpoint_meta(config: TrainConfig, class_names, anchors) -> dict:
     """What a checkpoint holds besides the training state, so that predict.py and get_map.py need nothing else."""
     return {"class_names": list(class_names), "anchors": anchors.tolist(), "anchors_mask": DEFAULT_ANCHORS_MASK,
-            "attention": config.attention, "input_size": [config.input_size, config.input_size],
+            "attention": config.attention, "fusion": config.fusion, "se_loss": config.se_loss > 0,
+            "input_size": [config.input_size, config.input_size],
             "scale_x_y": config.scale_x_y, "args": config.to_dict()}
 
 
@@ -194,8 +195,9 @@ def map_fitness(row: dict) -> float:
 
 
 def format_row(row: dict, epochs: int) -> str:
+    se = f", se {row['se']:.4f}" if "se" in row else ""
     text = (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} (box {row['box']:.4f}, obj {row['obj']:.4f}, "
-            f"cls {row['cls']:.4f}), val loss {row['val_loss']:.4f}, lr {row['lr']:.2e}, {row['seconds']:.0f}s")
+            f"cls {row['cls']:.4f}{se}), val loss {row['val_loss']:.4f}, lr {row['lr']:.2e}, {row['seconds']:.0f}s")
     if row.get("map50") is not None:
         text += f"; mAP@0.5 {row['map50']:.4f}, mAP@0.5:0.95 {row['map50_95']:.4f}"
     return text + (" *" if row.get("best") else "")

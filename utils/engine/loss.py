@@ -1,4 +1,5 @@
-"""The YOLOv4 loss: CIoU boxes, BCE objectness with an ignore threshold, BCE classes.
+"""The YOLOv4 loss: CIoU boxes, BCE objectness with an ignore threshold, BCE classes; optionally
+EncNet's SE-loss on the class-presence logits of the model's enc blocks.
 
 Targets are Tensor[M, 6] rows (batch index, class, cx, cy, w, h), coordinates normalised to [0, 1]
 of the network input, as yolo_collate makes them. The loss does not depend on the order of the rows.
@@ -43,6 +44,8 @@ class YOLOLoss(nn.Module):
             probabilities clipped to [bce_clip, 1 - bce_clip] (no gradient beyond the clip).
         ciou_alpha_grad: let gradients flow through CIoU's trade-off weight alpha, as the reference
             does; False detaches it, as torchvision does.
+        se_weight: weight of EncNet's SE-loss (`se_loss`); 0 turns it off. When > 0, forward needs
+            the logits of the model's SE-loss heads (YoloBody(..., se_loss=True).collect_se_logits).
     """
 
     def __init__(self, anchors: Tensor, num_classes: int, anchors_mask: Sequence[Sequence[int]],
@@ -50,13 +53,16 @@ class YOLOLoss(nn.Module):
                  cls_weight: float = 0.5, balance: Sequence[float] = (1.0, 1.0), ignore_thres: float = 0.5,
                  assign_thres: float = 0.213, iou_aware: bool = True, label_smoothing: float = 0.0,
                  smooth_by_classes: bool = False, focal: bool = False, scale_x_y: float = 1.0,
-                 neighbor_cells: bool = False, bce_clip: float = 0.0, ciou_alpha_grad: bool = False):
+                 neighbor_cells: bool = False, bce_clip: float = 0.0, ciou_alpha_grad: bool = False,
+                 se_weight: float = 0.0):
         super().__init__()
         if neighbor_cells and scale_x_y < 2.0:
             raise ValueError(f"neighbour-cell assignment needs scale_x_y >= 2 so a prediction can reach the truth "
                              f"centre, got {scale_x_y}; raise scale_x_y or turn neighbour cells off")
         if not 0.0 <= bce_clip < 0.5:
             raise ValueError(f"bce_clip must be in [0, 0.5), got {bce_clip}; the reference uses 1e-7, 0 turns it off")
+        if se_weight < 0:
+            raise ValueError(f"se_weight must be >= 0 (0 turns the SE-loss off), got {se_weight}")
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False)
         self.num_classes = num_classes
         self.anchors_mask = [list(m) for m in anchors_mask]
@@ -68,10 +74,13 @@ class YOLOLoss(nn.Module):
         self.label_smoothing, self.smooth_by_classes = label_smoothing, smooth_by_classes
         self.scale_x_y, self.neighbor_cells = scale_x_y, neighbor_cells
         self.bce_clip, self.ciou_alpha_grad = bce_clip, ciou_alpha_grad
+        self.se_weight = se_weight
         self.used_anchors = sorted({i for m in self.anchors_mask for i in m})
 
-    def forward(self, outputs: Sequence[Tensor], targets: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """Returns the total loss and its parts {'box', 'obj', 'cls'} (each already weighted)."""
+    def forward(self, outputs: Sequence[Tensor], targets: Tensor,
+                se_logits: Sequence[Tensor] = ()) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Returns the total loss and its parts {'box', 'obj', 'cls'}, plus 'se' when se_weight > 0 (each
+        already weighted). `se_logits`: Tensor[B, num_classes] per enc block; ignored when se_weight is 0."""
         targets = targets.float()
         batch = outputs[0].shape[0]
         positives = self.assign(targets, [o.shape[2:] for o in outputs])
@@ -81,7 +90,22 @@ class YOLOLoss(nn.Module):
             b, o, c = self.head_loss(level, out, targets, positives[level], gt_boxes, gt_valid)
             box, obj, cls = box + b, obj + o * self.balance[level], cls + c
         parts = {"box": box * self.box_weight, "obj": obj * self.obj_weight, "cls": cls * self.cls_weight}
+        if self.se_weight:
+            parts["se"] = self.se_loss(se_logits, targets, batch) * self.se_weight
         return sum(parts.values()), parts
+
+    def se_loss(self, se_logits: Sequence[Tensor], targets: Tensor, batch: int) -> Tensor:
+        """EncNet's SE-loss (https://arxiv.org/abs/1803.08904), unweighted: float32 BCE of each block's
+        logits Tensor[B, C] against presence[b, c] = 1 when a target row of image b has class c, mean
+        over images and classes, then over the blocks."""
+        if not se_logits:
+            raise ValueError("the SE-loss is on (se_weight > 0) but no SE-loss logits were given: build the model "
+                             "with an enc block and se_loss=True and pass the list of its collect_se_logits()")
+        presence = torch.zeros(batch, self.num_classes, device=se_logits[0].device)
+        image_class = targets[:, :2].long().to(presence.device)
+        presence[image_class[:, 0], image_class[:, 1]] = 1.0
+        losses = [F.binary_cross_entropy_with_logits(logits.float(), presence) for logits in se_logits]
+        return torch.stack(losses).mean()
 
     @torch.no_grad()
     def assign(self, targets: Tensor, grid_sizes) -> list:

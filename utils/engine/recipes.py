@@ -31,6 +31,8 @@ _DEFAULT = {
     "box_weight": 0.05, "obj_weight": 1.0, "cls_weight": 0.5, "obj_size_scale": False, "cls_count_scale": False,
     "label_smoothing": 0.0, "smooth_by_classes": False, "focal_loss": False, "bce_clip": 0.0,
     "ciou_alpha_grad": False,
+    # EncNet's SE-loss weight; 0 is off (the reference has no enc block)
+    "se_loss": 0.0,
 }
 
 _REFERENCE = {
@@ -81,4 +83,4 @@ def loss_kwargs(args, num_classes: int, input_size: Union[int, Sequence[int]]) -
             "iou_aware": not get("hard_obj"), "label_smoothing": get("label_smoothing"),
             "smooth_by_classes": get("smooth_by_classes"), "focal": get("focal_loss"),
             "scale_x_y": get("scale_x_y"), "neighbor_cells": get("neighbor_cells"), "bce_clip": get("bce_clip"),
-            "ciou_alpha_grad": get("ciou_alpha_grad")}
+            "ciou_alpha_grad": get("ciou_alpha_grad"), "se_weight": get("se_loss")}

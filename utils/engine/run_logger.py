@@ -40,7 +40,11 @@ def read_yaml(path) -> Dict:
 
 
 class ResultsLog:
-    """results.csv with one row per epoch; rewritten whole (atomically) so rows are never torn."""
+    """results.csv with one row per epoch; rewritten whole (atomically) so rows are never torn.
+
+    The columns are the rows' keys in the order first seen. The loss parts after train_loss are box, obj
+    and cls, then se in a run with an SE-loss only, so that the columns of other runs stay as they were.
+    """
 
     def __init__(self, run_dir: Path, rows: List[Dict] = ()):
         self.path = Path(run_dir) / "results.csv"

@@ -9,7 +9,7 @@ checkpoints (`ckpt['args']`) and run_args.yaml hold: train.py's argument names, 
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from nets.attention import attention_to_str, parse_attention
+from nets.attention import SITE_CHANNELS, attention_to_str, check_fusion, parse_attention, site_facts
 
 # Defaults that depend on the data: the demo dataset gets a schedule that finishes in about
 # 15 minutes on 2 CPU cores; a real dataset gets a full schedule. Values given explicitly win.
@@ -30,6 +30,7 @@ class TrainConfig:
     init: str
     phi: int
     attention: str             # normalised placement spec (nets.attention.attention_to_str)
+    fusion: str                # the FPN merge before the P4 head (nets.attention.FUSION_NAMES)
     data: str                  # the dataset resolved (utils.data.voc.resolve_data)
     data_format: Optional[str]  # --data-format (None: detected)
     images: Optional[str]      # --images, the image folder of a COCO JSON
@@ -62,6 +63,7 @@ class TrainConfig:
     box_weight: float
     obj_weight: float
     cls_weight: float
+    se_loss: float             # EncNet's SE-loss weight; 0: off, and the enc blocks have no SE-loss head
     obj_size_scale: bool
     cls_count_scale: bool
     bce_clip: float
@@ -113,7 +115,19 @@ def make_config(values: Mapping[str, Any], is_demo: bool, amp_used: str) -> Trai
         raise ValueError(f"--input-size must be a positive multiple of 32, got {v['input_size']}")
     if v["epochs"] < 1 or v["freeze_epochs"] > v["epochs"]:
         raise ValueError(f"--epochs must be >= 1 and >= --freeze-epochs, got {v['epochs']} and {v['freeze_epochs']}")
-    v["attention"] = attention_to_str(parse_attention(v["attention"] if v["attention"] is not None else v["phi"]))
+    v["attention"], v["fusion"] = check_model(v)
     v["scale"], v["hsv"] = tuple(v["scale"]), tuple(v["hsv"])
     # "auto" in an older checkpoint meant on
     return TrainConfig(**v, amp_used=amp_used, channels_last_on=v["channels_last"] != "off")
+
+
+def check_model(values: Mapping[str, Any]) -> Tuple[str, str]:
+    """(normalised attention, fusion) of raw settings; ValueError for a bad --se-loss."""
+    placement = parse_attention(values["attention"] if values["attention"] is not None else values["phi"])
+    if values["se_loss"] < 0:
+        raise ValueError(f"--se-loss must be >= 0 (0: off), got {values['se_loss']}")
+    if values["se_loss"] > 0 and not any("num_classes" in site_facts(placement[site]) for site in SITE_CHANNELS):
+        raise ValueError(f"--se-loss {values['se_loss']:g} needs an enc block, whose SE-loss head it trains, and "
+                         f"attention {attention_to_str(placement)!r} has none; add one (--attention enc, or "
+                         "feat2=enc,...) or drop --se-loss")
+    return attention_to_str(placement), check_fusion(values["fusion"])

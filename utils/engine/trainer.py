@@ -1,4 +1,5 @@
 """One epoch of training, the validation loss, and the checkpoint a run writes."""
+import contextlib
 import math
 import time
 import warnings
@@ -56,6 +57,17 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, state: TrainState):
     return images, targets.to(state.device, non_blocking=True)
 
 
+def forward_loss(model: torch.nn.Module, loss_fn, images, targets, state: TrainState):
+    """(loss, parts) of the forward pass under the state's autocast. With an SE-loss (loss_fn.se_weight > 0)
+    the logits of the model's SE-loss heads go to the loss too (YoloBody.collect_se_logits)."""
+    se_weight = getattr(loss_fn, "se_weight", 0.0)  # a plain loss function has no SE-loss
+    collect = unwrap(model).collect_se_logits() if se_weight else contextlib.nullcontext()
+    with autocast(state.device, state.amp_dtype), collect as se_logits:
+        outputs = model(images)
+    extra = {"se_logits": se_logits} if se_weight else {}
+    return loss_fn([o.float() for o in outputs], targets, **extra)
+
+
 def train_step(state: TrainState, images, targets) -> Optional[Dict[str, float]]:
     """One optimisation step; returns the loss parts, or None when the step was skipped.
 
@@ -64,9 +76,7 @@ def train_step(state: TrainState, images, targets) -> Optional[Dict[str, float]]
     """
     buffers = list(state.model.buffers())
     saved = [b.clone() for b in buffers]  # the forward pass updates BatchNorm's running statistics
-    with autocast(state.device, state.amp_dtype):
-        outputs = state.model(images)
-    loss, parts = state.loss_fn([o.float() for o in outputs], targets)
+    loss, parts = forward_loss(state.model, state.loss_fn, images, targets, state)
     if not torch.isfinite(loss):
         skip_step(state, f"non-finite loss ({float(loss)})", buffers, saved)
         return None
@@ -153,9 +163,7 @@ def validation_loss(model: torch.nn.Module, loss_fn, loader, state: TrainState) 
     total, batches = 0.0, 0
     for images, targets in loader:
         images, targets = to_device(images, targets, state)
-        with autocast(state.device, state.amp_dtype):
-            outputs = model(images)
-        loss, _ = loss_fn([o.float() for o in outputs], targets)
+        loss, _ = forward_loss(model, loss_fn, images, targets, state)
         if math.isfinite(float(loss)):
             total, batches = total + float(loss), batches + 1
     model.train(was_training)

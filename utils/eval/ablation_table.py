@@ -347,9 +347,11 @@ def write_outputs(out: Path, rows: List[Dict], records: List[Dict], notes: List[
 
 
 def config_differences(records: List[Dict]) -> List[str]:
-    """Training settings (from each run's checkpoint) that are not the same in every run."""
-    keys = sorted({k for r in records for k in r.get("train_config", {})})
-    return [k for k in keys if len({json.dumps(r.get("train_config", {}).get(k)) for r in records}) > 1]
+    """Training settings (from each run's checkpoint) that are not the same in every run; a setting an older
+    run does not record (it predates the flag, so it ran with the flag's default) is not counted."""
+    configs = [r.get("train_config", {}) for r in records]
+    keys = sorted({k for c in configs for k in c})
+    return [k for k in keys if len({json.dumps(c[k]) for c in configs if k in c}) > 1]
 
 
 def table_notes(args, command: str, records: List[Dict], budget: List[str], threads: int) -> List[str]:
