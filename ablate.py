@@ -20,17 +20,14 @@ Interrupted? Run the same command again: finished runs are skipped, a run with a
 with train.py --resume, and a run without one starts again. Exit codes: as every script's (utils/core/cli.py).
 """
 import argparse
-import itertools
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -38,7 +35,7 @@ import torch
 
 import get_map
 import train
-from nets.attention import attention_to_str, parse_attention, split_fusion
+from yolo import YOLO
 from nets.summary import measure_models
 from nets.yolo import YoloBody
 from utils.core.cli import EXIT_FAILURE, EXIT_OK, run_main
@@ -48,6 +45,8 @@ from utils.data.layouts import add_data_flags
 from utils.data.voc import default_split, resolve_data
 from utils.engine.checkpoint import read_checkpoint
 from utils.eval import ablation_table as table
+from utils.deploy.cam import write_variant_cams
+from utils.eval.ablation_variants import Variant, parse_variants, sweep_variants
 from utils.eval import detect
 
 ROOT = Path(__file__).resolve().parent
@@ -76,6 +75,8 @@ def make_parser() -> argparse.ArgumentParser:
     a("--baseline", default=None, help="the variant the others are compared with (default: the first variant)")
     a("--bootstrap", type=int, default=1000, help="paired bootstrap resamples of the validation images for the "
       "difference of one seed's pair; 0 turns the bootstrap off (default: 1000)")
+    a("--cam-images", nargs="+", default=[], metavar="IMAGE", help="also write cam_<image stem>.jpg: the CAM of one "
+      "detection (the baseline's top one) in each variant's seed-0 last.pth, side by side (default: none)")
     a("--seeds", type=int, default=1, help="train every variant with seeds 0..N-1 (default: 1)")
     a("--out", default="logs/ablation", help="output folder (default: logs/ablation)")
     a("--data", default="VOCdevkit", help="dataset passed to train.py --data (default: VOCdevkit, the demo when empty)")
@@ -98,44 +99,6 @@ def make_parser() -> argparse.ArgumentParser:
     a("--threads", type=int, default=0, help="CPU threads for the latency timing (default: 0, PyTorch's choice)")
     a("--quiet", action="store_true", help="do not echo train.py's output (it is still in logs/) (default: off)")
     return p
-
-
-@dataclass(frozen=True)
-class Variant:
-    label: str      # name in the table: phi3, cbam_eca, feat1=cbam,feat2=se, enc,fusion=gated
-    spec: str       # what train.py --attention gets
-    attention: str  # the normalised placement spec
-    fusion: str = "concat"  # what train.py --fusion gets (nets.attention.FUSION_NAMES)
-
-    @property
-    def slug(self) -> str:
-        return re.sub(r"[^a-z0-9_]+", "-", self.label)
-
-
-def parse_variants(items: List[str]) -> List[Variant]:
-    """Variants from --variants; ValueError for an unknown name or a variant listed twice."""
-    words = [w.strip() for item in items for w in (item.split(",") if "=" not in item else [item]) if w.strip()]
-    variants = []
-    for word in words:
-        spec, fusion = split_fusion(word)
-        attention = attention_to_str(parse_attention(spec))
-        label = f"phi{int(spec)}" if spec.isdigit() else attention
-        label = label if fusion == "concat" else f"{label},fusion={fusion}".removeprefix("none,")
-        if any(v.label == label for v in variants):
-            raise ValueError(f"variant {word!r} is listed twice (as {label}); list each variant once")
-        variants.append(Variant(label, spec, attention, fusion))
-    if not variants:
-        raise ValueError("--variants is empty; give at least one phi integer, block name or per-site spec")
-    return variants
-
-
-def sweep_variants(block: str, pairs: bool) -> List[str]:
-    """--variants of --sweep-sites: phi 0, then `block` at each site of YoloBody (each pair of sites with `pairs`)."""
-    if attention_to_str(parse_attention(block)) == "none":
-        raise ValueError(f"--sweep-sites needs an attention block, got {block!r}")
-    sites = list(YoloBody.site_channels)
-    groups = itertools.combinations(sites, 2) if pairs else ((site,) for site in sites)
-    return ["0"] + [",".join(f"{site}={block}" for site in group) for group in groups]
 
 
 def variants_from_args(args) -> List[Variant]:
@@ -345,6 +308,9 @@ def run_all(args, command: str) -> int:
     baseline = pick_baseline(variants, args.baseline)
     if args.seeds < 1 or args.bootstrap < 0:
         raise ValueError(f"--seeds must be >= 1 and --bootstrap >= 0, got {args.seeds} and {args.bootstrap}")
+    missing = [image for image in args.cam_images if not Path(image).is_file()]
+    if missing:
+        raise ValueError(f"--cam-images: no such file: {', '.join(missing)}")
     budget = budget_flags(args)
     evaluate = RunScorer(args.data, args.eval_split, args.device, args.workers, args.data_format, args.images)
     check_budget(Path(args.out), {"train_flags": budget, "eval_split": evaluate.split})
@@ -358,6 +324,7 @@ def run_all(args, command: str) -> int:
                 records.append(record)
     if records:
         write_tables(args, command, variants, records, budget, baseline, evaluate)
+        write_cams(args, [v for v in variants if v.label == baseline] + [v for v in variants if v.label != baseline])
     if failed:
         print(f"ablate.py: error: {len(failed)} runs failed: {', '.join(failed)}; fix the cause and run the same "
               "command again (finished runs are kept)", file=sys.stderr)
@@ -385,6 +352,14 @@ def write_tables(args, command: str, variants: List[Variant], records: List[Dict
     paths = table.write_outputs(Path(args.out), rows, records, notes, baseline, args.seeds)
     print(paths[0].read_text(encoding="utf-8"))
     print(f"wrote {', '.join(map(str, paths))}")
+
+
+def write_cams(args, variants: List[Variant]) -> None:
+    """--cam-images: one panel per image, the variants (baseline first) whose seed-0 run finished side by side."""
+    runs = [(v.label, Path(args.out) / "runs" / run_name(v, 0) / "last.pth") for v in variants]
+    models = [(label, YOLO(str(weights), device=args.device, amp="off")) for label, weights in runs if weights.is_file()]
+    for image in args.cam_images if models else []:
+        print(f"wrote {write_variant_cams(Path(args.out) / f'cam_{Path(image).stem}.jpg', image, models)}")
 
 
 def main(argv=None) -> int:

@@ -146,6 +146,12 @@ def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_pa
     mtime = weights.stat().st_mtime_ns
     (out / "ablation.csv").unlink()
     capsys.readouterr()
+    image = sorted((voc / "JPEGImages").iterdir())[0]
+    assert ablate.main([*argv, "--cam-images", image]) == 0
+    cam = out / f"cam_{image.stem}.jpg"
+    assert cam.read_bytes()[:2] == b"\xff\xd8" and f"wrote {cam}" in capsys.readouterr().out
+    assert ablate.main([*argv, "--cam-images", tmp_path / "nope.jpg"]) == 1  # refused before anything runs
+    assert "nope.jpg" in capsys.readouterr().err
     assert ablate.main(argv) == 0
     printed = capsys.readouterr().out
     assert "phi0_s0: done before, skipped" in printed and "phi3_s0: done before, skipped" in printed
