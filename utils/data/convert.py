@@ -34,7 +34,7 @@ from utils.core.config import read_classes
 from utils.core.paths import MODEL_DATA
 from utils.data.annotations import DatasetError, Sample
 from utils.data.formats import COCO_PREFIX, read_data_yaml
-from utils.data.layouts import DATA_FORMATS, LAYOUTS, _split_names, _year_dirs, coco_root_splits, dataset_layout
+from utils.data.layouts import DATA_FORMATS, LAYOUTS, split_names, year_dirs, coco_root_splits, dataset_layout
 from utils.data.voc import ScanStats, load_samples, resolve_classes
 from utils.data.writers import WRITE_FORMATS, Report, check_destination, write_dataset
 
@@ -75,9 +75,9 @@ def _coco_tag(json_path: Path) -> str:
 def listed_splits(src: Path, layout: str) -> List[str]:
     """The splits SRC lists (see the module docstring); the seeded train and val where it lists none."""
     if layout == "year":
-        return _split_names(src)
+        return split_names(src)
     if layout == "devkit":
-        return sorted({s for year in _year_dirs(src) for s in _split_names(year)})
+        return sorted({s for year in year_dirs(src) for s in split_names(year)})
     if layout == "yolo-yaml":
         return list(read_data_yaml(src).splits)
     if layout == "coco-root":

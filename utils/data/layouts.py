@@ -79,7 +79,8 @@ def _has_folder(path: Path, name: str) -> bool:
     return (path / name).is_dir() and name in os.listdir(path)
 
 
-def _year_dirs(root: Path) -> List[Path]:
+def year_dirs(root: Path) -> List[Path]:
+    """The year folders (those holding Annotations/) of a VOCdevkit root."""
     return sorted(p for p in root.iterdir() if p.is_dir() and _has_folder(p, "Annotations"))
 
 
@@ -111,7 +112,7 @@ def _layouts(path: Path) -> Iterator[str]:
         yield "coco-root"
     if labelme.is_labelme_folder(path):
         yield "labelme"
-    if _year_dirs(path):
+    if year_dirs(path):
         yield "devkit"
 
 
@@ -144,7 +145,8 @@ def dataset_layout(path: Path, data_format: Optional[str] = None, images_dir=Non
     return None
 
 
-def _split_names(year: Path) -> List[str]:
+def split_names(year: Path) -> List[str]:
+    """The split names of a year folder: its ImageSets/Main lists, or the seeded train, val and all."""
     main = year / "ImageSets" / "Main"
     if not main.is_dir():
         return ["train", "val", "all"]
@@ -170,8 +172,8 @@ def default_split(data, purpose: str, data_format: Optional[str] = None, images_
         return _coco_root_default(path, purpose)
     if layout in ("yolo", "yolo-yaml", "labelme"):
         return "train" if purpose == "train" else "val"
-    years = _year_dirs(path) if layout == "devkit" else [path]
-    with_test = [y for y in years if "test" in _split_names(y)]
+    years = year_dirs(path) if layout == "devkit" else [path]
+    with_test = [y for y in years if "test" in split_names(y)]
     if not with_test:
         return "train" if purpose == "train" else "val"
     if purpose == "train":
@@ -263,7 +265,7 @@ def _year_sources(year: Path, split: str, seed: int, val_fraction: float) -> Lis
         for part in split.split("+"):
             list_file = main / f"{part}.txt"
             if not list_file.is_file():
-                raise DatasetError(f"{list_file} does not exist; splits in {main}: {', '.join(_split_names(year))}")
+                raise DatasetError(f"{list_file} does not exist; splits in {main}: {', '.join(split_names(year))}")
             ids += [_image_id(line, annotations) for line in list_file.read_text(encoding="utf-8").splitlines()
                     if line.strip()]
     else:
@@ -275,7 +277,7 @@ def _year_sources(year: Path, split: str, seed: int, val_fraction: float) -> Lis
 
 
 def _devkit_sources(root: Path, split: str, seed: int, val_fraction: float) -> List[Source]:
-    years = {y.name: y for y in _year_dirs(root)}
+    years = {y.name: y for y in year_dirs(root)}
     sources: List[Source] = []
     for part in split.split("+"):
         if "/" in part:
@@ -284,10 +286,10 @@ def _devkit_sources(root: Path, split: str, seed: int, val_fraction: float) -> L
                 raise DatasetError(f"{root}: no year folder {name!r} for split {part!r}; found: {', '.join(years)}")
             sources += _year_sources(years[name], sub, seed, val_fraction)
             continue
-        having = [y for y in years.values() if part in _split_names(y)]
+        having = [y for y in years.values() if part in split_names(y)]
         if not having:
             raise DatasetError(f"{root}: no year folder has split {part!r}; found {', '.join(years)} "
-                               f"with splits {sorted({s for y in years.values() for s in _split_names(y)})}")
+                               f"with splits {sorted({s for y in years.values() for s in split_names(y)})}")
         for year in having:
             sources += _year_sources(year, part, seed, val_fraction)
     return list({s.key: s for s in sources}.values())
