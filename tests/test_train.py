@@ -294,6 +294,18 @@ def test_a_gated_run_with_the_se_loss_trains_and_its_checkpoint_loads_for_predic
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
 
 
+def test_joint_cbam_and_dia_train_and_load_at_the_trained_input_size_only(tiny_voc, tmp_path, capsys):
+    from utils.engine.checkpoint import model_from_weights
+    assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 1, "--eval-period", 0, "--input-size", 64,
+                                "--attention", "feat1=cbam_joint,stage2=dia")) == 0
+    ckpt = read_checkpoint(tmp_path / "exp" / "last.pth")
+    model, meta = model_from_weights(tmp_path / "exp" / "last.pth")
+    assert meta["input_size"] == [64, 64] and all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
+    model.eval()(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="64x64"):
+        model(torch.zeros(1, 3, 96, 96))
+
+
 def test_se_loss_without_an_enc_block_fails_clearly(tiny_voc, tmp_path, capsys):
     assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 1, "--attention", "se", "--se-loss", 0.2)) == 1
     assert "--se-loss 0.2 needs an enc block" in capsys.readouterr().err
