@@ -29,7 +29,7 @@ from utils.engine.train_config import DERIVED_KEYS, TrainConfig, make_config
 from utils.engine.trainer import TrainState, TrainingDiverged, restore_checkpoint
 from utils.data.demo_data import demo_classes_file
 from utils.data.label_plots import plot_labels
-from utils.data.layouts import add_data_flags
+from utils.data.layouts import add_data_flags, data_options
 from utils.data.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
 from utils.eval.evaluator import CONF_THRES, IOU_THRES, NMS_THRES
 
@@ -186,7 +186,7 @@ class RunData(NamedTuple):
 def load_data(values: dict) -> RunData:
     """Class names and samples of the run's splits; an unreadable validation image stops the run."""
 
-    options = {"data_format": values["data_format"], "images_dir": values["images"]}
+    options = data_options(values)
     data = resolve_data(values["data"], **options)
     used = {"data": str(data),
             "classes": str(resolve_classes(data, values["classes"] or ROOT / "model_data/voc_classes.txt", **options)),

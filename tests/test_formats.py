@@ -372,3 +372,10 @@ def test_seeded_yolo_folder_counts_only_label_files_without_any_image(tmp_path, 
         load_samples(root, split, CLASSES, use_cache=False, val_fraction=0.5)
     err = capsys.readouterr().err
     assert err.count("stray.txt: no image of the split") == 2 and err.count("label file") == 2
+
+
+def test_coco_tag_is_the_stem_without_instances_and_never_empty():
+    from utils.data.formats import coco_tag
+    assert coco_tag(Path("a/instances_val2017.json")) == "val2017"
+    assert coco_tag(Path("a/val.json")) == "val"
+    assert coco_tag(Path("a/instances_.json")) == "instances_"  # an empty name is no split

@@ -1,11 +1,16 @@
 """Reading the small text files in model_data/ (class names, anchors) and checking the input size."""
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
 
 DEFAULT_ANCHORS_MASK = [[3, 4, 5], [1, 2, 3]]
+
+
+def classes_text(names: Sequence[str]) -> str:
+    """The text of a classes file holding `names` (what read_classes reads back)."""
+    return "".join(f"{n}\n" for n in names)
 
 
 def read_classes(path) -> List[str]:

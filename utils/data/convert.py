@@ -33,7 +33,7 @@ from utils.core.cli import UserError, run_main
 from utils.core.config import read_classes
 from utils.core.paths import MODEL_DATA
 from utils.data.annotations import DatasetError, Sample
-from utils.data.formats import COCO_PREFIX, read_data_yaml
+from utils.data.formats import coco_tag, read_data_yaml
 from utils.data.layouts import DATA_FORMATS, LAYOUTS, split_names, year_dirs, coco_root_splits, dataset_layout
 from utils.data.voc import ScanStats, load_samples, resolve_classes
 from utils.data.writers import WRITE_FORMATS, Report, check_destination, write_dataset
@@ -67,11 +67,6 @@ def check_source(src: Path, data_format: str, images_dir=None) -> str:
     return dataset_layout(src, data_format, images_dir)
 
 
-def _coco_tag(json_path: Path) -> str:
-    stem = json_path.stem
-    return stem[len(COCO_PREFIX):] if stem.startswith(COCO_PREFIX) and stem != COCO_PREFIX else stem
-
-
 def listed_splits(src: Path, layout: str) -> List[str]:
     """The splits SRC lists (see the module docstring); the seeded train and val where it lists none."""
     if layout == "year":
@@ -93,7 +88,7 @@ def source_splits(src: Path, layout: str, wanted: Optional[Sequence[str]] = None
     if wanted:
         return [SourceSplit(s, s) for s in dict.fromkeys(wanted)]
     if layout == "coco":
-        return [SourceSplit(_coco_tag(src), "all")]
+        return [SourceSplit(coco_tag(src), "all")]
     return [SourceSplit(s, s) for s in listed_splits(src, layout)]
 
 

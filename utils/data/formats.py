@@ -345,9 +345,10 @@ def coco_image_dirs(json_path: Path, images_dir: Optional[Path] = None) -> List[
 
 
 def coco_tag(json_path: Path) -> str:
-    """The split a COCO JSON names: its stem without `instances_` (instances_val2017.json -> val2017)."""
+    """The split a COCO JSON names: its stem without `instances_` (instances_val2017.json -> val2017); a stem
+    that is `instances_` alone is kept, since an empty name is no split."""
     stem = json_path.stem
-    return stem[len(COCO_PREFIX):] if stem.startswith(COCO_PREFIX) else stem
+    return stem[len(COCO_PREFIX):] if stem.startswith(COCO_PREFIX) and stem != COCO_PREFIX else stem
 
 
 def find_coco_image(json_path: Path, file_name: str, images_dir: Optional[Path] = None) -> Optional[Path]:

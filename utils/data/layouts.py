@@ -29,7 +29,6 @@ Split names:
   Annotation-lines files and COCO JSON default to `all` for both; a COCO root to its last `train*` and `val*`
   splits by name (`train2017`, `val2017`). The demo dataset has train and val.
 """
-import argparse
 import hashlib
 import os
 from dataclasses import dataclass
@@ -379,7 +378,8 @@ def add_data_flags(parser) -> None:
                         help="the image folder of a COCO JSON or root; without it, looked for beside the JSON")
 
 
-def data_options(args: argparse.Namespace) -> Dict[str, Optional[str]]:
-    """{'data_format', 'images_dir'} from the flags of add_data_flags, for resolve_data, default_split,
-    resolve_classes, load_samples and load_eval_samples."""
-    return {"data_format": args.data_format, "images_dir": args.images}
+def data_options(args) -> Dict[str, Optional[str]]:
+    """{'data_format', 'images_dir'} from the flags of add_data_flags (parsed arguments, or their dict as
+    train.py keeps them), for resolve_data, default_split, resolve_classes, load_samples and load_eval_samples."""
+    values = args if isinstance(args, dict) else vars(args)
+    return {"data_format": values["data_format"], "images_dir": values["images"]}

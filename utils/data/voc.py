@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from utils.core.config import classes_text
 from utils.core.fileio import atomic_open
 from utils.core.paths import REPO_ROOT
 from utils.data import demo_data
@@ -95,7 +96,7 @@ def _cache_path(path: Path, split: str, class_names: Sequence[str], seed: int, v
 
 def _written_classes(path: Path, names: Sequence[str]) -> Path:
     """A classes file holding `names`, in the scan cache folder (never in the dataset)."""
-    text = "".join(f"{n}\n" for n in names)
+    text = classes_text(names)
     digest = hashlib.sha1(f"{path.resolve()}\n{text}".encode("utf-8")).hexdigest()[:16]
     target = _cache_base() / "classes" / f"{path.stem}-{digest}.txt"
     if not target.is_file() or target.read_text(encoding="utf-8") != text:

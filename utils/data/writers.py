@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from utils.core.config import classes_text
 from utils.core.fileio import atomic_open, write_bytes_atomic, write_json_atomic, write_text_atomic
 from utils.data.annotations import DatasetError, Sample
 from utils.data.formats import COCO_PREFIX, YOLO_SPLITS
@@ -140,10 +141,6 @@ def voc_xml(sample: Sample, class_names: Sequence[str]) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def _names_text(class_names: Sequence[str]) -> str:
-    return "".join(f"{n}\n" for n in class_names)
-
-
 def write_voc(root: Path, splits: Splits, class_names: Sequence[str]) -> Report:
     """A VOC year folder (see the module docstring)."""
     for sample in unique_images([s for samples in splits.values() for s in samples], str(root)):
@@ -153,7 +150,7 @@ def write_voc(root: Path, splits: Splits, class_names: Sequence[str]) -> Report:
     for split, samples in splits.items():
         ids = "".join(f"{Path(s.image_path).stem}\n" for s in samples)
         write_text_atomic(root / "ImageSets" / "Main" / f"{split}.txt", ids)
-    write_text_atomic(root / "classes.txt", _names_text(class_names))
+    write_text_atomic(root / "classes.txt", classes_text(class_names))
     return Report()
 
 
@@ -206,7 +203,7 @@ def write_yolo(root: Path, splits: Splits, class_names: Sequence[str]) -> Report
             copy_file(name, root / "images" / split / name.name)
             write_text_atomic(root / "labels" / split / f"{name.stem}.txt", yolo_label(sample))
     write_text_atomic(root / "data.yaml", _data_yaml(splits, class_names))
-    write_text_atomic(root / "classes.txt", _names_text(class_names))
+    write_text_atomic(root / "classes.txt", classes_text(class_names))
     report = Report()
     images = {s.image_path: s for samples in splits.values() for s in samples}.values()
     difficult = sum(int(s.difficult.sum()) for s in images)
