@@ -6,9 +6,11 @@ Exit codes (utils/core/cli.py): 0 done, 1 bad input or training diverged, 130 in
 """
 import argparse
 import sys
+import warnings
 from pathlib import Path
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
+import numpy as np
 import torch
 
 from nets.attention import FUSION_NAMES, PHI_NAMES
@@ -16,17 +18,18 @@ from nets.yolo import YoloBody
 from utils.core.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
 from utils.core.cli import EXIT_INTERRUPTED, EXIT_OK, choices_help, run_main
 from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes
-from utils.core.fileio import remove_stale_temporaries
+from utils.core.fileio import remove_stale_temporaries, write_text_atomic
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import load_weights, read_checkpoint
 from utils.engine.ema import ModelEMA
 from utils.engine.loop import EpochLoop
-from utils.engine.loss import YOLOLoss
+from utils.engine.loss import ASSIGNERS, YOLOLoss
 from utils.engine.optim import build_optimizer, scaled_lr
 from utils.engine.recipes import RECIPES, loss_kwargs
 from utils.engine.run_logger import new_run_dir, read_yaml, write_yaml
 from utils.engine.train_config import DERIVED_KEYS, TrainConfig, make_config
 from utils.engine.trainer import TrainState, TrainingDiverged, restore_checkpoint
+from utils.data.anchors import box_sizes, format_anchors, refit_anchors
 from utils.data.demo_data import demo_classes_file
 from utils.data.label_plots import plot_labels
 from utils.data.layouts import add_data_flags, data_options
@@ -66,6 +69,9 @@ def add_model_flags(group) -> None:
     a("--train-split", default=None, help="training split (default: trainval/train, see utils/data/voc.py)")
     a("--val-split", default=None, help="validation split (default: the evaluation split get_map.py uses)")
     a("--anchors", default=str(ROOT / "model_data/yolo_anchors.txt"), help="anchors file (w,h pairs in pixels)")
+    a("--auto-anchors", action=argparse.BooleanOptionalAction, default=False, help="at the start of a new run, "
+      "refit the anchors the heads use by k-means on the training boxes at the input size, and keep the refit when "
+      "its average best IoU is higher (printed beside --anchors'; written to the run folder's anchors.txt)")
     a("--input-size", type=int, default=None, help="square input size, a multiple of 32 (default 416; 320 on the demo)")
 
 
@@ -127,6 +133,12 @@ def add_loss_flags(group) -> None:
       "(s - 1) / 2 + cell) * stride (darknet's yolov4-tiny uses 1.05, the reference 1.0)")
     a("--neighbor-cells", action=argparse.BooleanOptionalAction, default=True,
       help="also assign a truth to the 2 neighbouring cells nearest its centre (needs --scale-x-y >= 2)")
+    a("--assigner", default="shape", choices=list(ASSIGNERS), help="positives: shape (the anchor-shape and cell rule "
+      "above) or aligned (task-aligned: of the cells inside a truth and the shape rule's, the --topk whose "
+      "prediction fits it best, as TOOD and YOLOv8)")
+    a("--topk", type=int, default=10, help="positives per truth of --assigner aligned")
+    a("--iou-cls", action=argparse.BooleanOptionalAction, default=False,
+      help="class target at positives is the predicted box's IoU instead of 1 (as objectness already is)")
 
 
 def add_run_flags(group) -> None:
@@ -145,6 +157,7 @@ def add_run_flags(group) -> None:
     a("--amp", default="auto", choices=AMP_CHOICES, help="mixed precision: auto picks bf16 on CPUs/GPUs that "
       "support it, fp16 on other GPUs, else off")
     a("--no-ema", dest="ema", action="store_false", help="turn off the EMA of the weights")
+    a("--ema-tau", type=float, default=2000.0, help="EMA warm-up: the decay ramps up as 1 - exp(-updates / tau)")
     a("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun on GPUs")
     a("--channels-last", default="on", choices=["on", "off"], help="channels-last memory format (faster in every "
       "setting measured: fp32 and bf16 on CPU)")
@@ -255,7 +268,8 @@ def build_state(config: TrainConfig, model, loss_fn, device: torch.device, amp_d
                       device=device, amp_dtype=amp_dtype, base_lr=0.0, epochs=config.epochs,
                       warmup_epochs=config.warmup_epochs, min_lr_ratio=config.min_lr / config.lr,
                       lr_schedule=config.lr_schedule, channels_last=config.channels_last_on,
-                      grad_clip=config.grad_clip, ema=ModelEMA(model) if config.ema and dist.is_main() else None,
+                      grad_clip=config.grad_clip,
+                      ema=ModelEMA(model, tau=config.ema_tau) if config.ema and dist.is_main() else None,
                       scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
 
 
@@ -287,6 +301,29 @@ def describe(config: TrainConfig, device, data: RunData) -> None:
               f"{NMS_THRES}, IoU {IOU_THRES} (the same evaluator and settings as get_map.py)")
 
 
+def run_anchors(config: TrainConfig, data: RunData, resume: Optional[dict]) -> torch.Tensor:
+    """The anchors of the run: a resumed run's own, else --anchors, refit on the training boxes with
+    --auto-anchors (the comparison printed by the main process)."""
+    if resume:
+        return torch.as_tensor(resume["anchors"], dtype=torch.float32)
+    anchors = read_anchors(config.anchors)
+    if not config.auto_anchors:
+        return anchors
+    wh = box_sizes(data.train, config.input_size)
+    used = sorted({i for mask in DEFAULT_ANCHORS_MASK for i in mask})
+    try:
+        fitted, new_iou, old_iou = refit_anchors(wh, anchors.numpy(), used, config.seed)
+    except ValueError as e:  # fewer distinct box sizes than anchors
+        warnings.warn(f"--auto-anchors: keeping {config.anchors}: {e}")
+        return anchors
+    if dist.is_main():
+        kept = "refit kept" if new_iou > old_iou else f"keeping {config.anchors}"
+        print(f"auto-anchors: {len(wh)} training boxes at {config.input_size}: avg best IoU {old_iou:.3f} with "
+              f"{config.anchors} ({format_anchors(anchors.numpy()[used])}), {new_iou:.3f} refit "
+              f"({format_anchors(np.asarray(fitted)[used])}); {kept}")
+    return torch.as_tensor(fitted, dtype=torch.float32)
+
+
 def write_labels_picture(path: Path, data: RunData, input_size: int, anchors: torch.Tensor) -> None:
     """labels.png of the training split; a resumed run keeps the one its folder holds (same split)."""
     if not path.exists():
@@ -300,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
     amp_dtype = resolve_amp(values["amp"], device)
     data = load_data(values)
     config = make_config({**values, **data.used}, data.is_demo, amp_name(amp_dtype))
-    anchors = read_anchors(config.anchors)
+    anchors = run_anchors(config, data, resume)
     model = build_model(config, len(data.class_names), device)
     state = build_state(config, model, build_loss(config, anchors, len(data.class_names)), device, amp_dtype)
     if resume:
@@ -311,6 +348,8 @@ def run(args: argparse.Namespace) -> int:
         describe(config, device, data)
         write_yaml(run_dir / "run_args.yaml", config.to_dict())
         write_labels_picture(run_dir / "labels.png", data, config.input_size, anchors)
+        if config.auto_anchors:
+            write_text_atomic(run_dir / "anchors.txt", format_anchors(anchors.numpy()) + "\n")
         print(f"run folder: {run_dir}")
     loop = EpochLoop(config, state, run_dir, data.class_names, anchors, data.train, data.val, resume)
     try:

@@ -1,24 +1,28 @@
-"""Our default training recipe against YOLOv8n (ultralytics, from yolov8n.yaml, no weights) on the same data (issue 9).
+"""Our default training recipe against ultralytics peers, each from its model yaml with no weights, on the same data.
 
-    python bench/bench_vs_peer.py                              # demo and alt datasets, 320 px, 25 epochs, batch 8
+    python bench/bench_vs_peer.py                              # demo and alt, 320 px, 25 epochs, batch 8, YOLOv8n
+    python bench/bench_vs_peer.py --peer-model yolov8n.yaml yolo11n.yaml yolo26n.yaml   # three peers
     python bench/bench_vs_peer.py --epochs 1 --max-images 16   # smoke run
 
-For each dataset, both models train from scratch with the same image size, epochs, batch, workers and
-torch threads, one after the other, each timed by the wall clock of its training process:
+For each dataset, every model trains from scratch with the same image size, epochs, batch, workers and
+torch threads, one after the other, each timed by the wall clock of its training process (issues 9, 17):
   * ours: `train.py` with its default recipe (only data, size, epochs, batch, workers and run folder are
     passed; no per-epoch evaluation), scored from last.pth;
-  * YOLOv8n: ultralytics' own defaults with val=False (it still validates once after the last epoch
-    and once in its final_eval; on CPU it forces 0 loader workers), trained by bench/peer_yolov8.py in
-    its own virtual environment (--peer-venv, made with --system-site-packages so it reuses this
-    torch; created and filled by this script, never a dependency of the project) on the dataset
-    converted to YOLO format (difficult objects left out, as our loader does), scored from last.pt.
-Both are scored by our evaluator (utils.eval.evaluator) on the dataset's val split from detections at
+  * each peer of --peer-model (default: yolov8n.yaml; named by the yaml's stem: yolov8n, yolo11n,
+    yolo26n): built from its yaml with random weights, ultralytics' own defaults with val=False (it still
+    validates once after the last epoch and once in its final_eval; on CPU it forces 0 loader workers),
+    trained by bench/peer_ultralytics.py in its own virtual environment (--peer-venv, which sees this
+    interpreter's packages, torch included; created and filled by bench/peer_setup.py, never a
+    dependency of the project) on
+    the dataset converted to YOLO format (difficult objects left out, as our loader does), scored from last.pt.
+All are scored by our evaluator (utils.eval.evaluator) on the dataset's val split from detections at
 confidence 0.001, class-aware NMS at IoU 0.5 and at most 300 boxes per image (our NMS settings; the
-peer's own predict default is IoU 0.7), in original-image pixels.
+peers' own predict default is IoU 0.7; a peer with an NMS-free end-to-end head, as yolo26n, is scored
+from its one-to-many head with this same NMS, ultralytics' default), in original-image pixels.
 
 Finished runs are reused: results/<dataset>-<model>-<settings>.json is written after scoring and
 results/<...>.train.json after training, so an interrupted bench continues where it stopped.
-The table goes to stdout and, atomically, to <out>/bench_vs_peer.md and .json.
+The table, one row per (dataset, model), goes to stdout and, atomically, to <out>/bench_vs_peer.md and .json.
 """
 import argparse
 import json
@@ -39,11 +43,12 @@ from utils.core.config import read_classes  # noqa: E402
 from utils.eval.evaluator import CONF_THRES, NMS_THRES  # noqa: E402
 from utils.core.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.data.voc import REPO_ROOT, Sample  # noqa: E402
+from bench.peer_setup import convert_to_yolo, ensure_peer_venv, yolo_val_images  # noqa: E402
 
 DATASETS = {"demo": "model_data/demo_classes.txt", "alt": "model_data/demo_alt_classes.txt"}  # demo style -> classes
-MODELS = ("ours", "yolov8n")
-PEER_SCRIPT = Path(__file__).resolve().with_name("peer_yolov8.py")
-PEER_PACKAGE = "ultralytics==8.4.190"  # the version whose offline behaviour peer_yolov8.py was checked against
+PEER_SCRIPT = Path(__file__).resolve().with_name("peer_ultralytics.py")
+PEER_PACKAGE = "ultralytics==8.4.190"  # the version whose offline behaviour peer_ultralytics.py was checked against
+DEFAULT_PEER = "yolov8n.yaml"
 MAX_DET = 300
 
 
@@ -53,14 +58,16 @@ def make_parser() -> argparse.ArgumentParser:
     a("--datasets", type=parse_datasets, default="demo,alt",
       help=f"comma-separated demo styles, of {', '.join(DATASETS)} (default: demo,alt)")
     a("--input-size", type=int, default=320, help="image size for training and scoring (default: 320)")
-    a("--epochs", type=int, default=25, help="training epochs of both models (default: 25)")
-    a("--batch-size", type=int, default=8, help="batch size of both models (default: 8)")
-    a("--workers", type=int, default=2, help="loader workers asked of both (ultralytics uses 0 on CPU) (default: 2)")
+    a("--epochs", type=int, default=25, help="training epochs of every model (default: 25)")
+    a("--batch-size", type=int, default=8, help="batch size of every model (default: 8)")
+    a("--workers", type=int, default=2, help="loader workers asked of all (ultralytics uses 0 on CPU) (default: 2)")
     a("--threads", type=int, default=os.cpu_count() or 1, help="OMP/torch threads of every process (default: all cores)")
     a("--max-images", type=int, default=0, help="only the first N train and N val images, for smoke runs (default: 0: all)")
     a("--out", default=None, help="folder of runs, converted data, results, table (default: bench/out/peer in the repo)")
     a("--skip-ours", action="store_true", help="do not train or score our model")
-    a("--skip-peer", action="store_true", help="do not train or score YOLOv8n")
+    a("--peer-model", nargs="+", type=parse_peer_model, default=[DEFAULT_PEER], metavar="YAML",
+      help=f"ultralytics model yamls to compare, each built with random weights (default: {DEFAULT_PEER})")
+    a("--skip-peer", action="store_true", help="do not train or score any peer")
     a("--peer-venv", default=None, help="virtual environment for ultralytics (default: bench/.venv-peer in the repo)")
     a("--peer-package", default=PEER_PACKAGE, help=f"pip requirement installed into it (default: {PEER_PACKAGE})")
     return p
@@ -74,9 +81,27 @@ def parse_datasets(text: str) -> List[str]:
     return names
 
 
+def parse_peer_model(text: str) -> str:
+    """An ultralytics model yaml: a name it ships (yolo11n.yaml) or a file path, absolute as the peer runs elsewhere."""
+    if Path(text).suffix not in (".yaml", ".yml") or Path(text).stem == "ours":
+        raise argparse.ArgumentTypeError(f"expected an ultralytics model yaml such as yolo11n.yaml, got {text!r}")
+    return str(Path(text).resolve()) if Path(text).is_file() else text
+
+
+def peer_models(yamls: Sequence[str]) -> Dict[str, str]:
+    """{model name (the yaml's stem): yaml}; two yamls with one stem would share result files, so that is refused."""
+    peers: Dict[str, str] = {}
+    for yaml in yamls:
+        name = Path(yaml).stem
+        if name in peers:
+            raise ValueError(f"--peer-model {peers[name]} and {yaml} are both named {name!r}; rename one")
+        peers[name] = yaml
+    return peers
+
+
 @dataclass(frozen=True)
 class Settings:
-    """What both models share; the tag names a result file."""
+    """What every model shares; the tag names a result file."""
 
     input_size: int
     epochs: int
@@ -131,73 +156,6 @@ def load_split(dataset: Dataset, split: str) -> List[Sample]:
     return load_samples(dataset.path, split, dataset.class_names)
 
 
-def yolo_label_lines(sample: Sample) -> List[str]:
-    """'class cx cy w h' per non-difficult box, normalised by the image size and clipped to [0, 1]."""
-    keep = ~np.asarray(sample.difficult, dtype=bool)
-    boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)[keep]
-    scale = np.array([sample.width, sample.height, sample.width, sample.height], dtype=np.float64)
-    boxes = np.clip(boxes / scale, 0.0, 1.0)
-    lines = []
-    for (x1, y1, x2, y2), label in zip(boxes, np.asarray(sample.labels)[keep]):
-        lines.append(f"{int(label)} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}")
-    return lines
-
-
-def yolo_data_yaml(root: Path, class_names: Sequence[str]) -> str:
-    """An ultralytics detection data YAML for images/{train,val} under `root` (JSON is valid YAML)."""
-    return json.dumps({"path": str(root.resolve()), "train": "images/train", "val": "images/val",
-                       "names": list(class_names)}, indent=1) + "\n"
-
-
-def write_yolo_image(sample: Sample, dst: Path) -> None:
-    """Copy the image (a link could be re-saved: ultralytics fixes corrupt JPEGs); re-encode it when EXIF turns it."""
-    from utils.ops.image import exif_rotates, open_image, read_image
-
-    with open_image(sample.image_path) as image:
-        rotates = exif_rotates(image)
-    if rotates:  # write the pixels of the frame the boxes are in, with no EXIF left to disagree about
-        import cv2
-        pixels = read_image(sample.image_path, apply_exif=sample.exif_transpose)
-        cv2.imwrite(str(dst.with_suffix(".png")), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
-        return
-    shutil.copyfile(sample.image_path, dst)
-
-
-def convert_to_yolo(splits: Dict[str, List[Sample]], class_names: Sequence[str], root: Path) -> Path:
-    """Write `root`/images/<split>/, labels/<split>/ and data.yaml (from scratch); returns data.yaml."""
-    shutil.rmtree(root, ignore_errors=True)
-    for split, samples in splits.items():
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i, sample in enumerate(samples):
-            stem = f"{i:05d}_{Path(sample.image_path).stem}"
-            write_yolo_image(sample, root / "images" / split / (stem + Path(sample.image_path).suffix.lower()))
-            lines = yolo_label_lines(sample)
-            (root / "labels" / split / f"{stem}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    (root / "data.yaml").write_text(yolo_data_yaml(root, class_names), encoding="utf-8")
-    return root / "data.yaml"
-
-
-def yolo_val_images(root: Path) -> List[Path]:
-    """The converted val images, in sample order (their names start with the sample index)."""
-    return sorted((root / "images" / "val").iterdir())
-
-
-def ensure_peer_venv(venv: Path, package: str) -> Path:
-    """The venv's python with `package` installed: created with --system-site-packages (reuses torch) on first use."""
-    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    if not python.exists():
-        print(f"creating {venv} (--system-site-packages)")
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    check = [str(python), "-c", "import importlib.metadata as m; print(m.version('ultralytics'))"]
-    found = subprocess.run(check, capture_output=True, text=True)
-    wanted = package.split("==")[1] if "==" in package else None
-    if found.returncode != 0 or (wanted and found.stdout.strip() != wanted):
-        print(f"installing {package} into {venv}")
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", package], check=True)
-    return python
-
-
 def process_env(threads: int) -> Dict[str, str]:
     """Environment of the training/detection processes: the same thread count, ultralytics kept offline."""
     return dict(os.environ, OMP_NUM_THREADS=str(threads), YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false")
@@ -228,18 +186,19 @@ def train_ours(dataset: Dataset, settings: Settings, out: Path, key: str) -> Dic
     return {"weights": str(runs / key / "last.pth"), "train_wall_s": seconds}
 
 
-def train_peer(python: Path, data_yaml: Path, settings: Settings, out: Path, key: str) -> Dict:
-    """YOLOv8n from yolov8n.yaml in the peer venv; returns the training record (weights, wall seconds, info)."""
+def train_peer(python: Path, model_yaml: str, data_yaml: Path, settings: Settings, out: Path, key: str) -> Dict:
+    """The peer from `model_yaml` in the peer venv; returns the training record (weights, wall seconds, info)."""
     runs = out / "runs"
     shutil.rmtree(runs / key, ignore_errors=True)
     info = runs / f"{key}.info.json"
-    cmd = [python, PEER_SCRIPT, "train", "--data", data_yaml.resolve(), "--imgsz", settings.input_size,
-           "--epochs", settings.epochs, "--batch", settings.batch_size, "--workers", settings.workers,
-           "--project", runs.resolve(), "--name", key, "--info", info.resolve(), "--threads", settings.threads]
+    cmd = [python, PEER_SCRIPT, "train", "--model", model_yaml, "--data", data_yaml.resolve(),
+           "--imgsz", settings.input_size, "--epochs", settings.epochs, "--batch", settings.batch_size,
+           "--workers", settings.workers, "--project", runs.resolve(), "--name", key, "--info", info.resolve(),
+           "--threads", settings.threads]
     seconds = run_logged(cmd, runs / f"{key}.log", process_env(settings.threads), out)
     record = json.loads(info.read_text(encoding="utf-8"))
     return {"weights": record["weights"], "train_wall_s": seconds, "ultralytics": record["ultralytics"],
-            "own_map50": record["own_map50"], "own_map50_95": record["own_map50_95"],
+            "model_yaml": model_yaml, "own_map50": record["own_map50"], "own_map50_95": record["own_map50_95"],
             "train_network_attempts": record["network_attempts"]}
 
 
@@ -294,7 +253,9 @@ class Bench:
                                  args.max_images)
         self.out = Path(args.out).resolve() if args.out else REPO_ROOT / "bench" / "out" / "peer"
         self.venv = Path(args.peer_venv).resolve() if args.peer_venv else REPO_ROOT / "bench" / ".venv-peer"
+        self.peers = peer_models(args.peer_model)  # {name: yaml}
         self._python: Optional[Path] = None
+        self._converted: Dict[str, Path] = {}  # dataset name -> data.yaml
 
     def peer_python(self) -> Path:
         if self._python is None:
@@ -305,8 +266,11 @@ class Bench:
         return self.out / "yolo" / (dataset.path.name if self.settings.max_images else dataset.name)
 
     def convert(self, dataset: Dataset) -> Path:
-        splits = {split: load_split(dataset, split) for split in ("train", "val")}
-        return convert_to_yolo(splits, dataset.class_names, self.yolo_root(dataset))
+        """data.yaml of `dataset` in YOLO format, written afresh once per invocation, shared by every peer."""
+        if dataset.name not in self._converted:
+            splits = {split: load_split(dataset, split) for split in ("train", "val")}
+            self._converted[dataset.name] = convert_to_yolo(splits, dataset.class_names, self.yolo_root(dataset))
+        return self._converted[dataset.name]
 
     def train(self, dataset: Dataset, model: str, key: str) -> Dict:
         """The training record of `key`: reused when finished earlier, else trained now."""
@@ -319,7 +283,7 @@ class Bench:
             record = train_ours(dataset, self.settings, self.out, key)
         else:
             python = self.peer_python()
-            record = train_peer(python, self.convert(dataset), self.settings, self.out, key)
+            record = train_peer(python, self.peers[model], self.convert(dataset), self.settings, self.out, key)
         write_json_atomic(record_file, record)
         return record
 
@@ -366,19 +330,29 @@ def format_table(rows: Sequence[Dict]) -> str:
 
 
 def table_notes(settings: Settings, rows: Sequence[Dict]) -> str:
-    """One line of the shared settings, the peer's version and any network access it tried."""
-    versions = sorted({r["ultralytics"] for r in rows if r.get("ultralytics")})
-    attempts = [a for r in rows for a in r.get("train_network_attempts", []) + r.get("predict_network_attempts", [])]
+    """One line: the shared settings and scoring, then the peers' yamls, version and any network access tried."""
     text = (f"{settings.input_size} px, {settings.epochs} epochs, batch {settings.batch_size}, "
             f"{settings.workers} workers asked, {settings.threads} threads"
             + (f", first {settings.max_images} train/val images" if settings.max_images else "")
             + f"; scored by utils.eval.evaluator at conf {CONF_THRES}, NMS IoU {NMS_THRES}, max {MAX_DET} boxes")
-    if versions:
-        text += f"; YOLOv8n: ultralytics {', '.join(versions)}, yolov8n.yaml from scratch, 0 workers on CPU"
-        text += f"; network attempts refused: {attempts}" if attempts else "; no network access attempted"
-        own = [f"{r['dataset']} {r['own_map50']:.3f}" for r in rows if r.get("own_map50") is not None]
-        text += f"; YOLOv8n's own val AP50 of last.pt (its NMS IoU 0.7): {', '.join(own)}" if own else ""
-    return text
+    peers = [r for r in rows if r["model"] != "ours"]
+    return text + (peer_notes(peers) if peers else "")
+
+
+def peer_notes(peers: Sequence[Dict]) -> str:
+    """'; peers: <yamls> (...)', the head each NMS-free model was scored from, network attempts, their own AP50."""
+    yamls = dict.fromkeys(Path(r.get("model_yaml", f"{r['model']}.yaml")).name for r in peers)
+    versions = sorted({r["ultralytics"] for r in peers if r.get("ultralytics")})
+    text = f"; peers: {', '.join(yamls)} (random weights, ultralytics {', '.join(versions)}, 0 workers on CPU)"
+    for model, used in dict.fromkeys((r["model"], r["detect_settings"].get("used_nms_free_head")) for r in peers
+                                     if r.get("detect_settings", {}).get("nms_free_head")):
+        text += (f"; {model} scored from its NMS-free end-to-end head (top {MAX_DET} by score, no NMS)" if used else
+                 f"; {model} scored from its one-to-many head with the NMS above (its NMS-free head unused)")
+    attempts = [f"{r['dataset']} {r['model']}: {a}" for r in peers
+                for a in r.get("train_network_attempts", []) + r.get("predict_network_attempts", [])]
+    text += f"; network attempts refused: {attempts}" if attempts else "; no network access attempted"
+    own = [f"{r['dataset']} {r['model']} {r['own_map50']:.3f}" for r in peers if r.get("own_map50") is not None]
+    return text + (f"; the peers' own val AP50 of last.pt (their NMS IoU 0.7): {', '.join(own)}" if own else "")
 
 
 def write_outputs(rows: List[Dict], settings: Settings, out: Path) -> str:
@@ -397,7 +371,7 @@ def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     bench = Bench(args)
     (bench.out / "results").mkdir(parents=True, exist_ok=True)
-    models = [m for m in MODELS if not (m == "ours" and args.skip_ours or m == "yolov8n" and args.skip_peer)]
+    models = ([] if args.skip_ours else ["ours"]) + ([] if args.skip_peer else list(bench.peers))
     rows = []
     for name in args.datasets:
         dataset = prepare_dataset(name, args.max_images, bench.out)

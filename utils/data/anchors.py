@@ -48,6 +48,18 @@ def kmeans_anchors(wh: np.ndarray, k: int, seed: int = 0, iterations: int = 300,
     return best[np.argsort(best.prod(axis=1))]
 
 
+def refit_anchors(wh: np.ndarray, current: np.ndarray, used: Sequence[int], seed: int = 0):
+    """Anchors for the boxes `wh` [N, 2]: k-means at the `used` indices of `current` [A, 2] (sorted by area,
+    so each head keeps its share of sizes), the others unchanged. Returns (anchors, their average best
+    IoU over the used anchors, current's); the anchors are `current` when the refit does not fit better."""
+    used = sorted(used)
+    old_iou = avg_best_iou(wh, current[used])
+    fitted = current.astype(np.float64).copy()
+    fitted[used] = kmeans_anchors(wh, len(used), seed)
+    new_iou = avg_best_iou(wh, fitted[used])
+    return (fitted if new_iou > old_iou else current), new_iou, old_iou
+
+
 def box_sizes(samples: Sequence[Sample], input_size: int, letterbox: bool = True) -> np.ndarray:
     """(w, h) [N, 2] of every box, scaled into the input as letterbox resizing would."""
     sizes: List[np.ndarray] = []

@@ -4,7 +4,7 @@ EncNet's SE-loss on the class-presence logits of the model's enc blocks.
 Targets are Tensor[M, 6] rows (batch index, class, cx, cy, w, h), coordinates normalised to [0, 1]
 of the network input, as yolo_collate makes them. The loss does not depend on the order of the rows.
 """
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -13,8 +13,10 @@ from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
 from nets.yolo import YoloBody
+from utils.engine.assign import one_truth_per_slot, task_aligned_positives
 from utils.ops.boxes import batched_box_iou, cxcywh_to_xyxy, decode_grid, head_grid, paired_box_iou, wh_iou
 
+ASSIGNERS = ("shape", "aligned")
 MAX_WH_LOGIT = 8.0  # tw, th clamped before exp() in the loss: exp(8) ~ 3000 cells, no overflow
 
 
@@ -46,6 +48,11 @@ class YOLOLoss(nn.Module):
             does; False detaches it, as torchvision does.
         se_weight: weight of EncNet's SE-loss (`se_loss`); 0 turns it off. When > 0, forward needs
             the logits of the model's SE-loss heads (YoloBody(..., se_loss=True).collect_se_logits).
+        assigner: "shape" keeps the positives of the anchor shape and cell rule above; "aligned" chooses,
+            among the cells inside each truth and those positives, the `topk` places whose current
+            prediction aligns best with the truth (utils/engine/assign.py, TOOD / YOLOv8).
+        iou_cls: class target at positives is the predicted box's IoU (detached) for the truth's class
+            instead of 1, so the class score also ranks boxes by how tight they are.
     """
 
     def __init__(self, anchors: Tensor, num_classes: int, anchors_mask: Sequence[Sequence[int]],
@@ -54,8 +61,12 @@ class YOLOLoss(nn.Module):
                  assign_thres: float = 0.213, iou_aware: bool = True, label_smoothing: float = 0.0,
                  smooth_by_classes: bool = False, focal: bool = False, scale_x_y: float = 1.0,
                  neighbor_cells: bool = False, bce_clip: float = 0.0, ciou_alpha_grad: bool = False,
-                 se_weight: float = 0.0):
+                 se_weight: float = 0.0, assigner: str = "shape", topk: int = 10, iou_cls: bool = False):
         super().__init__()
+        if assigner not in ASSIGNERS:
+            raise ValueError(f"unknown assigner {assigner!r}; choose one of {', '.join(ASSIGNERS)}")
+        if topk < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
         if neighbor_cells and scale_x_y < 2.0:
             raise ValueError(f"neighbour-cell assignment needs scale_x_y >= 2 so a prediction can reach the truth "
                              f"centre, got {scale_x_y}; raise scale_x_y or turn neighbour cells off")
@@ -75,6 +86,7 @@ class YOLOLoss(nn.Module):
         self.scale_x_y, self.neighbor_cells = scale_x_y, neighbor_cells
         self.bce_clip, self.ciou_alpha_grad = bce_clip, ciou_alpha_grad
         self.se_weight = se_weight
+        self.assigner, self.topk, self.iou_cls = assigner, topk, iou_cls
         self.used_anchors = sorted({i for m in self.anchors_mask for i in m})
 
     def forward(self, outputs: Sequence[Tensor], targets: Tensor,
@@ -84,6 +96,8 @@ class YOLOLoss(nn.Module):
         targets = targets.float()
         batch = outputs[0].shape[0]
         positives = self.assign(targets, [o.shape[2:] for o in outputs])
+        if self.assigner == "aligned":
+            positives = self.align(outputs, targets, positives)
         gt_boxes, gt_valid = self.padded_truths(targets, batch)
         box = obj = cls = outputs[0].new_zeros((), dtype=torch.float32)
         for level, out in enumerate(outputs):
@@ -126,6 +140,13 @@ class YOLOLoss(nn.Module):
             t_idx, slot, gy, gx = self.cells(t_idx, slot, gxy, h, w)
             result.append(one_truth_per_slot(targets, fit[t_idx, slot], t_idx, slot, gy, gx, len(mask), (h, w)))
         return result
+
+    def align(self, outputs: Sequence[Tensor], targets: Tensor, shape_positives: list) -> list:
+        """Task-aligned positives per head, from the predictions and the shape rule's positives."""
+        heads = [head_grid(o.detach().float(), len(m)) for o, m in zip(outputs, self.anchors_mask)]
+        anchors = [self.anchors[m].to(o.device) / s for o, m, s in zip(outputs, self.anchors_mask, self.strides)]
+        return task_aligned_positives(heads, anchors, targets, shape_positives, self.scale_x_y, MAX_WH_LOGIT,
+                                      self.topk)
 
     def cells(self, t_idx: Tensor, slot: Tensor, gxy: Tensor, h: int, w: int):
         """The cell holding each truth centre, and with `neighbor_cells` also the nearer neighbour in x
@@ -178,8 +199,10 @@ class YOLOLoss(nn.Module):
             tb = cxcywh_to_xyxy(targets[t_idx, 2:6] * targets.new_tensor([w, h, w, h]))
             box_loss = complete_iou_loss(pb, tb, alpha_grad=self.ciou_alpha_grad).mean()
             is_pos[img, slot, gy, gx] = True
-            tobj[img, slot, gy, gx] = paired_box_iou(pb.detach(), tb).clamp(0, 1) if self.iou_aware else 1.0
-            cls_loss = self.class_loss(p[img, slot, gy, gx, 5:], targets[t_idx, 1].long())
+            iou = paired_box_iou(pb.detach(), tb).clamp(0, 1)
+            tobj[img, slot, gy, gx] = iou if self.iou_aware else 1.0
+            cls_loss = self.class_loss(p[img, slot, gy, gx, 5:], targets[t_idx, 1].long(),
+                                       iou if self.iou_cls else None)
 
         counted = self.not_ignored(pred_boxes, gt_boxes, gt_valid) | is_pos
         obj_loss = binary_cross_entropy(p[..., 4][counted], tobj[counted], self.bce_clip).mean()
@@ -194,37 +217,17 @@ class YOLOLoss(nn.Module):
         best = ious.masked_fill(~gt_valid[:, None, :], 0).amax(dim=2)
         return (best <= self.ignore_thres).view(pred_boxes.shape[:4])
 
-    def class_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+    def class_loss(self, logits: Tensor, labels: Tensor, quality: Optional[Tensor] = None) -> Tensor:
+        """Class loss of the positives; `quality` Tensor[N] (the IoU) replaces the target 1 when given."""
         target = F.one_hot(labels, self.num_classes).float()
+        if quality is not None:
+            target = target * quality[:, None]
         if self.label_smoothing:
             eps = self.label_smoothing
             target = target * (1 - eps) + eps / (self.num_classes if self.smooth_by_classes else 2)
         if self.focal:
             return sigmoid_focal_loss(logits, target, reduction="sum") / max(len(labels), 1)
         return binary_cross_entropy(logits, target, self.bce_clip).mean()
-
-
-def one_truth_per_slot(targets: Tensor, fit: Tensor, t_idx: Tensor, slot: Tensor, gy: Tensor, gx: Tensor,
-                       num_anchors: int, grid_hw: Tuple[int, int]):
-    """Keep one truth per (image, anchor slot, cell), the kept pairs sorted by that place.
-
-    A slot predicts one box, so it gets one truth: the one whose shape fits the slot's anchor best
-    (`fit`, its shape IoU), then the smaller box, then the lower (cx, cy, w, h, class). Every key is a
-    property of the truth, never of its row number, so shuffled target rows give the same positives
-    in the same order, and the same loss.
-    """
-    h, w = grid_hw
-    rows = targets[t_idx]
-    place = ((rows[:, 0].long() * num_anchors + slot) * h + gy) * w + gx
-    keys = (place, -fit, rows[:, 4] * rows[:, 5], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5], rows[:, 1])
-    order = torch.arange(len(place), device=place.device)
-    for key in reversed(keys):  # stable sorts, least significant key first: a lexicographic sort
-        order = order[torch.argsort(key[order], stable=True)]
-    place = place[order]
-    first = torch.ones_like(place, dtype=torch.bool)
-    first[1:] = place[1:] != place[:-1]
-    keep = order[first]
-    return t_idx[keep], slot[keep], gy[keep], gx[keep]
 
 
 def binary_cross_entropy(logits: Tensor, target: Tensor, clip: float = 0.0) -> Tensor:

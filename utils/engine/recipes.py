@@ -18,11 +18,11 @@ HEAD_BALANCE = (0.4, 1.0)  # objectness weight of the P5 and P4 heads (the refer
 
 _DEFAULT = {
     # initialisation: PyTorch's conv init, head biases at priors (YoloBody.init_head_biases)
-    "init": "prior",
+    "init": "prior", "auto_anchors": False,
     # optimizer and schedule; lr None: 0.01 for adam/adamw, 0.1 for sgd (per batch of 64)
     "optimizer": "adamw", "lr": None, "min_lr": None, "momentum": 0.937, "weight_decay": 5e-4,
     "lr_schedule": "cos", "warmup_epochs": 3.0, "epochs": None, "batch_size": 8, "input_size": None,
-    "eval_period": None, "ema": True, "amp": "auto", "channels_last": "on",
+    "eval_period": None, "ema": True, "ema_tau": 2000.0, "amp": "auto", "channels_last": "on",
     # augmentation
     "mosaic": 0.5, "mixup": 0.0, "mosaic_ratio": 0.7, "jitter": 0.3, "scale": (0.5, 1.5), "flip": 0.5,
     "hsv": (0.1, 0.7, 0.4),
@@ -30,7 +30,7 @@ _DEFAULT = {
     "assign_thres": 0.213, "neighbor_cells": True, "scale_x_y": 2.0, "hard_obj": False, "ignore_thres": 0.5,
     "box_weight": 0.05, "obj_weight": 1.0, "cls_weight": 0.5, "obj_size_scale": False, "cls_count_scale": False,
     "label_smoothing": 0.0, "smooth_by_classes": False, "focal_loss": False, "bce_clip": 0.0,
-    "ciou_alpha_grad": False,
+    "ciou_alpha_grad": False, "assigner": "shape", "topk": 10, "iou_cls": False,
     # EncNet's SE-loss weight; 0 is off (the reference has no enc block)
     "se_loss": 0.0,
 }
@@ -83,4 +83,5 @@ def loss_kwargs(args, num_classes: int, input_size: Union[int, Sequence[int]]) -
             "iou_aware": not get("hard_obj"), "label_smoothing": get("label_smoothing"),
             "smooth_by_classes": get("smooth_by_classes"), "focal": get("focal_loss"),
             "scale_x_y": get("scale_x_y"), "neighbor_cells": get("neighbor_cells"), "bce_clip": get("bce_clip"),
-            "ciou_alpha_grad": get("ciou_alpha_grad"), "se_weight": get("se_loss")}
+            "ciou_alpha_grad": get("ciou_alpha_grad"), "se_weight": get("se_loss"),
+            "assigner": get("assigner"), "topk": get("topk"), "iou_cls": get("iou_cls")}

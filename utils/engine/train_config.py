@@ -38,6 +38,7 @@ class TrainConfig:
     train_split: str
     val_split: str
     anchors: str
+    auto_anchors: bool
     input_size: int
     epochs: int
     freeze_epochs: int
@@ -73,6 +74,9 @@ class TrainConfig:
     ignore_thres: float
     scale_x_y: float
     neighbor_cells: bool
+    assigner: str              # positives: shape or aligned (utils.engine.loss.ASSIGNERS)
+    topk: int
+    iou_cls: bool
     weights: Optional[str]
     resume: Optional[str]
     save_dir: str
@@ -85,6 +89,7 @@ class TrainConfig:
     seed: int
     amp: str
     ema: bool
+    ema_tau: float
     sync_bn: bool
     channels_last: str
     grad_clip: float

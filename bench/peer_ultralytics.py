@@ -1,14 +1,17 @@
-"""The YOLOv8n side of bench/bench_vs_peer.py; runs inside the peer's virtual environment (ultralytics).
+"""The ultralytics side of bench/bench_vs_peer.py (YOLOv8n, YOLO11n, YOLO26n, ...); runs in the peer's venv.
 
-    <venv>/bin/python bench/peer_yolov8.py train --data data.yaml --project DIR --name RUN --info train.json
-    <venv>/bin/python bench/peer_yolov8.py predict --weights last.pt --images val.txt --out detections.json
+    <venv>/bin/python bench/peer_ultralytics.py train --model yolo11n.yaml --data d.yaml --project D --name R --info i.json
+    <venv>/bin/python bench/peer_ultralytics.py predict --weights last.pt --images val.txt --out detections.json
 
-No downloads: the model is built from yolov8n.yaml (random weights, pretrained=False), AMP checks and
+No downloads: the model is built from its yaml (random weights, pretrained=False), AMP checks and
 plots are off, ultralytics' font check (it fetches Arial.ttf for plots even when plots are off) is
 skipped, YOLO_OFFLINE/YOLO_AUTOINSTALL keep it from probing the network or pip-installing, and every
 internet connection or name lookup in this process is refused and recorded under `network_attempts`
 in the JSON it writes, so a run that would have fetched something says so instead of doing it.
 Settings go to YOLO_CONFIG_DIR (default: <venv>/ultralytics-config), not the user's config folder.
+Prediction leaves ultralytics' `nms` unset, so a model with an NMS-free end-to-end head (YOLO26) is
+scored from its one-to-many head with class-aware NMS at --iou, as every other model; the JSON says
+which head it used.
 """
 import argparse
 import csv
@@ -27,7 +30,8 @@ def make_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train from the model yaml, no weights",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--data", required=True, help="ultralytics data YAML")
-    t.add_argument("--model", default="yolov8n.yaml", help="model config; a .yaml is built with random weights")
+    t.add_argument("--model", default="yolov8n.yaml",
+                   help="ultralytics model yaml (yolov8n.yaml, yolo11n.yaml, yolo26n.yaml, ...), random weights")
     t.add_argument("--imgsz", type=int, default=320, help="training image size")
     t.add_argument("--epochs", type=int, default=25, help="epochs")
     t.add_argument("--batch", type=int, default=8, help="batch size")
@@ -114,7 +118,7 @@ def train(args: argparse.Namespace) -> None:
     weights = project / args.name / "weights" / "last.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"ultralytics finished without writing {weights}")
-    write_json({"ultralytics": ultralytics.__version__, "weights": str(weights),
+    write_json({"ultralytics": ultralytics.__version__, "model_yaml": args.model, "weights": str(weights),
                 **own_final_metrics(project / args.name / "results.csv"), "network_attempts": NETWORK_ATTEMPTS},
                args.info)
 
@@ -128,20 +132,38 @@ def own_final_metrics(results_csv: Path) -> dict:
             "own_map50_95": float(last.get("metrics/mAP50-95(B)", "nan"))}
 
 
+def has_nms_free_head(model) -> bool:
+    """Whether the (unfused) detection head carries an end-to-end, one-to-one branch, as YOLO26's does."""
+    return getattr(model.model.model[-1], "one2one_cv2", None) is not None
+
+
+def inference_params(model, used_nms_free_head: bool) -> int:
+    """Parameters of the model as it predicts: without the head branch (one-to-one or one-to-many) left unused."""
+    head = model.model.model[-1]
+    branches = [name[len("one2one_"):] if used_nms_free_head else name
+                for name in head._modules if name.startswith("one2one_")]
+    unused = sum(p.numel() for name in branches if getattr(head, name, None) is not None
+                 for p in getattr(head, name).parameters())
+    return sum(p.numel() for p in model.model.parameters()) - unused
+
+
 def predict(args: argparse.Namespace) -> None:
     import ultralytics
     from ultralytics import YOLO
 
     model = YOLO(args.weights)
+    nms_free_head = has_nms_free_head(model)  # before predict: its copy of the model is fused to one branch
     paths = [line for line in Path(args.images).read_text(encoding="utf-8").splitlines() if line]
     detections = []
     for path in paths:  # one call per image keeps the output aligned with the list
         result = model.predict(source=path, imgsz=args.imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
                                device="cpu", save=False, verbose=False)[0]
         detections.append(result.boxes.data[:, :6].cpu().float().tolist())  # x1, y1, x2, y2, conf, cls
-    params = sum(p.numel() for p in model.model.parameters())
+    used_nms_free_head = bool(model.predictor and getattr(model.predictor.model, "end2end", False))
+    params = inference_params(model, used_nms_free_head)
     write_json({"ultralytics": ultralytics.__version__, "params": params, "detections": detections,
-                "settings": {"imgsz": args.imgsz, "conf": args.conf, "iou": args.iou, "max_det": args.max_det},
+                "settings": {"imgsz": args.imgsz, "conf": args.conf, "iou": args.iou, "max_det": args.max_det,
+                             "nms_free_head": nms_free_head, "used_nms_free_head": used_nms_free_head},
                 "network_attempts": NETWORK_ATTEMPTS}, args.out)
 
 
