@@ -42,6 +42,7 @@ from utils.core.cli import EXIT_FAILURE, EXIT_OK, run_main
 from utils.core.config import DEFAULT_ANCHORS_MASK
 from utils.core.fileio import write_json_atomic, write_text_atomic
 from utils.data.layouts import add_data_flags
+from utils.data.demo_data import demo_classes_file
 from utils.data.voc import default_split, resolve_data
 from utils.engine.checkpoint import read_checkpoint
 from utils.eval import ablation_table as table
@@ -229,6 +230,14 @@ class RunScorer:
         return get_map.load_split(self.data, self.split, class_names, options=self.options)[0]
 
 
+def dataset_named(data: Path) -> str:
+    """The dataset scored, as the notes name it: relative to the working folder when inside it, and the
+    demo called so (`--data VOCdevkit` falls back to it when VOCdevkit is absent)."""
+    path = Path(data).resolve()
+    shown = str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+    return shown + (" (the embedded demo dataset)" if demo_classes_file(path) is not None else "")
+
+
 def run_name(variant: Variant, seed: int) -> str:
     return f"{variant.slug}_s{seed}"
 
@@ -347,7 +356,7 @@ def write_tables(args, command: str, variants: List[Variant], records: List[Dict
         torch.set_num_threads(previous)
     boot, boot_seeds = bootstrap_differences(args, done, records, baseline, evaluate)
     rows = table.compare(table.summarise(done, records, bench), records, baseline, boot, boot_seeds)
-    notes = table.table_notes(args, command, records, budget, threads)
+    notes = table.table_notes(args, command, records, budget, threads, dataset_named(evaluate.data))
     notes += table.interval_notes(rows, baseline, args.bootstrap, records[0]["eval_images"])
     paths = table.write_outputs(Path(args.out), rows, records, notes, baseline, args.seeds)
     print(paths[0].read_text(encoding="utf-8"))

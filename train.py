@@ -134,8 +134,8 @@ def add_loss_flags(group) -> None:
     a("--neighbor-cells", action=argparse.BooleanOptionalAction, default=True,
       help="also assign a truth to the 2 neighbouring cells nearest its centre (needs --scale-x-y >= 2)")
     a("--assigner", default="shape", choices=list(ASSIGNERS), help="positives: shape (the anchor-shape and cell rule "
-      "above) or aligned (task-aligned: of the cells inside a truth and the shape rule's, the --topk whose "
-      "prediction fits it best, as TOOD and YOLOv8)")
+      "above) or aligned (task-aligned: of the shape rule's positives and the cells inside a truth at the anchors "
+      "that rule gave it, the --topk whose prediction fits it best, as TOOD and YOLOv8)")
     a("--topk", type=int, default=10, help="positives per truth of --assigner aligned")
     a("--iou-cls", action=argparse.BooleanOptionalAction, default=False,
       help="class target at positives is the predicted box's IoU instead of 1 (as objectness already is)")

@@ -107,6 +107,21 @@ def test_run_logged_keeps_the_output_and_the_exit_code(tmp_path, capsys):
     assert log.read_text().splitlines().count("hello") == 2 and capsys.readouterr().out == ""
 
 
+def test_the_notes_name_the_demo_when_voc_is_absent(tmp_path, monkeypatch):
+    from utils.data.demo_data import MARKER
+
+    demo = tmp_path / "demo_data" / "demo"
+    demo.mkdir(parents=True)
+    (demo / MARKER).write_text(json.dumps({"style": "demo"}))
+    other = tmp_path / "elsewhere" / "VOCdevkit"
+    other.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert ablate.dataset_named(demo) == str(demo.resolve()) + " (the embedded demo dataset)"
+    monkeypatch.chdir(tmp_path)
+    assert ablate.dataset_named(demo) == "demo_data/demo (the embedded demo dataset)"
+    assert ablate.dataset_named(other) == "elsewhere/VOCdevkit"
+
+
 def read_rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -134,6 +149,7 @@ def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_pa
     assert "one seed per variant" in table and "--epochs 1" in table and "(1 thread)" in table
     assert "| phi3 | n/a (one seed) | n/a (one seed) |" in table and "Δ mAP@0.5 (bootstrap, seed 0)" in table
     assert "20 resamples of the 4 validation images" in table
+    assert f"on {voc.resolve()}, split val (4 images)" in table and "embedded demo" not in table
     assert [r["class"] for r in read_rows(out / "ablation_per_class.csv")] == ["red", "blue"]
     assert (out / "ablation_per_class.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "runs" / "phi0_s0" / ablate.DETECTIONS_FILE).is_file()

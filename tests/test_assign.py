@@ -61,6 +61,19 @@ def test_the_prediction_that_fits_its_truth_wins_then_the_most_confident():
     assert sorted(metrics, key=metrics.get, reverse=True) == [(2, 1), (1, 1), (2, 2), (1, 2)]
 
 
+def test_only_the_anchor_slots_the_shape_rule_gave_a_truth_are_candidates():
+    # anchors of 2 x 2 and 0.5 x 0.5 cells; the 2 x 2 truth's shape IoU with the small one is 1/16 < 0.213
+    loss = YOLOLoss(torch.tensor([[64.0, 64.0], [16.0, 16.0]]), 1, [[0, 1]], (32,), balance=(1.0,), scale_x_y=2.0,
+                    assigner="aligned", topk=4)
+    out = torch.zeros(1, 2, 4, 4, 6)
+    out[0, 1, :, :, 2:4] = math.log(4)  # the small anchor's boxes are scaled to 2 x 2 cells: the same IoU as slot 0's
+    out[0, 1, :, :, 4] = 5.0  # and far more confident
+    targets = torch.tensor([[0, 0, 0.5, 0.5, 0.5, 0.5]])
+    (t_idx, slot, gy, gx), = aligned(loss, [out.permute(0, 1, 4, 2, 3).reshape(1, 12, 4, 4)], targets)
+    assert slot.tolist() == [0, 0, 0, 0]
+    assert sorted(zip(gy.tolist(), gx.tolist())) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+
+
 def test_a_truth_smaller_than_a_cell_keeps_its_own_cell():
     # 10 x 10 pixels at (40, 40): no cell centre inside, the shape rule's own cell (1, 1) is the candidate
     targets = torch.tensor([[0, 0, 40 / 128, 40 / 128, 10 / 128, 10 / 128]])

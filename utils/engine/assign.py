@@ -59,12 +59,15 @@ def head_candidates(p: Tensor, anchors: Tensor, targets: Tensor, prior: Positive
                     max_wh_logit: float):
     """The candidates of one head, p: Tensor[B, A, H, W, 5+C] logits, anchors Tensor[A, 2] in grid units.
 
-    Candidates are every slot of the cells whose centre lies in a truth, and the shape prior's positives
-    (so a truth smaller than a cell has some). Returns ((t_idx, slot, gy, gx), IoU of the predicted box
-    with its truth, detection score objectness * class probability of the truth's class)."""
+    Candidates are the cells whose centre lies in a truth, at the anchor slots the shape prior gave that
+    truth (the anchors stay a shape prior: only the cells are chosen anew), and the shape prior's
+    positives (so a truth smaller than a cell has some). Returns ((t_idx, slot, gy, gx), IoU of the
+    predicted box with its truth, detection score objectness * class probability of the truth's class)."""
     _, num_anchors, h, w, _ = p.shape
     truth_boxes = cxcywh_to_xyxy(targets[:, 2:6] * targets.new_tensor([w, h, w, h]))
-    candidate = centre_in_box(truth_boxes, h, w)[:, None].repeat(1, num_anchors, 1, 1)  # M, A, H, W
+    prior_slots = torch.zeros(len(targets), num_anchors, dtype=torch.bool, device=p.device)
+    prior_slots[prior[0], prior[1]] = True
+    candidate = centre_in_box(truth_boxes, h, w)[:, None] & prior_slots[:, :, None, None]  # M, A, H, W
     candidate[prior] = True
     t_idx, slot, gy, gx = candidate.nonzero(as_tuple=True)
     logits = p[targets[t_idx, 0].long(), slot, gy, gx]
@@ -95,8 +98,8 @@ def task_aligned_positives(heads: Sequence[Tensor], anchors: Sequence[Tensor], t
     """Per head, the positives of task-aligned assignment.
 
     heads: Tensor[B, A, H, W, 5+C] logits per head (head_grid); anchors: Tensor[A, 2] per head in grid
-    units; priors: the shape prior's positives per head (YOLOLoss.assign). Each truth keeps the `topk`
-    candidates (over all heads) of highest score^alpha * IoU^beta (YOLOv8's alpha and beta); a place
+    units; priors: the shape prior's positives per head (YOLOLoss.assign), which also give each truth
+    its anchor slots. Each truth keeps the `topk` candidates (over all heads) of highest score^alpha * IoU^beta (YOLOv8's alpha and beta); a place
     claimed by several truths goes to the one its predicted box overlaps most.
     """
     found = [head_candidates(p, a, targets, prior, scale_x_y, max_wh_logit)

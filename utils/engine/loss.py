@@ -49,8 +49,9 @@ class YOLOLoss(nn.Module):
         se_weight: weight of EncNet's SE-loss (`se_loss`); 0 turns it off. When > 0, forward needs
             the logits of the model's SE-loss heads (YoloBody(..., se_loss=True).collect_se_logits).
         assigner: "shape" keeps the positives of the anchor shape and cell rule above; "aligned" chooses,
-            among the cells inside each truth and those positives, the `topk` places whose current
-            prediction aligns best with the truth (utils/engine/assign.py, TOOD / YOLOv8).
+            among those positives and the cells inside each truth at the anchor slots that rule gave it,
+            the `topk` places whose current prediction aligns best with the truth (utils/engine/assign.py,
+            TOOD / YOLOv8).
         iou_cls: class target at positives is the predicted box's IoU (detached) for the truth's class
             instead of 1, so the class score also ranks boxes by how tight they are.
     """

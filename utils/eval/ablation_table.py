@@ -354,11 +354,11 @@ def config_differences(records: List[Dict]) -> List[str]:
     return [k for k in keys if len({json.dumps(c[k]) for c in configs if k in c}) > 1]
 
 
-def table_notes(args, command: str, records: List[Dict], budget: List[str], threads: int) -> List[str]:
-    """The notes under the tables on what was run and scored (args: ablate.py's)."""
+def table_notes(args, command: str, records: List[Dict], budget: List[str], threads: int, data: str) -> List[str]:
+    """The notes under the tables on what was run and scored (args: ablate.py's; data: the dataset resolved)."""
     first = records[0]
     notes = [f"command: `{command}`", f"train.py flags shared by every run: `{shlex.join(budget)}`",
-             f"scored: last.pth of each run on {first['eval_split']} ({first['eval_images']} images) with "
+             f"scored: last.pth of each run on {data}, split {first['eval_split']} ({first['eval_images']} images) with "
              f"get_map.py's defaults (amp {first.get('eval_amp', 'auto')}); mAP is the mean over seeds, "
              "± the sample standard deviation",
              "APs/APm/APl: COCO AP@[.5:.95] on small (area < 32²), medium (32² to 96²) and large (> 96²) objects, "
