@@ -25,7 +25,7 @@ from utils.engine.ema import ModelEMA
 from utils.engine.loop import EpochLoop
 from utils.engine.loss import ASSIGNERS, YOLOLoss
 from utils.engine.optim import build_optimizer, scaled_lr
-from utils.engine.recipes import RECIPES, loss_kwargs
+from utils.engine.recipes import BEFORE_IT_EXISTED, RECIPES, loss_kwargs
 from utils.engine.run_logger import new_run_dir, read_yaml, write_yaml
 from utils.engine.train_config import DERIVED_KEYS, TrainConfig, make_config
 from utils.engine.trainer import TrainState, TrainingDiverged, restore_checkpoint
@@ -137,8 +137,9 @@ def add_loss_flags(group) -> None:
       "above) or aligned (task-aligned: of the shape rule's positives and the cells inside a truth at the anchors "
       "that rule gave it, the --topk whose prediction fits it best, as TOOD and YOLOv8)")
     a("--topk", type=int, default=10, help="positives per truth of --assigner aligned")
-    a("--iou-cls", action=argparse.BooleanOptionalAction, default=False,
-      help="class target at positives is the predicted box's IoU instead of 1 (as objectness already is)")
+    a("--iou-cls", action=argparse.BooleanOptionalAction, default=True,
+      help="class target at positives is the predicted box's IoU (as the objectness target is), so the score ranks "
+      "tight boxes first; --no-iou-cls: 1, as the reference")
 
 
 def add_run_flags(group) -> None:
@@ -171,6 +172,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = make_parser()
     args, _ = parser.parse_known_args(argv)
     config = read_yaml(args.config) if args.config else {}
+    if any(k in config for k in DERIVED_KEYS):  # a run's own record (run_args.yaml): what it lacks, it ran without
+        config = {**BEFORE_IT_EXISTED, **config}
     config = {k: v for k, v in config.items() if k not in DERIVED_KEYS}  # a run_args.yaml records them
     unknown = sorted(k for k in config if k not in vars(args))
     if unknown:
@@ -283,7 +286,8 @@ def start_run(args: argparse.Namespace):
         raise ValueError(f"{args.resume} cannot be resumed: it holds no optimizer state or run arguments "
                          "(use --weights to start a new run from it)")
     keep = {k: getattr(args, k) for k in ("resume", "workers", "device", "quiet")}
-    return Path(args.resume).resolve().parent, ckpt, {**vars(make_parser().parse_args([])), **ckpt["args"], **keep}
+    before = {**vars(make_parser().parse_args([])), **BEFORE_IT_EXISTED}
+    return Path(args.resume).resolve().parent, ckpt, {**before, **ckpt["args"], **keep}
 
 
 def describe(config: TrainConfig, device, data: RunData) -> None:

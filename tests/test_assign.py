@@ -134,7 +134,7 @@ def test_train_py_trains_with_the_aligned_assigner_and_records_its_settings(tmp_
     kwargs = loss_kwargs(train.parse_args(flags), 2, 128)
     assert (kwargs["assigner"], kwargs["topk"], kwargs["iou_cls"]) == ("aligned", 5, True)
     defaults = loss_kwargs(train.parse_args([]), 2, 128)
-    assert (defaults["assigner"], defaults["topk"], defaults["iou_cls"]) == ("shape", 10, False)
+    assert (defaults["assigner"], defaults["topk"], defaults["iou_cls"]) == ("shape", 10, True)
     assert train.main(["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "128",
                        "--batch-size", "2", "--workers", "0", "--save-dir", str(tmp_path / "runs"), "--quiet",
                        "--eval-period", "0", "--epochs", "1", *flags]) == 0

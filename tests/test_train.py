@@ -1,4 +1,5 @@
 """End-to-end runs of train.py on a tiny generated VOC dataset."""
+import argparse
 import re
 import shutil
 import subprocess
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import train
 from tests.tiny_voc import CLASSES, write_tiny_voc
@@ -321,3 +323,20 @@ def test_a_run_from_before_fusion_and_se_loss_resumes_as_concat_without_se_loss(
     config = train.make_config({**values, "classes": "c.txt", "train_split": "train", "val_split": "val"}, False, "off")
     meta = checkpoint_meta(config, CLASSES, torch.zeros(6, 2))
     assert (meta["fusion"], meta["se_loss"]) == ("concat", False)
+
+
+def test_a_run_from_before_iou_class_targets_resumes_and_repeats_without_them(tmp_path):
+    from utils.engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
+    from utils.engine.recipes import BEFORE_IT_EXISTED, loss_kwargs
+
+    assert BEFORE_IT_EXISTED["iou_cls"] is False and train.parse_args([]).iou_cls is True
+    old = {k: v for k, v in vars(train.parse_args([])).items() if k != "iou_cls"}
+    save_atomic({"format": CHECKPOINT_FORMAT, "model": {}, "optimizer": {}, "args": old}, tmp_path / "last.pth")
+    _, _, values = train.start_run(train.parse_args(["--resume", str(tmp_path / "last.pth")]))
+    assert values["iou_cls"] is False
+    # an old run_args.yaml (it records the derived keys) repeats as it was; a hand-written config gets today's default
+    (tmp_path / "run_args.yaml").write_text(yaml.safe_dump({**old, "amp_used": "off", "channels_last_on": True}))
+    assert train.parse_args(["--config", str(tmp_path / "run_args.yaml")]).iou_cls is False
+    (tmp_path / "mine.yaml").write_text("epochs: 3\n")
+    assert train.parse_args(["--config", str(tmp_path / "mine.yaml")]).iou_cls is True
+    assert loss_kwargs(argparse.Namespace(**old), 2, 128)["iou_cls"] is False

@@ -30,7 +30,9 @@ _DEFAULT = {
     "assign_thres": 0.213, "neighbor_cells": True, "scale_x_y": 2.0, "hard_obj": False, "ignore_thres": 0.5,
     "box_weight": 0.05, "obj_weight": 1.0, "cls_weight": 0.5, "obj_size_scale": False, "cls_count_scale": False,
     "label_smoothing": 0.0, "smooth_by_classes": False, "focal_loss": False, "bce_clip": 0.0,
-    "ciou_alpha_grad": False, "assigner": "shape", "topk": 10, "iou_cls": False,
+    "ciou_alpha_grad": False, "assigner": "shape", "topk": 10,
+    # class target at positives: the predicted box's IoU, as objectness (docs/recipe_measurements.md)
+    "iou_cls": True,
     # EncNet's SE-loss weight; 0 is off (the reference has no enc block)
     "se_loss": 0.0,
 }
@@ -49,8 +51,12 @@ _REFERENCE = {
     # box_ratio 0.05, obj_ratio 5 * (input / 416)^2, cls_ratio C / 80
     "obj_weight": 5.0, "cls_weight": 1.0, "obj_size_scale": True, "cls_count_scale": True,
     # BCELoss clips probabilities to [1e-7, 1 - 1e-7]; box_ciou keeps alpha in the graph
-    "bce_clip": 1e-7, "ciou_alpha_grad": True, "smooth_by_classes": True,
+    "bce_clip": 1e-7, "ciou_alpha_grad": True, "smooth_by_classes": True, "iou_cls": False,
 }
+
+# What a run from before a setting existed ran with, where that is not today's default: a checkpoint
+# or run_args.yaml without the key resumes or repeats as it was trained, not with the new default.
+BEFORE_IT_EXISTED: Mapping[str, Any] = MappingProxyType({"iou_cls": False})
 
 RECIPES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {"default": MappingProxyType(_DEFAULT), "reference": MappingProxyType(_REFERENCE)})
@@ -70,10 +76,10 @@ def loss_kwargs(args, num_classes: int, input_size: Union[int, Sequence[int]]) -
     """YOLOLoss keyword arguments (all but anchors, num_classes, anchors_mask, strides) from train.py's args.
 
     `input_size` is the training input (an int or (h, w)). An argument that `args` lacks (a run_args.yaml
-    from before it existed) takes the default recipe's value.
+    from before it existed) takes the value runs had then (BEFORE_IT_EXISTED), else the default recipe's.
     """
     def get(key):
-        return getattr(args, key, _DEFAULT[key])
+        return getattr(args, key, BEFORE_IT_EXISTED.get(key, _DEFAULT[key]))
 
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     obj_weight = get("obj_weight") * (h * w / REFERENCE_INPUT ** 2 if get("obj_size_scale") else 1.0)
