@@ -71,7 +71,7 @@ def add_model_flags(group) -> None:
     a("--anchors", default=str(ROOT / "model_data/yolo_anchors.txt"), help="anchors file (w,h pairs in pixels)")
     a("--auto-anchors", action=argparse.BooleanOptionalAction, default=False, help="at the start of a new run, "
       "refit the anchors the heads use by k-means on the training boxes at the input size, and keep the refit when "
-      "its average best IoU is higher (printed beside --anchors'; written to the run folder's anchors.txt)")
+      "its average best IoU is higher (both printed; the anchors used written to the run folder's anchors.txt)")
     a("--input-size", type=int, default=None, help="square input size, a multiple of 32 (default 416; 320 on the demo)")
 
 
