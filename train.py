@@ -17,7 +17,7 @@ from nets.attention import FUSION_NAMES, PHI_NAMES
 from nets.yolo import YoloBody
 from utils.core.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
 from utils.core.cli import EXIT_INTERRUPTED, EXIT_OK, choices_help, run_main
-from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes
+from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes, used_anchors
 from utils.core.fileio import remove_stale_temporaries, write_text_atomic
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import load_weights, read_checkpoint
@@ -314,7 +314,7 @@ def run_anchors(config: TrainConfig, data: RunData, resume: Optional[dict]) -> t
     if not config.auto_anchors:
         return anchors
     wh = box_sizes(data.train, config.input_size)
-    used = sorted({i for mask in DEFAULT_ANCHORS_MASK for i in mask})
+    used = used_anchors(DEFAULT_ANCHORS_MASK)
     try:
         fitted, new_iou, old_iou = refit_anchors(wh, anchors.numpy(), used, config.seed)
     except ValueError as e:  # fewer distinct box sizes than anchors

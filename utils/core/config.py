@@ -8,6 +8,11 @@ import torch
 DEFAULT_ANCHORS_MASK = [[3, 4, 5], [1, 2, 3]]
 
 
+def used_anchors(anchors_mask) -> list:
+    """The sorted indices of the anchors some head uses (YOLOv4-tiny's heads leave anchor 0 unused)."""
+    return sorted({i for mask in anchors_mask for i in mask})
+
+
 def classes_text(names: Sequence[str]) -> str:
     """The text of a classes file holding `names` (what read_classes reads back)."""
     return "".join(f"{n}\n" for n in names)

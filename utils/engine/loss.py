@@ -13,6 +13,7 @@ from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
 from nets.yolo import YoloBody
+from utils.core.config import used_anchors
 from utils.engine.assign import one_truth_per_slot, task_aligned_positives
 from utils.ops.boxes import batched_box_iou, cxcywh_to_xyxy, decode_grid, head_grid, paired_box_iou, wh_iou
 
@@ -88,7 +89,7 @@ class YOLOLoss(nn.Module):
         self.bce_clip, self.ciou_alpha_grad = bce_clip, ciou_alpha_grad
         self.se_weight = se_weight
         self.assigner, self.topk, self.iou_cls = assigner, topk, iou_cls
-        self.used_anchors = sorted({i for m in self.anchors_mask for i in m})
+        self.used_anchors = used_anchors(self.anchors_mask)
 
     def forward(self, outputs: Sequence[Tensor], targets: Tensor,
                 se_logits: Sequence[Tensor] = ()) -> Tuple[Tensor, Dict[str, Tensor]]:
