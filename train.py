@@ -112,7 +112,7 @@ def add_loss_flags(group) -> None:
     a("--smooth-by-classes", action=argparse.BooleanOptionalAction, default=False,
       help="label smoothing to eps / C (the reference's form) instead of eps / 2")
     a("--focal-loss", action="store_true", help="sigmoid focal loss for classes")
-    a("--box-weight", type=float, default=0.05, help="weight of the CIoU box loss")
+    a("--box-weight", type=float, default=0.4, help="weight of the CIoU box loss (the reference: 0.05)")
     a("--obj-weight", type=float, default=1.0, help="weight of the objectness loss")
     a("--cls-weight", type=float, default=0.5, help="weight of the class loss")
     a("--se-loss", type=float, default=0.0, metavar="WEIGHT", help="weight of EncNet's SE-loss (which classes each "

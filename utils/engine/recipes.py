@@ -28,7 +28,8 @@ _DEFAULT = {
     "hsv": (0.1, 0.7, 0.4),
     # assignment and loss
     "assign_thres": 0.213, "neighbor_cells": True, "scale_x_y": 2.0, "hard_obj": False, "ignore_thres": 0.5,
-    "box_weight": 0.05, "obj_weight": 1.0, "cls_weight": 0.5, "obj_size_scale": False, "cls_count_scale": False,
+    # box weight 8x the reference's: boxes tighter at the same mAP@0.5 (docs/recipe_measurements.md)
+    "box_weight": 0.4, "obj_weight": 1.0, "cls_weight": 0.5, "obj_size_scale": False, "cls_count_scale": False,
     "label_smoothing": 0.0, "smooth_by_classes": False, "focal_loss": False, "bce_clip": 0.0,
     "ciou_alpha_grad": False, "assigner": "shape", "topk": 10,
     # class target at positives: the predicted box's IoU, as objectness (docs/recipe_measurements.md)
@@ -49,7 +50,7 @@ _REFERENCE = {
     # best anchor only, own cell, no grid sensitivity, objectness target 1
     "assign_thres": 1.0, "neighbor_cells": False, "scale_x_y": 1.0, "hard_obj": True,
     # box_ratio 0.05, obj_ratio 5 * (input / 416)^2, cls_ratio C / 80
-    "obj_weight": 5.0, "cls_weight": 1.0, "obj_size_scale": True, "cls_count_scale": True,
+    "box_weight": 0.05, "obj_weight": 5.0, "cls_weight": 1.0, "obj_size_scale": True, "cls_count_scale": True,
     # BCELoss clips probabilities to [1e-7, 1 - 1e-7]; box_ciou keeps alpha in the graph
     "bce_clip": 1e-7, "ciou_alpha_grad": True, "smooth_by_classes": True, "iou_cls": False,
 }
