@@ -25,10 +25,11 @@ def main() -> int:
     seen = []
     load = YoloDataset.__getitem__
 
-    def recording_getitem(dataset, index):
+    def recording_getitem(dataset, key):
         if dataset.train:
-            seen.append((dataset.epoch, int(index)))
-        return load(dataset, index)
+            index, epoch, _ = dataset.key(key) if isinstance(key, int) else key
+            seen.append((epoch, int(index)))
+        return load(dataset, key)
 
     run = epoch_loop.EpochLoop.run
 

@@ -27,11 +27,15 @@ class ModelEMA:
         self.updates += 1
         d = self.current_decay()
         state = unwrap(model).state_dict()
+        averaged, latest = [], []
         for name, value in self.module.state_dict().items():
             if value.dtype.is_floating_point:
-                value.mul_(d).add_(state[name].detach(), alpha=1 - d)
+                averaged.append(value)
+                latest.append(state[name].detach())
             else:
                 value.copy_(state[name])
+        # ema + (1 - d) * (model - ema) = d * ema + (1 - d) * model, in one call over all tensors
+        torch._foreach_lerp_(averaged, latest, 1 - d)
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay, "tau": self.tau}
