@@ -152,6 +152,8 @@ def add_run_flags(group) -> None:
     a("--save-period", type=int, default=0, help="also keep epoch_N.pth every N epochs (0: off)")
     a("--eval-period", type=int, default=None, help="mAP every N epochs and at the end (0: off; default 5)")
     a("--patience", type=int, default=0, help="stop after N epochs without mAP gain (0: off)")
+    a("--no-val-loss", dest="val_loss", action="store_false", help="skip the validation loss after each epoch "
+      "(with --eval-period 0 no best.pth is written, only last.pth)")
     a("--workers", type=int, default=2, help="data loader worker processes")
     a("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     a("--seed", type=int, default=0, help="random seed: the same seed gives the same losses on CPU")

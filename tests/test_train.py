@@ -127,6 +127,22 @@ def test_checkpoint_is_enough_for_prediction(tiny_voc, tmp_path):
     assert (tmp_path / "exp" / "loss.png").exists() and (tmp_path / "exp" / "run_args.yaml").exists()
 
 
+def test_no_val_loss_skips_validation_and_best_pth(tiny_voc, tmp_path, monkeypatch, capsys):
+    import utils.engine.loop as loop
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("validation loss computed under --no-val-loss")
+
+    monkeypatch.setattr(loop, "validation_loss", refuse)
+    assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 2, "--eval-period", 0, "--no-val-loss")) == 0
+    run = tmp_path / "exp"
+    assert (run / "last.pth").exists() and not (run / "best.pth").exists()
+    assert read_checkpoint(run / "last.pth")["epoch"] == 1
+    assert "val_loss" not in (run / "results.csv").read_text().splitlines()[0].split(",")
+    out = capsys.readouterr().out
+    assert "val loss" not in out and "no best.pth" in out
+
+
 def test_config_file_repeats_a_run_and_flags_override(tiny_voc, tmp_path):
     (tmp_path / "run.yaml").write_text("epochs: 3\nbatch_size: 4\nphi: 2\n")
     args = train.parse_args(["--config", str(tmp_path / "run.yaml"), "--batch-size", "2"])

@@ -121,14 +121,16 @@ class EpochLoop:
         """Validate, log, save; returns True when early stopping says stop."""
         config, state = self.config, self.state
         eval_model = state.ema.module if state.ema else unwrap(state.model)
-        row = {"epoch": epoch + 1, **stats, "val_loss": validation_loss(eval_model, state.loss_fn, val_loader, state)}
+        row = {"epoch": epoch + 1, **stats}
+        if config.val_loss:
+            row["val_loss"] = validation_loss(eval_model, state.loss_fn, val_loader, state)
         last = epoch + 1 == config.epochs
         if config.eval_period and ((epoch + 1) % config.eval_period == 0 or last):
             metrics = evaluate(config, eval_model, self.val_samples, self.class_names, self.anchors, state)
             row.update(map50=metrics["map50"], map50_95=metrics["map50_95"])
             fitness = map_fitness(row)
         else:
-            fitness = None if config.eval_period else -row["val_loss"]
+            fitness = -row["val_loss"] if not config.eval_period and config.val_loss else None
         improved = fitness is not None and math.isfinite(fitness) and (self.best is None or fitness > self.best)
         if improved:
             self.best, self.best_epoch = fitness, epoch + 1
@@ -185,6 +187,9 @@ class EpochLoop:
                   f"mAP@0.5:0.95 {best['map50_95']:.4f}")
         elif (self.run_dir / "best.pth").exists():
             print(f"best (by validation loss): {self.run_dir / 'best.pth'} (epoch {self.best_epoch})")
+        else:
+            print(f"no best.pth (no mAP evaluation and no validation loss): {self.run_dir / 'last.pth'} holds "
+                  "the last epoch")
 
 
 def map_fitness(row: dict) -> float:
@@ -197,7 +202,10 @@ def map_fitness(row: dict) -> float:
 def format_row(row: dict, epochs: int) -> str:
     se = f", se {row['se']:.4f}" if "se" in row else ""
     text = (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} (box {row['box']:.4f}, obj {row['obj']:.4f}, "
-            f"cls {row['cls']:.4f}{se}), val loss {row['val_loss']:.4f}, lr {row['lr']:.2e}, {row['seconds']:.0f}s")
+            f"cls {row['cls']:.4f}{se}), ")
+    if "val_loss" in row:
+        text += f"val loss {row['val_loss']:.4f}, "
+    text += f"lr {row['lr']:.2e}, {row['seconds']:.0f}s"
     if row.get("map50") is not None:
         text += f"; mAP@0.5 {row['map50']:.4f}, mAP@0.5:0.95 {row['map50_95']:.4f}"
     return text + (" *" if row.get("best") else "")

@@ -84,6 +84,7 @@ class TrainConfig:
     save_period: int
     eval_period: int
     patience: int
+    val_loss: bool
     workers: int
     device: str
     seed: int
