@@ -7,7 +7,8 @@
 For each dataset, every model trains from scratch with the same image size, epochs, batch, workers and
 torch threads, one after the other, each timed by the wall clock of its training process (issues 9, 17):
   * ours: `train.py` with its default recipe (only data, size, epochs, batch, workers and run folder are
-    passed; no per-epoch evaluation), scored from last.pth;
+    passed, and `--eval-period EPOCHS --no-val-loss`: validated once, after the last epoch, as the peers
+    with val=False), scored from last.pth;
   * each peer of --peer-model (default: yolov8n.yaml; named by the yaml's stem: yolov8n, yolo11n,
     yolo26n): built from its yaml with random weights, ultralytics' own defaults with val=False (it still
     validates once after the last epoch and once in its final_eval; on CPU it forces 0 loader workers),
@@ -181,7 +182,8 @@ def train_ours(dataset: Dataset, settings: Settings, out: Path, key: str) -> Dic
     shutil.rmtree(runs / key, ignore_errors=True)  # an unfinished earlier attempt
     cmd = [sys.executable, "train.py", "--data", dataset.path, "--classes", dataset.classes_file,
            "--input-size", settings.input_size, "--epochs", settings.epochs, "--batch-size", settings.batch_size,
-           "--workers", settings.workers, "--eval-period", 0, "--name", key, "--save-dir", runs.resolve(), "--quiet"]
+           "--workers", settings.workers, "--eval-period", settings.epochs, "--no-val-loss", "--name", key,
+           "--save-dir", runs.resolve(), "--quiet"]
     seconds = run_logged(cmd, runs / f"{key}.log", process_env(settings.threads), REPO_ROOT)
     return {"weights": str(runs / key / "last.pth"), "train_wall_s": seconds}
 
