@@ -32,6 +32,7 @@ def test_same_seed_and_epoch_give_identical_batches_with_0_and_2_workers(samples
     first = epoch_batches(zero, 1)
     assert_same(first, epoch_batches(two, 1))
     assert not torch.equal(first[0][0], epoch_batches(zero, 2)[0][0])
+    assert_same(epoch_batches(zero, 2), epoch_batches(two, 2))  # the live workers of `two` get the new epoch
     resumed = build_dataloader(YoloDataset(samples, 64, train=True, seed=5), 3, workers=0, seed=5)
     assert_same(first, epoch_batches(resumed, 1))  # a fresh run started at epoch 1 sees the same data
 

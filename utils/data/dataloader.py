@@ -100,7 +100,7 @@ class YoloDataset(Dataset):
         return resized, image_to_input_boxes(boxes, lb), labels
 
     def __getitem__(self, key: Union[int, Tuple[int, int, bool]]) -> Tuple[np.ndarray, np.ndarray]:
-        """Sample `key`: an index, or (index, epoch, mosaic on) from `key`."""
+        """Sample `key`: an index (under this dataset's epoch and mosaic switch), or the tuple `self.key` made."""
         index, epoch, use_mosaic = self.key(key) if isinstance(key, (int, np.integer)) else key
         if self.train:
             rng = np.random.default_rng([self.seed, epoch, index])
