@@ -23,7 +23,7 @@ from utils.engine import distributed as dist
 from utils.engine.checkpoint import load_weights, read_checkpoint
 from utils.engine.ema import ModelEMA
 from utils.engine.loop import EpochLoop
-from utils.engine.loss import ASSIGNERS, YOLOLoss
+from utils.engine.loss import ASSIGNERS, BOX_LOSSES, YOLOLoss
 from utils.engine.optim import build_optimizer, scaled_lr
 from utils.engine.recipes import BEFORE_IT_EXISTED, RECIPES, loss_kwargs
 from utils.engine.run_logger import new_run_dir, read_yaml, write_yaml
@@ -112,7 +112,7 @@ def add_loss_flags(group) -> None:
     a("--smooth-by-classes", action=argparse.BooleanOptionalAction, default=False,
       help="label smoothing to eps / C (the reference's form) instead of eps / 2")
     a("--focal-loss", action="store_true", help="sigmoid focal loss for classes")
-    a("--box-weight", type=float, default=0.4, help="weight of the CIoU box loss (the reference: 0.05)")
+    a("--box-weight", type=float, default=0.4, help="weight of the box loss (the reference: 0.05)")
     a("--obj-weight", type=float, default=1.0, help="weight of the objectness loss")
     a("--cls-weight", type=float, default=0.5, help="weight of the class loss")
     a("--se-loss", type=float, default=0.0, metavar="WEIGHT", help="weight of EncNet's SE-loss (which classes each "
@@ -123,6 +123,8 @@ def add_loss_flags(group) -> None:
       help="multiply the class weight by classes / 80, as the reference")
     a("--bce-clip", type=float, default=0.0, help="BCE on probabilities clipped to [c, 1 - c] (the reference: 1e-7; "
       "0: BCE from logits)")
+    a("--box-loss", default="ciou", choices=list(BOX_LOSSES), help="box loss form: 1 - CIoU (the reference's) "
+      "or 1 - GIoU")
     a("--ciou-alpha-grad", action=argparse.BooleanOptionalAction, default=False,
       help="keep CIoU's aspect weight alpha in the graph, as the reference")
     a("--assign-thres", type=float, default=0.213, help="assign a truth to every anchor with shape IoU above this "

@@ -18,6 +18,7 @@ from utils.engine.assign import one_truth_per_slot, task_aligned_positives
 from utils.ops.boxes import batched_box_iou, cxcywh_to_xyxy, decode_grid, head_grid, paired_box_iou, wh_iou
 
 ASSIGNERS = ("shape", "aligned")
+BOX_LOSSES = ("ciou", "giou")
 MAX_WH_LOGIT = 8.0  # tw, th clamped before exp() in the loss: exp(8) ~ 3000 cells, no overflow
 
 
@@ -45,6 +46,7 @@ class YOLOLoss(nn.Module):
             (needs scale_x_y >= 2); more positives make training from scratch converge faster.
         bce_clip: 0 computes BCE from logits; > 0 computes it as the reference does, on sigmoid
             probabilities clipped to [bce_clip, 1 - bce_clip] (no gradient beyond the clip).
+        box_loss: "ciou" (1 - CIoU, as the reference) or "giou" (1 - GIoU) of the positives' boxes.
         ciou_alpha_grad: let gradients flow through CIoU's trade-off weight alpha, as the reference
             does; False detaches it, as torchvision does.
         se_weight: weight of EncNet's SE-loss (`se_loss`); 0 turns it off. When > 0, forward needs
@@ -62,11 +64,14 @@ class YOLOLoss(nn.Module):
                  cls_weight: float = 0.5, balance: Sequence[float] = (1.0, 1.0), ignore_thres: float = 0.5,
                  assign_thres: float = 0.213, iou_aware: bool = True, label_smoothing: float = 0.0,
                  smooth_by_classes: bool = False, focal: bool = False, scale_x_y: float = 1.0,
-                 neighbor_cells: bool = False, bce_clip: float = 0.0, ciou_alpha_grad: bool = False,
+                 neighbor_cells: bool = False, bce_clip: float = 0.0, box_loss: str = "ciou",
+                 ciou_alpha_grad: bool = False,
                  se_weight: float = 0.0, assigner: str = "shape", topk: int = 10, iou_cls: bool = False):
         super().__init__()
         if assigner not in ASSIGNERS:
             raise ValueError(f"unknown assigner {assigner!r}; choose one of {', '.join(ASSIGNERS)}")
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"unknown box loss {box_loss!r}; choose one of {', '.join(BOX_LOSSES)}")
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
         if neighbor_cells and scale_x_y < 2.0:
@@ -86,7 +91,7 @@ class YOLOLoss(nn.Module):
         self.iou_aware, self.focal = iou_aware, focal
         self.label_smoothing, self.smooth_by_classes = label_smoothing, smooth_by_classes
         self.scale_x_y, self.neighbor_cells = scale_x_y, neighbor_cells
-        self.bce_clip, self.ciou_alpha_grad = bce_clip, ciou_alpha_grad
+        self.bce_clip, self.box_loss, self.ciou_alpha_grad = bce_clip, box_loss, ciou_alpha_grad
         self.se_weight = se_weight
         self.assigner, self.topk, self.iou_cls = assigner, topk, iou_cls
         self.used_anchors = used_anchors(self.anchors_mask)
@@ -199,7 +204,8 @@ class YOLOLoss(nn.Module):
         if len(t_idx):
             pb = cxcywh_to_xyxy(pred_boxes[img, slot, gy, gx])
             tb = cxcywh_to_xyxy(targets[t_idx, 2:6] * targets.new_tensor([w, h, w, h]))
-            box_loss = complete_iou_loss(pb, tb, alpha_grad=self.ciou_alpha_grad).mean()
+            box_loss = (complete_iou_loss(pb, tb, alpha_grad=self.ciou_alpha_grad) if self.box_loss == "ciou"
+                        else generalized_iou_loss(pb, tb)).mean()
             is_pos[img, slot, gy, gx] = True
             iou = paired_box_iou(pb.detach(), tb).clamp(0, 1)
             tobj[img, slot, gy, gx] = iou if self.iou_aware else 1.0
@@ -242,6 +248,15 @@ def binary_cross_entropy(logits: Tensor, target: Tensor, clip: float = 0.0) -> T
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     prob = logits.sigmoid().clamp(clip, 1 - clip)
     return -target * prob.log() - (1 - target) * (1 - prob).log()
+
+
+def generalized_iou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """1 - GIoU of paired Tensor[N, 4] xyxy boxes -> Tensor[N]: GIoU = IoU - (enclosing area - union) / enclosing
+    area (Rezatofighi et al., "Generalized Intersection over Union", https://arxiv.org/abs/1902.09630)."""
+    inter = (torch.min(pred[:, 2:], target[:, 2:]) - torch.max(pred[:, :2], target[:, :2])).clamp(min=0).prod(1)
+    union = (pred[:, 2:] - pred[:, :2]).prod(1) + (target[:, 2:] - target[:, :2]).prod(1) - inter
+    enclose = (torch.max(pred[:, 2:], target[:, 2:]) - torch.min(pred[:, :2], target[:, :2])).prod(1)
+    return 1 - inter / (union + eps) + (enclose - union) / (enclose + eps)
 
 
 def complete_iou_loss(pred: Tensor, target: Tensor, alpha_grad: bool = False, eps: float = 1e-7) -> Tensor:

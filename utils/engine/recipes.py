@@ -31,7 +31,7 @@ _DEFAULT = {
     # box weight 8x the reference's: boxes tighter at the same mAP@0.5 (docs/recipe_measurements.md)
     "box_weight": 0.4, "obj_weight": 1.0, "cls_weight": 0.5, "obj_size_scale": False, "cls_count_scale": False,
     "label_smoothing": 0.0, "smooth_by_classes": False, "focal_loss": False, "bce_clip": 0.0,
-    "ciou_alpha_grad": False, "assigner": "shape", "topk": 10,
+    "box_loss": "ciou", "ciou_alpha_grad": False, "assigner": "shape", "topk": 10,
     # class target at positives: the predicted box's IoU, as objectness (docs/recipe_measurements.md)
     "iou_cls": True,
     # EncNet's SE-loss weight; 0 is off (the reference has no enc block)
@@ -90,5 +90,5 @@ def loss_kwargs(args, num_classes: int, input_size: Union[int, Sequence[int]]) -
             "iou_aware": not get("hard_obj"), "label_smoothing": get("label_smoothing"),
             "smooth_by_classes": get("smooth_by_classes"), "focal": get("focal_loss"),
             "scale_x_y": get("scale_x_y"), "neighbor_cells": get("neighbor_cells"), "bce_clip": get("bce_clip"),
-            "ciou_alpha_grad": get("ciou_alpha_grad"), "se_weight": get("se_loss"),
+            "box_loss": get("box_loss"), "ciou_alpha_grad": get("ciou_alpha_grad"), "se_weight": get("se_loss"),
             "assigner": get("assigner"), "topk": get("topk"), "iou_cls": get("iou_cls")}

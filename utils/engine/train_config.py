@@ -68,6 +68,7 @@ class TrainConfig:
     obj_size_scale: bool
     cls_count_scale: bool
     bce_clip: float
+    box_loss: str              # ciou or giou (utils.engine.loss.BOX_LOSSES)
     ciou_alpha_grad: bool
     assign_thres: float
     hard_obj: bool
