@@ -9,7 +9,7 @@ from nets.yolo import YoloBody
 from tests.reference_model import reference_ciou
 from utils.ops.boxes import cxcywh_to_xyxy, decode_grid
 from utils.core.config import DEFAULT_ANCHORS_MASK
-from utils.engine.loss import MAX_WH_LOGIT, YOLOLoss, complete_iou_loss, generalized_iou_loss
+from utils.engine.loss import MAX_WH_LOGIT, YOLOLoss, complete_iou_loss
 from utils.engine.recipes import loss_kwargs, recipe_args
 
 ANCHORS = torch.tensor([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]], dtype=torch.float32)
@@ -322,12 +322,14 @@ def test_a_predicted_size_that_underflows_to_zero_keeps_gradients_finite(alpha_g
 
 
 def test_giou_loss_matches_a_hand_computation():
-    """[0, 0, 2, 2] against [1, 1, 3, 3]: intersection 1, union 4 + 4 - 1 = 7, enclosing box 3 x 3 = 9, so
-    GIoU = 1/7 - (9 - 7)/9 and the loss is 1 - GIoU; identical boxes lose 0, and boxes far apart more than 1."""
+    """The GIoU form the loss uses. [0, 0, 2, 2] against [1, 1, 3, 3]: intersection 1, union 4 + 4 - 1 = 7,
+    enclosing box 3 x 3 = 9, so GIoU = 1/7 - (9 - 7)/9 and the loss is 1 - GIoU; identical boxes lose 0, and
+    boxes far apart more than 1."""
+    from utils.engine.loss import generalized_box_iou_loss
     pred = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
     target = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 1.0, 1.0], [3.0, 0.0, 4.0, 1.0]])
     expected = torch.tensor([1 - (1 / 7 - 2 / 9), 0.0, 1 - (0 - (4 - 2) / 4)])
-    torch.testing.assert_close(generalized_iou_loss(pred, target), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(generalized_box_iou_loss(pred, target, reduction="none"), expected, atol=1e-6, rtol=0)
 
 
 def test_box_loss_form_is_a_choice_and_giou_changes_only_the_box_part():

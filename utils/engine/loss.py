@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from nets.yolo import YoloBody
 from utils.core.config import used_anchors
@@ -46,7 +46,8 @@ class YOLOLoss(nn.Module):
             (needs scale_x_y >= 2); more positives make training from scratch converge faster.
         bce_clip: 0 computes BCE from logits; > 0 computes it as the reference does, on sigmoid
             probabilities clipped to [bce_clip, 1 - bce_clip] (no gradient beyond the clip).
-        box_loss: "ciou" (1 - CIoU, as the reference) or "giou" (1 - GIoU) of the positives' boxes.
+        box_loss: "ciou" (1 - CIoU, as the reference) or "giou" (1 - GIoU, torchvision's
+            generalized_box_iou_loss; Rezatofighi et al., https://arxiv.org/abs/1902.09630) of the positives' boxes.
         ciou_alpha_grad: let gradients flow through CIoU's trade-off weight alpha, as the reference
             does; False detaches it, as torchvision does.
         se_weight: weight of EncNet's SE-loss (`se_loss`); 0 turns it off. When > 0, forward needs
@@ -205,7 +206,7 @@ class YOLOLoss(nn.Module):
             pb = cxcywh_to_xyxy(pred_boxes[img, slot, gy, gx])
             tb = cxcywh_to_xyxy(targets[t_idx, 2:6] * targets.new_tensor([w, h, w, h]))
             box_loss = (complete_iou_loss(pb, tb, alpha_grad=self.ciou_alpha_grad) if self.box_loss == "ciou"
-                        else generalized_iou_loss(pb, tb)).mean()
+                        else generalized_box_iou_loss(pb, tb, reduction="none")).mean()
             is_pos[img, slot, gy, gx] = True
             iou = paired_box_iou(pb.detach(), tb).clamp(0, 1)
             tobj[img, slot, gy, gx] = iou if self.iou_aware else 1.0
@@ -248,15 +249,6 @@ def binary_cross_entropy(logits: Tensor, target: Tensor, clip: float = 0.0) -> T
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     prob = logits.sigmoid().clamp(clip, 1 - clip)
     return -target * prob.log() - (1 - target) * (1 - prob).log()
-
-
-def generalized_iou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
-    """1 - GIoU of paired Tensor[N, 4] xyxy boxes -> Tensor[N]: GIoU = IoU - (enclosing area - union) / enclosing
-    area (Rezatofighi et al., "Generalized Intersection over Union", https://arxiv.org/abs/1902.09630)."""
-    inter = (torch.min(pred[:, 2:], target[:, 2:]) - torch.max(pred[:, :2], target[:, :2])).clamp(min=0).prod(1)
-    union = (pred[:, 2:] - pred[:, :2]).prod(1) + (target[:, 2:] - target[:, :2]).prod(1) - inter
-    enclose = (torch.max(pred[:, 2:], target[:, 2:]) - torch.min(pred[:, :2], target[:, :2])).prod(1)
-    return 1 - inter / (union + eps) + (enclose - union) / (enclose + eps)
 
 
 def complete_iou_loss(pred: Tensor, target: Tensor, alpha_grad: bool = False, eps: float = 1e-7) -> Tensor:
