@@ -116,14 +116,29 @@ def test_int8_graph_is_quantized_except_the_output_convs(int8):
     assert meta["class_names"] == CLASSES and meta["input_size"] == list(HW)
 
 
+def int8_weight_range(path):
+    graph = onnx.load(str(path))
+    weights = [numpy_helper.to_array(i) for i in graph.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert sum(w.size for w in weights) > 1_000_000  # the conv weights, not only zero points
+    return min(w.min() for w in weights), max(w.max() for w in weights)
+
+
 def test_int8_weights_fit_in_7_bits(int8):
     """ONNX Runtime's U8S8 kernels on AVX2-only CPUs sum pairs of uint8 x int8 products in int16: with
     weights in [-64, 64] no pair saturates (2 * 255 * 64 <= 32767). With full-range weights the int8 graph
     was 2.7x further from fp32 there than on a VNNI CPU (test_int8_raw_outputs_follow_fp32 failed in CI)."""
-    graph = onnx.load(str(int8))
-    weights = [numpy_helper.to_array(i) for i in graph.graph.initializer if i.data_type == onnx.TensorProto.INT8]
-    assert sum(w.size for w in weights) > 1_000_000  # the conv weights, not only zero points
-    assert min(w.min() for w in weights) >= -64 and max(w.max() for w in weights) <= 64
+    assert int8_weight_range(int8) == (-64, 64)
+    assert read_onnx_metadata(int8)["calibration"]["weight_bits"] == 7
+
+
+def test_8_bit_weights_on_request(ckpt, tmp_path):
+    fp32 = YOLO(ckpt, amp="off").export_onnx(tmp_path / "fp32.onnx")
+    images = [scene(*HW, seed=s) for s in range(2)]
+    path = quantize.quantize_onnx(fp32, tmp_path / "int8.onnx", images, weight_bits=8)
+    assert int8_weight_range(path) == (-127, 127)
+    assert read_onnx_metadata(path)["calibration"]["weight_bits"] == 8
+    with pytest.raises(ValueError, match="weight_bits must be one of"):
+        quantize.quantize_onnx(fp32, tmp_path / "int4.onnx", images, weight_bits=4)
 
 
 def test_int8_raw_outputs_follow_fp32(int8, ckpt):

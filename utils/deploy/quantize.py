@@ -12,12 +12,14 @@ How the int8 graph is made (quantize_onnx):
     default), letterboxed exactly as at inference; activation ranges by `method` (minmax default);
   * QDQ format with uint8 activations and int8 weights (ONNX Runtime's fast U8S8 kernels on x86;
     int8 activations ran ~1.8x slower here), weights per output channel;
-  * weights in 7 bits ([-64, 64], `reduce_range`): on x86 CPUs without VNNI (AVX2 only) the U8S8 kernels
+  * weights in 7 bits ([-64, 64], `weight_bits` 7): on x86 CPUs without VNNI (AVX2 only) the U8S8 kernels
     add pairs of uint8 x int8 products in int16 (VPMADDUBSW), which saturates with full-range weights
-    (2 * 255 * 127 > 32767) and not with these (2 * 255 * 64 = 32640). On the test network, emulated on
-    an AVX2-only CPU, the int8 error against fp32 was 2.7x the one on a VNNI CPU with 8-bit weights; with
-    7-bit weights it is the same on both, 1.2-1.3x that one, at the same speed. uint8 weights (U8U8, no
-    saturation either) kept the 8-bit error but ran 2.7x slower on the VNNI CPU;
+    (2 * 255 * 127 > 32767) and not with these (2 * 255 * 64 = 32640), so the graph gives the same
+    outputs on every x86 CPU. On the test network, emulated on an AVX2-only CPU, the int8 error against
+    fp32 was 2.7x the one on a VNNI CPU with 8-bit weights; with 7-bit weights it is the same on both,
+    1.2-1.3x that one, at the same speed. On the demo checkpoint 8 bits gave mAP@0.5:0.95 91.82 (VNNI)
+    and 91.81 (emulated AVX2), 7 bits 91.58 on both. `weight_bits` 8 is for CPUs with VNNI (and ARM).
+    uint8 weights (U8U8, no saturation either) kept the 8-bit error but ran 2.7x slower on the VNNI CPU;
   * the two output convs (1x1, producing the raw logits that decoding reads) stay fp32 (`head_fp32`).
 Measured on a demo checkpoint (320 input, 25 epochs, fp32 mAP@0.5 99.63, mAP@0.5:0.95 77.41) with
 100 calibration images: int8 99.62 / 77.48. With the output convs in int8 too: 99.60 / 74.90, and
@@ -51,6 +53,7 @@ from utils.eval.evaluator import CONF_THRES, NMS_THRES, evaluate_model
 
 DEFAULT_CALIB_IMAGES = 100
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+WEIGHT_BITS = (7, 8)
 
 
 def calibration_images(data, split: Optional[str], class_names: Sequence[str], count: int = DEFAULT_CALIB_IMAGES,
@@ -96,7 +99,7 @@ def output_convs(model) -> List[str]:
 
 
 def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True, per_channel: bool = True,
-                  head_fp32: bool = True, method: str = "minmax") -> Path:
+                  head_fp32: bool = True, method: str = "minmax", weight_bits: int = 7) -> Path:
     """Write the int8 QDQ version of a raw graph exported with metadata (see the module docstring).
 
     `images`: calibration images (paths or HxWx3 uint8 RGB arrays). Returns `out_path`.
@@ -105,6 +108,8 @@ def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if weight_bits not in WEIGHT_BITS:
+        raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, found {weight_bits}")
     if method not in CALIB_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; valid: {', '.join(CALIB_METHODS)}")
     if not images:
@@ -123,13 +128,14 @@ def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True,
         try:
             quantize_static(str(clean), str(quantized), LetterboxReader(images, meta["input_size"], letterbox),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, reduce_range=True, nodes_to_exclude=excluded,
+                            weight_type=QuantType.QInt8, reduce_range=weight_bits == 7, nodes_to_exclude=excluded,
                             calibrate_method=calibrate,
                             extra_options={"CalibMaxIntermediateOutputs": 16})
         finally:
             logger.setLevel(level)
         graph = onnx.load(str(quantized))
-    settings = {"images": len(images), "method": method, "per_channel": per_channel, "head_fp32": head_fp32}
+    settings = {"images": len(images), "method": method, "per_channel": per_channel, "head_fp32": head_fp32,
+                "weight_bits": weight_bits}
     set_metadata(graph, onnx_metadata(meta, precision="int8", calibration=settings))
     write_bytes_atomic(out_path, graph.SerializeToString())
     return Path(out_path)
@@ -137,7 +143,7 @@ def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True,
 
 def export_int8(model, meta: Dict, path, images: Sequence, letterbox: bool = True, **options) -> Path:
     """Export `model` (a YoloBody, eval, CPU; BN folded is best) described by `meta` as a raw fp32 graph and
-    quantize it to `path` (quantize_onnx; `options`: per_channel, head_fp32, method)."""
+    quantize it to `path` (quantize_onnx; `options`: per_channel, head_fp32, method, weight_bits)."""
 
     with tempfile.TemporaryDirectory(prefix="export.") as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", tuple(meta["input_size"]), metadata=onnx_metadata(meta))
@@ -183,6 +189,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax", help="activation ranges (default: minmax)")
     p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                    help="int8 weight scales per output channel (default: on)")
+    p.add_argument("--weight-bits", type=int, choices=WEIGHT_BITS, default=7,
+                   help="bits of the int8 weights: 7 gives the same outputs on every x86 CPU, 8 saturates on "
+                   "AVX2-only ones and is for CPUs with VNNI or ARM (default: 7)")
     p.add_argument("--head-fp32", action=argparse.BooleanOptionalAction, default=True,
                    help="leave the two output convs in fp32 (default: on)")
     p.add_argument("--out", default="out/quantize/model_int8.onnx", help="int8 graph (default: out/quantize/model_int8.onnx)")
@@ -227,7 +236,7 @@ def compare(args) -> List[tuple]:
     fp32 = export_onnx(fuse_model(model), fp32_path(out, args.fp32_out), tuple(meta["input_size"]),
                        metadata=onnx_metadata(meta))
     int8 = quantize_onnx(fp32, out, calib, per_channel=args.per_channel, head_fp32=args.head_fp32,
-                         method=args.calib_method)
+                         method=args.calib_method, weight_bits=args.weight_bits)
     print(f"wrote {fp32} and {int8} (int8: {len(calib)} calibration images from {data_path})")
     device = select_device(args.device)
     torch_eval = dict(input_size=meta["input_size"], anchors=meta["anchors"], anchors_mask=meta["anchors_mask"],
@@ -240,7 +249,7 @@ def compare(args) -> List[tuple]:
     for name, path in (("onnx fp32", fp32), ("onnx int8", int8)):
         rows.append((name, evaluate_onnx(path, samples, meta["class_names"], batch_size=args.batch_size, progress=False)))
     print(f"{data_path} [{split}], {len(samples)} images, input {meta['input_size'][0]}x{meta['input_size'][1]}, "
-          f"calibration: {len(calib)} images, {args.calib_method}, "
+          f"calibration: {len(calib)} images, {args.calib_method}, {args.weight_bits}-bit weights, "
           f"per-channel {'on' if args.per_channel else 'off'}, output convs {'fp32' if args.head_fp32 else 'int8'}")
     return rows
 
