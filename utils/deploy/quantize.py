@@ -15,17 +15,18 @@ How the int8 graph is made (quantize_onnx):
   * weights in 7 bits ([-64, 64], `weight_bits` 7): on x86 CPUs without VNNI (AVX2 only) the U8S8 kernels
     add pairs of uint8 x int8 products in int16 (VPMADDUBSW), which saturates with full-range weights
     (2 * 255 * 127 > 32767) and not with these (2 * 255 * 64 = 32640), so the graph gives the same
-    outputs on every x86 CPU. On the test network, emulated on an AVX2-only CPU, the int8 error against
-    fp32 was 2.7x the one on a VNNI CPU with 8-bit weights; with 7-bit weights it is the same on both,
-    1.2-1.3x that one, at the same speed. On the demo checkpoint 8 bits gave mAP@0.5:0.95 91.82 (VNNI)
-    and 91.81 (emulated AVX2), 7 bits 91.58 on both. `weight_bits` 8 is for CPUs with VNNI (and ARM).
-    uint8 weights (U8U8, no saturation either) kept the 8-bit error but ran 2.7x slower on the VNNI CPU;
+    outputs on AVX2-only and VNNI CPUs. On the test network, emulated on an AVX2-only CPU, the int8
+    error against fp32 was 2.7x the one on a VNNI CPU with 8-bit weights; with 7-bit weights it is the
+    same on both, 1.2-1.3x that one, at the same speed. On the fc6c88b demo checkpoint 8 bits gave
+    mAP@0.5:0.95 91.82 (VNNI) and 91.81 (emulated AVX2), 7 bits 91.58 on both. `weight_bits` 8 is for x86
+    CPUs with VNNI. uint8 weights (U8U8, no saturation either) kept the 8-bit error but ran 2.7x slower
+    on the VNNI CPU;
   * the two output convs (1x1, producing the raw logits that decoding reads) stay fp32 (`head_fp32`).
-Measured on a demo checkpoint (320 input, 25 epochs, fp32 mAP@0.5 99.63, mAP@0.5:0.95 77.41) with
-100 calibration images: int8 99.62 / 77.48. With the output convs in int8 too: 99.60 / 74.90, and
-the box-offset error against fp32 2.4x larger, at no measurable speed gain. Per-tensor weights: same
-speed and mAP within noise, larger worst objectness error. Percentile and entropy calibration:
-no better (76.79, 77.29 mAP@0.5:0.95) and 3-4x slower to calibrate.
+Measured with 8-bit weights on an older demo checkpoint (320 input, 25 epochs, fp32 mAP@0.5 99.63,
+mAP@0.5:0.95 77.41) with 100 calibration images: int8 99.62 / 77.48. With the output convs in int8
+too: 99.60 / 74.90, and the box-offset error against fp32 2.4x larger, at no measurable speed gain.
+Per-tensor weights: same speed and mAP within noise, larger worst objectness error. Percentile and
+entropy calibration: no better (76.79, 77.29 mAP@0.5:0.95) and 3-4x slower to calibrate.
 The int8 file carries the fp32 export's metadata with precision "int8" and the calibration settings,
 so `YOLO("model_int8.onnx")` and evaluate_onnx need nothing else.
 """
@@ -190,8 +191,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                    help="int8 weight scales per output channel (default: on)")
     p.add_argument("--weight-bits", type=int, choices=WEIGHT_BITS, default=7,
-                   help="bits of the int8 weights: 7 gives the same outputs on every x86 CPU, 8 saturates on "
-                   "AVX2-only ones and is for CPUs with VNNI or ARM (default: 7)")
+                   help="bits of the int8 weights: 7 gives the same outputs on AVX2-only and VNNI CPUs, 8 can "
+                   "saturate on AVX2-only ones and is for x86 CPUs with VNNI (default: 7)")
     p.add_argument("--head-fp32", action=argparse.BooleanOptionalAction, default=True,
                    help="leave the two output convs in fp32 (default: on)")
     p.add_argument("--out", default="out/quantize/model_int8.onnx", help="int8 graph (default: out/quantize/model_int8.onnx)")
