@@ -174,7 +174,8 @@ def test_int8_model_detects_like_fp32(int8, ckpt, seed):
     conf 0.3 (same class, IoU >= 0.5). The int8 outputs of this random network are ~15% off (see above),
     so scores near the threshold and NMS choices differ: measured 88-100% matched, the same on a VNNI CPU
     and emulated on an AVX2-only one (with 8-bit weights CI's AVX2-only CPU gave 53-62%); calibrated on
-    black images 29-55%, on 0-255 inputs 0% (8-bit weights). test_int8_raw_outputs_follow_fp32 is the sharper check."""
+    black images 29-55%, on 0-255 inputs 0% (8-bit weights). test_int8_raw_outputs_follow_fp32 is the
+    sharper check."""
     image = scene(70, 150, seed=seed)
     yolo = YOLO(int8, conf=0.3)
     assert yolo.backend == "onnx" and yolo.precision == "int8 ONNX Runtime"
