@@ -205,12 +205,13 @@ def test_evaluate_onnx_scores_like_evaluate_model(ckpt, voc, tmp_path):
 
 def test_cli_prints_one_table(ckpt, voc, tmp_path, capsys):
     argv = ["--weights", str(ckpt), "--data", str(voc), "--calib-images", "2",
-            "--out", str(tmp_path / "m_int8.onnx"), "--amp", "off"]
+            "--out", str(tmp_path / "m_int8.onnx"), "--amp", "off", "--weight-bits", "8"]
     assert quantize.main(argv) == 0
     out = capsys.readouterr().out
     rows = [line.split()[0:2] for line in out.splitlines() if line.startswith(("torch ", "onnx "))]
     assert rows == [["torch", "fp32"], ["onnx", "fp32"], ["onnx", "int8"]]
     assert (tmp_path / "m_fp32.onnx").is_file() and (tmp_path / "m_int8.onnx").is_file()
+    assert "8-bit weights" in out and int8_weight_range(tmp_path / "m_int8.onnx") == (-127, 127)
 
 
 def test_onnx_files_fail_clearly(ckpt, tmp_path):
