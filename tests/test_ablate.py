@@ -328,14 +328,18 @@ def test_baseline_is_the_first_variant_or_the_one_named():
 
 
 def test_bootstrap_pairs_the_saved_detections_of_one_seed(tmp_path):
+    """phi3 finds the two boxes of the first of 3 images and nothing else, phi0 and phi1 nothing: phi3's interval
+    is the percentile bootstrap written out here, 40 resamples (--bootstrap) of numpy seed 0, each scored by
+    evaluate_detections on the resampled lists; it spans from 0 (no copy of the first image) upwards."""
     from tests.test_get_map import CLASSES, split_samples, write_voc
+    from utils.eval.evaluator import evaluate_detections
     voc = write_voc(tmp_path)
     out = tmp_path / "abl"
     variants = ablate.parse_variants(["0", "1", "3"])
     truth = split_samples(voc)
-    perfect = [np.c_[s.boxes, np.full(len(s.labels), 0.9), s.labels] for s in truth]
     empty = [np.zeros((0, 6)) for _ in truth]
-    for variant, found in zip(variants, (empty, empty, perfect)):  # phi1 finds what phi0 finds: nothing
+    first = [np.c_[truth[0].boxes, np.full(len(truth[0].labels), 0.9), truth[0].labels]] + empty[1:]
+    for variant, found in zip(variants, (empty, empty, first)):  # phi1 finds what phi0 finds: nothing
         detect.write_coco_results(out / "runs" / f"{variant.slug}_s0" / ablate.DETECTIONS_FILE, found,
                                   detect.image_keys(truth), CLASSES)
     records = [{**fake_record(v.label, 0, 0.0, 0.0), "class_names": CLASSES, "eval_images": 3} for v in variants]
@@ -344,10 +348,18 @@ def test_bootstrap_pairs_the_saved_detections_of_one_seed(tmp_path):
     intervals, seeds = ablate.bootstrap_differences(args, variants, records, "phi0", scorer)
     assert seeds == {"phi1": 0, "phi3": 0}
     assert np.array_equal(intervals["phi1"].low, [0, 0]) and np.array_equal(intervals["phi1"].high, [0, 0])
-    # every resample holds ground truth, all found by phi3 and none by phi0: a difference of exactly 1
-    assert np.allclose(np.array(intervals["phi3"]), 1.0)
+    rng, diffs = np.random.default_rng(0), []
+    for _ in range(40):
+        idx = rng.integers(0, 3, size=3)
+        score = evaluate_detections([first[i] for i in idx], [truth[i] for i in idx], CLASSES)
+        diffs.append([score["map50"], score["map50_95"]])  # minus phi0's 0
+    low, high = np.quantile(diffs, [0.025, 0.975], axis=0)
+    assert np.all(low == 0) and high[0] == 1.0  # some resamples hold only copies of the first image
+    assert np.allclose(intervals["phi3"].low, low) and np.allclose(intervals["phi3"].high, high)
+    full = evaluate_detections(first, truth, CLASSES)  # mAP@0.5: one of 2 cats and one of 2 dogs found, 0.5
+    assert full["map50"] == 0.5 and np.allclose(intervals["phi3"].diff, [0.5, full["map50_95"]])
     rows = compared_rows(["0", "1", "3"], records, intervals, seeds)
-    assert [r["d_map50_distinguishable"] for r in rows] == [None, False, True]
+    assert [r["d_map50_distinguishable"] for r in rows] == [None, False, False]
     with pytest.raises(ValueError, match="holds 3 images now"):
         ablate.bootstrap_differences(args, variants, [{**r, "eval_images": 4} for r in records], "phi0", scorer)
 
