@@ -6,9 +6,16 @@ Our checkpoint is a dict with `format` == CHECKPOINT_FORMAT and:
   concat), se_loss (bool: enc blocks hold SE-loss heads; absent means False), input_size ([h, w]),
   scale_x_y, epoch, args (dict), and for resuming: optimizer, scheduler, scaler, ema, best_fitness.
 The reference implementation's .pth files are a bare state dict; darknet files end in `.weights`.
+A `format` tag other than CHECKPOINT_FORMAT (a newer version's) is refused, never read as a bare state dict.
+tests/fixtures/ holds a file of each kind this version reads (tests/fixtures/make_checkpoints.py).
+
+Before torch.load, the file is checked (check_weights_file): an ONNX graph or another kind of file is named
+as such, and a zip archive (what torch.save writes) whose records would inflate beyond the file's own size
+(torch stores them uncompressed: a zip bomb or a damaged file) is refused without inflating anything.
 """
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -21,6 +28,14 @@ from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors
 from utils.core.paths import DEFAULT_ANCHORS_FILE
 
 CHECKPOINT_FORMAT = "yolov4-tiny-attention/1"
+FORMAT_FAMILY = CHECKPOINT_FORMAT.rsplit("/", 1)[0]
+READS = f"{CHECKPOINT_FORMAT!r} checkpoints, bare state dicts (the reference repository's .pth) and {{'model': ...}} dicts"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
+PICKLE_MAGIC = b"\x80"  # the legacy torch.save: a pickle (protocol 2 or later)
+ONNX_HINT = ("training and get_map.py --weights read checkpoints (.pth, darknet .weights); predict.py runs ONNX "
+             "graphs. To score this graph: python predict.py --weights {path} --dir IMAGES --conf 0.001 --nms 0.5 "
+             "--save-json --out OUT, then python get_map.py --data DATA --classes CLASSES --detections "
+             "OUT/detections.json")
 
 
 def save_atomic(obj, path) -> None:
@@ -42,6 +57,7 @@ def read_checkpoint(path) -> Dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
+    check_weights_file(path)
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -50,13 +66,58 @@ def read_checkpoint(path) -> Dict:
                          "which a weights file never needs; refused, nothing in it was run") from None
     except Exception as e:
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
-    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        return obj
+    if isinstance(obj, dict) and "format" in obj:
+        return _tagged(obj, path)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         return {"model": obj["model"]}
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {"model": obj}  # the reference implementation's bare state dict
     raise ValueError(f"{path}: expected a state dict or a checkpoint written by train.py, found {type(obj).__name__}")
+
+
+def _tagged(ckpt: Dict, path: Path) -> Dict:
+    """Our checkpoint, or ValueError for a format tag this version does not read."""
+    found = str(ckpt["format"])[:80]
+    if found == CHECKPOINT_FORMAT:
+        return ckpt
+    newer = found.startswith(FORMAT_FAMILY + "/")
+    raise ValueError(f"{path}: checkpoint format {found!r}, which this version does not read (it reads {READS}); "
+                     + ("it was written by a newer version of this project: update this copy to read it"
+                        if newer else "convert it with the tool that wrote it"))
+
+
+def check_weights_file(path: Path) -> None:
+    """ValueError, naming `path`, unless it looks like a torch.save file whose records fit in the file.
+
+    Run before torch.load: an ONNX graph (suffix or protobuf start) or another kind of file gets its own
+    message, and a zip whose records declare more bytes than the file holds is refused before anything is
+    inflated.
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ModelProto starts with ir_version (field 1)
+        raise ValueError(f"{path}: an ONNX graph, not a PyTorch checkpoint: " + ONNX_HINT.format(path=path))
+    if head.startswith(ZIP_MAGIC):
+        _check_zip_records(path)
+    elif not head.startswith(PICKLE_MAGIC):
+        raise ValueError(f"{path}: not a PyTorch checkpoint: it starts with {head!r}, neither a zip archive "
+                         "(torch.save) nor a pickle (older torch.save); give a .pth checkpoint or darknet .weights")
+
+
+def _check_zip_records(path: Path) -> None:
+    """Sum the sizes the zip's central directory declares, without inflating a record."""
+    limit = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (a damaged zip archive: {_first_line(e)})") from None
+    declared = sum(r.file_size for r in records)
+    if declared > limit:
+        biggest = max(records, key=lambda r: r.file_size)
+        raise ValueError(f"{path}: its zip records would inflate to {declared} bytes ({biggest.filename}: "
+                         f"{biggest.file_size}), more than the {limit} bytes allowed (the file's size: torch.save "
+                         "stores records uncompressed); refused before reading: a zip bomb or a damaged file")
 
 
 def _numpy_safe_globals() -> list:

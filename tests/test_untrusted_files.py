@@ -1,0 +1,125 @@
+"""Files from other versions and other places (issue 27): checkpoints of every format this version reads, a
+newer format, a zip bomb, an ONNX graph given as weights, the scan cache, and image paths that leave the dataset."""
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import get_map
+import train
+from nets.yolo import YoloBody
+from tests.conftest import ANCHORS_MASK
+from tests.fixtures import make_checkpoints
+from tests.tiny_voc import write_tiny_voc
+from utils.engine import checkpoint
+from utils.engine.checkpoint import load_weights, read_checkpoint
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
+FORMATS = ("reference_state_dict.pth", "model_dict.pth", "ours_v1_before_fusion.pth", "ours_v1.pth")
+OURS = ("ours_v1_before_fusion.pth", "ours_v1.pth")
+
+
+@pytest.fixture(autouse=True)
+def scan_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "scan_cache"))
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_every_older_checkpoint_format_still_loads(name):
+    assert (FIXTURES / name).stat().st_size < 200_000
+    model = YoloBody(ANCHORS_MASK, 1)
+    loaded, skipped = load_weights(model, FIXTURES / name, verbose=False)
+    expected = make_checkpoints.small_state_dict()
+    assert loaded == len(expected)
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in expected.items())
+    assert all(s.endswith("(missing from file)") for s in skipped)
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_our_checkpoints_keep_their_metadata_and_resume_reads_the_optimizer_state(name, tmp_path):
+    ckpt = read_checkpoint(FIXTURES / name)
+    assert (ckpt["class_names"], ckpt["input_size"], ckpt["scale_x_y"]) == (["thing"], [320, 320], 1.05)
+    resumed = tmp_path / "run" / "last.pth"
+    resumed.parent.mkdir()
+    shutil.copy(FIXTURES / name, resumed)
+    _, resume, settings = train.start_run(train.parse_args(["--resume", str(resumed)]))
+    assert settings["epochs"] == 3 and settings["optimizer"] == "adam"
+    params = [torch.nn.Parameter(t.clone()) for t in resume["model"].values()]
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    optimizer.load_state_dict(resume["optimizer"])
+    want = make_checkpoints.optimizer_state(make_checkpoints.small_state_dict())["state"]
+    assert len(optimizer.state) == len(params) == len(want)
+    for i, p in enumerate(params):
+        assert torch.equal(optimizer.state[p]["exp_avg"], want[i]["exp_avg"])
+
+
+def test_a_newer_checkpoint_format_is_refused_naming_both_formats(tmp_path):
+    ckpt = torch.load(FIXTURES / "ours_v1.pth", weights_only=True)
+    newer = tmp_path / "newer.pth"
+    torch.save({**ckpt, "format": "yolov4-tiny-attention/2"}, newer)
+    with pytest.raises(ValueError) as caught:
+        read_checkpoint(newer)
+    message = str(caught.value)
+    assert str(newer) in message and "'yolov4-tiny-attention/2'" in message
+    assert "'yolov4-tiny-attention/1'" in message and "newer version" in message and "\n" not in message
+    other = tmp_path / "other.pth"
+    torch.save({"format": "someone-else/7", "model": ckpt["model"]}, other)
+    with pytest.raises(ValueError, match="'someone-else/7', which this version does not read"):
+        read_checkpoint(other)
+    assert train.main(["--resume", str(newer)]) == 1
+
+
+def _zip_bomb(path: Path) -> int:
+    """A real torch checkpoint of 16 MB of zeros whose records are deflated (torch reads them): ~20 kB."""
+    plain = path.with_suffix(".plain")
+    torch.save({"model": {"w": torch.zeros(4 * 2 ** 20)}}, plain)
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            with src.open(info) as f, dst.open(info.filename, "w") as out:
+                shutil.copyfileobj(f, out, 2 ** 20)
+    plain.unlink()
+    return path.stat().st_size
+
+
+def test_a_zip_bomb_is_refused_before_torch_inflates_it(tmp_path, monkeypatch, capsys):
+    bomb = tmp_path / "bomb.pth"
+    assert _zip_bomb(bomb) < 200_000
+    inflated = []
+    real_load = torch.load
+    monkeypatch.setattr(checkpoint.torch, "load", lambda *a, **k: inflated.append(1) or real_load(*a, **k))
+    with pytest.raises(ValueError, match=r"bomb\.pth: its zip records would inflate to \d+ bytes .*zip bomb"):
+        read_checkpoint(bomb)
+    assert not inflated
+    assert train.main(["--resume", str(bomb)]) == 1
+    assert "zip bomb" in capsys.readouterr().err
+
+
+def _onnx_file(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_an_onnx_graph_given_to_get_map_says_how_to_score_it(tmp_path, capsys):
+    voc = write_tiny_voc(tmp_path / "VOCtiny", 2)
+    graph = _onnx_file(tmp_path / "model.onnx")
+    args = ["--weights", str(graph), "--data", str(voc), "--classes", str(voc / "classes.txt"), "--no-plots",
+            "--out", str(tmp_path / "out")]
+    assert get_map.main(args) == 1
+    err = capsys.readouterr().err
+    assert "an ONNX graph, not a PyTorch checkpoint" in err and "asks to run" not in err
+    assert "predict.py --weights" in err and "get_map.py --data DATA --classes CLASSES --detections" in err
+    renamed = graph.rename(tmp_path / "model.bin")  # told by its first bytes too
+    with pytest.raises(ValueError, match="model.bin: an ONNX graph"):
+        read_checkpoint(renamed)
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match=r"notes.pth: not a PyTorch checkpoint: it starts with b'hello'"):
+        read_checkpoint(text)
