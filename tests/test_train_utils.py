@@ -51,13 +51,23 @@ def test_optimizer_keeps_bn_and_bias_out_of_weight_decay():
 
 
 def test_ema_moves_towards_the_model():
-    model = torch.nn.Linear(2, 1)
-    ema = ModelEMA(model, decay=0.5, tau=1e-9)
+    """decay 0.9, tau 2: after update k, d_k = 0.9 * (1 - exp(-k / 2)): 0.354122, 0.568909, 0.699183, 0.778198
+    and 0.9 in the limit. The weights start at 0 and the model is set to 1, 3, 0, 2 before updates 1 to 4."""
+    model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
-        model.weight.fill_(1.0)
-    before = ema.module.weight.clone()
-    ema.update(model)
-    assert torch.allclose(ema.module.weight, 0.5 * before + 0.5)
+        model.weight.zero_()
+    ema = ModelEMA(model, decay=0.9, tau=2.0)
+    expected, hand_decays = 0.0, [0.354122, 0.568909, 0.699183, 0.778198]
+    for k, (target, d) in enumerate(zip([1.0, 3.0, 0.0, 2.0], hand_decays), start=1):
+        with torch.no_grad():
+            model.weight.fill_(target)
+        ema.update(model)
+        assert ema.updates == k and ema.current_decay() == pytest.approx(d, abs=1e-6)
+        expected = d * expected + (1 - d) * target
+        assert ema.module.weight.item() == pytest.approx(expected, abs=1e-6), k
+    assert ema.module.weight.item() == pytest.approx(1.347206, abs=1e-5)  # after 0.645878, 1.660720, 1.161147
+    ema.updates = 100_000
+    assert ema.current_decay() == pytest.approx(0.9)
 
 
 def test_run_dirs_are_numbered(tmp_path):
