@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -138,15 +139,20 @@ def test_video(ckpt, tmp_path, capsys):
     assert frames == 3 and not list((tmp_path / "out").glob(".*partial*"))
 
 
-def test_fps(ckpt, tmp_path, capsys):
+def test_fps(ckpt, tmp_path, capsys, monkeypatch):
+    """A fake clock: 1 warm-up run of 5 s per stage (left out), then runs of 10/20/5 ms and 30/40/15 ms for pre,
+    forward and post: means 20, 30 and 10 ms, 60 ms in all, 1000 / 60 = 16.67 FPS."""
+    ticks = iter([0.0, 5.0, 10.0, 15.0, 100.0, 100.010, 100.030, 100.035, 200.0, 200.030, 200.070, 200.085])
+    monkeypatch.setattr("yolo.time", SimpleNamespace(perf_counter=lambda: next(ticks)))
     assert run(ckpt, tmp_path, "--fps", "--fps-runs", "2", "--warmup", "1") == 0
+    assert next(ticks, None) is None  # four readings per run, three runs
     out = capsys.readouterr().out
     ms = json.loads((tmp_path / "out" / "fps.json").read_text())
-    assert ms["total_ms"] == pytest.approx(ms["pre_ms"] + ms["forward_ms"] + ms["post_ms"])
-    assert ms["fps"] == pytest.approx(1000 / ms["total_ms"]) and min(ms["pre_ms"], ms["forward_ms"], ms["post_ms"]) > 0
-    for key in ("pre", "forward", "post", "total"):
-        assert f"  {key:<8} {ms[key + '_ms']:8.2f} ms" in out
-    assert f"  FPS      {ms['fps']:8.2f}" in out and "input 64x96, 2 runs" in out
+    expected = {"pre_ms": 20.0, "forward_ms": 30.0, "post_ms": 10.0, "total_ms": 60.0, "fps": 1000 / 60}
+    assert {key: ms[key] for key in expected} == pytest.approx(expected)
+    for line in ("  pre         20.00 ms", "  forward     30.00 ms", "  post        10.00 ms", "  total       60.00 ms",
+                 "  FPS         16.67", "input 64x96, 2 runs"):
+        assert line in out
 
 
 @pytest.mark.parametrize("nms", [False, True])
