@@ -1,9 +1,13 @@
 """Files from other versions and other places (issue 27): checkpoints of every format this version reads, a
 newer format, a zip bomb, an ONNX graph given as weights, the scan cache, and image paths that leave the dataset."""
+import dataclasses
+import pickle
 import shutil
 import zipfile
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +17,10 @@ from nets.yolo import YoloBody
 from tests.conftest import ANCHORS_MASK
 from tests.fixtures import make_checkpoints
 from tests.tiny_voc import write_tiny_voc
+from utils.core.config import read_classes
+from utils.data import scan_cache, voc
+from utils.data.annotations import Record, Sample
+from utils.data.convert import convert
 from utils.engine import checkpoint
 from utils.engine.checkpoint import load_weights, read_checkpoint
 
@@ -22,7 +30,7 @@ OURS = ("ours_v1_before_fusion.pth", "ours_v1.pth")
 
 
 @pytest.fixture(autouse=True)
-def scan_cache(tmp_path, monkeypatch):
+def private_scan_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "scan_cache"))
 
 
@@ -123,3 +131,84 @@ def test_an_onnx_graph_given_to_get_map_says_how_to_score_it(tmp_path, capsys):
     text.write_text("hello")
     with pytest.raises(ValueError, match=r"notes.pth: not a PyTorch checkpoint: it starts with b'hello'"):
         read_checkpoint(text)
+
+
+class RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _same(u, v, where: str = "") -> None:
+    """u and v hold the same values of the same types, arrays of the same dtype, all the way down."""
+    assert type(u) is type(v), f"{where}: {type(u).__name__} vs {type(v).__name__}"
+    if isinstance(u, np.ndarray):
+        assert u.dtype == v.dtype and u.shape == v.shape and np.array_equal(u, v, equal_nan=u.dtype.kind == "f"), where
+    elif dataclasses.is_dataclass(u):
+        for f in dataclasses.fields(u):
+            _same(getattr(u, f.name), getattr(v, f.name), f"{where}.{f.name}")
+    elif isinstance(u, (list, tuple)):
+        assert len(u) == len(v), where
+        for i, (a, b) in enumerate(zip(u, v)):
+            _same(a, b, f"{where}[{i}]")
+    elif isinstance(u, dict):
+        assert list(u) == list(v), where
+        for k in u:
+            _same(u[k], v[k], f"{where}[{k!r}]")
+    else:
+        assert u == v, where
+
+
+def _same_samples(a, b) -> None:
+    _same(list(a), list(b), "samples")
+
+
+@pytest.mark.parametrize("data_format", ("voc", "coco"))
+def test_a_cached_scan_equals_a_fresh_scan_field_by_field(data_format, tmp_path, capsys):
+    data = write_tiny_voc(tmp_path / "VOCtiny", 3)
+    classes = read_classes(data / "classes.txt")
+    if data_format == "coco":
+        convert(data, tmp_path / "coco", "voc", "coco")
+        data = tmp_path / "coco" / "annotations" / "instances_train.json"
+    split = "train" if data_format == "voc" else "all"
+    fresh = voc.load_samples(data, split, classes, use_cache=False, workers=1)
+    voc.load_samples(data, split, classes, workers=1)
+    stats = voc.ScanStats()
+    cached = voc.load_samples(data, split, classes, workers=1, stats=stats)
+    assert stats.from_cache == 3 and "scan cache" not in capsys.readouterr().err
+    _same_samples(cached, fresh)
+    assert not list((tmp_path / "scan_cache").glob("*.pkl")) and list((tmp_path / "scan_cache").glob("*.json"))
+
+
+def test_the_cache_carries_a_new_plain_field_and_drops_a_file_of_other_fields(monkeypatch):
+    extended = dataclasses.make_dataclass("Sample", [("extra", object, None)], bases=(Sample,))
+    monkeypatch.setitem(scan_cache.RECORD_TYPES, "Sample", extended)
+    sample = extended("a.jpg", np.zeros((1, 4), np.float32), np.array([1]), np.array([False]), 4, 3,
+                      extra=[{"id": 7, "bbox": [1.5, 2, 3, 4], "area": np.float64(2.25)}, (np.arange(3), "x")])
+    record = Record(sample=sample, image_path="a.jpg", unknown=Counter({"dog": 2}), warnings=["w"])
+    text = scan_cache.dumps(1, {"k": ((("a", 1), (2, 3)), record)})
+    (fingerprint, back), = scan_cache.loads(text, 1).values()
+    assert fingerprint == (("a", 1), (2, 3)) and back.unknown == Counter({"dog": 2}) and back.warnings == ["w"]
+    _same_samples([back.sample], [sample])
+    assert back.sample.extra[0] == {"id": 7, "bbox": [1.5, 2, 3, 4], "area": 2.25}
+    assert np.array_equal(back.sample.extra[1][0], np.arange(3))
+    monkeypatch.setitem(scan_cache.RECORD_TYPES, "Sample", Sample)  # this version lacks the field: stale
+    with pytest.raises(scan_cache.StaleCache, match="fields"):
+        scan_cache.loads(text, 1)
+
+
+def test_a_planted_pickle_in_the_scan_cache_runs_nothing(tmp_path, capsys):
+    data = write_tiny_voc(tmp_path / "VOCtiny", 2)
+    classes = read_classes(data / "classes.txt")
+    marker = tmp_path / "code_ran"
+    cache_file = voc._cache_path(data, "train", classes, 0, 0.1, None, None, None)
+    cache_file.parent.mkdir(parents=True)
+    cache_file.write_bytes(pickle.dumps({"x": RunsCode(marker)}))
+    samples = voc.load_samples(data, "train", classes, workers=1)
+    assert not marker.exists() and len(samples) == 2
+    assert "unusable scan cache, scanning again" in capsys.readouterr().err
+    for junk in (b"\xff\xfe", b"[" * 100_000, b'{"version": 5, "entries": {"k": {"R": ["os.system", {}]}}}'):
+        cache_file.write_bytes(junk)
+        assert len(voc.load_samples(data, "train", classes, workers=1)) == 2  # rescanned, never an error

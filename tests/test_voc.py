@@ -211,7 +211,7 @@ def test_cache_is_used_and_detects_changed_files(tmp_path, capsys):
     os.utime(xml, ns=(xml.stat().st_atime_ns, xml.stat().st_mtime_ns + 10**9))
     samples = load_samples(root, "train", CLASSES, cache_dir=tmp_path / "c")
     assert "1 from cache" in capsys.readouterr().out and samples[1].labels.tolist() == [1, 1]
-    assert not any(p.suffix == ".pkl" for p in root.rglob("*")), "the cache must not be written into the dataset"
+    assert not any(p.suffix in (".pkl", ".json") for p in root.rglob("*")), "the cache must not be written into the dataset"
 
 
 def test_resolve_data_falls_back_to_demo_only_for_the_default(tmp_path, monkeypatch, capsys):

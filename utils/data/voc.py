@@ -7,14 +7,14 @@ Sample, the EXIF rule), utils/data/formats.py (YOLO label files and COCO JSON in
 utils/data/labelme.py (labelme JSON files), and this module (the scan over a split: warnings, skips, the
 one-line summary, the cache; the classes file a dataset implies). Every name callers use is importable from here.
 
-Cache: a scan is stored in `$YOLO_SCAN_CACHE` or `<repo>/.cache/voc_scan/` (never in the dataset), one
-file per (data path, split, classes, seed, val_fraction, data_format, images_dir). Each image's record is
-re-used only when its annotation and image files have the same size and modification time; other files are
-re-read.
+Cache: a scan is stored in `$YOLO_SCAN_CACHE` or `<repo>/.cache/voc_scan/` (never in the dataset), one JSON
+file per (data path, split, classes, seed, val_fraction, data_format, images_dir): utils/data/scan_cache.py,
+a format that cannot run code; a file of another version or a damaged one is ignored and the split re-read.
+Each image's record is re-used only when its annotation and image files have the same size and modification
+time; other files are re-read.
 """
 import hashlib
 import os
-import pickle
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +30,7 @@ from utils.data.annotations import DatasetError, Record, Sample, parse_line, par
 from utils.data.formats import (COCO_IMAGE_MISSING, NO_IMAGE_NOTE, UNREADABLE_LABEL, label_files_without_image,
                                 parse_coco, parse_yolo)
 from utils.data.labelme import MALFORMED_JSON, parse_labelme
+from utils.data.scan_cache import StaleCache, dumps, loads
 from utils.data.layouts import DEFAULT_DATA, Source, dataset_layout, declared_names, default_split, find_sources, resolve_data
 
 __all__ = ["CACHE_VERSION", "DEFAULT_DATA", "DatasetError", "LeftOut", "REPO_ROOT", "Record", "Sample", "ScanStats",
@@ -91,7 +92,7 @@ def _cache_path(path: Path, split: str, class_names: Sequence[str], seed: int, v
     images = str(Path(images_dir).resolve()) if images_dir is not None else None
     key = repr((CACHE_VERSION, str(path.resolve()), split, list(class_names), seed, val_fraction, data_format, images))
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    return _cache_base(cache_dir) / f"{path.name}-{split.replace('/', '_')[:40]}-{digest}.pkl"
+    return _cache_base(cache_dir) / f"{path.name}-{split.replace('/', '_')[:40]}-{digest}.json"
 
 
 def _written_classes(path: Path, names: Sequence[str]) -> Path:
@@ -122,22 +123,23 @@ def resolve_classes(data_path, classes, data_format: Optional[str] = None, image
 
 
 def _read_cache(cache_file: Path) -> Dict:
+    """{source key: (fingerprint, Record)}; empty, so that every file is read again, when the cache is missing,
+    of another version or damaged. The file is JSON (utils/data/scan_cache.py): nothing in it can run."""
     if not cache_file.is_file():
         return {}
     try:
-        with open(cache_file, "rb") as f:
-            cache = pickle.load(f)
-        return cache if isinstance(cache, dict) else {}
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
-        _warn(f"{cache_file}: unreadable scan cache, scanning again ({e})")
+        return loads(cache_file.read_text(encoding="utf-8"), CACHE_VERSION)
+    except (OSError, UnicodeDecodeError, StaleCache) as e:
+        _warn(f"{cache_file}: unusable scan cache, scanning again ({e})")
         return {}
 
 
 def _write_cache(cache_file: Path, cache: Dict) -> None:
     try:
-        with atomic_open(cache_file, "wb") as f:
-            pickle.dump(cache, f, protocol=pickle.HIGHEST_PROTOCOL)
-    except OSError as e:
+        text = dumps(CACHE_VERSION, cache)
+        with atomic_open(cache_file, "w") as f:
+            f.write(text)
+    except (OSError, TypeError, ValueError) as e:
         _warn(f"{cache_file}: could not write the scan cache ({e}); the next scan will read every file again")
 
 
