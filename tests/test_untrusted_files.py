@@ -1,6 +1,7 @@
 """Files from other versions and other places (issue 27): checkpoints of every format this version reads, a
 newer format, a zip bomb, an ONNX graph given as weights, the scan cache, and image paths that leave the dataset."""
 import dataclasses
+import json
 import pickle
 import shutil
 import zipfile
@@ -19,8 +20,9 @@ from tests.fixtures import make_checkpoints
 from tests.tiny_voc import write_tiny_voc
 from utils.core.config import read_classes
 from utils.data import scan_cache, voc
-from utils.data.annotations import Record, Sample
+from utils.data.annotations import DatasetError, Record, Sample
 from utils.data.convert import convert
+from utils.data.convert import main as convert_main
 from utils.engine import checkpoint
 from utils.engine.checkpoint import load_weights, read_checkpoint
 
@@ -212,3 +214,53 @@ def test_a_planted_pickle_in_the_scan_cache_runs_nothing(tmp_path, capsys):
     for junk in (b"\xff\xfe", b"[" * 100_000, b'{"version": 5, "entries": {"k": {"R": ["os.system", {}]}}}'):
         cache_file.write_bytes(junk)
         assert len(voc.load_samples(data, "train", classes, workers=1)) == 2  # rescanned, never an error
+
+
+def _coco_with(tmp_path: Path, file_name: str) -> Path:
+    """coco/annotations/instances_val.json with one image entry named `file_name` and one box."""
+    json_path = tmp_path / "coco" / "annotations" / "instances_val.json"
+    json_path.parent.mkdir(parents=True)
+    json_path.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": file_name, "width": 128, "height": 128}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "area": 1600,
+                         "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "red"}]}))
+    return json_path
+
+
+@pytest.mark.parametrize("escape", ("../secret/img00.png", "absolute"))
+def test_a_coco_file_name_outside_the_dataset_is_refused_unless_images_holds_it(escape, tmp_path, capsys):
+    tiny = write_tiny_voc(tmp_path / "VOCtiny", 1)
+    secret = tmp_path / "coco" / "secret"
+    secret.mkdir(parents=True)
+    shutil.copy(tiny / "JPEGImages" / "img00.png", secret / "img00.png")
+    name = escape if escape != "absolute" else str(secret / "img00.png")
+    json_path = _coco_with(tmp_path, name)
+    with pytest.raises(DatasetError, match=f"{json_path}: image entry file_name '{name}' leads outside"):
+        voc.load_samples(json_path, "all", ["red"], use_cache=False, workers=1)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("red\n")
+    dst = tmp_path / "out"
+    assert convert_main(["--from", "coco", "--to", "yolo", str(json_path), str(dst), "--classes", str(classes)]) == 1
+    err = capsys.readouterr().err
+    assert f"file_name '{name}' leads outside" in err and len(err.strip().splitlines()) == 1
+    assert not dst.exists()
+    # --images naming the folder that holds it: read from there
+    convert(json_path, dst, "coco", "yolo", classes, images_dir=secret)
+    assert [p.name for p in (dst / "images").rglob("*.png")] == ["img00.png"]
+
+
+def test_a_labelme_image_path_outside_the_folder_is_refused(tmp_path):
+    tiny = write_tiny_voc(tmp_path / "VOCtiny", 1)
+    (tmp_path / "outside").mkdir()
+    shutil.copy(tiny / "JPEGImages" / "img00.png", tmp_path / "outside" / "x.png")
+    folder = tmp_path / "labelme"
+    folder.mkdir()
+    shape = {"label": "red", "points": [[10, 10], [50, 50]], "shape_type": "rectangle"}
+    for path in ("../outside/x.png", str(tmp_path / "outside" / "x.png")):
+        (folder / "a.json").write_text(json.dumps({"imagePath": path, "shapes": [shape]}))
+        with pytest.raises(DatasetError, match=f"a.json: imagePath '{path}' leads outside the labelme folder"):
+            voc.load_samples(folder, "all", ["red"], use_cache=False, workers=1)
+    shutil.copy(tiny / "JPEGImages" / "img00.png", folder / "x.png")  # the image of that name beside the JSON
+    samples = voc.load_samples(folder, "all", ["red"], use_cache=False, workers=1)
+    assert [Path(s.image_path) for s in samples] == [folder / "x.png"]

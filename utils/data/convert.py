@@ -21,6 +21,9 @@ YAML's or folder's names, a COCO JSON's categories in ascending id order, a labe
 the demo's classes on the demo dataset; for VOC a `classes.txt` in the SRC folder (what `--to voc` writes),
 else model_data/voc_classes.txt. Objects of other names and images the scan skips are not written; a
 warning counts them.
+Images are read only inside SRC's folders: a COCO `file_name` or labelme `imagePath` that leads out of them
+(`../`, an absolute path) stops the conversion with one line naming the file and the entry, before anything
+is written; for COCO, `--images` with the folder that holds such images reads them.
 Exit codes (utils/core/cli.py): 0 done, 1 bad input, 130 interrupted.
 """
 import argparse
@@ -161,8 +164,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="to_format", required=True, choices=WRITE_FORMATS, help="the format to write")
     p.add_argument("src", help="the dataset to read (what --data takes)")
     p.add_argument("dst", help="the new dataset folder (must not exist, or be empty)")
-    p.add_argument("--images", metavar="DIR", default=None, help="the image folder of a COCO JSON or root "
-                   "(default: looked for beside the JSON)")
+    p.add_argument("--images", metavar="DIR", default=None, help="the image folder of a COCO JSON or root; "
+                   "file_name entries that lead out of the folders beside the JSON (../, absolute paths) are read "
+                   "only from inside it (default: looked for beside the JSON)")
     p.add_argument("--classes", default=None, help="classes file (default: the names SRC declares, see above)")
     p.add_argument("--splits", nargs="+", default=None, help="splits to convert (default: every split SRC lists)")
     return p

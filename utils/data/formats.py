@@ -24,6 +24,7 @@ COCO detection JSON (https://cocodataset.org/#format-data): `images`, `annotatio
 Untrusted input: YAML is read with yaml.safe_load, JSON with json.
 """
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,12 +352,29 @@ def coco_tag(json_path: Path) -> str:
     return stem[len(COCO_PREFIX):] if stem.startswith(COCO_PREFIX) and stem != COCO_PREFIX else stem
 
 
+def inside(folder: Path, name: str) -> bool:
+    """True when `folder / name` lies in `folder` (by its text: `..` and absolute paths may lead out of it;
+    links inside the folder are the dataset's own and are followed)."""
+    base = os.path.normpath(os.path.abspath(folder))
+    return os.path.normpath(os.path.join(base, name)).startswith(base.rstrip(os.sep) + os.sep)
+
+
 def find_coco_image(json_path: Path, file_name: str, images_dir: Optional[Path] = None) -> Optional[Path]:
-    """The image of an entry: `file_name`, then its last component, in each of coco_image_dirs."""
-    for folder in coco_image_dirs(json_path, images_dir):
-        for candidate in dict.fromkeys((folder / file_name, folder / Path(file_name).name)):
+    """The image of an entry: `file_name`, then its last component, in each of coco_image_dirs; None when
+    there is none. Untrusted input: a `file_name` that leads out of a folder (`../`, an absolute path) is not
+    looked for there, only its last component is; when it leads out of every folder and that finds nothing,
+    DatasetError names the JSON and the entry (`--images` with the folder that holds it reads it)."""
+    folders = coco_image_dirs(json_path, images_dir)
+    for folder in folders:
+        own = [folder / file_name] if inside(folder, file_name) else []
+        for candidate in dict.fromkeys(own + [folder / Path(file_name).name]):
             if candidate.is_file():
                 return candidate
+    if file_name and not any(inside(folder, file_name) for folder in folders):
+        where = f"--images {folders[0]}" if images_dir is not None else ", ".join(str(f) for f in folders)
+        raise DatasetError(f"{json_path}: image entry file_name {file_name!r} leads outside the dataset's image "
+                           f"folders ({where}); refused, nothing outside is read. Pass --images with the folder "
+                           "that holds it, or fix file_name")
     return None
 
 

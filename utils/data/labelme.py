@@ -5,7 +5,8 @@ sub-folders. It is told apart from other folders by its first JSON files (sorted
 a mapping with a `shapes` list. Each file holds:
   * `imagePath`: the image, relative to the JSON (Windows backslashes are read as `/`). When no file is
     there, the file of that name beside the JSON, then `<JSON stem>.<image extension>` beside it, is used.
-    The base64 `imageData` that labelme may embed is not read.
+    The base64 `imageData` that labelme may embed is not read. An imagePath that leads out of the folder
+    (`../`, an absolute path) is not read; with no image of its name or stem beside the JSON, the scan stops.
   * `imageWidth`, `imageHeight`: the size labelme showed (after EXIF orientation); they play the part of
     VOC's `<size>` in the EXIF rule of utils/data/annotations.py.
   * `shapes`: [{label, points [[x, y], ...] in pixels, shape_type}]. A `rectangle` (2 points, two opposite
@@ -25,7 +26,8 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from utils.data.annotations import Record, _find_image, finish_record, open_record_image
+from utils.data.annotations import DatasetError, Record, _find_image, finish_record, open_record_image
+from utils.data.formats import inside
 
 BOX_SHAPES = ("rectangle", "polygon")
 POLYGON_NOTE = "polygons read as boxes"
@@ -56,11 +58,18 @@ def is_labelme_folder(root: Path) -> bool:
 
 
 def find_labelme_image(json_path: Path, image_path) -> Optional[Path]:
-    """The image a labelme file names (see the module docstring), or None."""
+    """The image a labelme file names (see the module docstring), or None. Untrusted input: an imagePath that
+    leads out of the JSON's folder (`../`, an absolute path) is not read; when no image of its name or of the
+    JSON's stem is beside the JSON either, DatasetError names the file and the entry."""
     text = str(image_path or "").replace("\\", "/").strip()
-    if text and (json_path.parent / text).is_file():
+    if text and inside(json_path.parent, text) and (json_path.parent / text).is_file():
         return json_path.parent / text
-    return _find_image(json_path.parent, text or None, json_path.stem)
+    found = _find_image(json_path.parent, text or None, json_path.stem)
+    if found is None and text and not inside(json_path.parent, text):
+        raise DatasetError(f"{json_path}: imagePath {text!r} leads outside the labelme folder {json_path.parent}; "
+                           "refused, nothing outside is read. Put the image in the folder (beside the JSON) and "
+                           "fix imagePath")
+    return found
 
 
 def _is_number(value) -> bool:
