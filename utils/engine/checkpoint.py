@@ -29,7 +29,8 @@ from utils.core.paths import DEFAULT_ANCHORS_FILE
 
 CHECKPOINT_FORMAT = "yolov4-tiny-attention/1"
 FORMAT_FAMILY = CHECKPOINT_FORMAT.rsplit("/", 1)[0]
-READS = f"{CHECKPOINT_FORMAT!r} checkpoints, bare state dicts (the reference repository's .pth) and {{'model': ...}} dicts"
+READS = (f"{CHECKPOINT_FORMAT!r} checkpoints, bare state dicts (the reference repository's .pth) and "
+         "{'model': ...} dicts")
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
 PICKLE_MAGIC = b"\x80"  # the legacy torch.save: a pickle (protocol 2 or later)
 ONNX_HINT = ("training and get_map.py --weights read checkpoints (.pth, darknet .weights); predict.py runs ONNX "
@@ -56,7 +57,8 @@ def read_checkpoint(path) -> Dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        what = "is a folder; give a weights file in it (best.pth, last.pth)" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"weights file {path} {what}")
     check_weights_file(path)
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
@@ -111,7 +113,8 @@ def _check_zip_records(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             records = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint (a damaged zip archive: {_first_line(e)})") from None
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (a damaged zip archive: "
+                         f"{_first_line(e)})") from None
     declared = sum(r.file_size for r in records)
     if declared > limit:
         biggest = max(records, key=lambda r: r.file_size)
