@@ -26,8 +26,8 @@ from utils.core.config import read_classes
 from utils.core.fileio import write_json_atomic, write_text_atomic
 from utils.core.paths import newest_best
 from utils.data.layouts import add_data_flags, data_options
-from utils.data.voc import (DatasetError, ScanStats, UnreadableImagesError, default_split, load_eval_samples,
-                            resolve_classes, resolve_data)
+from utils.data.voc import (INVALID_GROUND_TRUTH, DatasetError, ScanStats, UnreadableImagesError, default_split,
+                            load_eval_samples, resolve_classes, resolve_data)
 from utils.engine.checkpoint import model_from_weights, read_checkpoint
 from utils.engine.run_logger import new_run_dir
 from utils.eval import detect
@@ -110,17 +110,20 @@ def scan_failure(error, stats, where: str, class_names) -> str:
     if stats.left_out:
         names = "; ".join(f"{e.image} ({e.reason})" for e in stats.left_out)
         return f"{error}; unreadable: {names}"
-    if stats.unknown and set(stats.skipped) == {"no objects of known classes"}:
+    if stats.unknown and not sum(stats.objects.values()):
         return f"{error}; {class_hint(class_names, where)}"
     return str(error)
 
 
-def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool = False, options=None):
+def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool = False, options=None,
+               stats=None):
     """(samples, left_out): the split's samples and the utils.data.voc.LeftOut entries of the images that cannot
-    be read (an error unless skip_unreadable); an error when the classes and the dataset's names do not match.
-    `options`: the data_format and images_dir keywords (utils.data.layouts.data_options)."""
+    be read or hold invalid ground truth (an error unless skip_unreadable); an error when no object of the classes
+    is annotated. Objects of other classes are not scored, their images are (as the VOC devkit and pycocotools
+    score a subset of classes); the objects are named. `options`: the data_format and images_dir keywords
+    (utils.data.layouts.data_options); `stats`: a utils.data.voc.ScanStats to fill."""
     where = f"{data_path} [{split}]"
-    stats = ScanStats()
+    stats = stats if stats is not None else ScanStats()
     try:
         samples, left_out = load_eval_samples(data_path, split, class_names, skip_unreadable, stats=stats,
                                               **(options or {}))
@@ -130,12 +133,14 @@ def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool =
         raise UserError(scan_failure(e, stats, where, class_names)) from None
     if samples and not any(len(s.labels) for s in samples):
         raise UserError(class_hint(class_names, where))
-    if stats.unknown:
-        lacking = ", ".join(f"{name} ({count})" for name, count in stats.unknown.most_common(8))
-        raise UserError(f"{where} annotates classes that the weights' {len(class_names)} classes lack: "
-                        f"{lacking}; those objects could never be found. Use weights trained on this dataset's "
-                        "classes, or --classes with every annotated name")
     return samples, left_out
+
+
+def unlisted_text(unlisted, images: int) -> str:
+    """What is said of the objects of classes outside the class list ({name: count})."""
+    names = ", ".join(f"{name} {n}" for name, n in sorted(unlisted.items(), key=lambda kv: (-kv[1], kv[0])))
+    return (f"{sum(unlisted.values())} objects of classes outside the class list are not scored ({names}); their "
+            f"images are, {images} of them without ground truth")
 
 
 def output_dir(args, base: Path) -> Path:
@@ -161,12 +166,22 @@ def format_table(result) -> str:
     lines.append(f"(AP over classes with ground truth; P, R, F1 at score >= {thr:g}; GTs exclude difficult boxes)")
     if result["left_out"]["images"]:
         lines.append(f"({left_out_text(result)}: GTs count only the scored images)")
+    if result["left_out"].get("classes"):
+        lines.append(f"({unlisted_text(result['left_out']['classes'], result['left_out']['other_class_images'])})")
     return "\n".join(lines)
+
+
+def unlisted_summary(stats) -> dict:
+    """summary.json's account of the objects of classes outside the class list (not scored) and of the images
+    holding only such objects (scored without ground truth)."""
+    return {"classes": dict(stats.unknown.most_common()), "other_class_images": stats.scored_empty}
 
 
 def left_out_text(result) -> str:
     lost = result["left_out"]
-    return (f"{lost['images']} unreadable images with {lost['objects']} ground-truth objects left out "
+    invalid = any(f["reason"].startswith(INVALID_GROUND_TRUTH) for f in lost.get("files", []))
+    what = "images (unreadable or with invalid ground truth)" if invalid else "unreadable images"
+    return (f"{lost['images']} {what} with {lost['objects']} ground-truth objects left out "
             f"(--skip-unreadable); {result['settings']['images']} images scored")
 
 
@@ -204,13 +219,14 @@ def write_outputs(out: Path, result, class_names, plots: bool) -> None:
         map_plots.plot_f1_curve(result["per_class"], result["curves"], out / "f1_curve.png")
 
 
-def run_model(args, data_path: Path, split: str):
-    """Detections from the model: (detections, samples, left_out, class_names, results base folder, settings)."""
+def run_model(args, data_path: Path, split: str, stats=None):
+    """Detections from the model: (detections, samples, left_out, class_names, results base folder, settings);
+    `stats`: the split's ScanStats to fill."""
     model, meta, ours = build_model(args, data_path)
     if meta["input_size"][0] % 32 or meta["input_size"][1] % 32:
         raise UserError(f"input size {meta['input_size']} is not a multiple of 32")
     names = meta["class_names"]
-    samples, left_out = load_split(data_path, split, names, args.skip_unreadable, data_options(args))
+    samples, left_out = load_split(data_path, split, names, args.skip_unreadable, data_options(args), stats)
     device = select_device(args.device)
     amp = resolve_amp(args.amp, device)
     detections = detect.detect_samples(model.to(device), samples, meta["input_size"], meta["anchors"],
@@ -225,9 +241,9 @@ def run_model(args, data_path: Path, split: str):
     return detections, samples, left_out + unread, names, base, settings
 
 
-def load_detections(args, data_path: Path, split: str):
+def load_detections(args, data_path: Path, split: str, stats=None):
     names = read_classes(args.classes or default_classes_file(data_path, data_options(args)))
-    samples, left_out = load_split(data_path, split, names, args.skip_unreadable, data_options(args))
+    samples, left_out = load_split(data_path, split, names, args.skip_unreadable, data_options(args), stats)
     detections = detect.read_coco_results(args.detections, samples, names)
     return detections, samples, left_out, names, ROOT / "map_out", {"detections": str(args.detections)}
 
@@ -243,9 +259,11 @@ def score(args):
     data_path = resolve_data(args.data, **data_options(args))
     split = args.split or default_split(data_path, "eval", **data_options(args))
     source = load_detections if args.detections else run_model
-    detections, samples, left_out, names, base, settings = source(args, data_path, split)
+    stats = ScanStats()
+    detections, samples, left_out, names, base, settings = source(args, data_path, split, stats)
     result = ev.evaluate_detections(detections, samples, names, metric=args.metric, iou_thres=args.iou,
                                     score_thr=args.score_thr, coco_backend=args.coco_backend, left_out=left_out)
+    result["left_out"].update(unlisted_summary(stats))
     result["settings"].update(settings, data=str(data_path), split=split)
     return result, detections, samples, names, base
 

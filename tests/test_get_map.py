@@ -177,11 +177,15 @@ def test_no_weights_says_how_to_get_them(tmp_path, capsys, monkeypatch):
     assert rc == 1 and "python train.py" in err and "--weights" in err
 
 
-def test_dataset_classes_the_weights_lack_are_refused(voc, tmp_path, capsys):
+def test_dataset_classes_the_weights_lack_are_not_scored_and_named(voc, tmp_path, capsys):
     weights = tmp_path / "run" / "best.pth"
     save_random_checkpoint(weights, ["cat", "horse"])  # the dataset also annotates dog, which these weights lack
-    rc, _, err = run_cli(["--weights", str(weights), "--data", str(voc), "--out", str(tmp_path / "o")], capsys)
-    assert rc == 1 and "lack: dog (2)" in err and "Traceback" not in err
+    out = tmp_path / "o"
+    rc, text, err = run_cli(["--weights", str(weights), "--data", str(voc), "--out", str(out), "--no-plots"], capsys)
+    assert rc == 0, err
+    assert "2 objects of classes outside the class list are not scored (dog 2)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["left_out"]["classes"] == {"dog": 2} and summary["settings"]["images"] == 3
 
 
 def break_images(voc, stems):

@@ -9,6 +9,7 @@ every image viewer shows. Annotation-lines files have no `<size>`: stored pixels
 read them) unless the boxes fit only the rotated frame. Boxes, width and height are always in the frame
 of `read_image(image_path, apply_exif=exif_transpose)`.
 """
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -42,6 +43,10 @@ class DatasetError(ValueError):
     """A dataset that cannot be used; the message says what was looked for and where."""
 
 
+NO_KNOWN_OBJECTS = "no objects of known classes"
+NO_USABLE_BOXES = "no usable boxes"
+
+
 @dataclass
 class Record:
     """The outcome of reading one image: a Sample, or the reason it was skipped, and warnings to print."""
@@ -54,6 +59,12 @@ class Record:
     where: str = ""  # the annotation file or line this record comes from
     lost_objects: int = 0  # ground truths of a skipped record whose annotation was read
     notes: Counter = field(default_factory=Counter)  # counted conversions, e.g. segments read as boxes
+    # malformed ground truth of the classes (not numbers, not finite, xmin > xmax): one message each, the boxes
+    # left out of the Sample; training warns and goes on, evaluation cannot score the image (utils/data/voc.py)
+    invalid: List[str] = field(default_factory=list)
+    # NO_KNOWN_OBJECTS or NO_USABLE_BOXES: the annotation lists objects but none of the classes with a usable box;
+    # the Sample has no boxes. Training skips such an image, evaluation scores it without ground truth.
+    empty: Optional[str] = None
 
     def skipped(self, reason: str, message: str) -> "Record":
         self.skip = reason
@@ -88,10 +99,12 @@ def _xml_objects(root, where: str, class_names: Sequence[str], rec: Record) -> T
         if name not in index:
             rec.unknown[name] += 1
             continue
+        texts = [obj.findtext(f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
         try:
-            box = [float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+            box = [float(t) for t in texts]
         except (TypeError, ValueError):
-            rec.warnings.append(f"{where}: object {name!r} has no numeric <bndbox> xmin/ymin/xmax/ymax; dropped")
+            given = ", ".join(f"{k} {t!r}" for k, t in zip(("xmin", "ymin", "xmax", "ymax"), texts))
+            rec.invalid.append(f"{where}: object {name!r} has <bndbox> {given}; expected four numbers")
             continue
         difficult = (obj.findtext("difficult") or "0").strip().lower() in ("1", "true")
         found.append((*box, index[name], difficult))
@@ -128,11 +141,26 @@ def _choose_exif(image, xml_wh, boxes: np.ndarray, where: str, rec: Record) -> T
     return use, width, height
 
 
+def _valid_boxes(objects: list, where: str, rec: Record) -> list:
+    """The objects whose box is four finite numbers with xmin <= xmax and ymin <= ymax; rec.invalid names the rest."""
+    kept = []
+    for obj in objects:
+        x1, y1, x2, y2 = obj[:4]
+        shown = [round(float(v), 1) for v in obj[:4]]
+        if not all(math.isfinite(v) for v in obj[:4]):
+            rec.invalid.append(f"{where}: box {shown} is not four finite numbers")
+        elif x1 > x2 or y1 > y2:
+            rec.invalid.append(f"{where}: box {shown} has xmin > xmax or ymin > ymax")
+        else:
+            kept.append(obj)
+    return kept
+
+
 def finish_record(rec: Record, image, objects: list, n_objects: int, xml_wh, where: str) -> Record:
-    """Clip and drop boxes, pick the EXIF frame, and build the Sample (or skip)."""
-    if n_objects and not objects:
-        names = ", ".join(sorted(rec.unknown)) or "none readable"
-        return rec.skipped("no objects of known classes", f"{where}: no object of a known class (found: {names})")
+    """Leave out invalid boxes (rec.invalid), clip and drop boxes without area, pick the EXIF frame, and build the
+    Sample; when objects were listed but none of a known class has a usable box, rec.empty says why."""
+    known = bool(objects or rec.invalid)
+    objects = _valid_boxes(objects, where, rec)
     arr = np.array(objects, dtype=np.float64).reshape(-1, 6)
     use_exif, width, height = _choose_exif(image, xml_wh, arr[:, :4], where, rec)
     boxes = arr[:, :4].copy()
@@ -144,8 +172,8 @@ def finish_record(rec: Record, image, objects: list, n_objects: int, xml_wh, whe
     for i in np.flatnonzero(~good):
         rec.warnings.append(f"{where}: box {arr[i, :4].round(1).tolist()} has no area (xmin>=xmax or ymin>=ymax "
                             f"after clipping); dropped")
-    if n_objects and not good.any():
-        return rec.skipped("no usable boxes", f"{where}: every box was dropped")
+    if (n_objects or rec.invalid) and not good.any():
+        rec.empty = NO_USABLE_BOXES if known else NO_KNOWN_OBJECTS
     rec.sample = Sample(rec.image_path, boxes[good].astype(np.float32), arr[good, 4].astype(np.int64),
                         arr[good, 5].astype(bool), int(width), int(height), use_exif)
     return rec

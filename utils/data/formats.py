@@ -24,6 +24,7 @@ COCO detection JSON (https://cocodataset.org/#format-data): `images`, `annotatio
 Untrusted input: YAML is read with yaml.safe_load, JSON with json.
 """
 import json
+import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -175,8 +176,8 @@ def _yolo_box(values: List[float], at: str, rec: Record) -> Optional[List[float]
         rec.notes[SEGMENT_NOTE] += 1
         xs, ys = values[1::2], values[2::2]
         return [min(xs), min(ys), max(xs), max(ys)]
-    rec.warnings.append(f"{at}: {len(values)} fields; expected 5 (class cx cy w h) or a segment "
-                        f"(class x1 y1 x2 y2 x3 y3 ...); dropped")
+    rec.invalid.append(f"{at}: {len(values)} fields; expected 5 (class cx cy w h) or a segment "
+                       f"(class x1 y1 x2 y2 x3 y3 ...)")
     return None
 
 
@@ -190,13 +191,20 @@ def _yolo_rows(text: str, where: str, rec: Record) -> List[Tuple[int, int, List[
         try:
             values = [float(f) for f in fields]
         except ValueError:
-            rec.warnings.append(f"{at}: {line.strip()!r} is not numeric; expected class cx cy w h (normalised); dropped")
+            rec.invalid.append(f"{at}: {line.strip()[:80]!r} is not numeric; expected class cx cy w h (normalised)")
+            continue
+        if not all(math.isfinite(v) for v in values):
+            rec.invalid.append(f"{at}: {line.strip()[:80]!r} holds a value that is not a finite number")
             continue
         box = _yolo_box(values, at, rec)
         if box is None:
             continue
         if values[0] != int(values[0]):
-            rec.warnings.append(f"{at}: class {fields[0]!r} is not an integer index; dropped")
+            rec.invalid.append(f"{at}: class {fields[0]!r} is not an integer index")
+            continue
+        if box[0] > box[2] or box[1] > box[3]:
+            rec.invalid.append(f"{where}: box {[round(v, 4) for v in box]} (x1 y1 x2 y2, normalised) on line {n} "
+                               f"has a negative width or height")
             continue
         clipped = [min(max(v, 0.0), 1.0) for v in box]
         if clipped != box:

@@ -86,15 +86,15 @@ def _pairs(points) -> Optional[List[Tuple[float, float]]]:
 
 
 def _shape_box(shape: dict, kind: str, at: str, rec: Record) -> Optional[Tuple[float, float, float, float]]:
-    """xyxy of a rectangle or the bounding box of a polygon; None (with a warning) when its points are bad."""
+    """xyxy of a rectangle or the bounding box of a polygon; None (named in rec.invalid) when its points are bad."""
     points = _pairs(shape.get("points"))
     if points is None:
-        rec.warnings.append(f"{at}: points {str(shape.get('points'))[:60]} are not [x, y] pairs of numbers; dropped")
+        rec.invalid.append(f"{at}: points {str(shape.get('points'))[:60]} are not [x, y] pairs of numbers")
         return None
     fits = len(points) == 2 if kind == "rectangle" else len(points) >= 3
     if not fits:
         expected = "2 (two opposite corners)" if kind == "rectangle" else "at least 3"
-        rec.warnings.append(f"{at}: {kind} with {len(points)} points; expected {expected}; dropped")
+        rec.invalid.append(f"{at}: {kind} with {len(points)} points; expected {expected}")
         return None
     if kind == "polygon":
         rec.notes[POLYGON_NOTE] += 1
@@ -109,7 +109,7 @@ def _shape_objects(shapes: list, where: str, class_names: Sequence[str], rec: Re
     for i, shape in enumerate(shapes):
         if not isinstance(shape, dict):
             boxes += 1
-            rec.warnings.append(f"{where} shape {i}: not a mapping with label, points and shape_type; dropped")
+            rec.invalid.append(f"{where} shape {i}: not a mapping with label, points and shape_type")
             continue
         kind = str(shape.get("shape_type") or "polygon")[:40]
         if kind not in BOX_SHAPES:

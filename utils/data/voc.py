@@ -7,6 +7,11 @@ Sample, the EXIF rule), utils/data/formats.py (YOLO label files and COCO JSON in
 utils/data/labelme.py (labelme JSON files), and this module (the scan over a split: warnings, skips, the
 one-line summary, the cache; the classes file a dataset implies). Every name callers use is importable from here.
 
+A split to train on and a split to score differ in two rules (as_scanned): an image whose objects are all of
+classes outside the classes file is skipped in training but scored in evaluation, as an image without ground
+truth; invalid ground truth (not numbers, xmin > xmax) is dropped with a warning in training but stops
+evaluation like an unreadable image (or is left out and counted, with skip_unreadable).
+
 Cache: a scan is stored in `$YOLO_SCAN_CACHE` or `<repo>/.cache/voc_scan/` (never in the dataset), one JSON
 file per (data path, split, classes, seed, val_fraction, data_format, images_dir): utils/data/scan_cache.py,
 a format that cannot run code; a file of another version or a damaged one is ignored and the split re-read.
@@ -18,7 +23,7 @@ import os
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -26,7 +31,7 @@ from utils.core.config import classes_text
 from utils.core.fileio import atomic_open
 from utils.core.paths import REPO_ROOT
 from utils.data import demo_data
-from utils.data.annotations import DatasetError, Record, Sample, parse_line, parse_xml
+from utils.data.annotations import NO_KNOWN_OBJECTS, DatasetError, Record, Sample, parse_line, parse_xml
 from utils.data.formats import (COCO_IMAGE_MISSING, NO_IMAGE_NOTE, UNREADABLE_LABEL, label_files_without_image,
                                 parse_coco, parse_yolo)
 from utils.data.labelme import MALFORMED_JSON, parse_labelme
@@ -37,15 +42,16 @@ __all__ = ["CACHE_VERSION", "DEFAULT_DATA", "DatasetError", "LeftOut", "REPO_ROO
            "UNREADABLE_REASONS", "UnreadableImagesError", "default_split", "load_eval_samples", "load_samples",
            "parse_line", "parse_xml", "resolve_classes", "resolve_data", "stat_key"]
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
+INVALID_GROUND_TRUTH = "invalid ground truth"
 # skip reasons that take an image and its objects out of a split without the data saying so
 UNREADABLE_REASONS = ("unreadable image", "image missing", "annotation missing", "malformed XML", UNREADABLE_LABEL,
-                      COCO_IMAGE_MISSING, MALFORMED_JSON)
+                      COCO_IMAGE_MISSING, MALFORMED_JSON, INVALID_GROUND_TRUTH)
 
 
 class LeftOut(NamedTuple):
-    """An image of a split that could not be read: what it is, why, and its ground truths (non-difficult
-    objects of known classes, 0 when the annotation itself could not be read)."""
+    """An image of a split that could not be read or scored: what it is, why, and its ground truths (non-difficult
+    objects of known classes and the invalid ones, 0 when the annotation itself could not be read)."""
 
     image: str
     reason: str
@@ -53,14 +59,17 @@ class LeftOut(NamedTuple):
 
 
 class UnreadableImagesError(DatasetError):
-    """Images of an evaluation split that cannot be read; scoring without them would overstate the result."""
+    """Images of an evaluation split that cannot be read (or whose ground truth is invalid); scoring without them
+    would overstate the result."""
 
     def __init__(self, left_out: Sequence[LeftOut], where: str,
                  remedy: str = "pass --skip-unreadable to score without them"):
         self.left_out = list(left_out)
         names = "; ".join(f"{e.image} ({e.reason})" for e in self.left_out)
         objects = sum(e.objects for e in self.left_out)
-        super().__init__(f"{len(self.left_out)} images of {where} cannot be read: {names}. Scoring without them "
+        invalid = any(e.reason.startswith(INVALID_GROUND_TRUTH) for e in self.left_out)
+        super().__init__(f"{len(self.left_out)} images of {where} cannot be "
+                         f"{'read or scored' if invalid else 'read'}: {names}. Scoring without them "
                          f"would leave out their {objects} ground-truth objects and overstate the result; fix or "
                          f"remove these files, or {remedy}")
 
@@ -172,6 +181,7 @@ class ScanStats:
     unknown: Counter = field(default_factory=Counter)
     left_out: List[LeftOut] = field(default_factory=list)  # skipped for a reason in UNREADABLE_REASONS
     notes: Counter = field(default_factory=Counter)  # conversions the formats count (segments read as boxes, ...)
+    scored_empty: int = 0  # evaluation: images with objects but none of the classes, kept without ground truth
 
     def add(self, record: Record, class_names: Sequence[str]) -> None:
         self.unknown.update(record.unknown)
@@ -179,10 +189,12 @@ class ScanStats:
         if record.sample is None:
             self.skipped[record.skip] += 1
             if record.skip in UNREADABLE_REASONS:
-                self.left_out.append(LeftOut(record.image_path or record.where, record.skip, record.lost_objects))
+                self.left_out.append(LeftOut(record.image_path or record.where, _left_out_reason(record),
+                                             record.lost_objects))
             return
         self.used += 1
         self.background += int(len(record.sample.labels) == 0)
+        self.scored_empty += int(record.empty is not None)
         self.objects.update(class_names[i] for i in record.sample.labels.tolist())
         self.difficult += int(record.sample.difficult.sum())
 
@@ -190,10 +202,45 @@ class ScanStats:
         objects = ", ".join(f"{n} {self.objects[n]}" for n in class_names)
         skipped = ", ".join(f"{n} {r}" for r, n in self.skipped.most_common()) or "none"
         unknown = ", ".join(f"{k} ({n})" for k, n in self.unknown.most_common()) or "none"
+        scored = (f" ({self.scored_empty} images holding only these scored as images without ground truth)"
+                  if self.scored_empty else "")
         return (f"scan {where}: {self.used} images used ({self.background} background, {self.from_cache} from cache); "
                 f"objects: {objects} ({self.difficult} difficult); skipped {sum(self.skipped.values())}: {skipped}; "
-                f"names not in the classes file: {unknown}"
+                f"names not in the classes file: {unknown}{scored}"
                 + "".join(f"; {note} {n}" for note, n in sorted(self.notes.items())))
+
+
+def _left_out_reason(record: Record) -> str:
+    if record.skip != INVALID_GROUND_TRUTH:
+        return record.skip
+    more = f" (and {len(record.invalid) - 1} more)" if len(record.invalid) > 1 else ""
+    return f"{INVALID_GROUND_TRUTH}: {record.invalid[0]}{more}"
+
+
+def _empty_message(record: Record) -> str:
+    if record.empty == NO_KNOWN_OBJECTS:
+        return f"{record.where}: no object of a known class (found: {', '.join(sorted(record.unknown)) or 'none'})"
+    return f"{record.where}: every box was dropped"
+
+
+def as_scanned(record: Record, evaluation: bool) -> Record:
+    """The record as a split uses it; the (cached) record itself is not changed.
+
+    Training: invalid boxes are warned about and left out, an image with objects but none of the classes with a
+    usable box (Record.empty) is skipped, so that its objects are not taught as background. Evaluation (as the VOC
+    devkit and pycocotools score a subset of classes): objects of other classes are not part of the benchmark but
+    the image is, scored without ground truth (its detections are false positives); an image with invalid ground
+    truth cannot be scored and is left out (LeftOut), which stops scoring unless unreadable images are skipped."""
+    if record.sample is None:
+        return record
+    if evaluation and record.invalid:
+        lost = int((~record.sample.difficult).sum()) + len(record.invalid)
+        return replace(record, sample=None, skip=INVALID_GROUND_TRUTH, lost_objects=lost,
+                       warnings=record.warnings + [f"{m}; the image cannot be scored" for m in record.invalid])
+    warnings = record.warnings + [f"{m}; dropped" for m in record.invalid]
+    if record.empty is not None and not evaluation:
+        return replace(record, sample=None, skip=record.empty, warnings=warnings + [f"{_empty_message(record)}; skipped"])
+    return replace(record, warnings=warnings) if record.invalid else record
 
 
 _LOOKED_AT = {"lines": "annotation lines", "year": "Annotations/*.xml with images in JPEGImages/",
@@ -211,11 +258,12 @@ def _count_label_files_without_image(sources: Sequence[Source], stats: "ScanStat
 
 def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, use_cache: bool = True,
                  seed: int = 0, val_fraction: float = 0.1, workers: int = 4, stats: Optional["ScanStats"] = None,
-                 data_format: Optional[str] = None, images_dir=None) -> List[Sample]:
+                 data_format: Optional[str] = None, images_dir=None, evaluation: bool = False) -> List[Sample]:
     """Scan and validate a dataset split; warn about and skip bad files; print a one-line summary.
 
     `stats`, when given, is filled with what the scan found (e.g. the annotated names the classes lack).
     `data_format` and `images_dir`: as in utils/data/layouts.py (None: detect; the images beside a COCO JSON).
+    `evaluation`: the rules of a split to score, else of one to train on (as_scanned).
     Raises DatasetError when the split cannot be found or holds no usable image.
     """
     path = Path(data)
@@ -236,7 +284,8 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
     stats = stats if stats is not None else ScanStats()
     stats.from_cache = len(sources) - len(todo)
     _count_label_files_without_image(sources, stats)
-    for record in records:
+    used = [as_scanned(record, evaluation) for record in records]
+    for record in used:
         for message in record.warnings:
             _warn(message)
         stats.add(record, class_names)
@@ -247,18 +296,23 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
         raise DatasetError(f"no usable image in {path} split {split!r}: looked at {len(sources)} entries "
                            f"({_LOOKED_AT.get(dataset_layout(path, data_format), _LOOKED_AT['year'])}); "
                            f"skipped: {dict(stats.skipped) or 'none listed'}")
-    return [r.sample for r in records if r.sample is not None]
+    return [r.sample for r in used if r.sample is not None]
 
 
 def load_eval_samples(data, split: str, class_names: Sequence[str], skip_unreadable: bool = False,
                       stats: Optional[ScanStats] = None, data_format: Optional[str] = None, images_dir=None,
                       **kwargs) -> Tuple[List[Sample], List[LeftOut]]:
-    """load_samples for scoring: (samples, left_out). Images that cannot be read (ScanStats.left_out) raise
-    UnreadableImagesError naming each one, since a score without their objects overstates the result;
-    with `skip_unreadable` they are returned as left_out, for the results to report. `kwargs`: load_samples'."""
+    """load_samples with evaluation's rules (as_scanned): (samples, left_out). Images that cannot be read or hold
+    invalid ground truth (ScanStats.left_out) raise UnreadableImagesError naming each one, since a score without
+    their objects overstates the result; with `skip_unreadable` they are returned as left_out, for the results to
+    report. A split whose objects are all of other classes raises DatasetError. `kwargs`: load_samples'."""
     stats = stats if stats is not None else ScanStats()
     samples = load_samples(data, split, class_names, stats=stats, data_format=data_format, images_dir=images_dir,
-                           **kwargs)
+                           evaluation=True, **kwargs)
     if stats.left_out and not skip_unreadable:
         raise UnreadableImagesError(stats.left_out, f"{data} [{split}]")
+    if stats.unknown and not sum(stats.objects.values()):
+        found = ", ".join(f"{k} ({n})" for k, n in stats.unknown.most_common(8))
+        raise DatasetError(f"no object of the {len(class_names)} classes in {data} [{split}]; its objects are of "
+                           f"other classes: {found}")
     return samples, list(stats.left_out)
