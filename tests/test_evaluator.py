@@ -315,3 +315,27 @@ def test_detect_samples_keeps_only_boxes_with_area(tmp_path):
     for d, s in zip(found, samples):
         assert len(d) > 0 and (d[:, 2] > d[:, 0]).all() and (d[:, 3] > d[:, 1]).all()
         assert (d[:, [0, 2]] <= s.width).all() and (d[:, [1, 3]] <= s.height).all() and (d[:, :4] >= 0).all()
+
+
+@pytest.mark.parametrize("backend", ["fast", "pycocotools"])
+def test_coco_truth_is_scored_as_given(backend):
+    """A COCO sample's coco_truth (unclipped box, its `area`, iscrowd) decides COCO mAP; its clipped boxes decide
+    VOC AP. A 100x100 box whose area field says 5000 is medium, not large; the part of a box past the image
+    edge counts for IoU; a zero-width box is a ground truth that nothing can find."""
+    s = sample([[0, 0, 100, 100], [50, 50, 100, 100]], [0, 0], size=(100, 100))
+    s.coco_truth = np.array([[0, 0, 100, 100, 5000, 0, 0], [50, 50, 100, 100, 10000, 0, 0], [5, 5, 0, 20, 0, 0, 0]])
+    found = [dets([0, 0, 100, 100, 0.9, 0], [50, 50, 150, 150, 0.8, 0])]  # the second: IoU 0.25 with the clipped box
+    r = evaluate_detections(found, [s], ["a"], metric="coco", coco_backend=backend)
+    assert r["coco"]["map_medium"] == pytest.approx(1.0) and r["coco"]["map_small"] == 0.0
+    assert r["coco"]["map_large"] == pytest.approx(1.0)  # the unclipped 100x100 box (area 10000) is found
+    assert r["coco"]["mar_100"] == pytest.approx(2 / 3)  # 2 of 3 ground truths, at every IoU threshold
+    assert r["map50"] == pytest.approx(0.5)  # VOC: the clipped box (50x50) is missed, the detection a false positive
+
+
+def test_non_finite_detections_refused():
+    """A NaN score would rank anywhere (a false positive with it above the true positives left AP at 1.0)."""
+    samples = [sample([A], [0]), sample([B], [0])]
+    with pytest.raises(ValueError, match=r"detection of .* is not finite"):
+        evaluate_detections([dets([*MISS, np.nan, 0], [*A, 0.8, 0]), dets([*B, 0.7, 0])], samples, ["a"])
+    with pytest.raises(ValueError, match="not finite"):
+        evaluate_detections([dets([*A, 0.8, 0]), dets([0, 0, np.inf, 10, 0.7, 0])], samples, ["a"])

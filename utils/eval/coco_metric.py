@@ -4,7 +4,8 @@ pycocotools loops in Python over image x class x IoU threshold x detection x gro
 images x 20 classes x 100 detections that takes ~20 s, far more than scoring should cost next to the
 model. This module follows its rules step for step (tests compare every array with pycocotools):
 - per image and class: detections by descending score (ties in input order), the first 100 kept;
-- ground truth is ignored when crowd, or when its area lies outside the area range;
+- ground truth is ignored when crowd, or when its area (the annotation's `area`, as given) lies outside
+  the area range; a detection's area is w * h;
 - in score order, a detection takes the ground truth of highest IoU >= t (ties: the later box) among
   those not yet taken, trying boxes that are not ignored before ignored ones; crowd boxes are never
   used up and their IoU is intersection / detection area;
@@ -14,7 +15,7 @@ model. This module follows its rules step for step (tests compare every array wi
 
 Boxes are [x, y, w, h] in float64, as in a COCO results file; IoU uses x + w as pycocotools does.
 """
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Optional
 
 import numpy as np
 
@@ -36,9 +37,13 @@ class CocoBoxes(NamedTuple):
     xywh: np.ndarray  # [N, 4] float64
     scores: np.ndarray  # [N] float64 (unused for ground truth)
     crowd: np.ndarray  # [N] bool (ground truth only; False for detections)
+    area: Optional[np.ndarray] = None  # [N] float64 for the area ranges; None: w * h
 
     def take(self, index) -> "CocoBoxes":
-        return CocoBoxes(*(a[index] for a in self))
+        return CocoBoxes(*(None if a is None else a[index] for a in self))
+
+    def areas(self) -> np.ndarray:
+        return self.xywh[:, 2] * self.xywh[:, 3] if self.area is None else np.asarray(self.area, dtype=np.float64)
 
 
 def _group_starts(*keys: np.ndarray) -> np.ndarray:
@@ -159,7 +164,7 @@ def _precision_by_class(gt: CocoBoxes, det: CocoBoxes, num_classes: int, area_ra
     det, rank = det.take(rank < max_dets[-1]), rank[rank < max_dets[-1]]
 
     lo, hi = area_ranges[:, :1], area_ranges[:, 1:]
-    gt_area, det_area = gt.xywh[:, 2] * gt.xywh[:, 3], det.xywh[:, 2] * det.xywh[:, 3]
+    gt_area, det_area = gt.areas(), det.areas()
     gt_ignore = gt.crowd[None, :] | (gt_area < lo) | (gt_area > hi)  # [A, G]
     matched, ignored = match(det, rank, gt, gt_ignore, (det_area < lo) | (det_area > hi), num_images)
 

@@ -6,6 +6,10 @@ Inputs everywhere:
   detections: one array [K, 6] per sample: x1, y1, x2, y2 (image pixels), score, class id.
   samples: objects with `boxes` [N, 4] xyxy image pixels, `labels` [N], `difficult` [N] (utils.data.voc.Sample).
 Boxes are continuous coordinates (IoU without the devkit's +1 inclusive-pixel term), as in COCO.
+VOC AP and the confusion matrix score the samples' boxes (clipped to the image, boxes without area left
+out, difficult ignored). COCO mAP scores a sample's `coco_truth` where it has one (a COCO JSON's
+annotations as the file gives them: unclipped, zero sizes kept, `area`, iscrowd), as pycocotools does
+on that file, and its boxes otherwise (difficult as crowd, area w*h).
 """
 import contextlib
 import io
@@ -59,6 +63,23 @@ def gather_ground_truth(samples) -> Boxes:
         difficult = np.zeros(n, dtype=bool) if s.difficult is None else np.asarray(s.difficult, dtype=bool)
         return np.asarray(s.boxes, dtype=np.float64).reshape(-1, 4), np.asarray(s.labels), np.ones(n), difficult
     return _flatten(samples, fields)
+
+
+def gather_coco_truth(samples) -> CocoBoxes:
+    """Ground truth for COCO mAP: per sample its `coco_truth` (x, y, w, h, area, iscrowd, class) where it has
+    one, else its boxes as xywh with area w*h and difficult boxes as crowd; `image` is the sample index."""
+    parts = []
+    for i, s in enumerate(samples):
+        t = getattr(s, "coco_truth", None)
+        if t is None:
+            xyxy = np.asarray(s.boxes, dtype=np.float64).reshape(-1, 4)
+            crowd = np.zeros(len(xyxy)) if s.difficult is None else np.asarray(s.difficult, dtype=np.float64)
+            xywh = _xywh(xyxy)
+            t = np.column_stack([xywh, xywh[:, 2] * xywh[:, 3], crowd, np.asarray(s.labels, dtype=np.float64)])
+        parts.append(np.column_stack([np.full(len(t), i), np.asarray(t, dtype=np.float64).reshape(-1, 7)]))
+    rows = np.concatenate(parts) if parts else np.zeros((0, 8))
+    return CocoBoxes(rows[:, 0].astype(np.int64), rows[:, 7].astype(np.int64), rows[:, 1:5], np.ones(len(rows)),
+                     rows[:, 6] != 0, rows[:, 5])
 
 
 def gather_detections(detections: Sequence[np.ndarray]) -> Boxes:
@@ -170,15 +191,15 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
-def coco_ground_truth(gt: Boxes, num_images: int, class_names: Sequence[str]) -> Dict:
-    """A COCO dataset dict; image ids are sample indices, category id = class id + 1.
+def coco_ground_truth(gt: CocoBoxes, num_images: int, class_names: Sequence[str]) -> Dict:
+    """A COCO dataset dict of gather_coco_truth's boxes; image ids are sample indices, category id = class id + 1.
 
-    Difficult boxes become crowd regions, the COCO way of marking boxes that neither count as
-    misses nor make a detection on them a false positive.
+    Difficult boxes of other formats are crowd regions there, the COCO way of marking boxes that neither
+    count as misses nor make a detection on them a false positive.
     """
-    annotations = [{"id": i + 1, "image_id": img, "category_id": c + 1, "bbox": b, "area": b[2] * b[3], "iscrowd": int(d)}
-                   for i, (img, c, b, d) in enumerate(zip(gt.image.tolist(), gt.labels.tolist(), _xywh(gt.boxes).tolist(),
-                                                          gt.difficult.tolist()))]
+    annotations = [{"id": i + 1, "image_id": img, "category_id": c + 1, "bbox": b, "area": a, "iscrowd": int(d)}
+                   for i, (img, c, b, a, d) in enumerate(zip(gt.image.tolist(), gt.labels.tolist(), gt.xywh.tolist(),
+                                                             gt.areas().tolist(), gt.crowd.tolist()))]
     return {"images": [{"id": i} for i in range(num_images)], "annotations": annotations,
             "categories": [{"id": c + 1, "name": n} for c, n in enumerate(class_names)]}
 
@@ -189,7 +210,7 @@ def coco_results(det: Boxes) -> List[Dict]:
             for i, c, b, s in zip(det.image.tolist(), det.labels.tolist(), _xywh(det.boxes).tolist(), det.scores.tolist())]
 
 
-def pycocotools_eval(gt: Boxes, det: Boxes, num_images: int, class_names: Sequence[str]):
+def pycocotools_eval(gt: CocoBoxes, det: Boxes, num_images: int, class_names: Sequence[str]):
     """pycocotools' COCOeval run quietly: (precision [T, R, K, A, M], stats [12])."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -215,9 +236,9 @@ def _coco_boxes(b: Boxes) -> CocoBoxes:
     return CocoBoxes(b.image, b.labels, _xywh(b.boxes), b.scores, b.difficult)
 
 
-def fast_coco_eval(gt: Boxes, det: Boxes, num_classes: int):
+def fast_coco_eval(gt: CocoBoxes, det: Boxes, num_classes: int):
     """utils.eval.coco_metric, the same numbers as pycocotools_eval: (precision [T, R, K, A, M], stats [12])."""
-    r = coco_evaluate(_coco_boxes(gt), _coco_boxes(det), num_classes)
+    r = coco_evaluate(gt, _coco_boxes(det), num_classes)
     return r["precision"], r["stats"]
 
 
@@ -226,8 +247,8 @@ def fast_coco_map50_95(gt: Boxes, det: Boxes, num_classes: int) -> float:
     return coco_map50_95(_coco_boxes(gt), _coco_boxes(det), num_classes)
 
 
-def coco_eval(gt: Boxes, det: Boxes, num_images: int, class_names: Sequence[str], backend: str = "fast"):
-    """COCO box metrics with difficult boxes as crowd: (stats dict, per-class AP@[.5:.95] list).
+def coco_eval(gt: CocoBoxes, det: Boxes, num_images: int, class_names: Sequence[str], backend: str = "fast"):
+    """COCO box metrics of gather_coco_truth's ground truth: (stats dict, per-class AP@[.5:.95] list).
 
     backend 'fast' (utils.eval.coco_metric) and 'pycocotools' give the same numbers; fast is ~30x quicker.
     A stat is None where no ground truth exists for it (pycocotools' -1), with or without detections.
@@ -276,10 +297,15 @@ def confusion_matrix(det: Boxes, gt: Boxes, num_images: int, num_classes: int,
 
 
 def check_detections(detections: Sequence[np.ndarray], samples, num_classes: int) -> None:
+    """One [K, 6] array per sample, finite, with class ids 0..num_classes-1; ValueError naming what is not."""
     if len(detections) != len(samples):
         raise ValueError(f"{len(detections)} detection arrays for {len(samples)} samples; expected one per sample")
-    for d in detections:
+    for d, s in zip(detections, samples):
         d = np.asarray(d).reshape(-1, 6)
+        if not np.isfinite(d).all():
+            row = d[~np.isfinite(d).all(axis=1)][0].tolist()
+            raise ValueError(f"a detection of {getattr(s, 'image_path', 'a sample')} is not finite "
+                             f"(x1, y1, x2, y2, score, class {row}); a NaN or inf score or box has no rank to score")
         if len(d) and (d[:, 5].min() < 0 or d[:, 5].max() >= num_classes):
             raise ValueError(f"detection class id {int(d[:, 5].max())} outside 0..{num_classes - 1}")
 
@@ -310,7 +336,8 @@ def evaluate_detections(detections: Sequence[np.ndarray], samples, class_names: 
     map50 = mean_ap(per_class, "ap") if iou_thres == 0.5 else mean_ap(voc_eval(det, gt, len(samples), class_names, 0.5, score_thr), "ap")
     coco_stats, coco_per_class = None, [None] * len(class_names)
     if metric in ("coco", "all"):
-        coco_stats, coco_per_class = coco_eval(gt, det, len(samples), class_names, coco_backend)
+        coco_stats, coco_per_class = coco_eval(gather_coco_truth(samples), det, len(samples), class_names,
+                                               coco_backend)
     curves = [row.pop("curve") for row in per_class]
     for row, ap in zip(per_class, coco_per_class):
         row["ap50_95"] = ap
