@@ -4,9 +4,11 @@
   python get_map.py --weights logs/exp/best.pth --metric voc07
   python get_map.py --detections results.json        # score a saved COCO results file, no model
 
-Images of the split that cannot be read stop the evaluation (exit code 1) with their names; with
---skip-unreadable they are left out, and the table, the summary and summary.json say how many images
-and ground-truth objects that was.
+Images of the split that cannot be read, or whose ground truth is invalid (a box of `70px`, NaN, xmin > xmax),
+stop the evaluation (exit code 1) with their names; with --skip-unreadable they are left out, and the table,
+the summary and summary.json say how many images and ground-truth objects that was. Objects of classes outside
+the class list are not scored, their images are (as the VOC devkit and pycocotools do); the table and
+summary.json (left_out.classes) name them.
 
 Training reports its mAP with the same evaluator and defaults (utils/eval/evaluator.py), so both agree.
 Exit codes (utils/core/cli.py): 0 done, 1 bad input, 130 interrupted.
@@ -71,7 +73,8 @@ def make_parser() -> argparse.ArgumentParser:
       "decoding and NMS stay fp32 (auto: bf16 on CPUs with native support, as training evaluates)")
     a("--no-plots", action="store_true", help="skip the PNG plots")
     a("--skip-unreadable", action="store_true", help="score without the images (and their ground truths) that "
-      "cannot be read, and say how many were left out; by default such images stop the evaluation")
+      "cannot be read or hold invalid ground truth, and say how many were left out; by default such images stop "
+      "the evaluation")
     return p
 
 
