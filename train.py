@@ -5,6 +5,7 @@ schedule sized for it. `torchrun --nproc_per_node N train.py ...` trains with Di
 Exit codes (utils/core/cli.py): 0 done, 1 bad input or training diverged, 130 interrupted (Ctrl-C).
 """
 import argparse
+import contextlib
 import sys
 import warnings
 from pathlib import Path
@@ -19,14 +20,17 @@ from utils.core.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
 from utils.core.cli import EXIT_INTERRUPTED, EXIT_OK, choices_help, run_main
 from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes, used_anchors
 from utils.core.fileio import remove_stale_temporaries, write_text_atomic
+from utils.core.folder_lock import FolderLock
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import load_weights, read_checkpoint
 from utils.engine.ema import ModelEMA
 from utils.engine.loop import EpochLoop
 from utils.engine.loss import ASSIGNERS, BOX_LOSSES, YOLOLoss
-from utils.engine.optim import build_optimizer, scaled_lr
+from utils.engine.optim import build_optimizer
 from utils.engine.recipes import BEFORE_IT_EXISTED, RECIPES, loss_kwargs
-from utils.engine.run_logger import new_run_dir, read_yaml, write_yaml
+from utils.engine.resume import (RESUME_HELP, check_resumed_data, explicit_flags, resumed_values, run_data_record,
+                                 schedule_epochs)
+from utils.engine.run_logger import describe_run, read_yaml, run_folder, write_yaml
 from utils.engine.train_config import DERIVED_KEYS, TrainConfig, make_config
 from utils.engine.trainer import TrainState, TrainingDiverged, restore_checkpoint
 from utils.data.anchors import box_sizes, format_anchors, refit_anchors
@@ -34,7 +38,6 @@ from utils.data.demo_data import demo_classes_file
 from utils.data.label_plots import plot_labels
 from utils.data.layouts import add_data_flags, data_options
 from utils.data.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
-from utils.eval.evaluator import CONF_THRES, IOU_THRES, NMS_THRES
 
 ROOT = Path(__file__).resolve().parent
 
@@ -148,7 +151,7 @@ def add_run_flags(group) -> None:
     """Weights to start from, run folders and checkpoints, devices, precision."""
     a = group.add_argument
     a("--weights", default=None, help="initial weights: a checkpoint, a reference .pth or a darknet .weights file")
-    a("--resume", default=None, help="continue the run of this last.pth exactly where it stopped")
+    a("--resume", default=None, help=RESUME_HELP)
     a("--save-dir", default="logs", help="folder of the run folders")
     a("--name", default="exp", help="run folder name (exp, exp2, ... when taken)")
     a("--save-period", type=int, default=0, help="also keep epoch_N.pth every N epochs (0: off)")
@@ -267,46 +270,35 @@ def build_loss(config: TrainConfig, anchors: torch.Tensor, num_classes: int) -> 
                     **loss_kwargs(config, num_classes, config.input_size))
 
 
-def build_state(config: TrainConfig, model, loss_fn, device: torch.device, amp_dtype) -> TrainState:
-    """What one training step touches; base_lr is set by the loop for each phase's batch size."""
+def build_state(config: TrainConfig, model, loss_fn, device: torch.device, amp_dtype,
+                schedule_end: Optional[int] = None) -> TrainState:
+    """What one training step touches; base_lr is set by the loop for each phase's batch size.
+    `schedule_end`: the epochs of the lr schedule, when a resumed run was extended beyond it."""
     return TrainState(model=model, loss_fn=loss_fn.to(device),
                       optimizer=build_optimizer(model, config.optimizer, config.lr, config.momentum,
                                                 config.weight_decay),
                       device=device, amp_dtype=amp_dtype, base_lr=0.0, epochs=config.epochs,
                       warmup_epochs=config.warmup_epochs, min_lr_ratio=config.min_lr / config.lr,
                       lr_schedule=config.lr_schedule, channels_last=config.channels_last_on,
-                      grad_clip=config.grad_clip,
+                      grad_clip=config.grad_clip, schedule_epochs=schedule_end,
                       ema=ModelEMA(model, tau=config.ema_tau) if config.ema and dist.is_main() else None,
                       scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
 
 
-def start_run(args: argparse.Namespace):
-    """(run folder, checkpoint to resume or None, raw settings): a new folder, or the resumed run's own
-    folder and settings (where and how fast it runs may change: resume, workers, device, quiet)."""
+def start_run(args: argparse.Namespace, explicit: Optional[dict] = None, folder: Optional[Path] = None):
+    """(run folder, checkpoint to resume or None, raw settings): `folder` or a new one, or the resumed run's
+    own folder and settings, with the flags in `explicit` (given on the command line; default: those whose
+    value is not the default) that may change them (utils/engine/resume.py)."""
     if not args.resume:
-        return (new_run_dir(args.save_dir, args.name) if dist.is_main() else None), None, vars(args)
+        return folder or run_folder(args.resume, args.save_dir, args.name), None, vars(args)
     ckpt = read_checkpoint(args.resume)
     if ckpt.get("optimizer") is None or ckpt.get("args") is None:
         raise ValueError(f"{args.resume} cannot be resumed: it holds no optimizer state or run arguments "
                          "(use --weights to start a new run from it)")
-    keep = {k: getattr(args, k) for k in ("resume", "workers", "device", "quiet")}
-    before = {**vars(make_parser().parse_args([])), **BEFORE_IT_EXISTED}
-    return Path(args.resume).resolve().parent, ckpt, {**before, **ckpt["args"], **keep}
-
-
-def describe(config: TrainConfig, device, data: RunData) -> None:
-    print(f"device: {device}{' x' + str(dist.world_size()) if dist.world_size() > 1 else ''}; "
-          f"mixed precision: {config.amp_used}; channels-last: {'on' if config.channels_last_on else 'off'}")
-    print(f"data: {config.data}{' (embedded demo dataset)' if data.is_demo else ''}; {len(data.class_names)} classes "
-          f"from {config.classes}; train {config.train_split} ({len(data.train)} images), "
-          f"val {config.val_split} ({len(data.val)} images)")
-    se_loss = f", SE-loss {config.se_loss:g}" if config.se_loss else ""
-    print(f"model: YOLOv4-tiny, attention {config.attention}, fusion {config.fusion}{se_loss}, input "
-          f"{config.input_size}; {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr "
-          f"{config.lr:g} (batch 64) -> {scaled_lr(config.lr, config.batch_size * dist.world_size()):.2e}")
-    if config.eval_period:
-        print(f"evaluation every {config.eval_period} epochs on {config.val_split}: conf {CONF_THRES}, NMS "
-              f"{NMS_THRES}, IoU {IOU_THRES} (the same evaluator and settings as get_map.py)")
+    if explicit is None:  # called without the command line: the flags whose value is not the default
+        explicit = {k: v for k, v in vars(args).items() if v != make_parser().get_default(k)}
+    values = resumed_values(make_parser(), ckpt, {**explicit, "resume": args.resume}, args.resume)
+    return Path(args.resume).resolve().parent, ckpt, values
 
 
 def run_anchors(config: TrainConfig, data: RunData, resume: Optional[dict]) -> torch.Tensor:
@@ -338,28 +330,39 @@ def write_labels_picture(path: Path, data: RunData, input_size: int, anchors: to
         plot_labels(data.train, data.class_names, path, input_size, anchors.numpy())
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train (or resume) the run `args` (from parse_args) describe; returns 0, or 130 after Ctrl-C."""
-    run_dir, resume, values = start_run(args)
+def run(args: argparse.Namespace, explicit: Optional[dict] = None) -> int:
+    """Train (or resume) the run `args` (from parse_args) describe, holding its folder (FolderLock) meanwhile;
+    `explicit`: the flags given (see start_run). Returns 0, or 130 after Ctrl-C."""
+    folder = run_folder(args.resume, args.save_dir, args.name)
+    with FolderLock(folder) if folder else contextlib.nullcontext():
+        return train_in(*start_run(args, explicit, folder), args.resume)
+
+
+def train_in(run_dir: Optional[Path], resume: Optional[dict], values: dict, resume_path) -> int:
+    """Train the run of raw settings `values` in `run_dir`, continuing `resume` (read from resume_path)."""
     device = dist.setup(select_device(values["device"]))
     amp_dtype = resolve_amp(values["amp"], device)
     data = load_data(values)
+    record = run_data_record(data.train, data.val, data.used["data"], values["images"])
+    if resume:
+        check_resumed_data(resume, resume_path, {**values, **data.used}, data.class_names, record)
     config = make_config({**values, **data.used}, data.is_demo, amp_name(amp_dtype))
     anchors = run_anchors(config, data, resume)
     model = build_model(config, len(data.class_names), device)
-    state = build_state(config, model, build_loss(config, anchors, len(data.class_names)), device, amp_dtype)
+    state = build_state(config, model, build_loss(config, anchors, len(data.class_names)), device, amp_dtype,
+                        schedule_epochs(resume) if resume else None)
     if resume:
         restore_checkpoint(state, resume)
     if dist.is_main():
         for stale in remove_stale_temporaries(run_dir):
             print(f"removed {stale}, a temporary file left by a write that was killed")
-        describe(config, device, data)
+        describe_run(config, device, data, state.schedule_end)
         write_yaml(run_dir / "run_args.yaml", config.to_dict())
         write_labels_picture(run_dir / "labels.png", data, config.input_size, anchors)
         if config.auto_anchors:
             write_text_atomic(run_dir / "anchors.txt", format_anchors(anchors.numpy()) + "\n")
         print(f"run folder: {run_dir}")
-    loop = EpochLoop(config, state, run_dir, data.class_names, anchors, data.train, data.val, resume)
+    loop = EpochLoop(config, state, run_dir, data.class_names, anchors, data.train, data.val, resume, record)
     try:
         loop.run()
     except KeyboardInterrupt:
@@ -374,7 +377,8 @@ def run(args: argparse.Namespace) -> int:
 def main(argv=None) -> int:
     """train.py with `argv` (default: the command line); returns the exit code (utils/core/cli.py)."""
     try:
-        return run_main("train.py", lambda: run(parse_args(argv)), failures=(TrainingDiverged,))
+        return run_main("train.py", lambda: run(parse_args(argv), explicit_flags(make_parser(), argv)),
+                        failures=(TrainingDiverged,))
     finally:
         dist.teardown()
 

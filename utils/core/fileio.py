@@ -1,8 +1,9 @@
 """Writing files atomically: a temporary file beside the target, renamed over it when complete.
 
 A kill or a full disk mid-write leaves the previous file (or none) at the path, never half a file.
-The temporary files are named `.NAME.XXXXXXXX.tmp`; a SIGKILL can leave one behind, which
-`remove_stale_temporaries` deletes the next time a run starts in that folder.
+The temporary files are named `.NAME.PID.XXXXXXXX.tmp` (PID: the writing process); a SIGKILL can leave one
+behind, which `remove_stale_temporaries` deletes the next time a run starts in that folder, unless its
+process still runs (another run's write in flight). Names without a PID are from older versions.
 """
 import json
 import os
@@ -11,9 +12,12 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from utils.core.folder_lock import pid_alive
+
 
 TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # mkstemp's 8 random characters
+_OWNED_TEMP_NAME = re.compile(r"\..+\.(\d+)\.[a-z0-9_]{8}\.tmp")  # ... after the writer's pid
 
 
 def current_umask() -> int:
@@ -22,9 +26,16 @@ def current_umask() -> int:
     return mask
 
 
+def _writer_alive(temp_name: str) -> bool:
+    owned = _OWNED_TEMP_NAME.fullmatch(temp_name)
+    return bool(owned) and pid_alive(int(owned.group(1)))
+
+
 def remove_stale_temporaries(folder) -> list:
-    """Delete the temporary files that an atomic write killed mid-way left in `folder`; returns their paths."""
-    stale = [p for p in Path(folder).glob(f".*{TEMP_SUFFIX}") if _TEMP_NAME.fullmatch(p.name) and p.is_file()]
+    """Delete the temporary files that an atomic write killed mid-way left in `folder`; returns their paths.
+    A file whose writer (the pid in its name) is alive on this host is another process's write in flight: kept."""
+    stale = [p for p in Path(folder).glob(f".*{TEMP_SUFFIX}")
+             if _TEMP_NAME.fullmatch(p.name) and p.is_file() and not _writer_alive(p.name)]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -35,7 +46,7 @@ def atomic_open(path, mode: str = "wb", fsync: bool = False, **kwargs):
     """Open a temporary file beside `path` for writing; it replaces `path` when the block ends cleanly."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a finished file gets the usual mode
     if "b" not in mode:
         kwargs.setdefault("encoding", "utf-8")

@@ -4,6 +4,7 @@ train.py builds the model, loss, TrainState and data, then hands them to EpochLo
 """
 import copy
 import math
+from typing import Optional
 
 import torch
 
@@ -54,23 +55,24 @@ def evaluate(config: TrainConfig, model, val_samples, class_names, anchors, stat
                           amp=state.amp_dtype, progress=not config.quiet)
 
 
-def checkpoint_meta(config: TrainConfig, class_names, anchors) -> dict:
-    """What a checkpoint holds besides the training state, so that predict.py and get_map.py need nothing else."""
+def checkpoint_meta(config: TrainConfig, class_names, anchors, data_record: Optional[dict] = None) -> dict:
+    """What a checkpoint holds besides the training state, so that predict.py and get_map.py need nothing else,
+    and the fingerprint of its data that a resumed run checks (utils/engine/resume.py)."""
     return {"class_names": list(class_names), "anchors": anchors.tolist(), "anchors_mask": DEFAULT_ANCHORS_MASK,
             "attention": config.attention, "fusion": config.fusion, "se_loss": config.se_loss > 0,
             "input_size": [config.input_size, config.input_size],
-            "scale_x_y": config.scale_x_y, "args": config.to_dict()}
+            "scale_x_y": config.scale_x_y, "args": config.to_dict(), "data_fingerprint": data_record}
 
 
 class EpochLoop:
     """The epochs of one run: phases (frozen backbone or not), evaluation, checkpoints, early stopping."""
 
     def __init__(self, config: TrainConfig, state: TrainState, run_dir, class_names, anchors, train_samples,
-                 val_samples, resume):
+                 val_samples, resume, data_record: Optional[dict] = None):
         self.config, self.state, self.run_dir = config, state, run_dir
         self.class_names, self.anchors = class_names, anchors
         self.train_samples, self.val_samples = train_samples, val_samples
-        self.meta = checkpoint_meta(config, class_names, anchors)
+        self.meta = checkpoint_meta(config, class_names, anchors, data_record)
         self.best = resume.get("best_fitness") if resume else None
         self.start_epoch = resume["epoch"] + 1 if resume else 0
         self.last_completed = self.start_epoch - 1
@@ -84,7 +86,8 @@ class EpochLoop:
             self.enter_phase(epoch)
             train_loader, val_loader = self.loaders
             train_loader.set_epoch(epoch)
-            train_loader.dataset.set_mosaic(mosaic_enabled(epoch, self.config.epochs, self.config.mosaic_ratio))
+            mosaic = mosaic_enabled(epoch, self.state.schedule_end, self.config.mosaic_ratio)  # extended: as at its end
+            train_loader.dataset.set_mosaic(mosaic)
             picture = self.batch_picture if epoch == 0 and dist.is_main() else None  # epoch 0: a fresh run
             try:
                 stats = train_one_epoch(self.state, train_loader, epoch,

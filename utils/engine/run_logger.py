@@ -1,11 +1,15 @@
 """Run folders, results.csv, argument files and training curves."""
 import csv
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import yaml
 from utils.core.fileio import atomic_open, write_text_atomic
 from utils.core.plotting import plt, save_figure
+from utils.engine import distributed as dist
+from utils.engine.optim import scaled_lr
+from utils.engine.train_config import TrainConfig
+from utils.eval.evaluator import CONF_THRES, IOU_THRES, NMS_THRES
 
 
 def new_run_dir(save_dir: str = "logs", name: str = "exp") -> Path:
@@ -20,6 +24,36 @@ def new_run_dir(save_dir: str = "logs", name: str = "exp") -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"no free run folder name under {root}")
+
+
+def run_folder(resume: Optional[str], save_dir: str, name: str) -> Optional[Path]:
+    """The main process's run folder: the one of the checkpoint `resume`, or a new one under `save_dir`
+    (new_run_dir); None on the other processes, and for a checkpoint whose folder does not exist."""
+    if not dist.is_main():
+        return None
+    if resume:
+        folder = Path(resume).resolve().parent
+        return folder if folder.is_dir() else None  # read_checkpoint says what is missing
+    return new_run_dir(save_dir, name)
+
+
+def describe_run(config: TrainConfig, device, data, schedule_end: Optional[int] = None) -> None:
+    """Print the run's device, data (train.RunData), model and schedule; `schedule_end`: the epochs of the
+    lr schedule of a run extended beyond it."""
+    print(f"device: {device}{' x' + str(dist.world_size()) if dist.world_size() > 1 else ''}; "
+          f"mixed precision: {config.amp_used}; channels-last: {'on' if config.channels_last_on else 'off'}")
+    print(f"data: {config.data}{' (embedded demo dataset)' if data.is_demo else ''}; {len(data.class_names)} classes "
+          f"from {config.classes}; train {config.train_split} ({len(data.train)} images), "
+          f"val {config.val_split} ({len(data.val)} images)")
+    se_loss = f", SE-loss {config.se_loss:g}" if config.se_loss else ""
+    extended = (f" (extended: the schedule of {schedule_end}, then its final lr)"
+                if schedule_end and schedule_end < config.epochs else "")
+    print(f"model: YOLOv4-tiny, attention {config.attention}, fusion {config.fusion}{se_loss}, input "
+          f"{config.input_size}; {config.epochs} epochs{extended}, batch {config.batch_size}, {config.optimizer} lr "
+          f"{config.lr:g} (batch 64) -> {scaled_lr(config.lr, config.batch_size * dist.world_size()):.2e}")
+    if config.eval_period:
+        print(f"evaluation every {config.eval_period} epochs on {config.val_split}: conf {CONF_THRES}, NMS "
+              f"{NMS_THRES}, IoU {IOU_THRES} (the same evaluator and settings as get_map.py)")
 
 
 def write_yaml(path, data: Dict) -> None:

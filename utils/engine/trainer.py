@@ -40,10 +40,18 @@ class TrainState:
     channels_last: bool = False
     max_bad_steps: int = 20
     grad_clip: float = 10.0
+    schedule_epochs: Optional[int] = None  # the lr schedule's length when a resumed run was extended beyond it
     bad_steps: int = field(default=0, init=False)
 
+    @property
+    def schedule_end(self) -> int:
+        """The epochs of the lr (and mosaic) schedule; epochs after it train at its final lr."""
+        return self.schedule_epochs or self.epochs
+
     def set_lr(self, epoch_progress: float) -> float:
-        lr = self.base_lr * lr_factor(epoch_progress, self.epochs, self.warmup_epochs, self.min_lr_ratio, self.lr_schedule)
+        end = self.schedule_end
+        lr = self.base_lr * lr_factor(min(epoch_progress, end), end, self.warmup_epochs, self.min_lr_ratio,
+                                      self.lr_schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -181,7 +189,8 @@ def make_checkpoint(state: TrainState, epoch: int, meta: Dict, best_fitness: Opt
         "ema": {k: v for k, v in state.ema.state_dict().items() if k != "module"} if state.ema else None,
         "optimizer": state.optimizer.state_dict(),
         "scheduler": {"base_lr": state.base_lr, "schedule": state.lr_schedule, "warmup_epochs": state.warmup_epochs,
-                      "min_lr_ratio": state.min_lr_ratio, "epochs": state.epochs},
+                      "min_lr_ratio": state.min_lr_ratio, "epochs": state.epochs,
+                      "schedule_epochs": state.schedule_end},
         "scaler": state.scaler.state_dict() if state.scaler else None,
         "epoch": epoch,
         "best_fitness": best_fitness,
