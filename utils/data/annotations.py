@@ -28,6 +28,9 @@ class Sample:
 
     boxes: float32 [N, 4] xyxy in pixels of `read_image(image_path, apply_exif=exif_transpose)`;
     labels: int64 [N]; difficult: bool [N]; width, height: of that image.
+    coco_id, coco_truth: for an image of a COCO JSON, its image id (int or str) and its annotations of known
+    classes as the file gives them, for COCO mAP: float64 [M, 7] x, y, w, h (unclipped), area, iscrowd, class
+    index (utils.data.coco_records.parse_coco); None for other formats.
     """
 
     image_path: str
@@ -37,6 +40,8 @@ class Sample:
     width: int
     height: int
     exif_transpose: bool = True
+    coco_id: object = None
+    coco_truth: Optional[np.ndarray] = None
 
 
 class DatasetError(ValueError):

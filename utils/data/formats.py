@@ -15,7 +15,8 @@ YOLO (darknet / ultralytics, https://docs.ultralytics.com/datasets/detect/):
   counts it); nothing else changes.
 COCO detection JSON (https://cocodataset.org/#format-data): `images`, `annotations`, `categories`;
   `bbox` is [x, y, width, height] in pixels; `iscrowd` objects become difficult (left out of training
-  targets, ignored in evaluation). Images are looked for in `images_dir` (`--images`) when given, else
+  targets, ignored in evaluation); COCO mAP scores the annotations as the file gives them, `area` included
+  (utils/data/coco_records.py). Images are looked for in `images_dir` (`--images`) when given, else
   beside the JSON, in `images/` beside it, and in the COCO download layout: for
   `coco/annotations/instances_val2017.json`, in `coco/val2017/` and `coco/images/val2017/` (the JSON stem
   without `instances_`). An image entry whose file is in none of them is skipped as "COCO image missing",
@@ -258,12 +259,12 @@ def parse_yolo(image_path: Path, label: Path, names: Optional[Sequence[str]], cl
 
 @dataclass(frozen=True)
 class CocoImage:
-    """One entry of a COCO JSON's `images` with its annotations: (annotation id, bbox, category name, iscrowd)."""
+    """One entry of a COCO JSON's `images` with its annotations: (annotation id, bbox, category name, iscrowd, area)."""
 
     id: object
     file_name: str
     size: Optional[Tuple[int, int]]
-    objects: Tuple[Tuple[object, object, str, bool], ...]
+    objects: Tuple[Tuple[object, object, str, bool, object], ...]
 
 
 def _load_json(path: Path) -> dict:
@@ -295,6 +296,11 @@ def coco_categories(categories: list, path: Path) -> Dict[object, str]:
         by_id[c["id"]] = str(c["name"])
     names = check_names([by_id[i] for i in sorted(by_id)], f"{path} categories")
     return dict(zip(sorted(by_id), names))
+
+
+def coco_category_ids(path: Path) -> Dict[object, str]:
+    """{category id: name} of a COCO JSON (coco_categories): what `category_id` means in its results files."""
+    return coco_categories(_load_json(path)["categories"], path)
 
 
 def _coco_images(images: list, path: Path) -> Dict[object, Tuple[str, Optional[Tuple[int, int]]]]:
@@ -334,7 +340,8 @@ def read_coco(path: Path) -> Tuple[Tuple[str, ...], List[CocoImage]]:
         elif not isinstance(category_id, int) or category_id not in categories:
             bad_category.append(f"annotation {a.get('id')} (category_id {category_id!r})")
         else:
-            objects[image_id].append((a.get("id"), a.get("bbox"), categories[category_id], bool(a.get("iscrowd"))))
+            objects[image_id].append((a.get("id"), a.get("bbox"), categories[category_id], bool(a.get("iscrowd")),
+                                      a.get("area")))
     if bad_image:
         raise DatasetError(f"{path}: {len(bad_image)} annotations refer to an image_id that no entry of 'images' "
                            f"has: {_listing(bad_image)}")
@@ -384,39 +391,3 @@ def find_coco_image(json_path: Path, file_name: str, images_dir: Optional[Path] 
                            f"folders ({where}); refused, nothing outside is read. Pass --images with the folder "
                            "that holds it, or fix file_name")
     return None
-
-
-def _coco_box(bbox) -> Optional[List[float]]:
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
-        return None
-    x, y, w, h = (float(v) for v in bbox)
-    return [x, y, x + w, y + h]
-
-
-def parse_coco(image: CocoImage, json_path: Path, class_names: Sequence[str],
-               images_dir: Optional[Path] = None) -> Record:
-    """Read one COCO image entry and its image (find_coco_image) into a Record; crowd objects are difficult."""
-    where = f"{json_path} image {image.id} ({image.file_name})"
-    rec = Record(where=where)
-    index = {n: i for i, n in enumerate(class_names)}
-    objects = []
-    for ann_id, bbox, name, crowd in image.objects:
-        box = _coco_box(bbox)
-        if box is None:
-            rec.warnings.append(f"{where}: annotation {ann_id} has bbox {bbox!r}; expected [x, y, width, height] "
-                                f"in pixels; dropped")
-        elif name not in index:
-            rec.unknown[name] += 1
-        else:
-            objects.append((*box, index[name], crowd))
-    rec.lost_objects = sum(1 for o in objects if not o[5])
-    path = find_coco_image(json_path, image.file_name, images_dir)
-    if path is None:
-        looked = ", ".join(str(d) for d in coco_image_dirs(json_path, images_dir))
-        return rec.skipped(COCO_IMAGE_MISSING, f"{where}: no image {image.file_name} in {looked}"
-                                               + ("" if images_dir else " (--images names the folder)"))
-    pil = open_record_image(rec, path)
-    if pil is None:
-        return rec
-    rec.lost_objects = 0
-    return finish_record(rec, pil, objects, len(image.objects), image.size, where)

@@ -32,8 +32,9 @@ from utils.core.fileio import atomic_open
 from utils.core.paths import REPO_ROOT
 from utils.data import demo_data
 from utils.data.annotations import NO_KNOWN_OBJECTS, DatasetError, Record, Sample, parse_line, parse_xml
+from utils.data.coco_records import parse_coco
 from utils.data.formats import (COCO_IMAGE_MISSING, NO_IMAGE_NOTE, UNREADABLE_LABEL, label_files_without_image,
-                                parse_coco, parse_yolo)
+                                parse_yolo)
 from utils.data.labelme import MALFORMED_JSON, parse_labelme
 from utils.data.scan_cache import StaleCache, dumps, loads
 from utils.data.layouts import DEFAULT_DATA, Source, dataset_layout, declared_names, default_split, find_sources, resolve_data
