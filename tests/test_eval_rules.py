@@ -179,9 +179,14 @@ def test_invalid_labelme_shape_stops_scoring(tmp_path):
 
 
 def test_zero_area_boxes_are_dropped_not_invalid(voc, capsys):
+    """A box of valid numbers without area is dropped with a warning, not invalid ground truth; an image left
+    with no box is scored without ground truth, and skipped for training."""
     add_image(voc, "thin", [("red", 5, 5, 40, 40), ("blue", 20, 10, 20, 60)])
+    add_image(voc, "line", [("blue", 20, 10, 20, 60)])
     samples, left_out = load_eval_samples(voc, "val", CLASSES, use_cache=False)
-    [thin] = [s for s in samples if Path(s.image_path).stem == "thin"]
-    assert thin.labels.tolist() == [CLASSES.index("red")] and left_out == []
-    np.testing.assert_allclose(thin.boxes, [[5, 5, 40, 40]])
+    scored = {Path(s.image_path).stem: s for s in samples}
+    assert scored["thin"].labels.tolist() == [CLASSES.index("red")] and left_out == []
+    np.testing.assert_allclose(scored["thin"].boxes, [[5, 5, 40, 40]])
+    assert len(scored["line"].labels) == 0
     assert "has no area" in capsys.readouterr().err
+    assert "line" not in {Path(s.image_path).stem for s in load_samples(voc, "train", CLASSES, use_cache=False)}

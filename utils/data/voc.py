@@ -182,7 +182,7 @@ class ScanStats:
     unknown: Counter = field(default_factory=Counter)
     left_out: List[LeftOut] = field(default_factory=list)  # skipped for a reason in UNREADABLE_REASONS
     notes: Counter = field(default_factory=Counter)  # conversions the formats count (segments read as boxes, ...)
-    scored_empty: int = 0  # evaluation: images with objects but none of the classes, kept without ground truth
+    scored_empty: int = 0  # evaluation: images whose objects are all of other classes, kept without ground truth
 
     def add(self, record: Record, class_names: Sequence[str]) -> None:
         self.unknown.update(record.unknown)
@@ -195,7 +195,7 @@ class ScanStats:
             return
         self.used += 1
         self.background += int(len(record.sample.labels) == 0)
-        self.scored_empty += int(record.empty is not None)
+        self.scored_empty += int(record.empty == NO_KNOWN_OBJECTS)
         self.objects.update(class_names[i] for i in record.sample.labels.tolist())
         self.difficult += int(record.sample.difficult.sum())
 
