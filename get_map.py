@@ -64,8 +64,9 @@ def make_parser() -> argparse.ArgumentParser:
     a("--score-thr", type=float, default=ev.SCORE_THRES, help="score for precision/recall/F1 and the confusion "
       f"matrix (default {ev.SCORE_THRES})")
     a("--out", default=None, help="results folder (default: a new map* folder in the weights' run folder, or under map_out/)")
-    a("--detections", default=None, help="score this COCO results file (image_id, category_id or category_name, "
-      "bbox [x,y,w,h], score) instead of running a model")
+    a("--detections", default=None, help="score this COCO results file (image_id, category_id, bbox [x,y,w,h], "
+      "score) instead of running a model; for a COCO JSON, image_id and category_id are its ids, as pycocotools "
+      "reads them; for other datasets, category_id is the class index + 1 (category_name may name it)")
     a("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     a("--workers", type=int, default=0, help="DataLoader processes reading images (default 0: in the main process)")
     a("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ... (default auto)")
@@ -247,7 +248,8 @@ def run_model(args, data_path: Path, split: str, stats=None):
 def load_detections(args, data_path: Path, split: str, stats=None):
     names = read_classes(args.classes or default_classes_file(data_path, data_options(args)))
     samples, left_out = load_split(data_path, split, names, args.skip_unreadable, data_options(args), stats)
-    detections = detect.read_coco_results(args.detections, samples, names)
+    categories = detect.dataset_categories(data_path, split, **data_options(args))  # None unless a COCO JSON
+    detections = detect.read_coco_results(args.detections, samples, names, categories)
     return detections, samples, left_out, names, ROOT / "map_out", {"detections": str(args.detections)}
 
 
@@ -275,8 +277,11 @@ def run(args) -> None:
     """Score, write the results folder and print the table, the headline and the settings."""
     result, detections, samples, names, base = score(args)
     out = output_dir(args, base)
-    if not args.detections:
-        detect.write_coco_results(out / "detections.json", detections, detect.image_keys(samples), names)
+    if not args.detections:  # in a COCO JSON's own image and category ids, so pycocotools can score it too
+        st = result["settings"]
+        categories = detect.dataset_categories(st["data"], st["split"], **data_options(args))
+        detect.write_coco_results(out / "detections.json", detections, detect.result_image_ids(samples), names,
+                                  categories)
     write_outputs(out, result, names, plots=not args.no_plots)
     print(format_table(result))
     print(headline(result))

@@ -1,7 +1,5 @@
-"""Running a model over samples, and saving/loading detections as a COCO results file."""
-import json
+"""Running a model over samples. COCO results files: utils/eval/coco_results.py (its functions re-exported here)."""
 import warnings
-from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -10,10 +8,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from utils.core.amp import autocast
 from utils.core.config import parse_input_size
-from utils.core.fileio import write_json_atomic
 from utils.ops.boxes import decode_candidates, detections_to_image, select_detections, split_by_image
 from utils.ops.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
 from utils.data.voc import LeftOut, UnreadableImagesError
+from utils.eval.coco_results import (coco_result_rows, dataset_categories, image_keys,  # noqa: F401 (re-exported)
+                                     read_coco_results, result_image_ids, write_coco_results)
 
 
 class LetterboxedSamples(Dataset):
@@ -120,93 +119,3 @@ def _detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres, nms
             continue
         out.append(detections_to_image(next(found).cpu(), lb, image_hw).numpy().astype(np.float32))
     return out
-
-
-def image_keys(samples) -> List[str]:
-    """A stable id per sample for results files: the file stem, or the path when stems repeat."""
-    stems = [Path(s.image_path).stem for s in samples]
-    if len(set(stems)) == len(stems):
-        return stems
-    return [Path(s.image_path).as_posix() for s in samples]
-
-
-def coco_result_rows(image_id, det: np.ndarray, class_names: Sequence[str]) -> List[dict]:
-    """COCO results rows of one image's detections [K, 6] (image pixels, score, class id): image_id,
-    category_id = class id + 1, category_name, bbox [x, y, w, h], score."""
-    rows = []
-    # full float precision, so scoring the file gives exactly the numbers of the run that wrote it
-    for x1, y1, x2, y2, score, c in np.asarray(det, dtype=np.float64).reshape(-1, 6).tolist():
-        rows.append({"image_id": image_id, "category_id": int(c) + 1, "category_name": class_names[int(c)],
-                     "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
-    return rows
-
-
-def write_coco_results(path, detections: Sequence[np.ndarray], image_ids: Sequence, class_names: Sequence[str]) -> int:
-    """Write detections (one [K, 6] array per image) as a COCO results list (coco_result_rows), the format
-    read_coco_results and `get_map.py --detections` read. Returns the number of rows written."""
-    if len(image_ids) != len(detections):
-        raise ValueError(f"{len(image_ids)} image ids for {len(detections)} detection arrays; expected one per image")
-    rows = [row for key, det in zip(image_ids, detections) for row in coco_result_rows(key, det, class_names)]
-    write_json_atomic(path, rows)
-    return len(rows)
-
-
-def _image_lookup(samples) -> dict:
-    """Ids a results file may use for a sample: our key, stem, file name, path, or the stem as an int."""
-    lookup = {}
-    for i, (key, s) in enumerate(zip(image_keys(samples), samples)):
-        p = Path(s.image_path)
-        for alias in (key, p.stem, p.name, str(p), p.as_posix()):
-            lookup.setdefault(alias, i)
-        if p.stem.isdigit():
-            lookup.setdefault(int(p.stem), i)
-    return lookup
-
-
-def _category(row, class_names, path, n):
-    if "category_name" in row:
-        if row["category_name"] not in class_names:
-            raise ValueError(f"{path}: result {n} has category_name {row['category_name']!r}, "
-                             f"not among the classes ({', '.join(class_names)}); check --classes")
-        return class_names.index(row["category_name"])
-    c = row["category_id"]
-    if not isinstance(c, int) or not 1 <= c <= len(class_names):
-        raise ValueError(f"{path}: result {n} has category_id {c!r}; expected 1..{len(class_names)} "
-                         "(class index + 1 in the --classes file, as get_map.py writes them)")
-    return c - 1
-
-
-def read_coco_results(path, samples, class_names: Sequence[str]) -> List[np.ndarray]:
-    """Read a COCO results file into one [K, 6] array per sample (image pixels, score, class id).
-
-    Results for images not in the samples are skipped with one warning that counts them.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"detections file {path} does not exist")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a COCO results list [{{image_id, category_id, bbox, score}}, ...], "
-                         f"found a {type(rows).__name__}")
-    lookup = _image_lookup(samples)
-    per_image = [[] for _ in samples]
-    unknown = []
-    for n, row in enumerate(rows):
-        try:
-            x, y, w, h = (float(v) for v in row["bbox"])
-            score, image_id = float(row["score"]), row["image_id"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: result {n} is not {{image_id, category_id, bbox: [x, y, w, h], score}} ({e!r})") from None
-        if w < 0 or h < 0:
-            raise ValueError(f"{path}: result {n} has bbox {row['bbox']}: width and height must not be negative "
-                             "(COCO bbox is [x, y, width, height])")
-        if image_id not in lookup:
-            unknown.append(image_id)
-            continue
-        per_image[lookup[image_id]].append([x, y, x + w, y + h, score, _category(row, class_names, path, n)])
-    if unknown:
-        warnings.warn(f"{path}: {len(unknown)} results name images not in this split (e.g. {unknown[:3]}); skipped")
-    return [np.asarray(d, dtype=np.float32).reshape(-1, 6) for d in per_image]
