@@ -264,3 +264,15 @@ def test_detections_json_of_a_coco_dataset_uses_its_ids_and_pycocotools_agrees(t
     again = get_map_summary(gt, tmp_path / "model" / "detections.json", tmp_path / "again")
     assert stats_of(again) == pytest.approx(stats_of(from_model), abs=1e-12)
     assert again["map50"] == pytest.approx(from_model["map50"], abs=1e-12)
+
+
+def test_image_ids_are_the_jsons_own_and_a_clash_with_a_file_name_is_said(tmp_path, cache):
+    """Files 1.png and 2.png with ids 2 and 1: image_id 1 is 2.png, as pycocotools reads it, and a warning says
+    that a file is named 1 (predict.py, which knows no JSON, writes file stems)."""
+    images = [(2, "1.png", 64, 64), (1, "2.png", 64, 64)]
+    gt = write_coco(tmp_path / "coco", images, [(2, 1, [8, 8, 40, 40], 1600, 0), (1, 3, [20, 20, 30, 30], 900, 0)],
+                    CATEGORIES[:2])
+    results = write_results(tmp_path / "results.json", [(2, 1, [8, 8, 40, 40], 0.9), (1, 3, [20, 20, 30, 30], 0.8)])
+    with pytest.warns(UserWarning, match=r"2 results have an image_id that is the COCO JSON's id of one image"):
+        summary = get_map_summary(gt, results, tmp_path / "out")
+    assert summary["map50"] == 1.0 and stats_of(summary) == pytest.approx(pycocotools_stats(gt, results), abs=1e-12)

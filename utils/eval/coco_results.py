@@ -103,17 +103,19 @@ def write_coco_results(path, detections: Sequence[np.ndarray], image_ids: Sequen
     return len(rows)
 
 
-def _image_lookup(samples) -> dict:
-    """Ids a results file may use for a sample: a COCO JSON's image id first (as pycocotools reads it), then
-    our key, stem, file name, path, or the stem as an int."""
-    lookup = {s.coco_id: i for i, s in enumerate(samples) if getattr(s, "coco_id", None) is not None}
+def _image_lookup(samples):
+    """({COCO JSON image id: sample}, {alias: sample}): the ids a results file may use for a sample. A JSON's
+    image id comes first (as pycocotools reads it); the aliases are our key, stem, file name, path, or the
+    stem as an int."""
+    by_id = {s.coco_id: i for i, s in enumerate(samples) if getattr(s, "coco_id", None) is not None}
+    aliases = {}
     for i, (key, s) in enumerate(zip(image_keys(samples), samples)):
         p = Path(s.image_path)
         for alias in (key, p.stem, p.name, str(p), p.as_posix()):
-            lookup.setdefault(alias, i)
+            aliases.setdefault(alias, i)
         if p.stem.isdigit():
-            lookup.setdefault(int(p.stem), i)
-    return lookup
+            aliases.setdefault(int(p.stem), i)
+    return by_id, aliases
 
 
 def _row_box(row, n: int, path: Path):
@@ -222,18 +224,26 @@ def read_coco_results(path, samples, class_names: Sequence[str],
                          f"found a {type(rows).__name__}")
     boxes = [_row_box(row, n, path) for n, row in enumerate(rows)]
     classes = row_classes(rows, class_names, categories, path)
-    lookup = _image_lookup(samples)
+    by_id, aliases = _image_lookup(samples)
     per_image = [[] for _ in samples]
-    unknown, outside = [], 0
+    unknown, outside, both = [], 0, []
     for (image_id, (x, y, w, h, score)), c in zip(boxes, classes):
-        if image_id not in lookup:
+        i = by_id.get(image_id, aliases.get(image_id))
+        if i is None:
             unknown.append(image_id)
         elif c is None:
             outside += 1
         else:
-            per_image[lookup[image_id]].append([x, y, x + w, y + h, score, c])
+            per_image[i].append([x, y, x + w, y + h, score, c])
+        if i is not None and aliases.get(image_id, i) != i:
+            both.append(image_id)
     if unknown:
         warnings.warn(f"{path}: {len(unknown)} results name images not in this split (e.g. {unknown[:3]}); skipped")
+    if both:
+        i = by_id[both[0]]
+        warnings.warn(f"{path}: {len(both)} results have an image_id that is the COCO JSON's id of one image and "
+                      f"the file name of another (e.g. {both[0]!r}: the JSON's image {samples[i].image_path}, read "
+                      f"as pycocotools reads it, not {samples[aliases[both[0]]].image_path})")
     if outside:
         warnings.warn(f"{path}: {outside} results are of categories outside the class list; not scored")
     return [np.asarray(d, dtype=np.float64).reshape(-1, 6) for d in per_image]
