@@ -83,8 +83,7 @@ def pycocotools_stats(gt_path, results_path) -> list:
 
 
 def get_map_summary(gt_path, results_path, out, *flags) -> dict:
-    argv = ["--data", str(gt_path), "--split", "all", "--detections", str(results_path), "--out", str(out),
-            "--no-plots", *flags]
+    argv = ["--data", str(gt_path), "--detections", str(results_path), "--out", str(out), "--no-plots", *flags]
     assert get_map.main(argv) == 0
     return json.loads((out / "summary.json").read_text())
 
