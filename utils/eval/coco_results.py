@@ -3,7 +3,8 @@
 What the ids mean:
 - The ground truth is a COCO JSON (`categories` given: dataset_categories): `category_id` is that JSON's
   category id and `image_id` its image id, as pycocotools reads them (ids 1, 3, 7 ... need not be
-  contiguous). Files written for such a dataset use those ids, so pycocotools scores them against the
+  contiguous); an image_id that is one image's id and another's file name is read as the id, with a
+  warning. Files written for such a dataset use those ids, so pycocotools scores them against the
   JSON directly. A file whose ids are not all the JSON's, or whose `category_name` disagrees with the
   JSON's name of the id, is read as this project's own files for other datasets are (below) when every
   row fits that, since predict.py, which knows no dataset, writes those; otherwise it is refused, naming
@@ -15,7 +16,6 @@ Results of a JSON category outside the class list are not part of the benchmark:
 warning. Results of images outside the split are skipped the same way. A score or box that is not a
 finite number (NaN, inf) is refused, naming the row: it has no rank and no overlap to score.
 """
-import json
 import math
 import warnings
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from utils.core.fileio import write_json_atomic
+from utils.core.fileio import read_json, write_json_atomic
 from utils.data.annotations import DatasetError
 from utils.data.formats import coco_category_ids
 from utils.data.layouts import coco_root_splits, dataset_layout
@@ -215,10 +215,7 @@ def read_coco_results(path, samples, class_names: Sequence[str],
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"detections file {path} does not exist")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    rows = read_json(path)  # ValueError naming the file when it is not JSON or nests too deep
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a COCO results list [{{image_id, category_id, bbox, score}}, ...], "
                          f"found a {type(rows).__name__}")
