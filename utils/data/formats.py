@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from utils.core.fileio import read_json
 from utils.data.annotations import DatasetError, Record, _orientation, finish_record, open_record_image
 from utils.ops.image import IMAGE_EXTENSIONS
 
@@ -269,9 +270,9 @@ class CocoImage:
 
 def _load_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read the JSON ({e})") from None
+        data = read_json(path)
+    except (OSError, ValueError) as e:  # read_json's ValueError (not JSON, nested too deep) starts with the path
+        raise DatasetError(f"{path}: cannot read the JSON ({str(e).removeprefix(f'{path}: ')})") from None
     keys = ("images", "annotations", "categories")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in keys):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__

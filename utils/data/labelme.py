@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from utils.core.fileio import read_json
 from utils.data.annotations import DatasetError, Record, _find_image, finish_record, open_record_image
 from utils.data.formats import inside
 
@@ -50,7 +51,7 @@ def is_labelme_folder(root: Path) -> bool:
     """True when one of the first DETECT_FILES JSON files in `root` is a labelme file."""
     for path in labelme_files(root)[:DETECT_FILES]:
         try:
-            if _is_labelme(json.loads(path.read_bytes())):
+            if _is_labelme(read_json(path)):
                 return True
         except (OSError, ValueError):
             continue
@@ -136,9 +137,9 @@ def _shown_size(data: dict) -> Optional[Tuple[int, int]]:
 def _read_json(path: Path, rec: Record):
     """The parsed file, or None with the record skipped."""
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as e:
-        rec.skipped(MALFORMED_JSON, f"{path}: cannot read the labelme JSON ({e})")
+        data = read_json(path)
+    except (OSError, ValueError) as e:  # read_json's ValueError (not JSON, nested too deep) starts with the path
+        rec.skipped(MALFORMED_JSON, f"{path}: cannot read the labelme JSON ({str(e).removeprefix(f'{path}: ')})")
         return None
     if not _is_labelme(data):
         found = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
