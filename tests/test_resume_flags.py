@@ -26,7 +26,7 @@ def resume(run, *extra) -> int:
 def test_flags_are_explicit_when_given_even_at_their_default():
     given = explicit_flags(train.make_parser(), ["--resume", "x.pth", "--mosaic", "0.5", "--no-ema", "--scale", "1", "1"])
     assert given == {"resume": "x.pth", "mosaic": 0.5, "ema": False, "scale": [1.0, 1.0]}
-    assert "--epochs (more epochs" in train.make_parser().format_help().replace("\n", " ").replace("  ", "")
+    assert "--epochs (more epochs" in " ".join(train.make_parser().format_help().split())
 
 
 def test_flags_that_would_change_the_run_are_refused_naming_them(tmp_path, capsys):
