@@ -128,6 +128,8 @@ def add_map_flags(p: argparse.ArgumentParser) -> None:
 
 def build_yolo(args):
     weights = Path(args.weights) if args.weights else newest_best(args.logs)
+    if weights.is_dir():
+        raise UserError(f"--weights {weights} is a folder; give a weights file in it (.pth, .weights or .onnx)")
     if not weights.is_file():
         raise UserError(f"weights file {weights} does not exist")
     classes = args.classes or (str(COCO_CLASSES) if weights.suffix == ".weights" else None)
@@ -360,6 +362,8 @@ def export(yolo, args) -> None:
 def run(args) -> None:
     if not (args.img or args.dir or args.video or args.export_onnx or args.fps):
         raise UserError("nothing to do: give --img, --dir, --video, --fps or --export-onnx (see --help)")
+    if args.img and Path(args.img).is_dir():
+        raise UserError(f"--img {args.img} is a folder; give an image file, or --dir {args.img} for every image in it")
     if args.img and not Path(args.img).is_file():
         raise UserError(f"--img {args.img}: file does not exist")
     if args.int8 and (not args.export_onnx or args.export_onnx_nms):
@@ -389,7 +393,7 @@ def run(args) -> None:
 
 def main(argv=None) -> int:
     """predict.py with `argv` (default: the command line); returns the exit code (utils/core/cli.py)."""
-    return run_main("predict.py", lambda: run(make_parser().parse_args(argv)))
+    return run_main("predict.py", lambda: run(make_parser().parse_args(argv)), memory_hint="use a smaller --input-size")
 
 
 if __name__ == "__main__":
