@@ -352,7 +352,7 @@ def train_in(run_dir: Optional[Path], resume: Optional[dict], values: dict, resu
     state = build_state(config, model, build_loss(config, anchors, len(data.class_names)), device, amp_dtype,
                         schedule_epochs(resume) if resume else None)
     if resume:
-        restore_checkpoint(state, resume)
+        restore_checkpoint(state, resume, resume_path)
     if dist.is_main():
         for stale in remove_stale_temporaries(run_dir):
             print(f"removed {stale}, a temporary file left by a write that was killed")

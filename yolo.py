@@ -25,8 +25,8 @@ from utils.ops.boxes import (Letterbox, decode_candidates, detections_to_image, 
 from utils.engine.checkpoint import model_from_weights
 from utils.core.config import parse_input_size, read_classes
 from utils.deploy.drawing import draw_detections, heatmap_overlay
-from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, onnx_metadata, ort_session, raw_graph,
-                          read_onnx_metadata)
+from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, load_onnx_graph, onnx_metadata,
+                                  ort_session, raw_graph, read_onnx_metadata)
 from utils.ops.image import letterbox_image, read_image, to_unit_float
 from utils.deploy.attention_maps import attention_maps
 from utils.deploy.cam import DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, CamDetector, DetectionCam, detection_cams
@@ -129,8 +129,7 @@ class YOLO:
             meta["class_names"] = list(names)
         meta["anchors"] = torch.as_tensor(anchors, dtype=torch.float32) if anchors is not None else meta["anchors"]
         meta["scale_x_y"] = scale_x_y if scale_x_y is not None else meta["scale_x_y"]
-        import onnx
-        self._raw = onnx.load(str(path))
+        self._raw = load_onnx_graph(path)  # refuses external data and custom ops, naming the file
         return meta
 
     @property

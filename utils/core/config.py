@@ -23,12 +23,22 @@ def read_classes(path) -> List[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classes file {path} does not exist; give one with --classes (one name per line)")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [(n, line.strip()) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)]
+    names = [name for _, name in lines if name]
     if not names:
         raise ValueError(f"classes file {path} holds no class names")
     if len(set(names)) != len(names):
-        raise ValueError(f"classes file {path} repeats a class name")
+        raise ValueError(f"classes file {path} repeats a class name: {_repeats(lines)}; each class once")
     return names
+
+
+def _repeats(lines: Sequence[Tuple[int, str]]) -> str:
+    """[(line number, name)] -> "'red' on lines 1 and 4, ..." for the names that occur more than once."""
+    at = {}
+    for n, name in lines:
+        if name:
+            at.setdefault(name, []).append(str(n))
+    return ", ".join(f"{name!r} on lines {', '.join(ns[:-1])} and {ns[-1]}" for name, ns in at.items() if len(ns) > 1)
 
 
 def read_anchors(path) -> torch.Tensor:

@@ -186,6 +186,8 @@ def resolve_data(data=DEFAULT_DATA, data_format: Optional[str] = None, images_di
     """The dataset folder or file to read; the demo dataset (VOC) when `data` is the default and empty and
     neither another format nor `images_dir` is asked for. Checks `data_format` and `images_dir` (dataset_layout)."""
     path = Path(data)
+    if formats.is_image(path):
+        raise DatasetError(f"--data {path} is an image, not a dataset: --data takes {EXPECTED}")
     if dataset_layout(path, data_format, images_dir) is not None:
         return path
     if str(data).rstrip("/\\") == DEFAULT_DATA and data_format in (None, "voc") and images_dir is None:

@@ -37,6 +37,8 @@ ONNX_FORMAT = "yolov4-tiny-attention/onnx/1"
 META_KEYS = ("class_names", "anchors", "anchors_mask", "attention", "input_size", "scale_x_y")
 EXTRA_KEYS = ("format", "precision", "calibration")
 RAW_OUTPUTS = ("out0", "out1")
+# operator domains ONNX Runtime implements; a node of any other is a custom op it cannot run
+ORT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 
 class RawToDetections(nn.Module):
@@ -112,6 +114,30 @@ def read_onnx_metadata(path) -> Dict:
     return meta
 
 
+def load_onnx_graph(path):
+    """The graph in `path` as an onnx.ModelProto, refused with a ValueError naming the file when it is not
+    self-contained: tensors kept in external data files, or operators of domains ONNX Runtime lacks (custom
+    ops). The project's exports are neither; the file is read without following any external path."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except DecodeError as e:
+        raise ValueError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    external = [t.name for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ValueError(f"{path}: keeps {len(external)} tensors ({', '.join(external[:3])}, ...) in external data "
+                         "files, which is not supported; export the graph again with predict.py --export-onnx")
+    local = {(f.domain, f.name) for f in model.functions}
+    custom = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node
+                     if n.domain not in ORT_DOMAINS and (n.domain, n.op_type) not in local})
+    if custom:
+        raise ValueError(f"{path}: uses custom operators ONNX Runtime does not have ({', '.join(custom[:5])}); "
+                         "not supported: export the graph again with predict.py --export-onnx")
+    return model
+
+
 class OrtRaw(nn.Module):
     """A raw graph (float NCHW `images` -> out0, out1) run by ONNX Runtime, called like YoloBody:
     forward(Tensor[B, 3, H, W]) -> [out0, out1] as CPU float tensors. Lets code written for the torch
@@ -131,6 +157,7 @@ def ort_session(model, device: str = "cpu", threads: int = 0):
     """An onnxruntime InferenceSession of `model` (a path, or the serialized bytes of a graph) on CPU (or
     CUDA when `device` is cuda and available)."""
     import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -140,8 +167,13 @@ def ort_session(model, device: str = "cpu", threads: int = 0):
     providers = ["CPUExecutionProvider"]
     if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
+    where = "the ONNX graph" if isinstance(model, bytes) else str(model)
     model = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(model, sess_options=options, providers=providers)
+    try:
+        return ort.InferenceSession(model, sess_options=options, providers=providers)
+    except (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.InvalidProtobuf,
+            ort_errors.NotImplemented, ort_errors.NoSuchFile) as e:
+        raise ValueError(f"{where}: ONNX Runtime cannot load it ({str(e).strip().splitlines()[0][:300]})") from None
 
 
 def _to_onnx(module: nn.Module, args: Tuple[Tensor, ...], input_names: Sequence[str], output_names: Sequence[str],

@@ -211,9 +211,30 @@ def nonfinite_tensors(obj, prefix: str = "") -> List[str]:
     return []
 
 
-def restore_checkpoint(state: TrainState, ckpt: Dict) -> None:
-    """Put a run's model, EMA, optimizer and scaler back as they were at the end of ckpt['epoch']."""
+def check_fits(model: torch.nn.Module, weights: Dict, where: str) -> None:
+    """ValueError naming `where` and the first tensor of `weights` that `model` lacks or holds in another shape,
+    or the first of its own that `weights` lacks."""
+    own = model.state_dict()
+    for name, tensor in weights.items():
+        found = tuple(getattr(tensor, "shape", ()))
+        if name not in own or found != tuple(own[name].shape):
+            wanted = f"shape {tuple(own[name].shape)}" if name in own else "no such tensor"
+            raise ValueError(f"{where}: tensor {name} has shape {found}; the model its run arguments build has "
+                             f"{wanted}: the file does not fit its own record, cannot resume (start a new run from "
+                             "a good checkpoint with --weights)")
+    missing = [name for name in own if name not in weights]
+    if missing:
+        raise ValueError(f"{where}: lacks tensor {missing[0]} ({len(missing)} missing) of the model its run arguments "
+                         "build; cannot resume")
+
+
+def restore_checkpoint(state: TrainState, ckpt: Dict, where: str = "the checkpoint") -> None:
+    """Put a run's model, EMA, optimizer and scaler back as they were at the end of ckpt['epoch'] (read from
+    `where`); ValueError naming `where` and the first tensor that does not fit the model (check_fits)."""
     model = unwrap(state.model)
+    for key in ("train_model", "model"):
+        if ckpt.get(key) is not None:
+            check_fits(model, ckpt[key], where)
     model.load_state_dict(ckpt["train_model"] if ckpt.get("train_model") is not None else ckpt["model"])
     if state.ema and ckpt.get("ema"):
         state.ema.load_state_dict({"module": ckpt["model"], **ckpt["ema"]})

@@ -33,6 +33,8 @@ def open_image(path) -> Image.Image:
         image.load()  # decode now, so truncated files fail here and not later
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: not a readable image ({e})") from None
+    except Image.DecompressionBombError as e:  # over 2x Image.MAX_IMAGE_PIXELS
+        raise ImageReadError(f"{path}: not read, too many pixels ({e})") from None
     return image
 
 
