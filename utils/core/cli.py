@@ -44,7 +44,7 @@ def machine_error_line(error: BaseException, memory_hint: str = MEMORY_HINT) -> 
         return (f"the disk is full at {where} ({error.strerror}): nothing was written there; free some space or "
                 "write elsewhere, and run again")
     if error.errno in _NO_WRITE:
-        return (f"permission denied at {where} ({error.strerror}): write to a folder you may write in "
+        return (f"cannot write at {where} ({error.strerror}): write to a folder you may write in "
                 "(--out, --save-dir) or change its permissions")
     return f"{where}: {error.strerror}" if error.strerror and error.filename is not None else str(error)
 
