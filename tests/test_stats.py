@@ -100,3 +100,20 @@ def test_resampled_map_equals_the_evaluator_on_the_resampled_lists():
     got = ResampledMap(dets_a, dets_b, samples, ["x", "y"])(idx)
     ref = [evaluate_detections([d[i] for i in idx], [samples[i] for i in idx], ["x", "y"]) for d in (dets_a, dets_b)]
     assert got == pytest.approx([ref[1]["map50"] - ref[0]["map50"], ref[1]["map50_95"] - ref[0]["map50_95"]])
+
+
+def test_resampled_map_scores_coco_truth_as_the_evaluator_does():
+    """On a COCO dataset a sample's coco_truth (the boxes as the JSON gives them, unclipped) decides mAP@0.5:0.95,
+    in the bootstrap as in evaluate_detections: here the detection matches the unclipped box only."""
+    samples = []
+    for shift in (0.0, 10.0):
+        s = SimpleNamespace(boxes=np.array([[50.0, 50.0, 100.0, 100.0]]), labels=np.array([0]), difficult=None)
+        s.coco_truth = np.array([[50.0 + shift, 50.0, 100.0, 100.0, 10000.0, 0.0, 0.0]])
+        samples.append(s)
+    hit = [np.array([[50.0 + x, 50.0, 150.0 + x, 150.0, 0.9, 0.0]]) for x in (0.0, 10.0)]
+    none = [np.zeros((0, 6))] * 2
+    idx = np.array([1, 0, 1])
+    got = ResampledMap(none, hit, samples, ["x"])(idx)
+    ref = evaluate_detections([hit[i] for i in idx], [samples[i] for i in idx], ["x"])
+    assert ref["map50_95"] == pytest.approx(1.0) and ref["map50"] == 0.0  # the clipped box: IoU 0.25
+    assert got == pytest.approx([ref["map50"], ref["map50_95"]])

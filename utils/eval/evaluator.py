@@ -19,7 +19,7 @@ import numpy as np
 
 from utils.core.config import parse_input_size
 from utils.ops.boxes import box_iou_np
-from utils.eval.coco_metric import CocoBoxes, coco_evaluate, coco_map50_95
+from utils.eval.coco_metric import CocoBoxes, coco_evaluate
 from utils.eval.detect import detect_samples, drop_unreadable
 
 CONF_THRES = 0.001  # low, so the PR curve reaches high recall
@@ -232,19 +232,15 @@ def pycocotools_eval(gt: CocoBoxes, det: Boxes, num_images: int, class_names: Se
     return ev.eval["precision"], np.asarray(ev.stats)
 
 
-def _coco_boxes(b: Boxes) -> CocoBoxes:
+def coco_boxes(b: Boxes) -> CocoBoxes:
+    """Detections (or boxes) as CocoBoxes: xywh, area w * h."""
     return CocoBoxes(b.image, b.labels, _xywh(b.boxes), b.scores, b.difficult)
 
 
 def fast_coco_eval(gt: CocoBoxes, det: Boxes, num_classes: int):
     """utils.eval.coco_metric, the same numbers as pycocotools_eval: (precision [T, R, K, A, M], stats [12])."""
-    r = coco_evaluate(gt, _coco_boxes(det), num_classes)
+    r = coco_evaluate(gt, coco_boxes(det), num_classes)
     return r["precision"], r["stats"]
-
-
-def fast_coco_map50_95(gt: Boxes, det: Boxes, num_classes: int) -> float:
-    """fast_coco_eval's stats[0] (mAP@[.5:.95]) alone, -1 without ground truth; computed for that number only."""
-    return coco_map50_95(_coco_boxes(gt), _coco_boxes(det), num_classes)
 
 
 def coco_eval(gt: CocoBoxes, det: Boxes, num_images: int, class_names: Sequence[str], backend: str = "fast"):

@@ -17,8 +17,9 @@ from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from utils.eval.evaluator import (Boxes, fast_coco_map50_95, gather_detections, gather_ground_truth, mean_ap,
-                                  voc_eval)
+from utils.eval.coco_metric import CocoBoxes, coco_map50_95
+from utils.eval.evaluator import (Boxes, coco_boxes, gather_coco_truth, gather_detections, gather_ground_truth,
+                                  mean_ap, voc_eval)
 
 Score = Union[float, np.ndarray]
 
@@ -132,26 +133,31 @@ def distinguishable(low: Optional[float], high: Optional[float]) -> bool:
     return bool(low > 0 or high < 0)
 
 
-class _PerImage:
-    """Boxes of a split stored once, sorted by image, so a resample of images is one fancy index."""
+def _rows(boxes: Union[Boxes, CocoBoxes], index) -> Union[Boxes, CocoBoxes]:
+    return type(boxes)(*(None if a is None else a[index] for a in boxes))
 
-    def __init__(self, boxes: Boxes, num_images: int):
-        self.boxes = boxes.select(np.argsort(boxes.image, kind="stable"))
+
+class _PerImage:
+    """Boxes of a split (Boxes or CocoBoxes) stored once, sorted by image, so a resample of images is one fancy index."""
+
+    def __init__(self, boxes: Union[Boxes, CocoBoxes], num_images: int):
+        self.boxes = _rows(boxes, np.argsort(boxes.image, kind="stable"))
         self.counts = np.bincount(self.boxes.image, minlength=num_images)
         self.starts = np.cumsum(self.counts) - self.counts
 
-    def take(self, images: np.ndarray) -> Boxes:
+    def take(self, images: np.ndarray) -> Union[Boxes, CocoBoxes]:
         """The boxes of `images` in order; image j of the resample gets id j, so duplicates stay distinct."""
         counts = self.counts[images]
         out_starts = np.cumsum(counts) - counts
         rows = np.repeat(self.starts[images] - out_starts, counts) + np.arange(int(counts.sum()))
-        return self.boxes.select(rows)._replace(image=np.repeat(np.arange(len(images), dtype=np.int64), counts))
+        return _rows(self.boxes, rows)._replace(image=np.repeat(np.arange(len(images), dtype=np.int64), counts))
 
 
-def map_scores(det: Boxes, gt: Boxes, num_images: int, class_names: Sequence[str]) -> np.ndarray:
-    """[mAP@0.5 (VOC all-point), mAP@0.5:0.95 (COCO)], as utils.eval.evaluator.evaluate_detections computes them."""
+def map_scores(det: Boxes, gt: Boxes, coco_gt: CocoBoxes, num_images: int, class_names: Sequence[str]) -> np.ndarray:
+    """[mAP@0.5 (VOC all-point), mAP@0.5:0.95 (COCO)], as utils.eval.evaluator.evaluate_detections computes them:
+    VOC AP on the samples' boxes, COCO mAP on their COCO truth (gather_coco_truth)."""
     map50 = mean_ap(voc_eval(det, gt, num_images, class_names, 0.5), "ap")
-    map50_95 = fast_coco_map50_95(gt, det, len(class_names))
+    map50_95 = coco_map50_95(coco_gt, coco_boxes(det), len(class_names))
     return np.array([map50, max(map50_95, 0.0)])  # -1 (no ground truth) counts as 0, as there
 
 
@@ -170,11 +176,13 @@ class ResampledMap:
         n = len(samples)
         self.class_names = list(class_names)
         self.gt = _PerImage(gather_ground_truth(samples), n)
+        self.coco_gt = _PerImage(gather_coco_truth(samples), n)
         self.a = _PerImage(gather_detections(detections_a), n)
         self.b = _PerImage(gather_detections(detections_b), n)
 
     def scores(self, variant: "_PerImage", images: np.ndarray) -> np.ndarray:
-        return map_scores(variant.take(images), self.gt.take(images), len(images), self.class_names)
+        return map_scores(variant.take(images), self.gt.take(images), self.coco_gt.take(images), len(images),
+                          self.class_names)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images, dtype=np.int64)
