@@ -217,3 +217,14 @@ def size_offenders(files: Dict[str, Path]) -> List[str]:
 def test_files_and_functions_are_small():
     offenders = size_offenders(project_files())
     assert not offenders, "too long:\n" + "\n".join(offenders)
+
+
+def test_inference_does_not_import_the_training_engine():
+    """yolo.py, evaluation's detect, CAM and export read weights through nets/checkpoint.py, not utils.engine."""
+    import subprocess
+    import sys
+    code = ("import sys, yolo, utils.eval.detect, utils.deploy.cam, utils.deploy.export, utils.deploy.quantize\n"
+            "print(sorted(m for m in sys.modules if m == 'utils.engine' or m.startswith('utils.engine.')))")
+    found = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip() == "[]", f"inference imports the training engine: {found.stdout.strip()}"

@@ -49,7 +49,7 @@ from utils.core.cli import run_main
 from utils.core.config import read_classes
 from utils.data.layouts import add_data_flags, data_options
 from utils.data.voc import default_split, load_samples, resolve_data
-from utils.engine.checkpoint import model_from_weights
+from nets.checkpoint import model_from_weights
 from utils.eval.evaluator import CONF_THRES, NMS_THRES, evaluate_model
 
 DEFAULT_CALIB_IMAGES = 100
