@@ -225,9 +225,7 @@ def test_int8_calibration_reads_data_in_the_format_asked(ckpt, tmp_path, monkeyp
         seen.update(options, data=data)
         raise SystemExit(0)  # stop before quantizing: only where the images come from is tested here
 
-    monkeypatch.setattr(predict, "calibration_images", calibration)
-    with pytest.raises(SystemExit):
-        predict.export(YOLO(ckpt), predict.make_parser().parse_args(
-            ["--export-onnx", str(tmp_path / "m.onnx"), "--int8", "--data", "x.json", "--data-format", "coco",
-             "--images", "imgs"]))
+    monkeypatch.setattr("utils.deploy.predict_modes.calibration_images", calibration)
+    assert predict.main(["--weights", str(ckpt), "--export-onnx", str(tmp_path / "m.onnx"), "--int8", "--data",
+                         "x.json", "--data-format", "coco", "--images", "imgs"]) == 0  # run_main: SystemExit(0)
     assert seen == {"data": "x.json", "data_format": "coco", "images_dir": "imgs"}

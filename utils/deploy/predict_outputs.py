@@ -1,0 +1,185 @@
+"""What prediction writes and prints for one image: the output names, the extras chosen by the options
+(heatmap, attention maps, CAMs, label files, crops), the per-image lines and the optional window.
+
+`yolo` below is a detector with the methods of yolo.YOLO (detect, draw, heatmap, cam, attention_maps,
+class_names); this module does not import it (yolo.py is above the library)."""
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+import cv2
+import numpy as np
+
+from utils.core.fileio import write_bytes_atomic
+from utils.deploy.attention_maps import save_attention_maps
+from utils.deploy.cam import CAM_METHODS, DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, cam_grid
+from utils.deploy.drawing import save_image
+
+# the options that write a file per image besides the annotated image, so need an output folder
+FILE_OUTPUTS = ("heatmap", "attention_map", "cam", "save_txt", "save_json", "crop")
+
+
+def _option(default, help_text: str, **argparse_kw):
+    """A PredictOutputs field that is also a predict.py flag (--name-with-dashes) with this help."""
+    return field(default=default, metadata={"help": help_text, **argparse_kw})
+
+
+@dataclass(frozen=True)
+class PredictOutputs:
+    """What predict writes and prints besides the annotated image; each field with help text is also the
+    predict.py flag of the same name (add_output_flags), so name, default and help are written once here."""
+
+    save_txt: bool = _option(False, "write labels/<name>.txt: 'class score x1 y1 x2 y2' per line")
+    save_json: bool = _option(False, "write detections.json in COCO results format, as get_map.py writes and reads "
+                                     "it: category_id is the class index + 1, with category_name; image_id is the "
+                                     "output name (an int when it is digits)")
+    crop: bool = _option(False, "write crops/<class>/<name>_<i>.jpg per detection")
+    count: bool = _option(False, "print the objects per class")
+    max_frames: int = _option(0, "stop a video after this many frames; 0 = all")
+    show: bool = _option(False, "also show results in a window (needs a GUI OpenCV)")
+    heatmap: bool = _option(False, "also write an objectness heatmap per image", group="maps")
+    attention_map: bool = _option(
+        False, "also write, per attention site, the block's spatial map over the image (<name>_att_<site>.jpg; CBAM, "
+               "coordinate, triplet attention) or its channel weights (.png; SE, ECA, ...)", group="maps")
+    cam: bool = _option(False, "also write <name>_cam.jpg: per detection (best --cam-top) a class activation map of "
+                               "its score over the image, with its box (torch network only)", group="maps")
+    cam_method: str = _option(
+        DEFAULT_METHOD, "layercam (gradients kept per position), gradcam (gradients averaged per channel: lights up "
+                        "whatever looks like the detection) or eigencam (first principal component, gradient-free, "
+                        "the same for every detection)", group="maps", choices=tuple(CAM_METHODS))
+    cam_layer: str = _option(HEAD_LAYER, f"{HEAD_LAYER} (the input of each detection's own head), an attention site "
+                                         "(feat1, feat2, upsample, csp1..csp3) or a module path of "
+                                         "model.named_modules()", group="maps")
+    cam_top: int = _option(DEFAULT_TOP_K, "CAMs for the best K detections of each image; 0 = all", group="maps")
+    verbose: bool = True  # one line per image and detection (no flag: predict.py always prints them)
+
+    def __post_init__(self):
+        if self.cam_top < 0:
+            raise ValueError(f"--cam-top {self.cam_top}: give the number of detections to explain, or 0 for all")
+        if self.max_frames < 0:
+            raise ValueError(f"--max-frames {self.max_frames}: give a number of frames, or 0 for all")
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> "PredictOutputs":
+        """The options named in `values` (e.g. a script's parsed flags as a dict); other keys are ignored."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def needs_folder(self) -> Iterable[str]:
+        """The options set that write files, which need an output folder."""
+        return [name for name in FILE_OUTPUTS if getattr(self, name)]
+
+
+def add_output_flags(outputs, maps) -> None:
+    """PredictOutputs' fields as flags: the per-image maps into the argparse group `maps`, the rest into `outputs`."""
+    for f in fields(PredictOutputs):
+        if "help" not in f.metadata:
+            continue
+        kw = {k: v for k, v in f.metadata.items() if k not in ("help", "group")}
+        shown = "off" if f.default is False else f.default
+        kw["help"] = f"{f.metadata['help']} (default: {shown})"
+        if f.type in (bool, "bool"):
+            kw["action"] = "store_true"
+        else:
+            kw.update(type=int if f.type in (int, "int") else str, default=f.default)
+        group = maps if f.metadata.get("group") == "maps" else outputs
+        group.add_argument("--" + f.name.replace("_", "-"), **kw)
+
+
+def numbered_folder(base: Path) -> Path:
+    """base/exp1, base/exp2, ...: the first that does not exist yet (not created)."""
+    n = 1
+    while (base / f"exp{n}").exists():
+        n += 1
+    return base / f"exp{n}"
+
+
+def output_names(paths) -> Dict[Path, str]:
+    """{path: name} for the output files (annotated image, labels/<name>.txt, crops, heatmaps) and the image_id
+    of --save-json: the file stem, or the whole file name when another image of the run has the same stem
+    (a.png and a.jpg give a.png and a.jpg), so outputs never overwrite each other."""
+    stems = Counter(Path(p).stem for p in paths)
+    return {p: Path(p).stem if stems[Path(p).stem] == 1 else Path(p).name for p in paths}
+
+
+def image_id(name: str):
+    """COCO image_id for an output name: an int for digits without leading zeros (17), else the name."""
+    return int(name) if name.isdigit() and str(int(name)) == name else name
+
+
+def annotated_name(path: Path, name: str) -> str:
+    """The annotated image's file name: `name` with the image's own suffix, or .jpg for other formats."""
+    suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"
+    return name if name.lower().endswith(suffix) else f"{name}{suffix}"
+
+
+def as_array(det) -> np.ndarray:
+    """Detections -> float [K, 6]: x1, y1, x2, y2, score, class id."""
+    return np.column_stack([det.boxes, det.scores, det.class_ids]).reshape(-1, 6)
+
+
+def describe(det, names, label: str) -> None:
+    """Print how many detections `label` has, then one line per detection: class, score, box."""
+    if not len(det):
+        print(f"{label}: no detections")
+        return
+    print(f"{label}: {len(det)} detections")
+    for box, score, cls in zip(det.boxes, det.scores, det.class_ids):
+        x1, y1, x2, y2 = (round(float(v), 1) for v in box)
+        print(f"  {names[cls]} {score:.3f} [{x1}, {y1}, {x2}, {y2}]")
+
+
+def format_counts(counts: Counter) -> str:
+    """'car 2, person 1' (sorted by name), or '' for none."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+class Shower:
+    """cv2.imshow when enabled and OpenCV has a GUI; otherwise says so once and does nothing."""
+
+    def __init__(self, enabled: bool, out: Optional[Path]):
+        self.enabled, self.out = enabled, out
+
+    def __call__(self, rgb: np.ndarray, wait: int = 0) -> None:
+        if not self.enabled:
+            return
+        try:
+            cv2.imshow("predict", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            cv2.waitKey(wait)
+        except cv2.error:
+            where = f"results are in {self.out}" if self.out else "no window is shown"
+            print(f"--show: this OpenCV build has no window support (opencv-python-headless); {where}. Install "
+                  "opencv-python instead of the headless build to see windows.")
+            self.enabled = False
+
+
+def write_maps(yolo, image: np.ndarray, name: str, out: Path, options: PredictOutputs) -> None:
+    """The per-image maps chosen: objectness heatmap, CAMs, attention maps."""
+    if options.heatmap:
+        save_image(out / f"{name}_heatmap.jpg", yolo.heatmap(image))
+    if options.cam:
+        cams = yolo.cam(image, options.cam_method, options.cam_layer, options.cam_top)
+        if cams:
+            save_image(out / f"{name}_cam.jpg", cam_grid(image, cams, yolo.class_names))
+        else:
+            print(f"{name}: no detections, so no CAM")
+    if options.attention_map:
+        maps = yolo.attention_maps(image)
+        if not maps:
+            print(f"{name}: the model has no attention block with a map to show")
+        save_attention_maps(out, name, image, maps)
+
+
+def write_extras(yolo, image: np.ndarray, det, name: str, out: Path, options: PredictOutputs) -> None:
+    """The per-image outputs chosen by the options: maps, labels txt, crops."""
+    names = yolo.class_names
+    write_maps(yolo, image, name, out, options)
+    if options.save_txt:
+        lines = [f"{names[c]} {s:.5f} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f}"
+                 for b, s, c in zip(det.boxes, det.scores, det.class_ids)]
+        write_bytes_atomic(out / "labels" / f"{name}.txt", "".join(line + "\n" for line in lines).encode())
+    if options.crop:
+        for i, (box, cls) in enumerate(zip(det.boxes, det.class_ids)):
+            x1, y1, x2, y2 = np.round(box).astype(int)
+            if x2 > x1 and y2 > y1:
+                save_image(out / "crops" / names[cls] / f"{name}_{i}.jpg", image[y1:y2, x1:x2])
