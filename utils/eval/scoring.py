@@ -1,0 +1,230 @@
+"""Score a detector (or a saved COCO results file) on a dataset split, as get_map.py does, from Python.
+
+    from utils.eval.scoring import evaluate
+    result = evaluate(weights="logs/exp/best.pth", data="VOCdevkit", split="VOC2007/test")
+    result["map"], result["coco"]["map50_95"], result["per_class"][0]["ap"]
+
+The keyword names are get_map.py's flags (`--score-thr` is `score_thr`), and so are the defaults: get_map.py,
+YOLO.val and ablate.py call this module, so the numbers they report for one checkpoint are the same.
+The result dict is utils.eval.evaluator.evaluate_detections's, its `settings` completed with what ran
+(weights, input size, thresholds, device, amp, data, split) and its `left_out` with the objects of classes
+outside the class list. utils/eval/report.py prints and saves it.
+"""
+import difflib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+
+from nets.checkpoint import model_from_weights, read_checkpoint
+from utils.core.amp import amp_name, resolve_amp, select_device
+from utils.core.cli import UserError
+from utils.core.config import parse_input_size, read_classes
+from utils.core.paths import MODEL_DATA, REPO_ROOT, newest_best
+from utils.data.voc import (DatasetError, ScanStats, UnreadableImagesError, default_split, load_eval_samples,
+                            resolve_classes, resolve_data)
+from utils.eval import detect
+from utils.eval import evaluator as ev
+
+RESULTS_BASE = REPO_ROOT / "map_out"  # results of weights outside a run folder, and of --detections
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What get_map.py's flags set, under the same names (see `python get_map.py --help`).
+
+    weights: checkpoint, reference .pth or darknet .weights (None: the newest ./logs/**/best.pth);
+    detections: a COCO results file scored instead of a model. classes: a classes file or a list of names.
+    phi / attention, input_size (416 or (h, w) or "384,640"), anchors, scale_x_y: for files that do not carry
+    them (our checkpoints do). The thresholds must lie in 0..1.
+    """
+
+    weights: Optional[str] = None
+    data: str = "VOCdevkit"
+    split: Optional[str] = None
+    classes: Union[None, str, Sequence[str]] = None
+    phi: Optional[int] = None
+    attention: Optional[str] = None
+    input_size: Union[None, int, str, Sequence[int]] = None
+    conf: float = ev.CONF_THRES
+    nms: float = ev.NMS_THRES
+    iou: float = ev.IOU_THRES
+    metric: str = "all"
+    coco_backend: str = "fast"
+    score_thr: float = ev.SCORE_THRES
+    detections: Optional[str] = None
+    batch_size: int = 8
+    workers: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    skip_unreadable: bool = False
+    data_format: Optional[str] = None
+    images: Optional[str] = None
+    anchors: Optional[Sequence] = None
+    scale_x_y: Optional[float] = None
+
+    @property
+    def data_options(self) -> Dict[str, Optional[str]]:
+        """The data_format and images_dir keywords of resolve_data, default_split, load_eval_samples..."""
+        return {"data_format": self.data_format, "images_dir": self.images}
+
+
+SETTING_NAMES = tuple(f.name for f in fields(EvalSettings))
+
+
+def eval_settings(**settings) -> EvalSettings:
+    """EvalSettings from keywords; an unknown keyword is refused naming the nearest valid one."""
+    unknown = [k for k in settings if k not in SETTING_NAMES]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], SETTING_NAMES, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ValueError(f"unknown evaluation setting {unknown[0]!r}: {hint}valid: {', '.join(SETTING_NAMES)}")
+    s = EvalSettings(**settings)
+    for name in ("conf", "nms", "iou", "score_thr"):
+        if not 0 <= getattr(s, name) <= 1:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(s, name)} is outside 0..1")
+    return s
+
+
+class Scored(NamedTuple):
+    """What score returns: the result dict, the detections ([K, 6] per sample: xyxy pixels, score, class),
+    the scored samples, the class names and the folder a results folder goes under by default."""
+
+    result: Dict
+    detections: List[np.ndarray]
+    samples: list
+    class_names: List[str]
+    base: Path
+
+
+def default_classes_file(data_path: Path, s: EvalSettings) -> Path:
+    return resolve_classes(data_path, MODEL_DATA / "voc_classes.txt", **s.data_options)
+
+
+def given_classes(s: EvalSettings) -> Optional[List[str]]:
+    if s.classes is None:
+        return None
+    return read_classes(s.classes) if isinstance(s.classes, (str, Path)) else list(s.classes)
+
+
+def build_model(s: EvalSettings, data_path: Path):
+    """(model, meta, is_our_checkpoint) with the class names checked against `classes`."""
+    weights = Path(s.weights)
+    ckpt = {} if weights.suffix == ".weights" else read_checkpoint(weights)
+    own_names = ckpt.get("class_names")
+    given = given_classes(s)
+    if own_names and given is not None and list(given) != list(own_names):
+        raise UserError(f"--classes {s.classes} ({len(given)}: {', '.join(given[:6])}...) differs from the "
+                        f"{len(own_names)} classes {weights} was trained on ({', '.join(own_names[:6])}...); "
+                        "leave out --classes to use the checkpoint's")
+    names = None if own_names else (given or read_classes(default_classes_file(data_path, s)))
+    attention = s.attention if s.attention is not None else s.phi
+    if own_names and attention is not None:
+        print(f"note: {weights} records its attention; --phi/--attention ignored")
+        attention = None
+    size = None if s.input_size is None else parse_input_size(
+        s.input_size.split(",") if isinstance(s.input_size, str) else s.input_size)  # 416, (384, 640), "384,640"
+    model, meta = model_from_weights(weights, class_names=names, attention=attention, input_size=size,
+                                     anchors=s.anchors, scale_x_y=s.scale_x_y)
+    return model, meta, bool(own_names)
+
+
+def class_hint(class_names, where: str) -> str:
+    return (f"none of the {len(class_names)} classes ({', '.join(class_names[:8])}"
+            f"{', ...' if len(class_names) > 8 else ''}) is annotated in {where}: the classes do not "
+            "match the dataset's; check --classes, --weights and --data")
+
+
+def scan_failure(error, stats, where: str, class_names) -> str:
+    """The message for a split without a usable image: the classes are blamed only when they are the cause."""
+    if stats.left_out:
+        names = "; ".join(f"{e.image} ({e.reason})" for e in stats.left_out)
+        return f"{error}; unreadable: {names}"
+    if stats.unknown and not sum(stats.objects.values()):
+        return f"{error}; {class_hint(class_names, where)}"
+    return str(error)
+
+
+def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool = False, options=None,
+               stats=None):
+    """(samples, left_out): the split's samples and the utils.data.voc.LeftOut entries of the images that cannot
+    be read or hold invalid ground truth (an error unless skip_unreadable); an error when no object of the classes
+    is annotated. Objects of other classes are not scored, their images are (as the VOC devkit and pycocotools
+    score a subset of classes); the objects are named. `options`: the data_format and images_dir keywords
+    (utils.data.layouts.data_options); `stats`: a utils.data.voc.ScanStats to fill."""
+    where = f"{data_path} [{split}]"
+    stats = stats if stats is not None else ScanStats()
+    try:
+        samples, left_out = load_eval_samples(data_path, split, class_names, skip_unreadable, stats=stats,
+                                              **(options or {}))
+    except UnreadableImagesError as e:
+        raise UserError(str(e)) from None
+    except DatasetError as e:
+        raise UserError(scan_failure(e, stats, where, class_names)) from None
+    if samples and not any(len(s.labels) for s in samples):
+        raise UserError(class_hint(class_names, where))
+    return samples, left_out
+
+
+def run_model(s: EvalSettings, data_path: Path, split: str, stats=None):
+    """Detections from the model: (detections, samples, left_out, class_names, results base folder, settings);
+    `stats`: the split's ScanStats to fill."""
+    model, meta, ours = build_model(s, data_path)
+    if meta["input_size"][0] % 32 or meta["input_size"][1] % 32:
+        raise UserError(f"input size {meta['input_size']} is not a multiple of 32")
+    names = meta["class_names"]
+    samples, left_out = load_split(data_path, split, names, s.skip_unreadable, s.data_options, stats)
+    device = select_device(s.device)
+    amp = resolve_amp(s.amp, device)
+    detections = detect.detect_samples(model.to(device), samples, meta["input_size"], meta["anchors"],
+                                       meta["anchors_mask"], conf_thres=s.conf, nms_thres=s.nms,
+                                       scale_x_y=meta["scale_x_y"], batch_size=s.batch_size, workers=s.workers,
+                                       device=device, amp=amp, skip_unreadable=s.skip_unreadable)
+    detections, samples, unread = detect.drop_unreadable(detections, samples)
+    settings = {"weights": str(s.weights), "input_size": meta["input_size"], "conf_thres": s.conf,
+                "nms_thres": s.nms, "attention": meta["attention"], "scale_x_y": meta["scale_x_y"],
+                "device": str(device), "amp": amp_name(amp)}
+    base = Path(s.weights).parent if ours else RESULTS_BASE
+    return detections, samples, left_out + unread, names, base, settings
+
+
+def load_detections(s: EvalSettings, data_path: Path, split: str, stats=None):
+    names = given_classes(s) or read_classes(default_classes_file(data_path, s))
+    samples, left_out = load_split(data_path, split, names, s.skip_unreadable, s.data_options, stats)
+    categories = detect.dataset_categories(data_path, split, **s.data_options)  # None unless a COCO JSON
+    detections = detect.read_coco_results(s.detections, samples, names, categories)
+    return detections, samples, left_out, names, RESULTS_BASE, {"detections": str(s.detections)}
+
+
+def unlisted_summary(stats) -> dict:
+    """summary.json's account of the objects of classes outside the class list (not scored) and of the images
+    holding only such objects (scored without ground truth)."""
+    return {"classes": dict(stats.unknown.most_common()), "other_class_images": stats.scored_empty}
+
+
+def score_settings(s: EvalSettings) -> Scored:
+    """score for settings already built (eval_settings)."""
+    if not s.detections and not s.weights:
+        s = replace(s, weights=str(newest_best()))
+    data_path = resolve_data(s.data, **s.data_options)
+    split = s.split or default_split(data_path, "eval", **s.data_options)
+    source = load_detections if s.detections else run_model
+    stats = ScanStats()
+    detections, samples, left_out, names, base, settings = source(s, data_path, split, stats)
+    result = ev.evaluate_detections(detections, samples, names, metric=s.metric, iou_thres=s.iou,
+                                    score_thr=s.score_thr, coco_backend=s.coco_backend, left_out=left_out)
+    result["left_out"].update(unlisted_summary(stats))
+    result["settings"].update(settings, data=str(data_path), split=split)
+    return Scored(result, detections, samples, names, base)
+
+
+def score(**settings) -> Scored:
+    """Detect (or read `detections`) and score as get_map.py does; keywords: EvalSettings's fields."""
+    return score_settings(eval_settings(**settings))
+
+
+def evaluate(**settings) -> Dict:
+    """The result dict get_map.py prints and saves for these settings (keywords: EvalSettings's fields,
+    get_map.py's flags: weights, data, split, classes, conf, nms, iou, metric, score_thr, device, amp, ...)."""
+    return score(**settings).result
