@@ -31,6 +31,7 @@ from utils.ops.image import letterbox_image, read_image, to_unit_float
 from utils.deploy.attention_maps import attention_maps
 from utils.deploy.cam import DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, CamDetector, DetectionCam, detection_cams
 from utils.deploy.quantize import export_int8
+from utils.eval.scoring import evaluate
 
 BACKENDS = ("torch", "onnx")
 ImageLike = Union[str, Path, np.ndarray]
@@ -99,6 +100,8 @@ class YOLO:
         self.backend = backend
         self._session, self._session_key, self._raw = None, None, None
         self._source = str(weights)
+        self._given = {"classes": names, "attention": attention, "input_size": hw, "anchors": anchors,  # for val
+                       "scale_x_y": scale_x_y, "device": device, "amp": amp}
         if is_onnx:
             model, meta = None, self._load_onnx(weights, names, hw, anchors, scale_x_y)
         else:
@@ -305,6 +308,20 @@ class YOLO:
         ms["total_ms"] = ms["pre_ms"] + ms["forward_ms"] + ms["post_ms"]
         ms["fps"] = 1000.0 / ms["total_ms"]
         return ms
+
+    def val(self, data: str = "VOCdevkit", split: Optional[str] = None, **settings) -> Dict:
+        """Score these weights on a dataset split as get_map.py does; returns the result get_map.py prints and saves
+        (utils.eval.scoring.evaluate: map, map_voc, map_voc07, map50_95, coco, per_class, settings, left_out).
+
+        The weights file is read again with the classes, attention, input size, anchors, scale_x_y, device and
+        amp this detector was given; the other keywords are get_map.py's flags (conf, nms, iou, metric,
+        score_thr, batch_size, workers, skip_unreadable, data_format, images, ...) with get_map.py's defaults
+        (conf 0.001 and NMS 0.5 for the PR curve, not this detector's conf and nms)."""
+        if self._source.lower().endswith(".onnx"):
+            raise ValueError(f"val scores checkpoints and darknet .weights; {self._source} is an ONNX graph: write its "
+                             "detections with predict.py --save-json and score them with get_map.py --detections")
+        given = {k: v for k, v in self._given.items() if v is not None}
+        return evaluate(weights=self._source, data=data, split=split, **{**given, **settings})
 
     def export_onnx(self, path, nms: bool = False, check: bool = True, calibration_images=None) -> Path:
         """Write an ONNX graph (opset 17, dynamic batch) at this input size, with this detector's settings in

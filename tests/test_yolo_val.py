@@ -1,0 +1,69 @@
+"""YOLO(...).val(...) and utils.eval.scoring.evaluate give the numbers get_map.py prints for the same checkpoint
+and split: every number of the table, the headline and the settings line."""
+import json
+import re
+
+import pytest
+
+import get_map
+from tests.test_get_map import CLASSES, save_random_checkpoint, voc  # noqa: F401 (voc: the fixture)
+from utils.eval.report import report_text
+from utils.eval.scoring import evaluate
+from yolo import YOLO
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
+
+
+def printed(argv, capsys):
+    """get_map.py's printed report, from the table's header to the settings line, for `argv`."""
+    assert get_map.main(argv) == 0, capsys.readouterr().err
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("class "))
+    assert lines[-1].startswith("results in ")
+    return "\n".join(lines[start:-1])
+
+
+@pytest.fixture
+def weights(tmp_path):
+    path = tmp_path / "run" / "best.pth"
+    save_random_checkpoint(path, CLASSES)
+    return path
+
+
+def test_val_prints_what_get_map_prints(voc, weights, tmp_path, capsys):
+    text = printed(["--weights", str(weights), "--data", str(voc), "--device", "cpu", "--out", str(tmp_path / "o"),
+                    "--no-plots"], capsys)
+    result = YOLO(weights, device="cpu").val(data=str(voc))
+    assert NUMBER.findall(report_text(result)) == NUMBER.findall(text)  # every number, in order
+    assert report_text(result) == text
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert result["map"] == summary["map"] and result["map50_95"] == summary["map50_95"] > 0
+    assert [r["ap"] for r in result["per_class"]] == [r["ap"] for r in summary["per_class"]]
+    assert min(r["ap"] for r in result["per_class"]) > 0.05  # numbers that say something
+    assert result["settings"]["conf_thres"] == 0.001 and result["settings"]["split"] == "VOC2007/test"
+
+
+def test_val_settings_are_get_map_flags(voc, weights, tmp_path, capsys):
+    flags = ["--split", "VOC2007/test", "--conf", "0.05", "--nms", "0.4", "--iou", "0.6", "--metric", "voc07",
+             "--score-thr", "0.3", "--amp", "off", "--batch-size", "2", "--input-size", "96"]
+    text = printed(["--weights", str(weights), "--data", str(voc), "--device", "cpu", "--out", str(tmp_path / "o"),
+                    "--no-plots", *flags], capsys)
+    result = evaluate(weights=str(weights), data=str(voc), device="cpu", split="VOC2007/test", conf=0.05, nms=0.4,
+                      iou=0.6, metric="voc07", score_thr=0.3, amp="off", batch_size=2, input_size=96)
+    assert report_text(result) == text and "mAP@0.6" in text and "input_size [96, 96]" in text
+    assert report_text(YOLO(weights, device="cpu", amp="off", input_size=96).val(
+        data=str(voc), split="VOC2007/test", conf=0.05, nms=0.4, iou=0.6, metric="voc07", score_thr=0.3,
+        batch_size=2)) == text
+    wide = evaluate(weights=str(weights), data=str(voc), device="cpu", amp="off", input_size="64,96")
+    assert wide["settings"]["input_size"] == [64, 96]
+
+
+def test_unknown_setting_names_the_nearest(voc, weights):
+    with pytest.raises(ValueError, match="unknown evaluation setting 'score_threshold': did you mean 'score_thr'"):
+        YOLO(weights, device="cpu").val(data=str(voc), score_threshold=0.3)
+
+
+def test_val_of_an_onnx_graph_says_how_to_score_it(tmp_path, weights):
+    graph = YOLO(weights, device="cpu").export_onnx(tmp_path / "m.onnx", check=False)
+    with pytest.raises(ValueError, match="get_map.py --detections"):
+        YOLO(graph).val(data="VOCdevkit")
