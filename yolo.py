@@ -30,7 +30,9 @@ from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, l
 from utils.ops.image import letterbox_image, read_image, to_unit_float
 from utils.deploy.attention_maps import attention_maps
 from utils.deploy.cam import DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, CamDetector, DetectionCam, detection_cams
-from utils.deploy.quantize import export_int8
+from utils.deploy.predict_modes import export_model, export_path, predict_source
+from utils.deploy.predict_outputs import PredictOutputs
+from utils.deploy.quantize import DEFAULT_CALIB_IMAGES, export_int8
 from utils.eval.scoring import evaluate
 
 BACKENDS = ("torch", "onnx")
@@ -337,3 +339,21 @@ class YOLO:
             return export_onnx_nms(self._cpu_model(), path, self.anchors, self.anchors_mask, self.input_hw,
                                    self.scale_x_y, self.conf, self.nms, self.max_det, metadata=metadata)
         return export_onnx(self._cpu_model(), path, self.input_hw, check=check, metadata=metadata)
+
+    def predict(self, source, out=None, **options) -> list:
+        """Detect in an image file, a folder of images, a video file or a camera index, as predict.py does;
+        returns (image path or frame index, Detections) pairs in order. With `out`, writes there what predict.py
+        writes; `options` are predict.py's output and map flags by name (utils.deploy.predict_outputs)."""
+        out = None if out is None else Path(out)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        return predict_source(self, source, out, PredictOutputs.from_keywords(**options))
+
+    def export(self, format: str = "onnx", path=None, export_onnx_nms: bool = False, int8: bool = False, data=None,
+               split: Optional[str] = None, calib_images: int = DEFAULT_CALIB_IMAGES, data_format: Optional[str] = None,
+               images=None) -> Path:
+        """predict.py --export-onnx: the graph at `path` (default beside the weights: <stem>.onnx, _nms, _int8);
+        int8 quantizes the raw graph on calib_images images of `split` (default: training) of `data`."""
+        default = export_path(self._source, format, export_onnx_nms, int8)  # also refuses an unknown format
+        return export_model(self, path or default, export_onnx_nms, int8, data, split, calib_images, data_format,
+                            images)[0]

@@ -196,6 +196,19 @@ def report_speed(yolo, image: Optional[np.ndarray], runs: int, warmup: int, out:
     return ms
 
 
+EXPORT_FORMATS = ("onnx",)
+
+
+def export_path(weights, export_format: str, nms: bool = False, int8: bool = False) -> Path:
+    """Where an export goes without a path given: beside the weights, <stem>.onnx, <stem>_nms.onnx or
+    <stem>_int8.onnx; ValueError for a format other than EXPORT_FORMATS."""
+    if export_format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {export_format!r}; valid: {', '.join(EXPORT_FORMATS)}")
+    weights = Path(weights)
+    suffix = "_int8" if int8 else "_nms" if nms else ""
+    return weights.with_name(f"{weights.stem}{suffix}.{export_format}")
+
+
 def export_model(yolo, path, nms: bool = False, int8: bool = False, data=None, split: Optional[str] = None,
                  calib_images: int = DEFAULT_CALIB_IMAGES, data_format: Optional[str] = None,
                  images_dir=None) -> Tuple[Path, str]:

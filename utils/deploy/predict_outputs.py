@@ -5,6 +5,7 @@
 class_names); this module does not import it (yolo.py is above the library)."""
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
@@ -64,6 +65,17 @@ class PredictOutputs:
     def from_mapping(cls, values: dict) -> "PredictOutputs":
         """The options named in `values` (e.g. a script's parsed flags as a dict); other keys are ignored."""
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    @classmethod
+    def from_keywords(cls, **values) -> "PredictOutputs":
+        """The options given as keywords; an unknown name is refused with the nearest valid one."""
+        valid = [f.name for f in fields(cls)]
+        for name in values:
+            if name not in valid:
+                near = get_close_matches(name, valid, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise ValueError(f"unknown predict option {name!r}; {hint}valid: {', '.join(valid)}")
+        return cls(**values)
 
     def needs_folder(self) -> Iterable[str]:
         """The options set that write files, which need an output folder."""
