@@ -39,9 +39,9 @@ from yolo import YOLO
 from nets.summary import measure_models
 from nets.yolo import YoloBody
 from utils.core.cli import EXIT_FAILURE, EXIT_OK, run_main
+from utils.core.settings import add_flags
 from utils.core.config import DEFAULT_ANCHORS_MASK
 from utils.core.fileio import write_json_atomic, write_text_atomic
-from utils.data.layouts import add_data_flags
 from utils.data.demo_data import demo_classes_file
 from utils.data.voc import default_split, resolve_data
 from utils.engine.checkpoint import read_checkpoint
@@ -63,42 +63,9 @@ DETECTIONS_FILE = "eval_detections.json"  # in each run's folder: the detections
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """ablate.py's flags, generated from the schema (utils/core/settings.py) by concern."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
-    pick = p.add_mutually_exclusive_group()
-    pick.add_argument("--variants", nargs="+", default=None,
-                      help="variants, one per argument: a phi integer, a block name or a per-site spec, each may "
-                      "add ',fusion=gated' or ',fusion=msf' ('fusion=msf' alone: no attention); an argument without "
-                      "'=' may list several separated by commas (default: 0 1 2 3 4, i.e. phi 0..4, concat merge)")
-    pick.add_argument("--sweep-sites", metavar="BLOCK", default=None, help="variants: phi 0, then BLOCK at each "
-                      f"site in turn ({', '.join(YoloBody.site_channels)}) (default: off, use --variants)")
-    a("--pairs", action="store_true", help="with --sweep-sites: BLOCK at every pair of sites (default: off)")
-    a("--baseline", default=None, help="the variant the others are compared with (default: the first variant)")
-    a("--bootstrap", type=int, default=1000, help="paired bootstrap resamples of the validation images for the "
-      "difference of one seed's pair; 0 turns the bootstrap off (default: 1000)")
-    a("--cam-images", nargs="+", default=[], metavar="IMAGE", help="also write cam_<image stem>.jpg: the CAM of one "
-      "detection (the baseline's top one) in each variant's seed-0 last.pth, side by side (default: none)")
-    a("--seeds", type=int, default=1, help="train every variant with seeds 0..N-1 (default: 1)")
-    a("--out", default="logs/ablation", help="output folder (default: logs/ablation)")
-    a("--data", default="VOCdevkit", help="dataset passed to train.py --data (default: VOCdevkit, the demo when empty)")
-    add_data_flags(p)
-    a("--classes", default=None, help="classes file passed to train.py (default: train.py's)")
-    a("--epochs", type=int, default=None, help="train.py --epochs (default: train.py's)")
-    a("--input-size", type=int, default=None, help="train.py --input-size, also the size scored at "
-      "(default: train.py's)")
-    a("--batch-size", type=int, default=None, help="train.py --batch-size (default: train.py's)")
-    a("--eval-period", type=int, default=None, help="train.py --eval-period, mAP during training (default: train.py's)")
-    a("--train-args", default="", help="more train.py flags in one string, written with '=': "
-      "--train-args=\"--lr 0.02 --no-ema\" (default: none)")
-    a("--eval-split", default=None, help="split scored after training (default: the one get_map.py uses)")
-    a("--workers", type=int, default=2, help="data loader processes for training and evaluation (default: 2)")
-    a("--device", default="auto", help="device for training and evaluation: auto, cpu, cuda (default: auto)")
-    a("--bench-size", type=int, default=416, help="input size for params, GFLOPs and latency (default: 416)")
-    a("--latency-runs", type=int, default=20, help="timed forward passes per variant; the median is reported "
-      "(default: 20)")
-    a("--latency-warmup", type=int, default=3, help="untimed forward passes per variant first (default: 3)")
-    a("--threads", type=int, default=0, help="CPU threads for the latency timing (default: 0, PyTorch's choice)")
-    a("--quiet", action="store_true", help="do not echo train.py's output (it is still in logs/) (default: off)")
+    add_flags(p, "ablate")
     return p
 
 
@@ -129,7 +96,7 @@ def budget_flags(args) -> List[str]:
                         ("--epochs", args.epochs), ("--input-size", args.input_size),
                         ("--batch-size", args.batch_size), ("--eval-period", args.eval_period)):
         if value is not None:
-            flags += [flag, str(value)]
+            flags += [flag, ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]  # 384,640
     extra = shlex.split(args.train_args)
     clash = sorted({f.split("=")[0] for f in extra if f.split("=")[0] in RESERVED_TRAIN_FLAGS})
     if clash:

@@ -14,10 +14,10 @@ from typing import List, NamedTuple, Optional
 import numpy as np
 import torch
 
-from nets.attention import FUSION_NAMES, PHI_NAMES
 from nets.yolo import YoloBody
-from utils.core.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
-from utils.core.cli import EXIT_INTERRUPTED, EXIT_OK, choices_help, run_main
+from utils.core.amp import amp_name, resolve_amp, select_device
+from utils.core.cli import EXIT_INTERRUPTED, EXIT_OK, run_main
+from utils.core.settings import add_flags
 from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes, used_anchors
 from utils.core.fileio import remove_stale_temporaries, write_text_atomic
 from utils.core.folder_lock import FolderLock
@@ -25,10 +25,10 @@ from utils.engine import distributed as dist
 from utils.engine.checkpoint import load_weights, read_checkpoint
 from utils.engine.ema import ModelEMA
 from utils.engine.loop import EpochLoop
-from utils.engine.loss import ASSIGNERS, BOX_LOSSES, YOLOLoss
+from utils.engine.loss import YOLOLoss
 from utils.engine.optim import build_optimizer
 from utils.engine.recipes import BEFORE_IT_EXISTED, RECIPES, loss_kwargs
-from utils.engine.resume import (RESUME_HELP, check_resumed_data, explicit_flags, resumed_values, run_data_record,
+from utils.engine.resume import (check_resumed_data, explicit_flags, resumed_values, run_data_record,
                                  schedule_epochs)
 from utils.engine.run_logger import describe_run, read_yaml, run_folder, write_yaml
 from utils.engine.train_config import DERIVED_KEYS, TrainConfig, make_config
@@ -36,142 +36,17 @@ from utils.engine.trainer import TrainState, TrainingDiverged, restore_checkpoin
 from utils.data.anchors import box_sizes, format_anchors, refit_anchors
 from utils.data.demo_data import demo_classes_file
 from utils.data.label_plots import plot_labels
-from utils.data.layouts import add_data_flags, data_options
+from utils.data.layouts import data_options
 from utils.data.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
 
 ROOT = Path(__file__).resolve().parent
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_flags(p.add_argument_group("model and data"))
-    add_schedule_flags(p.add_argument_group("schedule and optimizer"))
-    add_augment_flags(p.add_argument_group("augmentation"))
-    add_loss_flags(p.add_argument_group("loss and label assignment"))
-    add_run_flags(p.add_argument_group("the run: weights, folders, devices, precision"))
+    """train.py's flags, generated from the schema (utils/core/settings.py) by concern."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(p, "train")
     return p
-
-
-def add_model_flags(group) -> None:
-    """The recipe, the model and the data."""
-    a = group.add_argument
-    a("--config", default=None, help="YAML of arguments (e.g. a run's run_args.yaml); flags given here override it")
-    a("--recipe", default="default", choices=list(RECIPES), help="a set of defaults (utils/engine/recipes.py): this "
-      "project's recipe for training from scratch, or bubbliiiing/yolov4-tiny-pytorch's; a config file and "
-      "flags override it")
-    a("--init", default="prior", choices=["prior", "normal"], help="initialisation: PyTorch's, with head biases at "
-      "the priors, or the reference's normal(0, 0.02)")
-    a("--phi", type=int, default=0, help=f"attention: {choices_help(PHI_NAMES)}")
-    a("--attention", default=None, help="attention name or per-site spec (feat1=cbam,feat2=se,...); overrides --phi")
-    a("--fusion", default="concat", choices=FUSION_NAMES, help="how the upsampled P5 branch joins feat1 before the "
-      "P4 head: darknet's concatenation, or a gated or multi-scale fusion block (nets/yolo.py FPNMerge)")
-    a("--data", default="VOCdevkit", help="dataset: a VOCdevkit root, a VOC year folder, an annotation-lines file, "
-      "a YOLO data YAML or images/ + labels/ folder, a COCO JSON or root, or a labelme folder")
-    add_data_flags(group)
-    a("--classes", default=None, help="classes file (default: model_data/voc_classes.txt, or the demo's classes)")
-    a("--train-split", default=None, help="training split (default: trainval/train, see utils/data/voc.py)")
-    a("--val-split", default=None, help="validation split (default: the evaluation split get_map.py uses)")
-    a("--anchors", default=str(ROOT / "model_data/yolo_anchors.txt"), help="anchors file (w,h pairs in pixels)")
-    a("--auto-anchors", action=argparse.BooleanOptionalAction, default=False, help="at the start of a new run, "
-      "refit the anchors the heads use by k-means on the training boxes at the input size, and keep the refit when "
-      "its average best IoU is higher (both printed; the anchors used written to the run folder's anchors.txt)")
-    a("--input-size", type=int, default=None, help="square input size, a multiple of 32 (default 416; 320 on the demo)")
-
-
-def add_schedule_flags(group) -> None:
-    """Epochs, batch sizes, optimizer and learning-rate schedule."""
-    a = group.add_argument
-    a("--epochs", type=int, default=None, help="total epochs, freeze epochs included (default 100; 25 on the demo)")
-    a("--freeze-epochs", type=int, default=0, help="epochs with the backbone frozen first (useful with --weights)")
-    a("--freeze-batch-size", type=int, default=16, help="batch size while the backbone is frozen")
-    a("--batch-size", type=int, default=8, help="batch size (per process under torchrun)")
-    a("--lr", type=float, default=None, help="learning rate for a batch of 64, scaled linearly to --batch-size "
-      "(default: 0.01 for adamw/adam, 0.1 for sgd)")
-    a("--min-lr", type=float, default=None, help="final learning rate for a batch of 64 (default: lr / 100)")
-    a("--optimizer", default="adamw", choices=["sgd", "adam", "adamw"], help="optimizer")
-    a("--momentum", type=float, default=0.937, help="SGD momentum / Adam beta1")
-    a("--weight-decay", type=float, default=5e-4, help="weight decay (conv and linear weights only)")
-    a("--lr-schedule", default="cos", choices=["cos", "step"], help="learning-rate decay after warmup")
-    a("--warmup-epochs", type=float, default=3.0, help="linear warmup length in epochs")
-
-
-def add_augment_flags(group) -> None:
-    """Training-image augmentation."""
-    a = group.add_argument
-    a("--mosaic", type=float, default=0.5, help="probability of a mosaic sample")
-    a("--mixup", type=float, default=0.0, help="probability of mixing up a mosaic sample with another")
-    a("--mosaic-ratio", type=float, default=0.7, help="mosaic and mixup only during this first share of epochs")
-    a("--jitter", type=float, default=0.3, help="aspect-ratio jitter of training images")
-    a("--scale", type=float, nargs=2, default=[0.5, 1.5], metavar=("MIN", "MAX"),
-      help="range of a training image's size relative to the input")
-    a("--flip", type=float, default=0.5, help="probability of a horizontal flip")
-    a("--hsv", type=float, nargs=3, default=[0.1, 0.7, 0.4], metavar=("H", "S", "V"), help="hue, saturation, value gains")
-
-
-def add_loss_flags(group) -> None:
-    """Loss weights and forms, and how truths are assigned to anchors and cells."""
-    a = group.add_argument
-    a("--label-smoothing", type=float, default=0.0, help="class label smoothing")
-    a("--smooth-by-classes", action=argparse.BooleanOptionalAction, default=False,
-      help="label smoothing to eps / C (the reference's form) instead of eps / 2")
-    a("--focal-loss", action="store_true", help="sigmoid focal loss for classes")
-    a("--box-weight", type=float, default=0.4, help="weight of the box loss (the reference: 0.05)")
-    a("--obj-weight", type=float, default=1.0, help="weight of the objectness loss")
-    a("--cls-weight", type=float, default=0.5, help="weight of the class loss")
-    a("--se-loss", type=float, default=0.0, metavar="WEIGHT", help="weight of EncNet's SE-loss (which classes each "
-      "image holds, from every enc block's encoded vector); needs an enc block in --attention (0: off)")
-    a("--obj-size-scale", action=argparse.BooleanOptionalAction, default=False,
-      help="multiply the objectness weight by (input / 416)^2, as the reference")
-    a("--cls-count-scale", action=argparse.BooleanOptionalAction, default=False,
-      help="multiply the class weight by classes / 80, as the reference")
-    a("--bce-clip", type=float, default=0.0, help="BCE on probabilities clipped to [c, 1 - c] (the reference: 1e-7; "
-      "0: BCE from logits)")
-    a("--box-loss", default="ciou", choices=list(BOX_LOSSES), help="box loss form: 1 - CIoU (the reference's) "
-      "or 1 - GIoU")
-    a("--ciou-alpha-grad", action=argparse.BooleanOptionalAction, default=False,
-      help="keep CIoU's aspect weight alpha in the graph, as the reference")
-    a("--assign-thres", type=float, default=0.213, help="assign a truth to every anchor with shape IoU above this "
-      "(1.0: best anchor only, as the reference)")
-    a("--hard-obj", action="store_true", help="objectness target 1 at positives (reference) instead of the IoU")
-    a("--ignore-thres", type=float, default=0.5, help="predictions overlapping a truth above this IoU are not negatives")
-    a("--scale-x-y", type=float, default=2.0, help="grid sensitivity of box centres: centre = (sigmoid(t) * s - "
-      "(s - 1) / 2 + cell) * stride (darknet's yolov4-tiny uses 1.05, the reference 1.0)")
-    a("--neighbor-cells", action=argparse.BooleanOptionalAction, default=True,
-      help="also assign a truth to the 2 neighbouring cells nearest its centre (needs --scale-x-y >= 2)")
-    a("--assigner", default="shape", choices=list(ASSIGNERS), help="positives: shape (the anchor-shape and cell rule "
-      "above) or aligned (task-aligned: of the shape rule's positives and the cells inside a truth at the anchors "
-      "that rule gave it, the --topk whose prediction fits it best, as TOOD and YOLOv8)")
-    a("--topk", type=int, default=10, help="positives per truth of --assigner aligned")
-    a("--iou-cls", action=argparse.BooleanOptionalAction, default=True,
-      help="class target at positives is the predicted box's IoU (as the objectness target is), so the score ranks "
-      "tight boxes first; --no-iou-cls: 1, as the reference")
-
-
-def add_run_flags(group) -> None:
-    """Weights to start from, run folders and checkpoints, devices, precision."""
-    a = group.add_argument
-    a("--weights", default=None, help="initial weights: a checkpoint, a reference .pth or a darknet .weights file")
-    a("--resume", default=None, help=RESUME_HELP)
-    a("--save-dir", default="logs", help="folder of the run folders")
-    a("--name", default="exp", help="run folder name (exp, exp2, ... when taken)")
-    a("--save-period", type=int, default=0, help="also keep epoch_N.pth every N epochs (0: off)")
-    a("--eval-period", type=int, default=None, help="mAP every N epochs and at the end (0: off; default 5)")
-    a("--patience", type=int, default=0, help="stop after N epochs without mAP gain (0: off)")
-    a("--no-val-loss", dest="val_loss", action="store_false", help="skip the validation loss after each epoch "
-      "(with --eval-period 0 no best.pth is written, only last.pth)")
-    a("--workers", type=int, default=2, help="data loader worker processes")
-    a("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    a("--seed", type=int, default=0, help="random seed: the same seed gives the same losses on CPU")
-    a("--amp", default="auto", choices=AMP_CHOICES, help="mixed precision: auto picks bf16 on CPUs/GPUs that "
-      "support it, fp16 on other GPUs, else off")
-    a("--no-ema", dest="ema", action="store_false", help="turn off the EMA of the weights")
-    a("--ema-tau", type=float, default=2000.0, help="EMA warm-up: the decay ramps up as 1 - exp(-updates / tau)")
-    a("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun on GPUs")
-    a("--channels-last", default="on", choices=["on", "off"], help="channels-last memory format (faster in every "
-      "setting measured: fp32 and bf16 on CPU)")
-    a("--grad-clip", type=float, default=10.0, help="clip the gradients' total L2 norm to this (0: off); a step "
-      "with non-finite gradients is always skipped")
-    a("--quiet", action="store_true", help="no progress bars")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -13,19 +13,20 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nets.yolo import YoloBody
-from utils.core.config import DEFAULT_ANCHORS_MASK
+from utils.core.config import DEFAULT_ANCHORS_MASK, parse_input_size
 from nets.attention import PHI_NAMES
+from utils.core.settings import add_flags
 from nets.attn.registry import FUSION_NAMES
-from utils.core.cli import choices_help, run_main
+from utils.core.cli import run_main
 
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def count_gflops(model: torch.nn.Module, input_size: int = 416) -> float:
+def count_gflops(model: torch.nn.Module, input_size=416) -> float:
     model.eval()
-    x = torch.zeros(1, 3, input_size, input_size)
+    x = torch.zeros(1, 3, *parse_input_size(input_size))  # an int or (h, w)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return counter.get_total_flops() / 1e9
@@ -35,7 +36,7 @@ def measure_models(models: Dict[str, torch.nn.Module], input_size: int, runs: in
     """{name: params, gflops, latency_ms} of eval-mode models; latency is the median of `runs` batch-1 passes,
     timed round-robin so that a change in machine load touches every model alike."""
     stats = {name: {"params": count_parameters(m), "gflops": count_gflops(m, input_size)} for name, m in models.items()}
-    x = torch.rand(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, 3, *parse_input_size(input_size), generator=torch.Generator().manual_seed(0))
     times = {name: [] for name in models}
     with torch.inference_mode():
         for model in models.values():
@@ -52,16 +53,10 @@ def measure_models(models: Dict[str, torch.nn.Module], input_size: int, runs: in
 
 
 def make_parser() -> argparse.ArgumentParser:
-
+    """The command's flags, generated from the schema (utils/core/settings.py)."""
     parser = argparse.ArgumentParser(prog="python -m nets.summary", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--phi", type=int, default=None, help=f"attention phi ({choices_help(PHI_NAMES)}); "
-                        f"without --phi or --attention, every phi {min(PHI_NAMES)}..{max(PHI_NAMES)} is listed")
-    parser.add_argument("--attention", default=None, help="attention name or per-site spec, overrides --phi")
-    parser.add_argument("--fusion", default=None, choices=FUSION_NAMES + ("all",),
-                        help="FPN merge before the P4 head; 'all' lists each (default: concat)")
-    parser.add_argument("--num-classes", type=int, default=20, help="number of classes")
-    parser.add_argument("--input-size", type=int, default=416, help="square input size, a multiple of 32")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(parser, "summary", grouped=False)
     return parser
 
 

@@ -33,11 +33,11 @@ def test_command_prints_comparison_and_writes_only_with_flag(tmp_path, capsys):
     root = make_year(tmp_path / "VOC", items)
     (tmp_path / "anchors.txt").write_text("10,14, 23,27, 37,58\n")
     args = ["--data", str(root), "--classes", str(tmp_path / "c.txt"), "--anchors", str(tmp_path / "anchors.txt"),
-            "--input-size", "200"]
+            "--input-size", "224"]  # the shared --input-size: a multiple of 32
     (tmp_path / "c.txt").write_text("cat\ndog\n")
     found = anchors.run(anchors.make_parser().parse_args(args))
     out = capsys.readouterr().out
-    assert found.shape == (3, 2) and "avg best IoU" in out and "8 boxes at input size 200" in out
+    assert found.shape == (3, 2) and "avg best IoU" in out and "8 boxes at input size 224" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["VOC", "anchors.txt", "c.txt"]
     assert anchors.main(args + ["--write", str(tmp_path / "new" / "a.txt")]) == 0
     written = (tmp_path / "new" / "a.txt").read_text().strip()

@@ -12,11 +12,13 @@ from typing import List, Sequence
 import numpy as np
 
 from utils.ops.boxes import letterbox_params, wh_iou
-from utils.core.config import read_anchors, read_classes
+from utils.core.config import parse_input_size, read_anchors, read_classes
+from utils.core.paths import MODEL_DATA
 from utils.core.fileio import write_text_atomic
-from utils.data.layouts import add_data_flags, data_options
+from utils.data.layouts import data_options
 from utils.data.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
 from utils.core.cli import run_main
+from utils.core.settings import add_flags
 
 
 def avg_best_iou(wh: np.ndarray, anchors: np.ndarray) -> float:
@@ -60,11 +62,12 @@ def refit_anchors(wh: np.ndarray, current: np.ndarray, used: Sequence[int], seed
     return (fitted if new_iou > old_iou else current), new_iou, old_iou
 
 
-def box_sizes(samples: Sequence[Sample], input_size: int, letterbox: bool = True) -> np.ndarray:
-    """(w, h) [N, 2] of every box, scaled into the input as letterbox resizing would."""
+def box_sizes(samples: Sequence[Sample], input_size, letterbox: bool = True) -> np.ndarray:
+    """(w, h) [N, 2] of every box, scaled into the input (an int or (h, w)) as letterbox resizing would."""
     sizes: List[np.ndarray] = []
+    hw = parse_input_size(input_size)
     for s in samples:
-        lb = letterbox_params((s.height, s.width), (input_size, input_size), letterbox)
+        lb = letterbox_params((s.height, s.width), hw, letterbox)
         wh = s.boxes[:, 2:] - s.boxes[:, :2]
         sizes.append(wh * np.array([lb.scale_x, lb.scale_y]))
     wh = np.concatenate(sizes) if sizes else np.zeros((0, 2))
@@ -77,21 +80,10 @@ def format_anchors(anchors: np.ndarray) -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The command's flags, generated from the schema (utils/core/settings.py)."""
     p = argparse.ArgumentParser(prog="python -m utils.data.anchors", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default="VOCdevkit", help="dataset: VOCdevkit root, VOC year folder, annotation-lines "
-                   "file, YOLO data YAML or folder, COCO JSON or root, labelme folder (utils/data/layouts.py)")
-    add_data_flags(p)
-    p.add_argument("--split", default=None, help="split to read; default: the training split (utils.data.voc.default_split)")
-    p.add_argument("--classes", default="model_data/voc_classes.txt", help="classes file")
-    p.add_argument("--input-size", type=int, default=416, help="training input size (pixels)")
-    p.add_argument("--anchors", default="model_data/yolo_anchors.txt", help="current anchors, for comparison")
-    p.add_argument("--clusters", type=int, default=None, help="number of anchors; default: as many as --anchors")
-    p.add_argument("--no-letterbox", action="store_true", help="boxes scaled as by a plain resize")
-    p.add_argument("--seed", type=int, default=0, help="k-means seed")
-    p.add_argument("--iterations", type=int, default=300, help="most k-means iterations per run")
-    p.add_argument("--restarts", type=int, default=5, help="k-means runs; the best is kept")
-    p.add_argument("--write", default=None, help="write the new anchors to this file (nothing is written without it)")
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(p, "anchors", grouped=False)
     return p
 
 
@@ -100,9 +92,10 @@ def run(args: argparse.Namespace) -> np.ndarray:
     returns the new anchors [K, 2]."""
     options = data_options(args)
     data = resolve_data(args.data, **options)
-    names = read_classes(resolve_classes(data, args.classes, **options))
+    classes = args.classes or MODEL_DATA / "voc_classes.txt"
+    names = read_classes(resolve_classes(data, classes, **options))
     samples = load_samples(data, args.split or default_split(data, "train", **options), names, **options)
-    wh = box_sizes(samples, args.input_size, not args.no_letterbox)
+    wh = box_sizes(samples, args.input_size, args.letterbox)
     current = read_anchors(args.anchors).numpy()
     anchors = kmeans_anchors(wh, args.clusters or len(current), args.seed, args.iterations, args.restarts)
     print(f"{len(wh)} boxes at input size {args.input_size}")

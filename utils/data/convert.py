@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from utils.core.cli import UserError, run_main
+from utils.core.settings import add_flags
 from utils.core.config import read_classes
 from utils.core.paths import MODEL_DATA
 from utils.data.annotations import DatasetError, Sample
@@ -158,17 +159,12 @@ def convert(src, dst, from_format: str, to_format: str, classes=None, splits: Op
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The command's flags, generated from the schema (utils/core/settings.py), and its two paths."""
     p = argparse.ArgumentParser(prog="python -m utils.data.convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--from", dest="from_format", required=True, choices=DATA_FORMATS, help="the format of SRC")
-    p.add_argument("--to", dest="to_format", required=True, choices=WRITE_FORMATS, help="the format to write")
     p.add_argument("src", help="the dataset to read (what --data takes)")
     p.add_argument("dst", help="the new dataset folder (must not exist, or be empty)")
-    p.add_argument("--images", metavar="DIR", default=None, help="the image folder of a COCO JSON or root; "
-                   "file_name entries that lead out of the folders beside the JSON (../, absolute paths) are read "
-                   "only from inside it (default: looked for beside the JSON)")
-    p.add_argument("--classes", default=None, help="classes file (default: the names SRC declares, see above)")
-    p.add_argument("--splits", nargs="+", default=None, help="splits to convert (default: every split SRC lists)")
+    add_flags(p, "convert", grouped=False)
     return p
 
 

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from utils.core.cli import run_main
+from utils.core.settings import add_flags
 from utils.core.paths import REPO_ROOT
 from utils.data import writers
 from utils.data.annotations import DatasetError, Sample, parse_xml
@@ -304,17 +305,15 @@ def demo_classes_file(data_path) -> Optional[Path]:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The command's flags, generated from the schema (utils/core/settings.py)."""
     p = argparse.ArgumentParser(prog="python -m utils.data.demo_data",
                                 description="Write the demo dataset if it is absent or incomplete, and print its path.")
-    p.add_argument("--style", default="demo", choices=list(STYLES), help="which demo (default demo)")
-    p.add_argument("--format", dest="data_format", default="voc", choices=DEMO_FORMATS,
-                   help="voc (the original), or a conversion of it (default voc)")
-    p.add_argument("--root", default=None, help="parent folder (default <repo>/demo_data)")
+    add_flags(p, "demo_data", grouped=False)
     return p
 
 
 def _run(args: argparse.Namespace) -> None:
-    print(ensure_demo_dataset(args.root, args.style, args.data_format))
+    print(ensure_demo_dataset(args.root, args.style, args.demo_format))
 
 
 def main(argv=None) -> int:

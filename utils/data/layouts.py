@@ -372,16 +372,8 @@ def find_sources(path: Path, split: str, seed: int, val_fraction: float, data_fo
     return _year_sources(path, split, seed, val_fraction)
 
 
-def add_data_flags(parser) -> None:
-    """Add --data-format and --images to an argparse parser (or argument group); see data_options."""
-    parser.add_argument("--data-format", choices=DATA_FORMATS, default=None,
-                        help="format of --data; without it, detected from what --data points at")
-    parser.add_argument("--images", metavar="DIR", default=None,
-                        help="the image folder of a COCO JSON or root; without it, looked for beside the JSON")
-
-
 def data_options(args) -> Dict[str, Optional[str]]:
-    """{'data_format', 'images_dir'} from the flags of add_data_flags (parsed arguments, or their dict as
+    """{'data_format', 'images_dir'} from the flags --data-format and --images (parsed arguments, or their dict as
     train.py keeps them), for resolve_data, default_split, resolve_classes, load_samples and load_eval_samples."""
     values = args if isinstance(args, dict) else vars(args)
     return {"data_format": values["data_format"], "images_dir": values["images"]}

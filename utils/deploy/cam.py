@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.core.amp import autocast
+from utils.core.settings import default
 from utils.deploy.attention_maps import FeatureLayer, FeatureRecorder
 from utils.deploy.drawing import heat_panel, save_image, tile
 from utils.ops.boxes import (Letterbox, box_iou, candidate_sources, cxcywh_to_xyxy, decode_boxes, decode_candidates,
@@ -48,11 +49,11 @@ from utils.ops.boxes import (Letterbox, box_iou, candidate_sources, cxcywh_to_xy
                              input_to_image_boxes, letterbox_crop, rows_to_detections)
 from utils.ops.image import letterbox_image, read_image, to_tensor_batch
 
-HEAD_LAYER = "head"
-DEFAULT_TOP_K = 8  # detections with a CAM per image, best first
+HEAD_LAYER = default("cam_layer")  # the schema's (utils/core/schema_tools.py)
+DEFAULT_TOP_K = default("cam_top")  # detections with a CAM per image, best first
 # Grad-CAM's channel weights are averaged over the whole map, so every place with features like the
 # detection's lights up (in the README's demo picture: the other object); LayerCAM keeps the gradient's position.
-DEFAULT_METHOD = "layercam"
+DEFAULT_METHOD = default("cam_method")
 
 
 class CamTarget(NamedTuple):

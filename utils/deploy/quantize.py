@@ -40,21 +40,21 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from utils.core.amp import AMP_CHOICES, amp_name, resolve_amp, select_device
+from utils.core.amp import amp_name, resolve_amp, select_device
 from utils.deploy.export import OrtRaw, export_onnx, onnx_metadata, ort_session, read_onnx_metadata, set_metadata
 from utils.core.fileio import write_bytes_atomic
 from utils.ops.image import letterbox_image, read_image, to_tensor_batch
 from nets.fuse import fuse_model
 from utils.core.cli import run_main
-from utils.core.config import read_classes
-from utils.data.layouts import add_data_flags, data_options
+from utils.core.schema_tools import CALIB_METHODS, WEIGHT_BITS
+from utils.core.settings import add_flags, default
+from utils.core.config import parse_input_size, read_classes
+from utils.data.layouts import data_options
 from utils.data.voc import default_split, load_samples, resolve_data
 from nets.checkpoint import model_from_weights
 from utils.eval.evaluator import CONF_THRES, NMS_THRES, evaluate_model
 
-DEFAULT_CALIB_IMAGES = 100
-CALIB_METHODS = ("minmax", "entropy", "percentile")
-WEIGHT_BITS = (7, 8)
+DEFAULT_CALIB_IMAGES = default("calib_images")  # the schema's (utils/core/schema_tools.py), as the choices below
 
 
 def calibration_images(data, split: Optional[str], class_names: Sequence[str], count: int = DEFAULT_CALIB_IMAGES,
@@ -174,33 +174,10 @@ def evaluate_onnx(onnx_path, samples, class_names: Sequence[str], conf_thres: Op
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The command's flags, generated from the schema (utils/core/settings.py) by concern."""
     p = argparse.ArgumentParser(prog="python -m utils.deploy.quantize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help="our checkpoint (or a reference .pth / darknet .weights with --classes)")
-    p.add_argument("--classes", help="classes file, for weights that do not name their classes (default: the checkpoint's)")
-    p.add_argument("--attention", help="attention spec or phi, for weights that do not carry it (default: the checkpoint's)")
-    p.add_argument("--input-size", type=int, help="square input size, a multiple of 32 (default: the checkpoint's)")
-    p.add_argument("--data", default="VOCdevkit", help="dataset (any format of utils/data/layouts.py); the demo "
-                   "dataset when VOCdevkit/ is empty (default: VOCdevkit)")
-    add_data_flags(p)
-    p.add_argument("--split", help="split to score on (default: the dataset's evaluation split)")
-    p.add_argument("--calib-split", help="split the calibration images come from (default: the training split)")
-    p.add_argument("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES,
-                   help=f"calibration images, spread evenly over --calib-split (default: {DEFAULT_CALIB_IMAGES})")
-    p.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax", help="activation ranges (default: minmax)")
-    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
-                   help="int8 weight scales per output channel (default: on)")
-    p.add_argument("--weight-bits", type=int, choices=WEIGHT_BITS, default=7,
-                   help="bits of the int8 weights: 7 gives the same outputs on AVX2-only and VNNI CPUs, 8 can "
-                   "saturate on AVX2-only ones and is for x86 CPUs with VNNI (default: 7)")
-    p.add_argument("--head-fp32", action=argparse.BooleanOptionalAction, default=True,
-                   help="leave the two output convs in fp32 (default: on)")
-    p.add_argument("--out", default="out/quantize/model_int8.onnx", help="int8 graph (default: out/quantize/model_int8.onnx)")
-    p.add_argument("--fp32-out", help="fp32 graph (default: beside --out, 'int8' in its name replaced by 'fp32')")
-    p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
-                   help="also score the torch model under this autocast when it resolves to bf16/fp16 (default: auto)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward when scoring (default: 8)")
-    p.add_argument("--device", default="cpu", help="device for the torch rows (default: cpu)")
+    add_flags(p, "quantize")
     return p
 
 
@@ -225,7 +202,7 @@ def compare(args) -> List[tuple]:
     """Export fp32 and int8 graphs and score them with the torch model; returns [(row name, result)]."""
 
     names = read_classes(args.classes) if args.classes else None
-    size = [args.input_size] * 2 if args.input_size else None
+    size = list(parse_input_size(args.input_size)) if args.input_size else None
     model, meta = model_from_weights(args.weights, class_names=names, attention=args.attention, input_size=size)
     model.eval()
     options = data_options(args)

@@ -18,16 +18,16 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 
 from utils.core.config import parse_input_size
+from utils.core.schema_tools import COCO_BACKENDS, METRICS  # noqa: F401 (re-exported)
+from utils.core.settings import default
 from utils.ops.boxes import box_iou_np
 from utils.eval.coco_metric import CocoBoxes, coco_evaluate
 from utils.eval.detect import detect_samples, drop_unreadable
 
-CONF_THRES = 0.001  # low, so the PR curve reaches high recall
-NMS_THRES = 0.5
-IOU_THRES = 0.5
-SCORE_THRES = 0.5  # the operating point for precision, recall, F1 and the confusion matrix
-METRICS = ("voc", "voc07", "coco", "all")
-COCO_BACKENDS = ("fast", "pycocotools")
+# get_map.py's defaults, from the schema (utils/core/schema_tools.py): conf low, so the PR curve reaches high
+# recall; score_thr the operating point for precision, recall, F1 and the confusion matrix
+CONF_THRES, NMS_THRES = default("conf", "get_map"), default("nms", "get_map")
+IOU_THRES, SCORE_THRES = default("iou"), default("score_thr")
 COCO_STAT_NAMES = ("map50_95", "map50", "map75", "map_small", "map_medium", "map_large",
                    "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
 
