@@ -22,18 +22,16 @@ from nets.fuse import fuse_model
 from utils.core.amp import amp_name, autocast, resolve_amp, select_device
 from utils.ops.boxes import (Letterbox, decode_candidates, detections_to_image, head_grid, letterbox_crop,
                              select_detections)
-from nets.checkpoint import model_from_weights
+from nets.checkpoint import load_detector
 from utils.core.config import parse_input_size, read_classes
+from utils.core.detector_spec import DetectorSpec
 from utils.deploy.drawing import draw_detections, heatmap_overlay
 from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, load_onnx_graph, onnx_metadata,
-                                  ort_session, raw_graph, read_onnx_metadata)
+                                  ort_session, raw_graph, read_onnx_spec)
 from utils.ops.image import letterbox_image, read_image, to_unit_float
 from utils.deploy.attention_maps import attention_maps
 from utils.deploy.cam import DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, CamDetector, DetectionCam, detection_cams
-from utils.deploy.predict_modes import export_model, export_path, predict_source
-from utils.deploy.predict_outputs import PredictOutputs
-from utils.deploy.quantize import DEFAULT_CALIB_IMAGES, export_int8
-from utils.eval.scoring import evaluate
+from utils.deploy.quantize import export_int8
 
 BACKENDS = ("torch", "onnx")
 ImageLike = Union[str, Path, np.ndarray]
@@ -78,17 +76,21 @@ class YOLO:
         attention: phi integer or attention spec for files that do not carry it.
         input_size: network input, int or (h, w), multiples of 32; default the file's (or 416).
         conf: score threshold; nms: NMS IoU threshold; max_det: most detections per image.
-        letterbox: keep aspect ratio with grey padding (True) or stretch (False).
+        letterbox: keep aspect ratio with grey padding (True) or stretch (False); default: the weights' spec
+            (True for every file this project writes).
         device: 'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'...
         backend: 'torch' (BN folded, channels-last, autocast) or 'onnx' (ONNX Runtime); default torch,
             and onnx for .onnx files, the only backend they run on.
         amp: autocast for the torch backend, 'auto' | 'off' | 'bf16' | 'fp16' (utils.core.amp.resolve_amp: auto is
             bf16 on CPUs with native bf16 and on CUDA, else fp32); decoding and NMS always run in fp32.
         anchors, scale_x_y: override the file's (darknet files default to scale_x_y 1.05).
+
+    `spec` (utils/core/detector_spec.py) holds the detector's facts, read from the weights file with the
+    overrides given here; class_names, input_hw, anchors, anchors_mask, scale_x_y and letterbox read it.
     """
 
     def __init__(self, weights, classes=None, attention=None, input_size=None, conf: float = 0.5,
-                 nms: float = 0.3, letterbox: bool = True, device: str = "auto", backend: Optional[str] = None,
+                 nms: float = 0.3, letterbox: Optional[bool] = None, device: str = "auto", backend: Optional[str] = None,
                  max_det: int = 300, anchors=None, scale_x_y: Optional[float] = None, amp: str = "auto"):
         is_onnx = str(weights).lower().endswith(".onnx")
         backend = backend or ("onnx" if is_onnx else "torch")
@@ -102,19 +104,16 @@ class YOLO:
         self.backend = backend
         self._session, self._session_key, self._raw = None, None, None
         self._source = str(weights)
-        self._given = {"classes": names, "attention": attention, "input_size": hw, "anchors": anchors,  # for val
-                       "scale_x_y": scale_x_y, "device": device, "amp": amp}
+        self._precision = "fp32"
         if is_onnx:
-            model, meta = None, self._load_onnx(weights, names, hw, anchors, scale_x_y)
+            model, spec = None, self._load_onnx(weights, names, hw, anchors, scale_x_y)
         else:
-            model, meta = model_from_weights(weights, class_names=names, attention=attention, anchors=anchors,
-                                             input_size=hw, scale_x_y=scale_x_y)
-        self.meta = meta
-        self.class_names = list(meta["class_names"])
-        self.input_hw = parse_input_size(meta["input_size"])
-        self.anchors, self.anchors_mask = meta["anchors"], meta["anchors_mask"]
-        self.scale_x_y = float(meta["scale_x_y"])
-        self.conf, self.nms, self.max_det, self.letterbox = conf, nms, max_det, letterbox
+            model, spec = load_detector(weights, class_names=names, attention=attention, anchors=anchors,
+                                        input_size=hw, scale_x_y=scale_x_y)
+        parse_input_size(spec.input_size)  # a multiple of 32
+        self.spec: DetectorSpec = spec.replace(letterbox=letterbox)
+        self.anchors = self.spec.anchor_tensor()
+        self.conf, self.nms, self.max_det = conf, nms, max_det
         amp_dtype = resolve_amp(amp, self.device)
         self.amp = amp_dtype if backend == "torch" else None
         # channels-last measured faster on CPU for this network, fp32 and bf16 (bench/bench_infer.py)
@@ -122,26 +121,43 @@ class YOLO:
         if backend == "onnx":
             _ = self.session  # built now, so a graph that cannot serve fails here
 
-    def _load_onnx(self, path, names, hw, anchors, scale_x_y) -> dict:
-        """Open a raw graph written by export_onnx; returns its metadata with the given overrides."""
-        meta = read_onnx_metadata(path)
-        if hw is not None and tuple(hw) != tuple(meta["input_size"]):
-            raise ValueError(f"{path} was exported for input {meta['input_size'][0]}x{meta['input_size'][1]}, "
+    def _load_onnx(self, path, names, hw, anchors, scale_x_y) -> DetectorSpec:
+        """Open a raw graph written by export_onnx; returns its spec with the given overrides."""
+        spec, extras = read_onnx_spec(path)
+        if hw is not None and tuple(hw) != spec.input_size:
+            raise ValueError(f"{path} was exported for input {spec.input_size[0]}x{spec.input_size[1]}, "
                              f"not {hw[0]}x{hw[1]}: its size is fixed; leave out the input size or export again")
-        if names is not None:
-            if len(names) != len(meta["class_names"]):
-                raise ValueError(f"{path} predicts {len(meta['class_names'])} classes, {len(names)} names given")
-            meta["class_names"] = list(names)
-        meta["anchors"] = torch.as_tensor(anchors, dtype=torch.float32) if anchors is not None else meta["anchors"]
-        meta["scale_x_y"] = scale_x_y if scale_x_y is not None else meta["scale_x_y"]
+        if names is not None and len(names) != spec.num_classes:
+            raise ValueError(f"{path} predicts {spec.num_classes} classes, {len(names)} names given")
+        self._precision = extras.get("precision", "fp32")
         self._raw = load_onnx_graph(path)  # refuses external data and custom ops, naming the file
-        return meta
+        return spec.replace(class_names=names, anchors=anchors, scale_x_y=scale_x_y)
+
+    @property
+    def class_names(self) -> List[str]:
+        return list(self.spec.class_names)
+
+    @property
+    def input_hw(self) -> Tuple[int, int]:
+        return self.spec.input_size
+
+    @property
+    def anchors_mask(self) -> Tuple[Tuple[int, ...], ...]:
+        return self.spec.anchors_mask
+
+    @property
+    def scale_x_y(self) -> float:
+        return self.spec.scale_x_y
+
+    @property
+    def letterbox(self) -> bool:
+        return self.spec.letterbox
 
     @property
     def precision(self) -> str:
         """What runs the network: 'bf16 autocast', 'off (fp32)' (torch), 'int8 ONNX Runtime', ..."""
         if self.backend == "onnx":
-            return f"{self.meta.get('precision', 'fp32')} ONNX Runtime"
+            return f"{self._precision} ONNX Runtime"
         return f"{amp_name(self.amp)} autocast" if self.amp is not None else amp_name(None)
 
     @property
@@ -311,20 +327,6 @@ class YOLO:
         ms["fps"] = 1000.0 / ms["total_ms"]
         return ms
 
-    def val(self, data: str = "VOCdevkit", split: Optional[str] = None, **settings) -> Dict:
-        """Score these weights on a dataset split as get_map.py does; returns the result get_map.py prints and saves
-        (utils.eval.scoring.evaluate: map, map_voc, map_voc07, map50_95, coco, per_class, settings, left_out).
-
-        The weights file is read again with the classes, attention, input size, anchors, scale_x_y, device and
-        amp this detector was given; the other keywords are get_map.py's flags (conf, nms, iou, metric,
-        score_thr, batch_size, workers, skip_unreadable, data_format, images, ...) with get_map.py's defaults
-        (conf 0.001 and NMS 0.5 for the PR curve, not this detector's conf and nms)."""
-        if self._source.lower().endswith(".onnx"):
-            raise ValueError(f"val scores checkpoints and darknet .weights; {self._source} is an ONNX graph: write its "
-                             "detections with predict.py --save-json and score them with get_map.py --detections")
-        given = {k: v for k, v in self._given.items() if v is not None}
-        return evaluate(weights=self._source, data=data, split=split, **{**given, **settings})
-
     def export_onnx(self, path, nms: bool = False, check: bool = True, calibration_images=None) -> Path:
         """Write an ONNX graph (opset 17, dynamic batch) at this input size, with this detector's settings in
         its metadata (utils/deploy/export.py): raw head outputs, or with `nms` decoding and NMS inside using this
@@ -333,27 +335,9 @@ class YOLO:
         if calibration_images is not None:
             if nms:
                 raise ValueError("int8 quantizes the raw graph; decoding and NMS stay outside it (drop the NMS option)")
-            return export_int8(self._cpu_model(), self.meta, path, calibration_images, letterbox=self.letterbox)
-        metadata = onnx_metadata(self.meta)
+            return export_int8(self._cpu_model(), self.spec, path, calibration_images, letterbox=self.letterbox)
+        metadata = onnx_metadata(self.spec)
         if nms:
             return export_onnx_nms(self._cpu_model(), path, self.anchors, self.anchors_mask, self.input_hw,
                                    self.scale_x_y, self.conf, self.nms, self.max_det, metadata=metadata)
         return export_onnx(self._cpu_model(), path, self.input_hw, check=check, metadata=metadata)
-
-    def predict(self, source, out=None, **options) -> list:
-        """Detect in an image file, a folder of images, a video file or a camera index, as predict.py does;
-        returns (image path or frame index, Detections) pairs in order. With `out`, writes there what predict.py
-        writes; `options` are predict.py's output and map flags by name (utils.deploy.predict_outputs)."""
-        out = None if out is None else Path(out)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-        return predict_source(self, source, out, PredictOutputs.from_keywords(**options))
-
-    def export(self, format: str = "onnx", path=None, export_onnx_nms: bool = False, int8: bool = False, data=None,
-               split: Optional[str] = None, calib_images: int = DEFAULT_CALIB_IMAGES, data_format: Optional[str] = None,
-               images=None) -> Path:
-        """predict.py --export-onnx: the graph at `path` (default beside the weights: <stem>.onnx, _nms, _int8);
-        int8 quantizes the raw graph on calib_images images of `split` (default: training) of `data`."""
-        default = export_path(self._source, format, export_onnx_nms, int8)  # also refuses an unknown format
-        return export_model(self, path or default, export_onnx_nms, int8, data, split, calib_images, data_format,
-                            images)[0]

@@ -27,6 +27,7 @@ import torch
 from nets.darknet import darknet_file_classes, load_darknet_weights
 from nets.yolo import YoloBody
 from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors
+from utils.core.detector_spec import OLDER_DEFAULTS, RECORD_KEYS, DetectorSpec
 from utils.core.paths import DEFAULT_ANCHORS_FILE
 
 CHECKPOINT_FORMAT = "yolov4-tiny-attention/1"
@@ -172,47 +173,79 @@ def load_weights(model: torch.nn.Module, path, verbose: bool = True) -> Tuple[in
     return loaded, skipped
 
 
-def model_from_weights(path, class_names=None, attention=None, anchors=None, anchors_mask=None,
-                       input_size=None, scale_x_y=None, fusion=None):
-    """Build a YoloBody and load `path` into it; returns (model, meta).
+def checkpoint_spec(ckpt: Dict, is_darknet: bool = False, where="the checkpoint", **given) -> DetectorSpec:
+    """The DetectorSpec of a read checkpoint (read_checkpoint; {} for darknet .weights), today's or older
+    (utils/core/detector_spec.py), with the `given` facts (DetectorSpec field names; None: the file's) put
+    over the file's; `where` names the file in errors. Files without facts (reference .pth, darknet) get the
+    default anchors and mask, 416x416, scale_x_y 1.0 (darknet: 1.05) and the classes given."""
+    record = {"anchors_mask": DEFAULT_ANCHORS_MASK, "input_size": [416, 416], "strides": YoloBody.strides,
+              "scale_x_y": 1.05 if is_darknet else 1.0, **OLDER_DEFAULTS}
+    record.update({k: ckpt[k] for k in RECORD_KEYS if _present(ckpt.get(k))})
+    record.update({k: v for k, v in given.items() if _present(v)})
+    if "anchors" not in record:
+        record["anchors"] = read_anchors(DEFAULT_ANCHORS_FILE)
+    if not record.get("class_names"):
+        raise ValueError(f"{where} does not name its classes; give a classes file (--classes)")
+    try:
+        return DetectorSpec(**record)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
 
-    Our checkpoints carry their own class names, anchors, attention, fusion, input size and scale_x_y;
+
+def _present(value) -> bool:
+    """A fact given: not None, and not an empty name, list or tensor."""
+    if value is None:
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 0
+    return bool(value) if isinstance(value, (str, list, tuple)) else True
+
+
+def load_detector(path, class_names=None, attention=None, anchors=None, anchors_mask=None, input_size=None,
+                  scale_x_y=None, fusion=None) -> Tuple[YoloBody, DetectorSpec]:
+    """Build a YoloBody and load `path` into it; returns (model, its DetectorSpec).
+
+    Our checkpoints carry their own spec (class names, anchors, attention, fusion, input size, scale_x_y);
     arguments given here are only needed for (and override) reference .pth and darknet .weights
-    files, which are concat models. `meta` holds: class_names, anchors (Tensor[A, 2]), anchors_mask,
-    attention, fusion, se_loss, input_size ([h, w]), scale_x_y. The model is built for `input_size`,
-    which matters only to blocks fixed to one map size (cbam_joint).
+    files, which are concat models. The model is built for the spec's input size, which matters only to
+    blocks fixed to one map size (cbam_joint).
     """
-
     is_darknet = str(path).endswith(".weights")
     ckpt = {} if is_darknet else read_checkpoint(path)
-    meta = {
-        "class_names": class_names or ckpt.get("class_names"),
-        "anchors": torch.as_tensor(anchors if anchors is not None else ckpt.get("anchors", read_anchors(DEFAULT_ANCHORS_FILE)), dtype=torch.float32),
-        "anchors_mask": anchors_mask or ckpt.get("anchors_mask") or DEFAULT_ANCHORS_MASK,
-        "attention": attention if attention is not None else ckpt.get("attention", "none"),
-        "fusion": fusion or ckpt.get("fusion") or "concat",
-        "se_loss": bool(ckpt.get("se_loss", False)),
-        "input_size": list(input_size or ckpt.get("input_size") or [416, 416]),
-        "scale_x_y": scale_x_y if scale_x_y is not None else ckpt.get("scale_x_y", 1.05 if is_darknet else 1.0),
-    }
-    if not meta["class_names"]:
-        raise ValueError(f"{path} does not name its classes; give a classes file (--classes)")
-    model = YoloBody(meta["anchors_mask"], len(meta["class_names"]), attention=meta["attention"],
-                     fusion=meta["fusion"], input_size=meta["input_size"], se_loss=meta["se_loss"])
+    given = dict(class_names=class_names, attention=attention, anchors=anchors, anchors_mask=anchors_mask,
+                 input_size=input_size, scale_x_y=scale_x_y, fusion=fusion)
+    spec = checkpoint_spec(ckpt, is_darknet, path, **given)
+    model = YoloBody([list(m) for m in spec.anchors_mask], spec.num_classes, attention=spec.attention,
+                     fusion=spec.fusion, input_size=list(spec.input_size), se_loss=spec.se_loss)
     if is_darknet:
         load_darknet_weights(model, path)
-        return model, meta
-    state = ckpt["model"]
+        return model, spec
+    _check_fits(model, ckpt["model"], spec, path)
+    model.load_state_dict(ckpt["model"], strict=False)
+    return model, spec
+
+
+def _check_fits(model: YoloBody, state: Dict, spec: DetectorSpec, path) -> None:
     own = model.state_dict()
     mismatched = [n for n, t in state.items() if n in own and own[n].shape != t.shape]
     missing = [n for n in own if n not in state and not n.endswith("num_batches_tracked")]
     unexpected = [n for n in state if n not in own]
     if mismatched or missing or unexpected:
         raise ValueError(
-            f"{path} does not fit a model with {len(meta['class_names'])} classes, attention "
-            f"{meta['attention']!r} and fusion {meta['fusion']!r}: "
+            f"{path} does not fit a model with {spec.num_classes} classes, attention "
+            f"{spec.attention!r} and fusion {spec.fusion!r}: "
             f"{len(mismatched)} tensors of another shape (e.g. {mismatched[:2]}), "
             f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); "
             "check --classes, --phi/--attention and --fusion")
-    model.load_state_dict(state, strict=False)
-    return model, meta
+
+
+def model_from_weights(path, class_names=None, attention=None, anchors=None, anchors_mask=None,
+                       input_size=None, scale_x_y=None, fusion=None):
+    """load_detector's (model, meta) with the spec as the dict callers read before DetectorSpec: class_names,
+    anchors (Tensor[A, 2]), anchors_mask, attention, fusion, se_loss, input_size ([h, w]), scale_x_y.
+    For callers not yet moved to load_detector; new code reads the spec."""
+    model, spec = load_detector(path, class_names, attention, anchors, anchors_mask, input_size, scale_x_y, fusion)
+    record = spec.record()
+    meta = {k: record[k] for k in ("class_names", "anchors_mask", "attention", "fusion", "se_loss", "input_size",
+                                   "scale_x_y")}
+    return model, {**meta, "anchors": spec.anchor_tensor()}

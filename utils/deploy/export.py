@@ -10,11 +10,12 @@ H and W are fixed at export time (the input size); only the batch is dynamic.
 The onnx backend of yolo.YOLO runs a third, made in memory from a raw graph (detector_graph): input
 `images` Tensor[B, H, W, 3] uint8, outputs `detections`, out0 and out1.
 
-Metadata: exports made with `metadata` (YOLO.export_onnx always does) carry the detector's settings
-in the ONNX metadata_props, each value JSON: format (ONNX_FORMAT), class_names, anchors ([[w, h], ...]),
-anchors_mask, attention, input_size ([h, w]), scale_x_y and precision ("fp32" or "int8"; int8 graphs
-add calibration). `read_onnx_metadata` reads them back, so a raw graph runs with nothing else
-(`YOLO("model.onnx")`, utils.deploy.quantize.evaluate_onnx).
+Metadata: exports made with `metadata` (YOLO.export_onnx always does) carry the detector's spec
+(utils/core/detector_spec.py) in the ONNX metadata_props, each value JSON: format (ONNX_FORMAT), class_names,
+anchors ([[w, h], ...]), anchors_mask, strides, input_size ([h, w]), scale_x_y, letterbox, attention, fusion,
+se_loss, and precision ("fp32" or "int8"; int8 graphs add calibration). `read_onnx_spec` reads them back, so a
+raw graph runs with nothing else (`YOLO("model.onnx")`, utils.deploy.quantize.evaluate_onnx); graphs written
+before strides, letterbox, fusion and se_loss were stored read with the defaults DetectorSpec.from_record gives.
 """
 import io
 import json
@@ -28,13 +29,14 @@ import torch.nn as nn
 from torch import Tensor
 
 from nets.yolo import YoloBody
+from utils.core.detector_spec import RECORD_KEYS, DetectorSpec
 from utils.core.fileio import write_bytes_atomic
 from utils.ops.boxes import MAX_NMS, decode_candidates, select_detections
 from utils.ops.image import PIXEL_MAX
 
 OPSET = 17
 ONNX_FORMAT = "yolov4-tiny-attention/onnx/1"
-META_KEYS = ("class_names", "anchors", "anchors_mask", "attention", "input_size", "scale_x_y")
+META_KEYS = ("class_names", "anchors", "anchors_mask", "attention", "input_size", "scale_x_y")  # in every graph
 EXTRA_KEYS = ("format", "precision", "calibration")
 RAW_OUTPUTS = ("out0", "out1")
 # operator domains ONNX Runtime implements; a node of any other is a custom op it cannot run
@@ -71,15 +73,12 @@ class DecodeNMS(nn.Module):
         return self.post(*self.model(images))
 
 
-def onnx_metadata(meta: Dict, precision: str = "fp32", calibration: Optional[Dict] = None) -> Dict[str, str]:
-    """metadata_props for a graph of the detector described by `meta` (as utils.engine.checkpoint.model_from_weights
-    returns it): the META_KEYS, format, precision and calibration settings (int8), each value as JSON."""
-    props = {"format": ONNX_FORMAT, "precision": precision}
+def onnx_metadata(spec: DetectorSpec, precision: str = "fp32", calibration: Optional[Dict] = None) -> Dict[str, str]:
+    """metadata_props for a graph of the detector `spec` describes: its record (DetectorSpec.record()), format,
+    precision and calibration settings (int8), each value as JSON."""
+    props = {"format": ONNX_FORMAT, "precision": precision, **spec.record()}
     if calibration is not None:
         props["calibration"] = calibration
-    for key in META_KEYS:
-        value = meta[key]
-        props[key] = value.tolist() if isinstance(value, Tensor) else value
     return {key: json.dumps(value) for key, value in props.items()}
 
 
@@ -91,9 +90,22 @@ def set_metadata(model, props: Dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
+def read_onnx_spec(path) -> Tuple[DetectorSpec, Dict]:
+    """(the DetectorSpec stored in an exported graph, {format, precision, calibration (int8)}); graphs written
+    before strides and letterbox were recorded read as DetectorSpec.from_record reads older records."""
+    props = _read_props(path)
+    return DetectorSpec.from_record(props, YoloBody.strides, str(path)), {k: props[k] for k in EXTRA_KEYS if k in props}
+
+
 def read_onnx_metadata(path) -> Dict:
-    """The detector settings stored in an exported graph (see the module docstring): class_names, anchors
-    (Tensor[A, 2]), anchors_mask, attention, input_size, scale_x_y, format, precision, and calibration (int8)."""
+    """read_onnx_spec as one dict: the spec's record with anchors as Tensor[A, 2], format, precision and
+    calibration (int8)."""
+    spec, extras = read_onnx_spec(path)
+    return {**spec.record(), "anchors": spec.anchor_tensor(), **extras}
+
+
+def _read_props(path) -> Dict:
+    """The JSON values of a graph's metadata_props that this project writes, refused unless it wrote them."""
     import onnx
     from google.protobuf.message import DecodeError
     path = Path(path)
@@ -109,9 +121,7 @@ def read_onnx_metadata(path) -> Dict:
                          f"anchors and input size in the metadata); found format {props.get('format', 'none')} and "
                          f"missing keys {missing or 'none'}. Export it again with `python predict.py --export-onnx PATH`")
     # other tools add their own keys (onnxruntime's quantizer: onnx.infer, ...), not JSON: left out
-    meta = {key: json.loads(value) for key, value in props.items() if key in META_KEYS + EXTRA_KEYS}
-    meta["anchors"] = torch.tensor(meta["anchors"], dtype=torch.float32)
-    return meta
+    return {key: json.loads(value) for key, value in props.items() if key in RECORD_KEYS + EXTRA_KEYS}
 
 
 def load_onnx_graph(path):

@@ -41,7 +41,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from utils.core.amp import amp_name, resolve_amp, select_device
-from utils.deploy.export import OrtRaw, export_onnx, onnx_metadata, ort_session, read_onnx_metadata, set_metadata
+from utils.deploy.export import OrtRaw, export_onnx, onnx_metadata, ort_session, read_onnx_spec, set_metadata
 from utils.core.fileio import write_bytes_atomic
 from utils.ops.image import letterbox_image, read_image, to_tensor_batch
 from nets.fuse import fuse_model
@@ -49,9 +49,10 @@ from utils.core.cli import run_main
 from utils.core.schema_tools import CALIB_METHODS, WEIGHT_BITS
 from utils.core.settings import add_flags, default
 from utils.core.config import parse_input_size, read_classes
+from utils.core.detector_spec import DetectorSpec
 from utils.data.layouts import data_options
 from utils.data.voc import default_split, load_samples, resolve_data
-from nets.checkpoint import model_from_weights
+from nets.checkpoint import load_detector
 from utils.eval.evaluator import CONF_THRES, NMS_THRES, evaluate_model
 
 DEFAULT_CALIB_IMAGES = default("calib_images")  # the schema's (utils/core/schema_tools.py), as the choices below
@@ -115,7 +116,7 @@ def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True,
         raise ValueError(f"unknown calibration method {method!r}; valid: {', '.join(CALIB_METHODS)}")
     if not images:
         raise ValueError("no calibration images: give at least one (--calib-images, --data)")
-    meta = read_onnx_metadata(fp32_path)
+    spec, _ = read_onnx_spec(fp32_path)
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
     with tempfile.TemporaryDirectory(prefix="quantize.") as tmp:
@@ -127,7 +128,7 @@ def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True,
         level = logger.level
         logger.setLevel(logging.ERROR)  # quantize_static warns to pre-process, which is done above
         try:
-            quantize_static(str(clean), str(quantized), LetterboxReader(images, meta["input_size"], letterbox),
+            quantize_static(str(clean), str(quantized), LetterboxReader(images, spec.input_size, letterbox),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, reduce_range=weight_bits == 7, nodes_to_exclude=excluded,
                             calibrate_method=calibrate,
@@ -137,17 +138,17 @@ def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True,
         graph = onnx.load(str(quantized))
     settings = {"images": len(images), "method": method, "per_channel": per_channel, "head_fp32": head_fp32,
                 "weight_bits": weight_bits}
-    set_metadata(graph, onnx_metadata(meta, precision="int8", calibration=settings))
+    set_metadata(graph, onnx_metadata(spec, precision="int8", calibration=settings))
     write_bytes_atomic(out_path, graph.SerializeToString())
     return Path(out_path)
 
 
-def export_int8(model, meta: Dict, path, images: Sequence, letterbox: bool = True, **options) -> Path:
-    """Export `model` (a YoloBody, eval, CPU; BN folded is best) described by `meta` as a raw fp32 graph and
+def export_int8(model, spec: DetectorSpec, path, images: Sequence, letterbox: bool = True, **options) -> Path:
+    """Export `model` (a YoloBody, eval, CPU; BN folded is best) described by `spec` as a raw fp32 graph and
     quantize it to `path` (quantize_onnx; `options`: per_channel, head_fp32, method, weight_bits)."""
 
     with tempfile.TemporaryDirectory(prefix="export.") as tmp:
-        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", tuple(meta["input_size"]), metadata=onnx_metadata(meta))
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", spec.input_size, metadata=onnx_metadata(spec))
         return quantize_onnx(fp32, path, images, letterbox=letterbox, **options)
 
 
@@ -161,15 +162,15 @@ def evaluate_onnx(onnx_path, samples, class_names: Sequence[str], conf_thres: Op
     running the network. Returns evaluate_model's dict (map50, map50_95, per_class, detections, ...).
     """
 
-    meta = read_onnx_metadata(onnx_path)
-    if len(meta["class_names"]) != len(class_names):
-        raise ValueError(f"{onnx_path} predicts {len(meta['class_names'])} classes ({', '.join(meta['class_names'][:5])}"
+    spec, _ = read_onnx_spec(onnx_path)
+    if spec.num_classes != len(class_names):
+        raise ValueError(f"{onnx_path} predicts {spec.num_classes} classes ({', '.join(spec.class_names[:5])}"
                          f"...), but {len(class_names)} class names were given; score it with the classes it was "
                          "trained on")
     module = OrtRaw(ort_session(onnx_path), str(onnx_path))
-    return evaluate_model(module, samples, class_names, meta["input_size"], meta["anchors"], meta["anchors_mask"],
+    return evaluate_model(module, samples, class_names, spec.input_size, spec.anchor_tensor(), spec.anchors_mask,
                           conf_thres=CONF_THRES if conf_thres is None else conf_thres,
-                          nms_thres=NMS_THRES if nms_thres is None else nms_thres, scale_x_y=meta["scale_x_y"],
+                          nms_thres=NMS_THRES if nms_thres is None else nms_thres, scale_x_y=spec.scale_x_y,
                           letterbox=letterbox, batch_size=batch_size, workers=workers, device="cpu", progress=progress)
 
 
@@ -203,30 +204,30 @@ def compare(args) -> List[tuple]:
 
     names = read_classes(args.classes) if args.classes else None
     size = list(parse_input_size(args.input_size)) if args.input_size else None
-    model, meta = model_from_weights(args.weights, class_names=names, attention=args.attention, input_size=size)
+    model, spec = load_detector(args.weights, class_names=names, attention=args.attention, input_size=size)
     model.eval()
     options = data_options(args)
     data_path = resolve_data(args.data, **options)
     split = args.split or default_split(data_path, "eval", **options)
-    calib = calibration_images(data_path, args.calib_split, meta["class_names"], args.calib_images, **options)
-    samples = load_samples(data_path, split, meta["class_names"], **options)
+    calib = calibration_images(data_path, args.calib_split, list(spec.class_names), args.calib_images, **options)
+    samples = load_samples(data_path, split, list(spec.class_names), **options)
     out = Path(args.out)
-    fp32 = export_onnx(fuse_model(model), fp32_path(out, args.fp32_out), tuple(meta["input_size"]),
-                       metadata=onnx_metadata(meta))
+    fp32 = export_onnx(fuse_model(model), fp32_path(out, args.fp32_out), spec.input_size, metadata=onnx_metadata(spec))
     int8 = quantize_onnx(fp32, out, calib, per_channel=args.per_channel, head_fp32=args.head_fp32,
                          method=args.calib_method, weight_bits=args.weight_bits)
     print(f"wrote {fp32} and {int8} (int8: {len(calib)} calibration images from {data_path})")
     device = select_device(args.device)
-    torch_eval = dict(input_size=meta["input_size"], anchors=meta["anchors"], anchors_mask=meta["anchors_mask"],
-                      scale_x_y=meta["scale_x_y"], batch_size=args.batch_size, device=device, progress=False)
-    rows = [("torch fp32", evaluate_model(model.to(device), samples, meta["class_names"], **torch_eval))]
+    torch_eval = dict(input_size=spec.input_size, anchors=spec.anchor_tensor(), anchors_mask=spec.anchors_mask,
+                      scale_x_y=spec.scale_x_y, batch_size=args.batch_size, device=device, progress=False)
+    names = list(spec.class_names)
+    rows = [("torch fp32", evaluate_model(model.to(device), samples, names, **torch_eval))]
     amp = resolve_amp(args.amp, device)
     if amp is not None:
-        rows.append((f"torch {amp_name(amp)} autocast", evaluate_model(model, samples, meta["class_names"], amp=amp,
+        rows.append((f"torch {amp_name(amp)} autocast", evaluate_model(model, samples, names, amp=amp,
                                                                       **torch_eval)))
     for name, path in (("onnx fp32", fp32), ("onnx int8", int8)):
-        rows.append((name, evaluate_onnx(path, samples, meta["class_names"], batch_size=args.batch_size, progress=False)))
-    print(f"{data_path} [{split}], {len(samples)} images, input {meta['input_size'][0]}x{meta['input_size'][1]}, "
+        rows.append((name, evaluate_onnx(path, samples, names, batch_size=args.batch_size, progress=False)))
+    print(f"{data_path} [{split}], {len(samples)} images, input {spec.input_size[0]}x{spec.input_size[1]}, "
           f"calibration: {len(calib)} images, {args.calib_method}, {args.weight_bits}-bit weights, "
           f"per-channel {'on' if args.per_channel else 'off'}, output convs {'fp32' if args.head_fp32 else 'int8'}")
     return rows

@@ -10,6 +10,8 @@ import torch
 
 from utils.core.cli import UserError
 from utils.core.config import DEFAULT_ANCHORS_MASK
+from utils.core.detector_spec import DetectorSpec
+from nets.yolo import YoloBody
 from utils.data.augment import AugmentConfig
 from utils.data.batch_picture import save_batch_picture
 from utils.data.dataloader import YoloDataset, build_dataloader, mosaic_enabled
@@ -56,12 +58,14 @@ def evaluate(config: TrainConfig, model, val_samples, class_names, anchors, stat
 
 
 def checkpoint_meta(config: TrainConfig, class_names, anchors, data_record: Optional[dict] = None) -> dict:
-    """What a checkpoint holds besides the training state, so that predict.py and get_map.py need nothing else,
-    and the fingerprint of its data that a resumed run checks (utils/engine/resume.py)."""
-    return {"class_names": list(class_names), "anchors": anchors.tolist(), "anchors_mask": DEFAULT_ANCHORS_MASK,
-            "attention": config.attention, "fusion": config.fusion, "se_loss": config.se_loss > 0,
-            "input_size": [config.input_size, config.input_size],
-            "scale_x_y": config.scale_x_y, "args": config.to_dict(), "data_fingerprint": data_record}
+    """What a checkpoint holds besides the training state, so that predict.py and get_map.py need nothing else:
+    the detector's spec (utils/core/detector_spec.py, DetectorSpec.record()), the run's arguments, and the
+    fingerprint of its data that a resumed run checks (utils/engine/resume.py)."""
+    size = config.input_size
+    spec = DetectorSpec(class_names, anchors, DEFAULT_ANCHORS_MASK, YoloBody.strides,
+                        tuple(size) if isinstance(size, (list, tuple)) else (size, size), config.scale_x_y,
+                        letterbox=True, attention=config.attention, fusion=config.fusion, se_loss=config.se_loss > 0)
+    return {**spec.record(), "args": config.to_dict(), "data_fingerprint": data_record}
 
 
 class EpochLoop:
