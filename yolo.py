@@ -31,7 +31,10 @@ from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, l
 from utils.ops.image import letterbox_image, read_image, to_unit_float
 from utils.deploy.attention_maps import attention_maps
 from utils.deploy.cam import DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, CamDetector, DetectionCam, detection_cams
-from utils.deploy.quantize import export_int8
+from utils.deploy.predict_modes import export_model, export_path, predict_source
+from utils.deploy.predict_outputs import PredictOutputs
+from utils.deploy.quantize import DEFAULT_CALIB_IMAGES, export_int8
+from utils.eval.scoring import evaluate
 
 BACKENDS = ("torch", "onnx")
 ImageLike = Union[str, Path, np.ndarray]
@@ -104,6 +107,8 @@ class YOLO:
         self.backend = backend
         self._session, self._session_key, self._raw = None, None, None
         self._source = str(weights)
+        self._given = {"classes": names, "attention": attention, "input_size": hw, "anchors": anchors,  # for val
+                       "scale_x_y": scale_x_y, "device": device, "amp": amp}
         self._precision = "fp32"
         if is_onnx:
             model, spec = None, self._load_onnx(weights, names, hw, anchors, scale_x_y)
@@ -327,6 +332,20 @@ class YOLO:
         ms["fps"] = 1000.0 / ms["total_ms"]
         return ms
 
+    def val(self, data: str = "VOCdevkit", split: Optional[str] = None, **settings) -> Dict:
+        """Score these weights on a dataset split as get_map.py does; returns the result get_map.py prints and saves
+        (utils.eval.scoring.evaluate: map, map_voc, map_voc07, map50_95, coco, per_class, settings, left_out).
+
+        The weights file is read again with the classes, attention, input size, anchors, scale_x_y, device and
+        amp this detector was given; the other keywords are get_map.py's flags (conf, nms, iou, metric,
+        score_thr, batch_size, workers, skip_unreadable, data_format, images, ...) with get_map.py's defaults
+        (conf 0.001 and NMS 0.5 for the PR curve, not this detector's conf and nms)."""
+        if self._source.lower().endswith(".onnx"):
+            raise ValueError(f"val scores checkpoints and darknet .weights; {self._source} is an ONNX graph: write its "
+                             "detections with predict.py --save-json and score them with get_map.py --detections")
+        given = {k: v for k, v in self._given.items() if v is not None}
+        return evaluate(weights=self._source, data=data, split=split, **{**given, **settings})
+
     def export_onnx(self, path, nms: bool = False, check: bool = True, calibration_images=None) -> Path:
         """Write an ONNX graph (opset 17, dynamic batch) at this input size, with this detector's settings in
         its metadata (utils/deploy/export.py): raw head outputs, or with `nms` decoding and NMS inside using this
@@ -341,3 +360,21 @@ class YOLO:
             return export_onnx_nms(self._cpu_model(), path, self.anchors, self.anchors_mask, self.input_hw,
                                    self.scale_x_y, self.conf, self.nms, self.max_det, metadata=metadata)
         return export_onnx(self._cpu_model(), path, self.input_hw, check=check, metadata=metadata)
+
+    def predict(self, source, out=None, **options) -> list:
+        """Detect in an image file, a folder of images, a video file or a camera index, as predict.py does;
+        returns (image path or frame index, Detections) pairs in order. With `out`, writes there what predict.py
+        writes; `options` are predict.py's output and map flags by name (utils.deploy.predict_outputs)."""
+        out = None if out is None else Path(out)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        return predict_source(self, source, out, PredictOutputs.from_keywords(**options))
+
+    def export(self, format: str = "onnx", path=None, export_onnx_nms: bool = False, int8: bool = False, data=None,
+               split: Optional[str] = None, calib_images: int = DEFAULT_CALIB_IMAGES, data_format: Optional[str] = None,
+               images=None) -> Path:
+        """predict.py --export-onnx: the graph at `path` (default beside the weights: <stem>.onnx, _nms, _int8);
+        int8 quantizes the raw graph on calib_images images of `split` (default: training) of `data`."""
+        default = export_path(self._source, format, export_onnx_nms, int8)  # also refuses an unknown format
+        return export_model(self, path or default, export_onnx_nms, int8, data, split, calib_images, data_format,
+                            images)[0]
