@@ -59,8 +59,21 @@ def test_val_settings_are_get_map_flags(voc, weights, tmp_path, capsys):
 
 
 def test_unknown_setting_names_the_nearest(voc, weights):
-    with pytest.raises(ValueError, match="unknown evaluation setting 'score_threshold': did you mean 'score_thr'"):
+    with pytest.raises(ValueError, match="unknown setting 'score_threshold' \\(did you mean score_thr\\?\\)"):
         YOLO(weights, device="cpu").val(data=str(voc), score_threshold=0.3)
+    with pytest.raises(ValueError, match="conf must be a number, found '0.3'"):
+        evaluate(weights=str(weights), data=str(voc), conf="0.3")
+
+
+def test_evaluation_defaults_are_the_schemas():
+    """evaluate's defaults are get_map.py's flags' defaults, written once in the schema."""
+    from dataclasses import fields
+    from utils.core.settings import default
+    from utils.eval.scoring import EvalSettings
+    parsed = vars(get_map.make_parser().parse_args([]))
+    for f in fields(EvalSettings):
+        if f.name in parsed:
+            assert f.default == parsed[f.name] == default(f.name, "get_map"), f.name
 
 
 def test_val_of_an_onnx_graph_says_how_to_score_it(tmp_path, weights):

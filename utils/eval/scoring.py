@@ -10,10 +10,9 @@ The result dict is utils.eval.evaluator.evaluate_detections's, its `settings` co
 (weights, input size, thresholds, device, amp, data, split) and its `left_out` with the objects of classes
 outside the class list. utils/eval/report.py prints and saves it.
 """
-import difflib
-from dataclasses import dataclass, fields, replace
+from dataclasses import field, fields, replace
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from utils.core.amp import amp_name, resolve_amp, select_device
 from utils.core.cli import UserError
 from utils.core.config import parse_input_size, read_classes
 from utils.core.paths import MODEL_DATA, REPO_ROOT, newest_best
+from utils.core.settings import check_overrides, settings_class, tool_settings
 from utils.data.voc import (DatasetError, ScanStats, UnreadableImagesError, default_split, load_eval_samples,
                             resolve_classes, resolve_data)
 from utils.eval import detect
@@ -30,57 +30,39 @@ from utils.eval import evaluator as ev
 RESULTS_BASE = REPO_ROOT / "map_out"  # results of weights outside a run folder, and of --detections
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    """What get_map.py's flags set, under the same names (see `python get_map.py --help`).
-
-    weights: checkpoint, reference .pth or darknet .weights (None: the newest ./logs/**/best.pth);
-    detections: a COCO results file scored instead of a model. classes: a classes file or a list of names.
-    phi / attention, input_size (416 or (h, w) or "384,640"), anchors, scale_x_y: for files that do not carry
-    them (our checkpoints do). The thresholds must lie in 0..1.
-    """
-
-    weights: Optional[str] = None
-    data: str = "VOCdevkit"
-    split: Optional[str] = None
-    classes: Union[None, str, Sequence[str]] = None
-    phi: Optional[int] = None
-    attention: Optional[str] = None
-    input_size: Union[None, int, str, Sequence[int]] = None
-    conf: float = ev.CONF_THRES
-    nms: float = ev.NMS_THRES
-    iou: float = ev.IOU_THRES
-    metric: str = "all"
-    coco_backend: str = "fast"
-    score_thr: float = ev.SCORE_THRES
-    detections: Optional[str] = None
-    batch_size: int = 8
-    workers: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    skip_unreadable: bool = False
-    data_format: Optional[str] = None
-    images: Optional[str] = None
-    anchors: Optional[Sequence] = None
-    scale_x_y: Optional[float] = None
-
-    @property
-    def data_options(self) -> Dict[str, Optional[str]]:
-        """The data_format and images_dir keywords of resolve_data, default_split, load_eval_samples..."""
-        return {"data_format": self.data_format, "images_dir": self.images}
+SCRIPT_ONLY = ("out", "no_plots")  # where get_map.py writes its results, not what it scores
+MODEL_OVERRIDES = ("anchors", "scale_x_y")  # YOLO's, for files that do not carry them; get_map.py has no flag
 
 
+def _data_options(self) -> Dict[str, Optional[str]]:
+    """The data_format and images_dir keywords of resolve_data, default_split, load_eval_samples..."""
+    return {"data_format": self.data_format, "images_dir": self.images}
+
+
+EvalSettings = settings_class(
+    "EvalSettings", [s for s in tool_settings("get_map") if s.name not in SCRIPT_ONLY], tool="get_map",
+    extra=[(name, Any, field(default=None)) for name in MODEL_OVERRIDES],
+    namespace={"data_options": property(_data_options), "__module__": __name__, "__doc__": (
+        "What get_map.py's flags set, under the same names and with the same defaults (the schema's, "
+        "utils/core/schema_tools.py: `python get_map.py --help`). weights: checkpoint, reference .pth or darknet "
+        ".weights (None: the newest ./logs/**/best.pth); detections: a COCO results file scored instead of a model; "
+        "classes: a classes file or a list of names; phi / attention, input_size (416, (h, w) or '384,640'), "
+        "anchors, scale_x_y: for files that do not carry them (our checkpoints do).")})
 SETTING_NAMES = tuple(f.name for f in fields(EvalSettings))
 
 
 def eval_settings(**settings) -> EvalSettings:
-    """EvalSettings from keywords; an unknown keyword is refused naming the nearest valid one."""
-    unknown = [k for k in settings if k not in SETTING_NAMES]
-    if unknown:
-        near = difflib.get_close_matches(unknown[0], SETTING_NAMES, n=1)
-        hint = f"did you mean {near[0]!r}? " if near else ""
-        raise ValueError(f"unknown evaluation setting {unknown[0]!r}: {hint}valid: {', '.join(SETTING_NAMES)}")
-    s = EvalSettings(**settings)
+    """EvalSettings from keywords, each checked against the schema (an unknown name is refused naming the nearest,
+    a value of the wrong type naming the setting); the thresholds must lie in 0..1."""
+    where = "evaluation settings (get_map.py's flags)"
+    taken = [k for k in settings if k in SCRIPT_ONLY]
+    if taken:
+        raise ValueError(f"{where}: {taken[0]} is where get_map.py writes; evaluate returns the result "
+                         "(utils.eval.report.save_results writes a results folder)")
+    as_given = {k: v for k, v in settings.items()
+                if k in MODEL_OVERRIDES or (k == "classes" and not isinstance(v, (str, Path, type(None))))}
+    checked = check_overrides({k: v for k, v in settings.items() if k not in as_given}, where, tool="get_map")
+    s = EvalSettings(**checked, **as_given)
     for name in ("conf", "nms", "iou", "score_thr"):
         if not 0 <= getattr(s, name) <= 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(s, name)} is outside 0..1")
