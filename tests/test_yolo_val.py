@@ -80,3 +80,25 @@ def test_val_of_an_onnx_graph_says_how_to_score_it(tmp_path, weights):
     graph = YOLO(weights, device="cpu").export_onnx(tmp_path / "m.onnx", check=False)
     with pytest.raises(ValueError, match="get_map.py --detections"):
         YOLO(graph).val(data="VOCdevkit")
+
+
+def test_get_map_is_a_parser_plus_library_calls(root, monkeypatch):
+    """get_map.py is at most 150 lines, imports no other script, and hands the library keywords, not a Namespace."""
+    import ast
+    from tests.test_layers import SCRIPTS
+    source = (root / "get_map.py").read_text()
+    assert len(source.splitlines()) <= 150
+    tree = ast.walk(ast.parse(source))
+    imported = {name.split(".")[0] for n in tree if isinstance(n, (ast.Import, ast.ImportFrom))
+                for name in ([a.name for a in n.names] if isinstance(n, ast.Import) else [n.module or ""])}
+    assert not imported & (set(SCRIPTS) - {"get_map"})
+    seen = {}
+
+    def score(**settings):
+        seen.update(settings)
+        raise KeyboardInterrupt  # stop before anything is read
+
+    monkeypatch.setattr(get_map.scoring, "score", score)
+    with pytest.raises(KeyboardInterrupt):
+        get_map.run(get_map.make_parser().parse_args(["--weights", "w.pth", "--input-size", "384,640"]))
+    assert seen["weights"] == "w.pth" and seen["input_size"] == (384, 640) and "out" not in seen
