@@ -45,17 +45,17 @@ def test_val_prints_what_get_map_prints(voc, weights, tmp_path, capsys):
 
 def test_val_settings_are_get_map_flags(voc, weights, tmp_path, capsys):
     flags = ["--split", "VOC2007/test", "--conf", "0.05", "--nms", "0.4", "--iou", "0.6", "--metric", "voc07",
-             "--score-thr", "0.3", "--amp", "off", "--batch-size", "2", "--input-size", "96"]
+             "--score-thr", "0.3", "--amp", "off", "--batch-size", "2", "--input-size", "64,96"]
     text = printed(["--weights", str(weights), "--data", str(voc), "--device", "cpu", "--out", str(tmp_path / "o"),
                     "--no-plots", *flags], capsys)
     result = evaluate(weights=str(weights), data=str(voc), device="cpu", split="VOC2007/test", conf=0.05, nms=0.4,
-                      iou=0.6, metric="voc07", score_thr=0.3, amp="off", batch_size=2, input_size=96)
-    assert report_text(result) == text and "mAP@0.6" in text and "input_size [96, 96]" in text
-    assert report_text(YOLO(weights, device="cpu", amp="off", input_size=96).val(
+                      iou=0.6, metric="voc07", score_thr=0.3, amp="off", batch_size=2, input_size="64,96")
+    assert report_text(result) == text and "mAP@0.6" in text and "input_size [64, 96]" in text
+    assert report_text(YOLO(weights, device="cpu", amp="off", input_size=(64, 96)).val(
         data=str(voc), split="VOC2007/test", conf=0.05, nms=0.4, iou=0.6, metric="voc07", score_thr=0.3,
         batch_size=2)) == text
-    wide = evaluate(weights=str(weights), data=str(voc), device="cpu", amp="off", input_size="64,96")
-    assert wide["settings"]["input_size"] == [64, 96]
+    square = evaluate(weights=str(weights), data=str(voc), device="cpu", amp="off", input_size=96)
+    assert square["settings"]["input_size"] == [96, 96]
 
 
 def test_unknown_setting_names_the_nearest(voc, weights):
