@@ -27,11 +27,11 @@ from utils.engine.ema import ModelEMA
 from utils.engine.loop import EpochLoop
 from utils.engine.loss import YOLOLoss
 from utils.engine.optim import build_optimizer
-from utils.engine.recipes import BEFORE_IT_EXISTED, RECIPES, loss_kwargs
+from utils.engine.recipes import config_defaults, loss_kwargs
 from utils.engine.resume import (check_resumed_data, explicit_flags, resumed_values, run_data_record,
                                  schedule_epochs)
 from utils.engine.run_logger import describe_run, read_yaml, run_folder, write_yaml
-from utils.engine.train_config import DERIVED_KEYS, TrainConfig, make_config
+from utils.engine.train_config import TrainConfig, make_config
 from utils.engine.trainer import TrainState, TrainingDiverged, restore_checkpoint
 from utils.data.anchors import box_sizes, format_anchors, refit_anchors
 from utils.data.demo_data import demo_classes_file
@@ -50,24 +50,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """Flags over a --config YAML over the --recipe's values over the parser's defaults."""
+    """Flags over a --config YAML over the --recipe's values over the parser's defaults (the schema's);
+    the file is checked and, when it is a run's record, migrated (utils/engine/recipes.config_defaults)."""
     parser = make_parser()
     args, _ = parser.parse_known_args(argv)
     config = read_yaml(args.config) if args.config else {}
-    if any(k in config for k in DERIVED_KEYS):  # a run's own record (run_args.yaml): what it lacks, it ran without
-        config = {**BEFORE_IT_EXISTED, **config}
-    config = {k: v for k, v in config.items() if k not in DERIVED_KEYS}  # a run_args.yaml records them
-    unknown = sorted(k for k in config if k not in vars(args))
-    if unknown:
-        parser.error(f"{args.config}: unknown arguments {', '.join(unknown)}")
-    recipe = args.recipe if args.recipe != parser.get_default("recipe") else config.get("recipe", args.recipe)
-    if recipe not in RECIPES:
-        parser.error(f"{args.config}: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-    values = {k: list(v) if isinstance(v, tuple) else v for k, v in RECIPES[recipe].items()}
-    parser.set_defaults(**values, recipe=recipe)
-    if config.get("channels_last") == "auto":  # run_args.yaml from before `auto` was dropped: it meant on
-        config["channels_last"] = "on"
-    parser.set_defaults(**{k: v for k, v in config.items() if k != "config"})
+    given = args.recipe if args.recipe != parser.get_default("recipe") else None
+    parser.set_defaults(**config_defaults(config, args.config, given))
     return parser.parse_args(argv)
 
 

@@ -147,8 +147,11 @@ def test_config_file_repeats_a_run_and_flags_override(tiny_voc, tmp_path):
     (tmp_path / "run.yaml").write_text("epochs: 3\nbatch_size: 4\nphi: 2\n")
     args = train.parse_args(["--config", str(tmp_path / "run.yaml"), "--batch-size", "2"])
     assert (args.epochs, args.batch_size, args.phi) == (3, 2, 2)
-    (tmp_path / "bad.yaml").write_text("epochz: 3\n")
-    with pytest.raises(SystemExit):
+    (tmp_path / "bad.yaml").write_text("epochz: 3\n")  # refused with the nearest valid name (the schema's)
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown setting 'epochz' \(did you mean epochs\?\)"):
+        train.parse_args(["--config", str(tmp_path / "bad.yaml")])
+    (tmp_path / "bad.yaml").write_text("lr: fast\n")
+    with pytest.raises(ValueError, match="bad.yaml: lr must be a number, found 'fast'"):
         train.parse_args(["--config", str(tmp_path / "bad.yaml")])
 
 

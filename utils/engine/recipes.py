@@ -10,36 +10,23 @@ What it cannot reproduce is listed in README.md ("The default recipe").
 """
 from argparse import Namespace
 from types import MappingProxyType
-from typing import Any, Dict, Mapping, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+from utils.core.migrate import BEFORE_IT_EXISTED, is_run_record, migrate, rename_values
+from utils.core.settings import check_overrides, nearest, tool_settings
 
 REFERENCE_INPUT = 416  # the reference weights objectness by 5 * (input / 416)^2 and classes by C / 80
 REFERENCE_CLASSES = 80
 HEAD_BALANCE = (0.4, 1.0)  # objectness weight of the P5 and P4 heads (the reference's balance[:2])
+NOT_IN_RECIPES = ("config", "recipe")
 
-_DEFAULT = {
-    # initialisation: PyTorch's conv init, head biases at priors (YoloBody.init_head_biases)
-    "init": "prior", "auto_anchors": False,
-    # optimizer and schedule; lr None: 0.01 for adam/adamw, 0.1 for sgd (per batch of 64)
-    "optimizer": "adamw", "lr": None, "min_lr": None, "momentum": 0.937, "weight_decay": 5e-4,
-    "lr_schedule": "cos", "warmup_epochs": 3.0, "epochs": None, "batch_size": 8, "input_size": None,
-    "eval_period": None, "ema": True, "ema_tau": 2000.0, "amp": "auto", "channels_last": "on",
-    # augmentation
-    "mosaic": 0.5, "mixup": 0.0, "mosaic_ratio": 0.7, "jitter": 0.3, "scale": (0.5, 1.5), "flip": 0.5,
-    "hsv": (0.1, 0.7, 0.4),
-    # assignment and loss
-    "assign_thres": 0.213, "neighbor_cells": True, "scale_x_y": 2.0, "hard_obj": False, "ignore_thres": 0.5,
-    # box weight 8x the reference's: boxes tighter at the same mAP@0.5 (docs/recipe_measurements.md)
-    "box_weight": 0.4, "obj_weight": 1.0, "cls_weight": 0.5, "obj_size_scale": False, "cls_count_scale": False,
-    "label_smoothing": 0.0, "smooth_by_classes": False, "focal_loss": False, "bce_clip": 0.0,
-    "box_loss": "ciou", "ciou_alpha_grad": False, "assigner": "shape", "topk": 10,
-    # class target at positives: the predicted box's IoU, as objectness (docs/recipe_measurements.md)
-    "iou_cls": True,
-    # EncNet's SE-loss weight; 0 is off (the reference has no enc block)
-    "se_loss": 0.0,
-}
+# The default recipe is the schema's defaults (utils/core/schema_train.py): box weight 8x the reference's (boxes
+# tighter at the same mAP@0.5) and IoU class targets (docs/recipe_measurements.md); lr None: 0.01 for
+# adam/adamw, 0.1 for sgd (per batch of 64); epochs, input size and eval period None: by the data.
+_DEFAULT = {s.name: s.default_for("train") for s in tool_settings("train") if s.name not in NOT_IN_RECIPES}
 
+# bubbliiiing/yolov4-tiny-pytorch: what differs from the default recipe
 _REFERENCE = {
-    **_DEFAULT,
     # weights_init: conv weights normal(0, 0.02), BN weights normal(1, 0.02), BN biases 0
     "init": "normal",
     # SGD (nesterov), Init_lr 1e-2 per batch of 64, Min_lr = Init_lr * 0.01, 300 epochs of batch 16
@@ -55,29 +42,54 @@ _REFERENCE = {
     "bce_clip": 1e-7, "ciou_alpha_grad": True, "smooth_by_classes": True, "iou_cls": False,
 }
 
-# What a run from before a setting existed ran with, where that is not today's default: a checkpoint
-# or run_args.yaml without the key resumes or repeats as it was trained, not with the new default.
-BEFORE_IT_EXISTED: Mapping[str, Any] = MappingProxyType({"iou_cls": False})
+
+def _recipe(overrides: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The default recipe with `overrides` (checked against the schema), frozen; sequences as tuples."""
+    checked = check_overrides(overrides, f"recipe {name!r}")
+    values = {**_DEFAULT, **checked}
+    return MappingProxyType({k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
 
 RECIPES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
-    {"default": MappingProxyType(_DEFAULT), "reference": MappingProxyType(_REFERENCE)})
+    {"default": _recipe({}, "default"), "reference": _recipe(_REFERENCE, "reference")})
 
 
 def recipe_args(name: str, **overrides) -> Namespace:
     """A Namespace of the recipe's values with `overrides` on top (for tests and scripts)."""
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+        raise ValueError(f"unknown recipe {name!r}{nearest(name, RECIPES)}; choose one of {', '.join(RECIPES)}")
     unknown = sorted(set(overrides) - set(RECIPES[name]))
     if unknown:
-        raise ValueError(f"unknown recipe keys {', '.join(unknown)}; valid keys: {', '.join(RECIPES[name])}")
+        raise ValueError(f"unknown recipe keys {', '.join(unknown)}{nearest(unknown[0], RECIPES[name])}; valid keys: "
+                         f"{', '.join(RECIPES[name])}")
     return Namespace(**{**RECIPES[name], **overrides})
+
+
+def config_defaults(config: Mapping[str, Any], where: Optional[str], recipe_given: Optional[str]) -> Dict[str, Any]:
+    """The defaults of train.py's parser under a --config file's values `config` (read from `where`): the
+    recipe's values (`recipe_given` on the command line, else the file's, else default), then the file's. A run's
+    own record (run_args.yaml) is migrated from its version (utils/core/migrate.py): what it lacks, it ran
+    without; a hand-written file is checked against the schema (an unknown key named with the nearest valid one)."""
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{where}: expected a mapping of setting names to values (name: value lines), found "
+                         f"{type(config).__name__}")
+    config = {k: v for k, v in config.items() if k != "config"}
+    values = migrate(config, where) if is_run_record(config) else check_overrides(rename_values(config), where)
+    recipe = recipe_given or values.get("recipe") or "default"
+    if recipe not in RECIPES:
+        raise ValueError(f"{where}: unknown recipe {recipe!r}{nearest(recipe, RECIPES)}; choose one of "
+                         f"{', '.join(RECIPES)}")
+    given = values if not is_run_record(config) else {k: v for k, v in values.items() if k in config or
+                                                      k in BEFORE_IT_EXISTED}
+    merged = {**RECIPES[recipe], **given, "recipe": recipe}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
 
 
 def loss_kwargs(args, num_classes: int, input_size: Union[int, Sequence[int]]) -> Dict[str, Any]:
     """YOLOLoss keyword arguments (all but anchors, num_classes, anchors_mask, strides) from train.py's args.
 
     `input_size` is the training input (an int or (h, w)). An argument that `args` lacks (a run_args.yaml
-    from before it existed) takes the value runs had then (BEFORE_IT_EXISTED), else the default recipe's.
+    from before it existed) takes the value runs had then (utils/core/migrate.py), else the default recipe's.
     """
     def get(key):
         return getattr(args, key, BEFORE_IT_EXISTED.get(key, _DEFAULT[key]))

@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from utils.core.cli import UserError
-from utils.engine.recipes import BEFORE_IT_EXISTED
+from utils.core.migrate import migrate
 
 RUNTIME_FLAGS = ("resume", "workers", "device", "quiet", "amp", "channels_last", "save_period")
 DATA_FLAGS = ("data", "images", "data_format", "classes")
@@ -38,9 +38,9 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]
 
 
 def recorded_values(parser: argparse.ArgumentParser, ckpt: Mapping) -> Dict[str, Any]:
-    """The resumed run's settings: what its checkpoint records, the values runs had before a setting
-    existed (BEFORE_IT_EXISTED), else the parser's defaults."""
-    return {**vars(parser.parse_args([])), **BEFORE_IT_EXISTED, **ckpt["args"]}
+    """The resumed run's settings: what its checkpoint records, migrated from its version (utils/core/migrate.py:
+    what it lacks takes the value runs had before the setting existed, else today's default)."""
+    return migrate(ckpt["args"], "the run arguments the checkpoint records")
 
 
 def _plain(value):
