@@ -4,98 +4,58 @@
 `yolo` below is a detector with the methods of yolo.YOLO (detect, draw, heatmap, cam, attention_maps,
 class_names); this module does not import it (yolo.py is above the library)."""
 from collections import Counter
-from dataclasses import dataclass, field, fields
-from difflib import get_close_matches
+from dataclasses import field, fields
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
 
 from utils.core.fileio import write_bytes_atomic
+from utils.core.settings import check_overrides, nearest, settings_class, tool_settings
 from utils.deploy.attention_maps import save_attention_maps
-from utils.deploy.cam import CAM_METHODS, DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, cam_grid
+from utils.deploy.cam import cam_grid
 from utils.deploy.drawing import save_image
 
 # the options that write a file per image besides the annotated image, so need an output folder
 FILE_OUTPUTS = ("heatmap", "attention_map", "cam", "save_txt", "save_json", "crop")
 
 
-def _option(default, help_text: str, **argparse_kw):
-    """A PredictOutputs field that is also a predict.py flag (--name-with-dashes) with this help."""
-    return field(default=default, metadata={"help": help_text, **argparse_kw})
+def _check(self) -> None:
+    if self.cam_top < 0:
+        raise ValueError(f"--cam-top {self.cam_top}: give the number of detections to explain, or 0 for all")
+    if self.max_frames < 0:
+        raise ValueError(f"--max-frames {self.max_frames}: give a number of frames, or 0 for all")
 
 
-@dataclass(frozen=True)
-class PredictOutputs:
-    """What predict writes and prints besides the annotated image; each field with help text is also the
-    predict.py flag of the same name (add_output_flags), so name, default and help are written once here."""
-
-    save_txt: bool = _option(False, "write labels/<name>.txt: 'class score x1 y1 x2 y2' per line")
-    save_json: bool = _option(False, "write detections.json in COCO results format, as get_map.py writes and reads "
-                                     "it: category_id is the class index + 1, with category_name; image_id is the "
-                                     "output name (an int when it is digits)")
-    crop: bool = _option(False, "write crops/<class>/<name>_<i>.jpg per detection")
-    count: bool = _option(False, "print the objects per class")
-    max_frames: int = _option(0, "stop a video after this many frames; 0 = all")
-    show: bool = _option(False, "also show results in a window (needs a GUI OpenCV)")
-    heatmap: bool = _option(False, "also write an objectness heatmap per image", group="maps")
-    attention_map: bool = _option(
-        False, "also write, per attention site, the block's spatial map over the image (<name>_att_<site>.jpg; CBAM, "
-               "coordinate, triplet attention) or its channel weights (.png; SE, ECA, ...)", group="maps")
-    cam: bool = _option(False, "also write <name>_cam.jpg: per detection (best --cam-top) a class activation map of "
-                               "its score over the image, with its box (torch network only)", group="maps")
-    cam_method: str = _option(
-        DEFAULT_METHOD, "layercam (gradients kept per position), gradcam (gradients averaged per channel: lights up "
-                        "whatever looks like the detection) or eigencam (first principal component, gradient-free, "
-                        "the same for every detection)", group="maps", choices=tuple(CAM_METHODS))
-    cam_layer: str = _option(HEAD_LAYER, f"{HEAD_LAYER} (the input of each detection's own head), an attention site "
-                                         "(feat1, feat2, upsample, csp1..csp3) or a module path of "
-                                         "model.named_modules()", group="maps")
-    cam_top: int = _option(DEFAULT_TOP_K, "CAMs for the best K detections of each image; 0 = all", group="maps")
-    verbose: bool = True  # one line per image and detection (no flag: predict.py always prints them)
-
-    def __post_init__(self):
-        if self.cam_top < 0:
-            raise ValueError(f"--cam-top {self.cam_top}: give the number of detections to explain, or 0 for all")
-        if self.max_frames < 0:
-            raise ValueError(f"--max-frames {self.max_frames}: give a number of frames, or 0 for all")
-
-    @classmethod
-    def from_mapping(cls, values: dict) -> "PredictOutputs":
-        """The options named in `values` (e.g. a script's parsed flags as a dict); other keys are ignored."""
-        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
-
-    @classmethod
-    def from_keywords(cls, **values) -> "PredictOutputs":
-        """The options given as keywords; an unknown name is refused with the nearest valid one."""
-        valid = [f.name for f in fields(cls)]
-        for name in values:
-            if name not in valid:
-                near = get_close_matches(name, valid, n=1)
-                hint = f"did you mean {near[0]!r}? " if near else ""
-                raise ValueError(f"unknown predict option {name!r}; {hint}valid: {', '.join(valid)}")
-        return cls(**values)
-
-    def needs_folder(self) -> Iterable[str]:
-        """The options set that write files, which need an output folder."""
-        return [name for name in FILE_OUTPUTS if getattr(self, name)]
+def _from_mapping(cls, values: dict):
+    """The options named in `values` (e.g. a script's parsed flags as a dict); other keys are ignored."""
+    return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
-def add_output_flags(outputs, maps) -> None:
-    """PredictOutputs' fields as flags: the per-image maps into the argparse group `maps`, the rest into `outputs`."""
-    for f in fields(PredictOutputs):
-        if "help" not in f.metadata:
-            continue
-        kw = {k: v for k, v in f.metadata.items() if k not in ("help", "group")}
-        shown = "off" if f.default is False else f.default
-        kw["help"] = f"{f.metadata['help']} (default: {shown})"
-        if f.type in (bool, "bool"):
-            kw["action"] = "store_true"
-        else:
-            kw.update(type=int if f.type in (int, "int") else str, default=f.default)
-        group = maps if f.metadata.get("group") == "maps" else outputs
-        group.add_argument("--" + f.name.replace("_", "-"), **kw)
+def _from_keywords(cls, **values):
+    """The options given as keywords, checked against the schema: an unknown name is refused with the nearest
+    valid one, a value of the wrong type or not among the choices naming the setting."""
+    valid = [f.name for f in fields(cls)]
+    for name in values:
+        if name not in valid:
+            raise ValueError(f"unknown predict option {name!r}{nearest(name, valid)}; valid: {', '.join(valid)}")
+    return cls(**check_overrides(values, "predict options", tool="predict", allowed=("verbose",)))
+
+
+def _needs_folder(self) -> List[str]:
+    """The options set that write files, which need an output folder."""
+    return [name for name in FILE_OUTPUTS if getattr(self, name)]
+
+
+# What predict writes and prints besides the annotated image: the schema's "outputs" and "maps" settings of
+# predict.py (utils/core/schema_tools.py: name, type, default and help), plus verbose (one line per image and
+# detection; predict.py always prints them). Frozen; e.g. PredictOutputs(save_txt=True, cam=True, cam_top=3).
+PredictOutputs = settings_class(
+    "PredictOutputs", tool_settings("predict", ("outputs", "maps")), tool="predict",
+    extra=[("verbose", bool, field(default=True))],
+    namespace={"__post_init__": _check, "from_mapping": classmethod(_from_mapping),
+               "from_keywords": classmethod(_from_keywords), "needs_folder": _needs_folder})
 
 
 def numbered_folder(base: Path) -> Path:
