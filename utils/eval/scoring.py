@@ -16,7 +16,7 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
-from nets.checkpoint import model_from_weights, read_checkpoint
+from nets.checkpoint import load_detector, read_checkpoint
 from utils.core.amp import amp_name, resolve_amp, select_device
 from utils.core.cli import UserError
 from utils.core.config import parse_input_size, read_classes
@@ -91,7 +91,7 @@ def given_classes(s: EvalSettings) -> Optional[List[str]]:
 
 
 def build_model(s: EvalSettings, data_path: Path):
-    """(model, meta, is_our_checkpoint) with the class names checked against `classes`."""
+    """(model, its DetectorSpec, is_our_checkpoint) with the class names checked against `classes`."""
     weights = Path(s.weights)
     ckpt = {} if weights.suffix == ".weights" else read_checkpoint(weights)
     own_names = ckpt.get("class_names")
@@ -107,9 +107,9 @@ def build_model(s: EvalSettings, data_path: Path):
         attention = None
     size = None if s.input_size is None else parse_input_size(
         s.input_size.split(",") if isinstance(s.input_size, str) else s.input_size)  # 416, (384, 640), "384,640"
-    model, meta = model_from_weights(weights, class_names=names, attention=attention, input_size=size,
+    model, spec = load_detector(weights, class_names=names, attention=attention, input_size=size,
                                      anchors=s.anchors, scale_x_y=s.scale_x_y)
-    return model, meta, bool(own_names)
+    return model, spec, bool(own_names)
 
 
 def class_hint(class_names, where: str) -> str:
@@ -152,20 +152,21 @@ def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool =
 def run_model(s: EvalSettings, data_path: Path, split: str, stats=None):
     """Detections from the model: (detections, samples, left_out, class_names, results base folder, settings);
     `stats`: the split's ScanStats to fill."""
-    model, meta, ours = build_model(s, data_path)
-    if meta["input_size"][0] % 32 or meta["input_size"][1] % 32:
-        raise UserError(f"input size {meta['input_size']} is not a multiple of 32")
-    names = meta["class_names"]
+    model, spec, ours = build_model(s, data_path)
+    if spec.input_size[0] % 32 or spec.input_size[1] % 32:
+        raise UserError(f"input size {list(spec.input_size)} is not a multiple of 32")
+    names = list(spec.class_names)
     samples, left_out = load_split(data_path, split, names, s.skip_unreadable, s.data_options, stats)
     device = select_device(s.device)
     amp = resolve_amp(s.amp, device)
-    detections = detect.detect_samples(model.to(device), samples, meta["input_size"], meta["anchors"],
-                                       meta["anchors_mask"], conf_thres=s.conf, nms_thres=s.nms,
-                                       scale_x_y=meta["scale_x_y"], batch_size=s.batch_size, workers=s.workers,
+    detections = detect.detect_samples(model.to(device), samples, spec.input_size, spec.anchor_tensor(),
+                                       [list(m) for m in spec.anchors_mask], conf_thres=s.conf, nms_thres=s.nms,
+                                       scale_x_y=spec.scale_x_y, letterbox=spec.letterbox,
+                                       batch_size=s.batch_size, workers=s.workers,
                                        device=device, amp=amp, skip_unreadable=s.skip_unreadable)
     detections, samples, unread = detect.drop_unreadable(detections, samples)
-    settings = {"weights": str(s.weights), "input_size": meta["input_size"], "conf_thres": s.conf,
-                "nms_thres": s.nms, "attention": meta["attention"], "scale_x_y": meta["scale_x_y"],
+    settings = {"weights": str(s.weights), "input_size": list(spec.input_size), "conf_thres": s.conf,
+                "nms_thres": s.nms, "attention": spec.attention, "scale_x_y": spec.scale_x_y,
                 "device": str(device), "amp": amp_name(amp)}
     base = Path(s.weights).parent if ours else RESULTS_BASE
     return detections, samples, left_out + unread, names, base, settings
