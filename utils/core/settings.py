@@ -35,8 +35,9 @@ CONCERN_TITLES = {
     "speed": "speed (--fps)", "maps": "maps per image", "outputs": "outputs per image", "ablation": "ablation",
     "anchors": "anchors", "convert": "conversion", "demo": "demo dataset", "quantize": "quantization",
 }
-# The TrainConfig fields that a run finds out rather than sets: run_args.yaml records them, a config may hold them
-DERIVED_KEYS = ("amp_used", "channels_last_on")
+# The TrainConfig fields that a run finds out rather than sets, and the version of its record (utils/core/migrate.py):
+# run_args.yaml and ckpt['args'] record them, a config may hold them
+DERIVED_KEYS = ("amp_used", "channels_last_on", "settings_version")
 
 
 def tool_settings(tool: str, concerns: Optional[Sequence[str]] = None) -> Tuple[Setting, ...]:

@@ -10,6 +10,7 @@ from dataclasses import asdict, field
 from typing import Any, Dict, Mapping, Tuple
 
 from nets.attention import SITE_CHANNELS, attention_to_str, check_fusion, parse_attention, site_facts
+from utils.core.migrate import SETTINGS_VERSION
 from utils.core.setting import input_size as parse_size
 from utils.core.settings import DERIVED_KEYS, settings_class, tool_settings
 
@@ -28,13 +29,14 @@ def _to_dict(self) -> Dict[str, Any]:
 
 # Every setting of a run, named as train.py's flags (`python train.py --help`, utils/core/schema_train.py), each
 # field's type and default the schema's; then what the run found out: the precision --amp resolved to
-# (utils.core.amp.amp_name) and whether channels-last is on.
+# (utils.core.amp.amp_name) and whether channels-last is on; and the version of this record (utils/core/migrate.py).
 TrainConfig = settings_class(
     "TrainConfig", tool_settings("train"),
-    extra=[("amp_used", str, field(kw_only=True)), ("channels_last_on", bool, field(kw_only=True))],
+    extra=[("amp_used", str, field(kw_only=True)), ("channels_last_on", bool, field(kw_only=True)),
+           ("settings_version", int, field(kw_only=True, default=SETTINGS_VERSION))],
     namespace={"to_dict": _to_dict, "__module__": __name__})
 SETTING_NAMES = tuple(s.name for s in tool_settings("train"))
-assert DERIVED_KEYS == ("amp_used", "channels_last_on")
+assert DERIVED_KEYS == ("amp_used", "channels_last_on", "settings_version")
 
 
 def make_config(values: Mapping[str, Any], is_demo: bool, amp_used: str) -> TrainConfig:
