@@ -19,16 +19,16 @@ import torch
 import torch.nn.functional as F
 
 from nets.fuse import fuse_model
-from utils.core.amp import amp_name, autocast, resolve_amp, select_device
-from utils.ops.boxes import (Letterbox, decode_candidates, detections_to_image, head_grid, letterbox_crop,
-                             select_detections)
+from utils.core.amp import amp_name, resolve_amp, select_device
+from utils.ops.boxes import Letterbox, detections_to_image, head_grid, letterbox_crop
 from nets.checkpoint import load_detector
 from utils.core.config import parse_input_size, read_classes
 from utils.core.detector_spec import DetectorSpec
 from utils.deploy.drawing import draw_detections, heatmap_overlay
 from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, load_onnx_graph, onnx_metadata,
                                   ort_session, raw_graph, read_onnx_spec)
-from utils.ops.image import letterbox_image, read_image, to_unit_float
+from utils.ops.image import read_image
+from utils.ops.pipeline import Thresholds, detect_images, forward_fp32, input_batch, letterbox_input, spec_decode_select
 from utils.deploy.attention_maps import attention_maps
 from utils.deploy.cam import DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, CamDetector, DetectionCam, detection_cams
 from utils.deploy.predict_modes import export_model, export_path, predict_source
@@ -55,6 +55,12 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+def _detections(det: torch.Tensor) -> Detections:
+    """Tensor[K, 6] in image pixels (x1, y1, x2, y2, score, class) -> Detections."""
+    return Detections(det[:, :4].numpy().astype(np.float32), det[:, 4].numpy().astype(np.float32),
+                      det[:, 5].numpy().astype(np.int64))
 
 
 def as_rgb_array(image: ImageLike) -> np.ndarray:
@@ -159,6 +165,11 @@ class YOLO:
         return self.spec.letterbox
 
     @property
+    def thresholds(self) -> Thresholds:
+        """conf, nms and max_det as utils.ops.pipeline takes them."""
+        return Thresholds(self.conf, self.nms, self.max_det)
+
+    @property
     def precision(self) -> str:
         """What runs the network: 'bf16 autocast', 'off (fp32)' (torch), 'int8 ONNX Runtime', ..."""
         if self.backend == "onnx":
@@ -193,12 +204,10 @@ class YOLO:
 
         For the onnx backend the batch is Tensor[1, h, w, 3] uint8: the graph converts it (see session).
         """
-        resized, lb = letterbox_image(image, self.input_hw, self.letterbox)
+        item = letterbox_input(image, self.spec)
         if self.backend == "onnx":
-            return torch.from_numpy(resized[None]), lb
-        # HWC memory viewed as NCHW is already channels-last: no copy besides the float conversion
-        batch = torch.from_numpy(resized)[None].permute(0, 3, 1, 2)
-        return to_unit_float(batch.to(self.device, non_blocking=True)), lb
+            return torch.from_numpy(item.input[None]), item.lb
+        return input_batch([item.input], self.device), item.lb  # channels-last, no copy besides the float conversion
 
     def forward(self, batch: torch.Tensor) -> Sequence[torch.Tensor]:
         """Raw head outputs (out0 stride 32, out1 stride 16), float32, for a preprocessed batch.
@@ -207,9 +216,8 @@ class YOLO:
         """
         if self.backend == "onnx":
             return [torch.from_numpy(o) for o in self.session.run(["out0", "out1"], {"images": batch.numpy()})]
-        with torch.inference_mode(), autocast(self.device, self.amp):
-            outputs = self.model(batch)
-        return [o.float() for o in outputs]
+        with torch.inference_mode():
+            return forward_fp32(self.model, batch, self.amp)
 
     def infer(self, batch: torch.Tensor):
         """What the backend computes: raw outputs (torch), or Tensor[K, 7] detections in input pixels (onnx)."""
@@ -224,24 +232,24 @@ class YOLO:
         return self.postprocess(result, lb, image_hw)
 
     def postprocess(self, outputs: Sequence[torch.Tensor], lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
-        """Decode raw outputs, threshold, NMS and map boxes back to the image."""
+        """Decode raw outputs, threshold, NMS and map boxes back to the image (utils.ops.pipeline's pieces)."""
         with torch.inference_mode():
-            pred, image = decode_candidates(outputs, self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y,
-                                            self.conf)
-            det = select_detections(pred, image, 1, self.conf, self.nms, self.max_det)
+            det = spec_decode_select(outputs, self.spec, self.thresholds, 1, self.anchors)
             return self._to_image(det[:, 1:].cpu(), lb, image_hw)
 
     @staticmethod
     def _to_image(det: torch.Tensor, lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
         """Tensor[K, 6] (x1, y1, x2, y2 input pixels, score, class) -> Detections in image pixels (clipped,
         boxes without area dropped)."""
-        det = detections_to_image(det, lb, image_hw)
-        return Detections(det[:, :4].numpy().astype(np.float32), det[:, 4].numpy().astype(np.float32),
-                          det[:, 5].numpy().astype(np.int64))
+        return _detections(detections_to_image(det, lb, image_hw))
 
     def detect(self, image: ImageLike) -> Detections:
-        """Detect objects in a path or an HxWx3 uint8 RGB array."""
+        """Detect objects in a path or an HxWx3 uint8 RGB array: utils.ops.pipeline.detect_images with the torch
+        backend, the graph's own decoding and NMS with onnx."""
         image = as_rgb_array(image)
+        if self.backend == "torch":
+            return _detections(detect_images(self.model, [image], self.spec, self.thresholds, self.device, self.amp,
+                                             self.anchors)[0])
         batch, lb = self.preprocess(image)
         return self.finish(self.infer(batch), lb, image.shape[:2])
 
@@ -279,8 +287,7 @@ class YOLO:
         when the weights are a .pth or .weights file: the maps always come from the torch network)."""
         if self.model is None:
             raise ValueError("class activation maps need the torch network (a .pth or .weights file, not .onnx)")
-        return CamDetector(self.model, self.anchors, self.anchors_mask, self.input_hw, self.class_names,
-                           self.scale_x_y, self.conf, self.nms, self.max_det, self.letterbox, self.amp)
+        return CamDetector(self.model, self.spec, self.thresholds, self.amp)
 
     def cam(self, image: ImageLike, method: str = DEFAULT_METHOD, layer: str = HEAD_LAYER,
             top_k: int = DEFAULT_TOP_K) -> List[DetectionCam]:

@@ -11,8 +11,9 @@ from nets.yolo import YoloBody
 from tests.conftest import ANCHORS_MASK
 from tests.test_yolo import ANCHORS, CLASSES, make_checkpoint, rgb
 from utils.deploy import cam as cam_module
-from utils.deploy.cam import (CamDetector, CamTarget, cam_caption, cam_layers, compare_variants, detection_cams,
-                              eigen_cam, map_to_image, target_cams, target_score, variant_cam, write_variant_cams)
+from utils.deploy.cam import (CamDetector, CamTarget, as_detector, cam_caption, cam_layers, compare_variants,
+                              detection_cams, eigen_cam, map_to_image, target_cams, target_score, variant_cam,
+                              write_variant_cams)
 from utils.ops.boxes import Letterbox
 from utils.ops.image import read_image, to_unit_float
 from yolo import YOLO
@@ -53,8 +54,8 @@ HAND_IMAGE = np.array([[[200, 40, 0], [30, 220, 0]], [[120, 90, 0], [250, 10, 0]
 
 
 def hand_detector() -> CamDetector:
-    return CamDetector(HandModel().eval(), torch.tensor([[1.0, 1.0], [1.0, 1.0]]), HandModel.anchors_mask, (2, 2),
-                       ["thing"], conf=0.0)
+    return as_detector(HandModel(), anchors=[[1.0, 1.0], [1.0, 1.0]], input_hw=(2, 2), class_names=["thing"],
+                       strides=(1, 1), conf=0.0)
 
 
 def hand_gradient(y: int, x: int) -> np.ndarray:
@@ -198,7 +199,7 @@ def test_every_block_gives_the_hand_written_maps(name):
     GCT gates by 1 + tanh(0) = 1, so its input and output are the same)."""
     torch.manual_seed(0)
     model = YoloBody(ANCHORS_MASK, 2, attention=name, input_size=64).eval()  # cbam_joint is fixed to one size
-    detector = CamDetector(model, torch.tensor(ANCHORS, dtype=torch.float32), ANCHORS_MASK, (64, 64), CLASSES)
+    detector = as_detector(model, anchors=ANCHORS, input_hw=(64, 64), class_names=CLASSES)
     image, target = rgb(48, 64, seed=3), CamTarget(0, 1, 1, 0, 1)
     expected = reference_cams(model, image, target)
     for (layer, method), heat in expected.items():
@@ -251,8 +252,7 @@ def test_cam_follows_the_content_under_its_box(attention):
     Blocks that mix in global context reach the near cell from far away: on this random network SK's
     (branch weights from global pooling) near/far ratio was 1.0 to 1.7, CBAM's 2.2 to 15, SAFM's 2.3 to 3.4.
     """
-    detector = CamDetector(content_model(attention), torch.tensor(ANCHORS, dtype=torch.float32), ANCHORS_MASK,
-                           (64, 512), CLASSES)
+    detector = as_detector(content_model(attention), anchors=ANCHORS, input_hw=(64, 512), class_names=CLASSES)
     image = strip_scene(0)
     regions = {"near": (32, 16, 64, 48), "far": (448, 16, 480, 48)}  # x1, y1, x2, y2
     targets = [CamTarget(0, 0, 1, 1, 0), CamTarget(0, 0, 1, 14, 0)]  # the P5 cells at their centres

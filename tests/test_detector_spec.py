@@ -81,7 +81,8 @@ def _drop_newer_keys(path, out):
     """The graph at `path` with the metadata an export wrote before strides, letterbox, fusion and se_loss."""
     import onnx
     graph = onnx.load(str(path))
-    kept = [(p.key, p.value) for p in graph.metadata_props if p.key not in ("strides", "letterbox", "fusion", "se_loss")]
+    newer = ("strides", "letterbox", "fusion", "se_loss")
+    kept = [(p.key, p.value) for p in graph.metadata_props if p.key not in newer]
     del graph.metadata_props[:]
     set_metadata(graph, dict(kept))
     onnx.save(graph, str(out))

@@ -6,8 +6,9 @@ P5 first), the input size ((h, w)), darknet's scale_x_y and whether images are l
 grey padding) or stretched; building the network again also needs its attention spec, FPN fusion and
 whether its enc blocks carry SE-loss heads.
 
-One frozen DetectorSpec holds them. Checkpoints (utils/engine/loop.checkpoint_meta) and ONNX metadata
-(utils/deploy/export.onnx_metadata) store `spec.record()`, a dict of plain values under the keys of
+One frozen DetectorSpec holds them (strides may be () where they are not known: decoding reads each head's
+stride from its output's size; only building graphs needs them). Checkpoints (utils/engine/loop.checkpoint_meta)
+and ONNX metadata (utils/deploy/export.onnx_metadata) store `spec.record()`, a dict of plain values under the keys of
 RECORD_KEYS; `DetectorSpec.from_record` reads it back, from today's files and from older ones:
   * checkpoints before fusion and se_loss were recorded (absent: concat, False);
   * checkpoints and ONNX graphs before strides and letterbox were recorded (absent: the model's strides,
@@ -58,11 +59,13 @@ class DetectorSpec:
         problems = []
         if len(self.input_size) != 2 or min(self.input_size) <= 0:
             problems.append(f"input_size must be (h, w) of positive pixels, found {self.input_size}")
-        if len(self.strides) != len(self.anchors_mask):
-            problems.append(f"one stride per head: {len(self.anchors_mask)} heads in anchors_mask, strides {self.strides}")
+        if self.strides and len(self.strides) != len(self.anchors_mask):
+            problems.append(f"one stride per head: {len(self.anchors_mask)} heads in anchors_mask, "
+                            f"strides {self.strides}")
         outside = [i for m in self.anchors_mask for i in m if not 0 <= i < len(self.anchors)]
         if outside:
-            problems.append(f"anchors_mask {self.anchors_mask} names anchors {outside}, beyond the {len(self.anchors)} given")
+            problems.append(f"anchors_mask {self.anchors_mask} names anchors {outside}, "
+                            f"beyond the {len(self.anchors)} given")
         if problems:
             raise ValueError("detector spec: " + "; ".join(problems))
 
@@ -91,7 +94,8 @@ class DetectorSpec:
         `strides`: the model's, for records written before strides were; `where` names the file in errors."""
         missing = [k for k in REQUIRED_KEYS if record.get(k) is None]
         if missing:
-            raise ValueError(f"{where}: its detector facts lack {', '.join(missing)}; expected {', '.join(REQUIRED_KEYS)}")
+            raise ValueError(f"{where}: its detector facts lack {', '.join(missing)}; "
+                             f"expected {', '.join(REQUIRED_KEYS)}")
         values = {k: record[k] for k in RECORD_KEYS if record.get(k) is not None}
         values.setdefault("strides", tuple(strides))
         try:

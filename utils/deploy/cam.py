@@ -40,14 +40,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.core.amp import autocast
 from utils.core.settings import default
 from utils.deploy.attention_maps import FeatureLayer, FeatureRecorder
 from utils.deploy.drawing import heat_panel, save_image, tile
-from utils.ops.boxes import (Letterbox, box_iou, candidate_sources, cxcywh_to_xyxy, decode_boxes, decode_candidates,
-                             detection_rows, detections_to_image, head_grid, image_to_input_boxes,
-                             input_to_image_boxes, letterbox_crop, rows_to_detections)
-from utils.ops.image import letterbox_image, read_image, to_tensor_batch
+from utils.core.detector_spec import DetectorSpec
+from utils.ops.boxes import (Letterbox, box_iou, candidate_sources, cxcywh_to_xyxy, decode_boxes, detections_to_image,
+                             head_grid, image_to_input_boxes, input_to_image_boxes, letterbox_crop, rows_to_detections)
+from utils.ops.image import read_image
+from utils.ops.pipeline import Thresholds, decode_select_rows, forward_fp32, input_batch, letterbox_input
 
 HEAD_LAYER = default("cam_layer")  # the schema's (utils/core/schema_tools.py)
 DEFAULT_TOP_K = default("cam_top")  # detections with a CAM per image, best first
@@ -68,28 +68,35 @@ class CamTarget(NamedTuple):
 
 @dataclass(frozen=True, eq=False)
 class CamDetector:
-    """What a CAM needs of a detector: the torch network (eval mode) and the settings with which its
-    outputs become detections, as in YOLO.detect (YOLO.cam_detector() gives this for a YOLO).
-
-    anchors: Tensor[A, 2] (w, h) input pixels; input_hw: (h, w); amp: autocast dtype or None (fp32).
-    """
+    """What a CAM needs of a detector: the torch network (eval mode), its DetectorSpec and the thresholds with
+    which its outputs become detections, as in YOLO.detect (YOLO.cam_detector() gives this for a YOLO);
+    amp: autocast dtype or None (fp32). as_detector makes one for a bare model."""
 
     model: nn.Module
-    anchors: torch.Tensor
-    anchors_mask: Sequence[Sequence[int]]
-    input_hw: Tuple[int, int]
-    class_names: Sequence[str]
-    scale_x_y: float = 1.0
-    conf: float = 0.5
-    nms: float = 0.3
-    max_det: int = 300
-    letterbox: bool = True
+    spec: DetectorSpec
+    thresholds: Thresholds = Thresholds()
     amp: Optional[torch.dtype] = None
+
+    @property
+    def anchors(self) -> torch.Tensor:
+        return self.spec.anchor_tensor()
+
+    @property
+    def anchors_mask(self):
+        return self.spec.anchors_mask
+
+    @property
+    def input_hw(self) -> Tuple[int, int]:
+        return self.spec.input_size
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        return self.spec.class_names
 
     def preprocess(self, image: np.ndarray) -> Tuple[torch.Tensor, Letterbox]:
         """HxWx3 uint8 RGB -> (Tensor[1, 3, h, w] in [0, 1] on the model's device, Letterbox), as YOLO.preprocess."""
-        resized, lb = letterbox_image(image, tuple(self.input_hw), self.letterbox)
-        return to_tensor_batch([resized]).to(next(self.model.parameters()).device), lb
+        item = letterbox_input(image, self.spec)
+        return input_batch([item.input], next(self.model.parameters()).device, float_on_device=False), item.lb
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,18 +115,22 @@ class DetectionCam:
 
 def as_detector(variant, **facts) -> CamDetector:
     """A CamDetector from a CamDetector, anything with a cam_detector() method (a YOLO), or a YoloBody
-    (put in eval mode) completed by `facts`: anchors, input_hw, class_names and any other CamDetector field."""
+    (put in eval mode) completed by `facts`: anchors, input_hw, class_names (strides: the model's; anchors_mask:
+    the model's), and optionally scale_x_y, letterbox, conf, nms, max_det and amp."""
     if isinstance(variant, CamDetector):
         return variant
     if hasattr(variant, "cam_detector"):
         return variant.cam_detector()
     if isinstance(variant, nn.Module):
-        missing = [k for k in ("anchors", "input_hw", "class_names") if k not in facts]
+        facts.setdefault("anchors_mask", getattr(variant, "anchors_mask", None))
+        facts.setdefault("strides", getattr(variant, "strides", None))
+        missing = [k for k in ("anchors", "input_hw", "class_names", "anchors_mask", "strides") if facts.get(k) is None]
         if missing:
             raise ValueError(f"a bare model needs {', '.join(missing)} to turn its outputs into detections")
-        facts.setdefault("anchors_mask", variant.anchors_mask)
-        facts["anchors"] = torch.as_tensor(facts["anchors"], dtype=torch.float32)
-        return CamDetector(variant.eval(), **facts)
+        thresholds = Thresholds(**{k: facts.pop(k) for k in Thresholds._fields if k in facts})
+        amp = facts.pop("amp", None)
+        facts["input_size"] = facts.pop("input_hw")
+        return CamDetector(variant.eval(), DetectorSpec(**facts), thresholds, amp)
     raise TypeError(f"expected a YOLO, a YoloBody or a CamDetector, found {type(variant).__name__}")
 
 
@@ -161,8 +172,8 @@ def _forward(detector: CamDetector, image: np.ndarray, layer: str) -> _Pass:
     layers = cam_layers(detector.model, layer)
     batch, lb = detector.preprocess(image)
     batch.requires_grad_(True)  # a graph to the layers even when the weights need no gradient
-    with torch.enable_grad(), FeatureRecorder(layers) as recorder, autocast(batch.device, detector.amp):
-        outputs = [o.float() for o in detector.model(batch)]
+    with torch.enable_grad(), FeatureRecorder(layers) as recorder:
+        outputs = forward_fp32(detector.model, batch, detector.amp)
     missing = [layer.name for i, layer in enumerate(layers) if i not in recorder.seen]
     if missing:
         raise ValueError(f"CAM layer {', '.join(missing)} does not run in the forward pass; choose another layer")
@@ -173,11 +184,10 @@ def _forward(detector: CamDetector, image: np.ndarray, layer: str) -> _Pass:
 @torch.no_grad()
 def _detections(detector: CamDetector, outputs, lb: Letterbox, image_hw) -> Tuple[torch.Tensor, List[CamTarget]]:
     """YOLO.postprocess's detections (same decoding, thresholds and NMS) and the (head, anchor, cell) of each."""
-    outputs = [o.detach() for o in outputs]
-    pred, image = decode_candidates(outputs, detector.anchors, detector.anchors_mask, tuple(detector.input_hw),
-                                    detector.scale_x_y, detector.conf)
-    sources = candidate_sources(outputs, detector.anchors_mask, detector.conf)
-    rows = detection_rows(pred, image, 1, detector.conf, detector.nms, detector.max_det)
+    outputs, spec = [o.detach() for o in outputs], detector.spec
+    pred, image, rows = decode_select_rows(outputs, spec.anchor_tensor(), spec.anchors_mask, spec.input_size,
+                                           spec.scale_x_y, detector.thresholds, 1)
+    sources = candidate_sources(outputs, spec.anchors_mask, detector.thresholds.conf)
     det = rows_to_detections(pred, image, rows)[:, 1:]
     # the sources ride along as extra columns, so they stay with the boxes detections_to_image keeps
     det = detections_to_image(torch.cat([det, sources[rows, 1:].float()], dim=1).cpu(), lb, image_hw)
@@ -281,7 +291,7 @@ def _predicted_box(detector: CamDetector, run: _Pass, target: CamTarget, image_h
     p = head_grid(out, len(detector.anchors_mask[target.head]))[0, target.anchor, target.y, target.x]
     anchor_wh = detector.anchors[detector.anchors_mask[target.head][target.anchor]].to(p.device).float()
     stride = detector.input_hw[0] // out.shape[2]
-    box = decode_boxes(p, p.new_tensor([target.x, target.y]), anchor_wh, stride, detector.scale_x_y)
+    box = decode_boxes(p, p.new_tensor([target.x, target.y]), anchor_wh, stride, detector.spec.scale_x_y)
     return input_to_image_boxes(cxcywh_to_xyxy(box[None]).cpu(), run.lb, image_hw)[0].numpy()
 
 
@@ -306,7 +316,10 @@ def cam_grid(image: np.ndarray, cams: Sequence[DetectionCam], class_names: Seque
 def _reference(detector: CamDetector, image: np.ndarray, method: str, layer: str) -> DetectionCam:
     """The first variant's best detection; its best box at any score when nothing reaches its threshold."""
     found = detection_cams(detector, image, method, layer, top_k=1)
-    return found[0] if found else detection_cams(replace(detector, conf=0.0), image, method, layer, top_k=1)[0]
+    if found:
+        return found[0]
+    return detection_cams(replace(detector, thresholds=detector.thresholds._replace(conf=0.0)), image, method, layer,
+                          top_k=1)[0]
 
 
 def _cell_target(detector: CamDetector, run: _Pass, reference: DetectionCam) -> CamTarget:

@@ -31,7 +31,8 @@ from torch import Tensor
 from nets.yolo import YoloBody
 from utils.core.detector_spec import RECORD_KEYS, DetectorSpec
 from utils.core.fileio import write_bytes_atomic
-from utils.ops.boxes import MAX_NMS, decode_candidates, select_detections
+from utils.ops.boxes import MAX_NMS
+from utils.ops.pipeline import Thresholds, decode_select
 from utils.ops.image import PIXEL_MAX
 
 OPSET = 17
@@ -44,8 +45,8 @@ ORT_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 
 class RawToDetections(nn.Module):
-    """Raw head outputs -> detections: decode_candidates and select_detections (the torch backend's own
-    functions), traceable for ONNX export. forward(out0, out1) -> Tensor[K, 7] (see the module docstring)."""
+    """Raw head outputs -> detections: utils.ops.pipeline.decode_select, the torch pipeline's own decode and
+    select, traced for ONNX export. forward(out0, out1) -> Tensor[K, 7] (see the module docstring)."""
 
     def __init__(self, anchors: Tensor, anchors_mask: Sequence[Sequence[int]], input_hw: Tuple[int, int],
                  scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
@@ -57,9 +58,8 @@ class RawToDetections(nn.Module):
         self.scale_x_y, self.conf, self.nms, self.max_det, self.max_nms = scale_x_y, conf, nms, max_det, max_nms
 
     def forward(self, out0: Tensor, out1: Tensor) -> Tensor:
-        pred, image = decode_candidates([out0, out1], self.anchors, self.anchors_mask, self.input_hw,
-                                        self.scale_x_y, self.conf)
-        return select_detections(pred, image, out0.shape[0], self.conf, self.nms, self.max_det, self.max_nms)
+        return decode_select([out0, out1], self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y,
+                             Thresholds(self.conf, self.nms, self.max_det), out0.shape[0], self.max_nms)
 
 
 class DecodeNMS(nn.Module):

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils.core.amp import autocast
 from utils.core.config import parse_input_size
-from utils.ops.boxes import decode_candidates, detections_to_image, select_detections, split_by_image
-from utils.ops.image import ImageReadError, letterbox_image, read_image, to_tensor_batch
+from utils.core.detector_spec import DetectorSpec
+from utils.ops.image import ImageReadError, letterbox_image, read_image
+from utils.ops.pipeline import Letterboxed, Thresholds, detect_letterboxed
 from utils.data.voc import LeftOut, UnreadableImagesError
 from utils.eval.coco_results import (coco_result_rows, dataset_categories, image_keys,  # noqa: F401 (re-exported)
                                      read_coco_results, result_image_ids, write_coco_results)
@@ -40,13 +40,22 @@ def collate_letterboxed(items):
     return list(items)
 
 
-def detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres: float = 0.001,
+def decoding_spec(input_size, anchors, anchors_mask, scale_x_y: float = 1.0, letterbox: bool = True) -> DetectorSpec:
+    """The DetectorSpec of the loose decoding facts older callers give (no class names or strides: decoding
+    needs neither)."""
+    return DetectorSpec((), anchors, anchors_mask, (), parse_input_size(input_size), scale_x_y, letterbox)
+
+
+def detect_samples(model, samples, input_size=None, anchors=None, anchors_mask=None, conf_thres: float = 0.001,
                    nms_thres: float = 0.5, scale_x_y: float = 1.0, letterbox: bool = True, batch_size: int = 8,
                    workers: int = 0, device="cpu", amp: Optional[torch.dtype] = None, progress: bool = True,
-                   skip_unreadable: bool = False) -> List[Optional[np.ndarray]]:
-    """Detect objects in every sample's image.
+                   skip_unreadable: bool = False, spec: Optional[DetectorSpec] = None,
+                   max_det: int = 300) -> List[Optional[np.ndarray]]:
+    """Detect objects in every sample's image with the pipeline of utils/ops/pipeline.py (detect_letterboxed).
 
-    Images are read and letterboxed in a DataLoader (`workers` processes); the network runs under
+    The detector's facts come from `spec`, or, for callers that hold them apart, from input_size, anchors,
+    anchors_mask, scale_x_y and letterbox (decoding_spec). Images are read and letterboxed in a DataLoader
+    (`workers` processes); the network runs under
     autocast with dtype `amp` when given; decoding and NMS run in fp32. Images that cannot be read
     raise UnreadableImagesError naming every one after the pass, or, with `skip_unreadable`, get None
     in place of their detections (drop_unreadable takes them out of scoring and counts them).
@@ -56,10 +65,9 @@ def detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres
     """
     from tqdm import tqdm
 
-    input_hw = parse_input_size(input_size)
-    device = torch.device(device)
-    anchors = torch.as_tensor(anchors, dtype=torch.float32)
-    loader = DataLoader(LetterboxedSamples(samples, input_hw, letterbox), batch_size=batch_size,
+    spec = spec if spec is not None else decoding_spec(input_size, anchors, anchors_mask, scale_x_y, letterbox)
+    thresholds, device = Thresholds(conf_thres, nms_thres, max_det), torch.device(device)
+    loader = DataLoader(LetterboxedSamples(samples, spec.input_size, spec.letterbox), batch_size=batch_size,
                         shuffle=False, num_workers=workers, collate_fn=collate_letterboxed)
     was_training = model.training
     model.eval()
@@ -67,8 +75,7 @@ def detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres
     try:
         for batch in tqdm(loader, desc="detect", unit="batch", disable=not progress, leave=False):
             failures += [(len(results) + k, item[3]) for k, item in enumerate(batch) if item[0] is None]
-            results.extend(_detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres,
-                                         nms_thres, scale_x_y, device, amp))
+            results.extend(_detect_batch(model, batch, spec, thresholds, device, amp))
     finally:
         model.train(was_training)
     if failures and not skip_unreadable:
@@ -98,24 +105,8 @@ def drop_unreadable(detections: Sequence[Optional[np.ndarray]], samples) -> Tupl
     return [detections[i] for i in kept], [samples[i] for i in kept], left_out
 
 
-def _detect_batch(model, batch, input_hw, anchors, anchors_mask, conf_thres, nms_thres, scale_x_y,
-                  device, amp) -> List[Optional[np.ndarray]]:
+def _detect_batch(model, batch, spec: DetectorSpec, thresholds: Thresholds, device, amp) -> List[Optional[np.ndarray]]:
     """Detections per item of a LetterboxedSamples batch; None for an image that could not be read."""
-    ok = [item for item in batch if item[0] is not None]
-    if not ok:
-        return [None] * len(batch)
-    images = to_tensor_batch([item[0] for item in ok]).to(device)
-    with torch.no_grad():
-        with autocast(device, amp):
-            outputs = model(images)
-        pred, image = decode_candidates([o.float() for o in outputs], anchors.to(device), anchors_mask, input_hw,
-                                        scale_x_y, conf_thres)
-        kept = split_by_image(select_detections(pred, image, len(ok), conf_thres, nms_thres), len(ok))
-    found = iter(kept)
-    out = []
-    for inp, lb, image_hw, _ in batch:
-        if inp is None:
-            out.append(None)
-            continue
-        out.append(detections_to_image(next(found).cpu(), lb, image_hw).numpy().astype(np.float32))
-    return out
+    ok = [Letterboxed(*item[:3]) for item in batch if item[0] is not None]
+    found = iter(detect_letterboxed(model, ok, spec, thresholds, device, amp, float_on_device=False) if ok else [])
+    return [None if item[0] is None else next(found).numpy().astype(np.float32) for item in batch]
