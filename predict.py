@@ -21,7 +21,6 @@ from pathlib import Path
 
 from utils.core.cli import UserError, run_main
 from utils.core.settings import add_flags
-from utils.data.layouts import data_options
 from utils.deploy.cam import cam_layers
 from utils.deploy.predict_modes import (INT8_RAW_ONLY, export_model, find_weights, list_images, predict_images,
                                         predict_video, report_speed)
@@ -85,7 +84,7 @@ def run(args) -> None:
     print(f"backend {yolo.backend} on {yolo.device}, precision {yolo.precision} ({amp_note})")
     if args.export_onnx:
         path, kind = export_model(yolo, args.export_onnx, args.export_onnx_nms, args.int8, args.data, args.split,
-                                  args.calib_images, **data_options(args))
+                                  args.calib_images, data_format=args.data_format, images_dir=args.images)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {kind})")
         return
     out = Path(args.out) if args.out else numbered_folder(ROOT / "out" / "predict")
