@@ -229,3 +229,10 @@ def test_int8_calibration_reads_data_in_the_format_asked(ckpt, tmp_path, monkeyp
     assert predict.main(["--weights", str(ckpt), "--export-onnx", str(tmp_path / "m.onnx"), "--int8", "--data",
                          "x.json", "--data-format", "coco", "--images", "imgs"]) == 0  # run_main: SystemExit(0)
     assert seen == {"data": "x.json", "data_format": "coco", "images_dir": "imgs"}
+
+
+@pytest.mark.parametrize("size, shown", [("96", "input 96x96"), ("64,128", "input 64x128")])
+def test_input_size_one_number_or_h_w(ckpt, tmp_path, capsys, size, shown):
+    """--input-size 416 and --input-size 384,640 alike reach the detector (here at tiny size)."""
+    assert run(ckpt, tmp_path, "--fps", "--fps-runs", "1", "--warmup", "0", "--input-size", size) == 0
+    assert shown in capsys.readouterr().out
