@@ -25,9 +25,9 @@ from utils.engine import distributed as dist
 from utils.engine.checkpoint import load_weights, read_checkpoint
 from utils.engine.ema import ModelEMA
 from utils.engine.loop import EpochLoop
-from utils.engine.loss import YOLOLoss
+from utils.engine.loss import HEAD_BALANCE, YOLOLoss, loss_settings
 from utils.engine.optim import build_optimizer
-from utils.engine.recipes import config_defaults, loss_kwargs
+from utils.engine.recipes import config_defaults
 from utils.engine.resume import (check_resumed_data, explicit_flags, resumed_values, run_data_record,
                                  schedule_epochs)
 from utils.engine.run_logger import describe_run, read_yaml, run_folder, write_yaml
@@ -130,8 +130,8 @@ def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> 
 
 
 def build_loss(config: TrainConfig, anchors: torch.Tensor, num_classes: int) -> YOLOLoss:
-    return YOLOLoss(anchors, num_classes, DEFAULT_ANCHORS_MASK, YoloBody.strides,
-                    **loss_kwargs(config, num_classes, config.input_size))
+    return YOLOLoss(anchors, num_classes, DEFAULT_ANCHORS_MASK, YoloBody.strides, loss_settings(config),
+                    config.input_size, HEAD_BALANCE)
 
 
 def build_state(config: TrainConfig, model, loss_fn, device: torch.device, amp_dtype,

@@ -18,7 +18,7 @@ from utils.data.augment import AugmentConfig  # noqa: E402
 from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes  # noqa: E402
 from utils.data.dataloader import YoloDataset, build_dataloader  # noqa: E402
 from utils.data.demo_data import ensure_demo_dataset  # noqa: E402
-from utils.engine.loss import YOLOLoss  # noqa: E402
+from utils.engine.loss import HEAD_BALANCE, LossSettings, YOLOLoss  # noqa: E402
 from utils.engine.optim import build_optimizer  # noqa: E402
 from utils.data.voc import load_samples  # noqa: E402
 
@@ -89,7 +89,8 @@ def main(args) -> None:
         model = YoloBody(DEFAULT_ANCHORS_MASK, len(class_names), phi=args.phi).train()
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        loss_fn = YOLOLoss(anchors, len(class_names), DEFAULT_ANCHORS_MASK)
+        loss_fn = YOLOLoss(anchors, len(class_names), DEFAULT_ANCHORS_MASK, (32, 16), LossSettings(),
+                           args.input_size, HEAD_BALANCE)
         optimizer = build_optimizer(model, "adamw", 1e-4, 0.937, 5e-4)
         t = timed_steps(loader, model, loss_fn, optimizer, amp_dtype, channels_last, args.steps)
         rate = args.steps * args.batch_size / t["step"]

@@ -5,14 +5,20 @@ import pytest
 import torch
 
 from utils.engine.assign import centre_in_box, top_k_per_truth
-from utils.engine.loss import YOLOLoss
+from utils.engine.loss import LossSettings, YOLOLoss
 
 # one head of stride 32 on a 128 input (a 4 x 4 grid), one anchor of 2 x 2 cells, one class
 ANCHOR = torch.tensor([[64.0, 64.0]])
 
 
 def one_head_loss(**kw):
-    return YOLOLoss(ANCHOR, 1, [[0]], (32,), balance=(1.0,), scale_x_y=2.0, assigner="aligned", **kw)
+    return YOLOLoss(ANCHOR, 1, [[0]], (32,), settings(**kw), 128, (1.0,))
+
+
+def settings(**kw):
+    """YOLOLoss's settings before it took LossSettings, with scale 2 and the aligned assigner."""
+    base = dict(box_weight=0.05, scale_x_y=2.0, neighbor_cells=False, iou_cls=False, assigner="aligned")
+    return LossSettings(**{**base, **kw})
 
 
 def logits(cells, cls=0.0):
@@ -63,8 +69,7 @@ def test_the_prediction_that_fits_its_truth_wins_then_the_most_confident():
 
 def test_only_the_anchor_slots_the_shape_rule_gave_a_truth_are_candidates():
     # anchors of 2 x 2 and 0.5 x 0.5 cells; the 2 x 2 truth's shape IoU with the small one is 1/16 < 0.213
-    loss = YOLOLoss(torch.tensor([[64.0, 64.0], [16.0, 16.0]]), 1, [[0, 1]], (32,), balance=(1.0,), scale_x_y=2.0,
-                    assigner="aligned", topk=4)
+    loss = YOLOLoss(torch.tensor([[64.0, 64.0], [16.0, 16.0]]), 1, [[0, 1]], (32,), settings(topk=4), 128, (1.0,))
     out = torch.zeros(1, 2, 4, 4, 6)
     out[0, 1, :, :, 2:4] = math.log(4)  # the small anchor's boxes are scaled to 2 x 2 cells: the same IoU as slot 0's
     out[0, 1, :, :, 4] = 5.0  # and far more confident
@@ -119,22 +124,22 @@ def test_iou_class_target_is_the_iou_of_the_predicted_box():
 
 def test_unknown_assigner_is_refused():
     with pytest.raises(ValueError, match="unknown assigner"):
-        YOLOLoss(ANCHOR, 1, [[0]], (32,), assigner="simota")
+        YOLOLoss(ANCHOR, 1, [[0]], (32,), settings(assigner="simota"), 128, (1.0,))
 
 
 def test_train_py_trains_with_the_aligned_assigner_and_records_its_settings(tmp_path, monkeypatch):
     import train
     from tests.tiny_voc import write_tiny_voc
     from utils.engine.checkpoint import read_checkpoint
-    from utils.engine.recipes import loss_kwargs
+    from utils.engine.loss import loss_settings
 
     monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
     data = write_tiny_voc(tmp_path / "voc", 4)
     flags = ["--assigner", "aligned", "--topk", "5", "--iou-cls", "--ema-tau", "10"]
-    kwargs = loss_kwargs(train.parse_args(flags), 2, 128)
-    assert (kwargs["assigner"], kwargs["topk"], kwargs["iou_cls"]) == ("aligned", 5, True)
-    defaults = loss_kwargs(train.parse_args([]), 2, 128)
-    assert (defaults["assigner"], defaults["topk"], defaults["iou_cls"]) == ("shape", 10, True)
+    given = loss_settings(train.parse_args(flags))
+    assert (given.assigner, given.topk, given.iou_cls) == ("aligned", 5, True)
+    defaults = loss_settings(train.parse_args([]))
+    assert (defaults.assigner, defaults.topk, defaults.iou_cls) == ("shape", 10, True)
     assert train.main(["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "128",
                        "--batch-size", "2", "--workers", "0", "--save-dir", str(tmp_path / "runs"), "--quiet",
                        "--eval-period", "0", "--epochs", "1", *flags]) == 0

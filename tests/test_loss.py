@@ -9,14 +9,22 @@ from nets.yolo import YoloBody
 from tests.reference_model import reference_ciou
 from utils.ops.boxes import cxcywh_to_xyxy, decode_grid
 from utils.core.config import DEFAULT_ANCHORS_MASK
-from utils.engine.loss import MAX_WH_LOGIT, YOLOLoss, complete_iou_loss
-from utils.engine.recipes import loss_kwargs, recipe_args
+from utils.engine.loss import HEAD_BALANCE, MAX_WH_LOGIT, LossSettings, YOLOLoss, complete_iou_loss, loss_settings
+from utils.engine.recipes import recipe_args
 
 ANCHORS = torch.tensor([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]], dtype=torch.float32)
 
 
-def make_loss(**kw):
-    return YOLOLoss(ANCHORS, 3, DEFAULT_ANCHORS_MASK, (32, 16), **kw)
+# the loss settings these tests were written against (YOLOLoss's own defaults before it took LossSettings)
+BASE = dict(box_weight=0.05, obj_weight=1.0, cls_weight=0.5, ignore_thres=0.5, assign_thres=0.213, hard_obj=False,
+            label_smoothing=0.0, smooth_by_classes=False, focal_loss=False, scale_x_y=1.0, neighbor_cells=False,
+            bce_clip=0.0, box_loss="ciou", ciou_alpha_grad=False, se_loss=0.0, assigner="shape", topk=10,
+            iou_cls=False, obj_size_scale=False, cls_count_scale=False)
+
+
+def make_loss(balance=(1.0, 1.0), input_size=416, settings=None, **kw):
+    settings = settings or LossSettings(**{**BASE, **kw})
+    return YOLOLoss(ANCHORS, 3, DEFAULT_ANCHORS_MASK, (32, 16), settings, input_size, balance)
 
 
 def zero_outputs(batch=1, size=128, num_classes=3):
@@ -39,12 +47,12 @@ def test_loss_finite_and_positive_on_random_targets_with_empty_images():
 def test_loss_with_no_objects_at_all_is_objectness_only():
     outputs = zero_outputs(batch=2)
     # the loss train.py builds with its default flags
-    kwargs = loss_kwargs(recipe_args("default"), 3, 128)
-    total, parts = make_loss(**kwargs)(outputs, torch.zeros(0, 6))
+    loss = make_loss(HEAD_BALANCE, 128, loss_settings(recipe_args("default")))
+    total, parts = loss(outputs, torch.zeros(0, 6))
     assert parts["box"] == 0 and parts["cls"] == 0
     # every cell a negative with logit 0: BCE = log 2 per head, heads weighted 0.4 (P5) and 1.0 (P4)
-    assert kwargs["balance"] == (0.4, 1.0)
-    assert parts["obj"].item() == pytest.approx(math.log(2) * (0.4 + 1.0) * kwargs["obj_weight"], rel=1e-5)
+    assert HEAD_BALANCE == (0.4, 1.0)
+    assert parts["obj"].item() == pytest.approx(math.log(2) * (0.4 + 1.0) * loss.obj_weight, rel=1e-5)
     total.backward()
 
 
@@ -86,7 +94,7 @@ def test_objectness_target_is_iou_when_iou_aware():
     targets = torch.tensor([[0, 0, cell_centre, cell_centre, 37 / 128, 58 / 128]])  # exactly anchor 2 at P4
     common = dict(assign_thres=1.0, ignore_thres=1.0, box_weight=0, cls_weight=0, balance=(0.0, 1.0))
     loss_aware = make_loss(**common)
-    loss_hard = make_loss(iou_aware=False, **common)
+    loss_hard = make_loss(hard_obj=True, **common)
     _, aware = loss_aware(outputs, targets)
     _, hard = loss_hard(outputs, targets)
     # a perfect box: IoU 1 -> both targets are 1 and the losses agree
@@ -146,7 +154,7 @@ def test_label_smoothing_matches_a_hand_computation(by_classes, off):
 def test_focal_class_loss_matches_a_hand_computation():
     logits = [2.0, -1.0, 0.5]
     outputs, targets = one_positive_with_class_logits(logits)
-    focal = make_loss(assign_thres=1.0, cls_weight=1.0, focal=True)(outputs, targets)[1]["cls"].item()
+    focal = make_loss(assign_thres=1.0, cls_weight=1.0, focal_loss=True)(outputs, targets)[1]["cls"].item()
     # alpha_t (1 - p_t)^2 BCE, alpha 0.25 on the true class and 0.75 on the others, summed per positive
     expected = 0.0
     for x, t in zip(logits, [0, 1, 0]):
@@ -175,7 +183,7 @@ def test_neighbour_cells_add_the_two_nearer_cells():
 
 
 def test_neighbour_cells_need_grid_sensitivity_two():
-    with pytest.raises(ValueError, match="scale_x_y >= 2"):
+    with pytest.raises(ValueError, match="scale-x-y >= 2"):
         make_loss(scale_x_y=1.05, neighbor_cells=True)
 
 
@@ -211,8 +219,8 @@ def random_outputs(seed, batch=2, size=128):
 
 PERMUTATION_CASES = {
     "train.py defaults": dict(balance=(0.4, 1.0), scale_x_y=2.0, neighbor_cells=True),
-    "best anchor, hard objectness, smoothing": dict(assign_thres=1.0, iou_aware=False, label_smoothing=0.1),
-    "focal": dict(balance=(0.4, 1.0), focal=True),
+    "best anchor, hard objectness, smoothing": dict(assign_thres=1.0, hard_obj=True, label_smoothing=0.1),
+    "focal": dict(balance=(0.4, 1.0), focal_loss=True),
 }
 
 
@@ -220,7 +228,7 @@ PERMUTATION_CASES = {
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_loss_does_not_depend_on_the_order_of_target_rows(case, seed):
     if case == "reference recipe":
-        kwargs = loss_kwargs(recipe_args("reference"), 3, 128)
+        kwargs = dict(balance=HEAD_BALANCE, input_size=128, settings=loss_settings(recipe_args("reference")))
     else:
         kwargs = PERMUTATION_CASES[case]
     loss = make_loss(**kwargs)
@@ -300,7 +308,7 @@ def test_bce_clip_bounds_saturated_objectness_as_the_reference():
 
 
 def test_bce_clip_must_be_below_one_half():
-    with pytest.raises(ValueError, match="bce_clip"):
+    with pytest.raises(ValueError, match="bce-clip"):
         make_loss(bce_clip=0.5)
 
 
@@ -358,9 +366,9 @@ def test_se_loss_matches_a_hand_computation():
     first_bce = (4 * math.log(4 / 3) + math.log(2) + math.log(4)) / 6
     expected = 0.2 * (first_bce + math.log(2)) / 2  # the mean over the blocks, times the weight
     outputs = zero_outputs(batch=2)
-    total, parts = make_loss(se_weight=0.2)(outputs, SE_TARGETS, se_logits=[first, second])
+    total, parts = make_loss(se_loss=0.2)(outputs, SE_TARGETS, se_logits=[first, second])
     assert parts["se"].item() == pytest.approx(expected, rel=1e-6)
-    assert make_loss(se_weight=0.2)(outputs, SE_TARGETS, se_logits=[first.bfloat16()])[1]["se"].dtype == torch.float32
+    assert make_loss(se_loss=0.2)(outputs, SE_TARGETS, se_logits=[first.bfloat16()])[1]["se"].dtype == torch.float32
     plain_total, plain = make_loss()(outputs, SE_TARGETS, se_logits=[first, second])
     assert set(plain) == {"box", "obj", "cls"}  # weight 0: no se part, the logits are not read
     assert total.item() == pytest.approx(plain_total.item() + expected, rel=1e-6)
@@ -368,6 +376,6 @@ def test_se_loss_matches_a_hand_computation():
 
 def test_se_loss_without_logits_or_with_a_negative_weight_is_refused():
     with pytest.raises(ValueError, match="no SE-loss logits were given"):
-        make_loss(se_weight=0.2)(zero_outputs(batch=2), SE_TARGETS)
-    with pytest.raises(ValueError, match="se_weight must be >= 0"):
-        make_loss(se_weight=-0.1)
+        make_loss(se_loss=0.2)(zero_outputs(batch=2), SE_TARGETS)
+    with pytest.raises(ValueError, match="--se-loss must be >= 0"):
+        make_loss(se_loss=-0.1)

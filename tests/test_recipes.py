@@ -5,8 +5,8 @@ import torch
 
 from tests.reference_model import reference_assignment, reference_yolo_loss
 from utils.core.config import DEFAULT_ANCHORS_MASK
-from utils.engine.loss import YOLOLoss
-from utils.engine.recipes import RECIPES, loss_kwargs, recipe_args
+from utils.engine.loss import HEAD_BALANCE, YOLOLoss, loss_settings
+from utils.engine.recipes import RECIPES, recipe_args
 
 ANCHORS = torch.tensor([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]], dtype=torch.float32)
 
@@ -31,29 +31,35 @@ def test_recipe_args_rejects_unknown_names_and_keys():
 def test_default_recipe_gives_the_loss_train_py_has_always_built():
     # the keywords train.py's build_loss passed with its default flags before recipes existed, but the box
     # weight (0.05 until the measurements of docs/recipe_measurements.md made it 0.4)
-    before = dict(box_weight=0.4, obj_weight=1.0, cls_weight=0.5, balance=(0.4, 1.0), ignore_thres=0.5,
+    before = dict(box_weight=0.4, obj_weight=1.0, cls_weight=0.5, balance=[0.4, 1.0], ignore_thres=0.5,
                   assign_thres=0.213, iou_aware=True, label_smoothing=0.0, focal=False, scale_x_y=2.0,
                   neighbor_cells=True)
-    kwargs = loss_kwargs(recipe_args("default"), 20, 416)
-    assert {k: kwargs[k] for k in before} == before
-    assert kwargs["smooth_by_classes"] is False and kwargs["bce_clip"] == 0 and kwargs["ciou_alpha_grad"] is False
+    loss = loss_of(recipe_args("default"), 20, 416)
+    assert {k: getattr(loss, k) for k in before} == before
+    assert loss.smooth_by_classes is False and loss.bce_clip == 0 and loss.ciou_alpha_grad is False
+
+
+def loss_of(args, num_classes, input_size):
+    """The YOLOLoss train.py builds (utils/engine/build.py build_loss) from `args`."""
+    return YOLOLoss(ANCHORS, num_classes, DEFAULT_ANCHORS_MASK, (32, 16), loss_settings(args), input_size,
+                    HEAD_BALANCE)
 
 
 def test_args_from_before_recipes_get_the_default_values():
     old = argparse.Namespace(**{k: v for k, v in RECIPES["default"].items()
                                 if k not in ("obj_size_scale", "cls_count_scale", "bce_clip", "ciou_alpha_grad",
                                              "smooth_by_classes")})
-    assert loss_kwargs(old, 20, 416) == loss_kwargs(recipe_args("default"), 20, 416)
+    assert loss_settings(old) == loss_settings(recipe_args("default"))
 
 
 def test_reference_recipe_weights_scale_with_input_and_classes():
-    kwargs = loss_kwargs(recipe_args("reference"), 20, 320)
-    assert kwargs["obj_weight"] == pytest.approx(5 * 320 ** 2 / 416 ** 2)
-    assert kwargs["cls_weight"] == pytest.approx(20 / 80)
-    assert kwargs["box_weight"] == 0.05 and kwargs["balance"] == (0.4, 1.0)
-    assert loss_kwargs(recipe_args("reference"), 80, (416, 416))["obj_weight"] == pytest.approx(5.0)
+    loss = loss_of(recipe_args("reference"), 20, 320)
+    assert loss.obj_weight == pytest.approx(5 * 320 ** 2 / 416 ** 2)
+    assert loss.cls_weight == pytest.approx(20 / 80)
+    assert loss.box_weight == 0.05 and loss.balance == [0.4, 1.0]
+    assert loss_of(recipe_args("reference"), 80, (416, 416)).obj_weight == pytest.approx(5.0)
     # an explicit flag overrides the recipe
-    assert loss_kwargs(recipe_args("reference", obj_size_scale=False), 20, 320)["obj_weight"] == 5.0
+    assert loss_of(recipe_args("reference", obj_size_scale=False), 20, 320).obj_weight == 5.0
 
 
 def random_reference_batch(seed, batch, size, num_classes):
@@ -89,8 +95,7 @@ def as_rows(targets):
 @pytest.mark.parametrize("seed, size, num_classes", [(0, 416, 20), (1, 320, 3), (2, 256, 80)])
 def test_reference_recipe_reproduces_the_reference_loss_and_gradients(seed, size, num_classes):
     outputs, targets = random_reference_batch(seed, 3, size, num_classes)
-    loss = YOLOLoss(ANCHORS, num_classes, DEFAULT_ANCHORS_MASK, (32, 16),
-                    **loss_kwargs(recipe_args("reference"), num_classes, size))
+    loss = loss_of(recipe_args("reference"), num_classes, size)
     ours, _ = loss(outputs, as_rows(targets))
     theirs = reference_yolo_loss(outputs, targets, ANCHORS, num_classes, DEFAULT_ANCHORS_MASK, (size, size))
     # float32 rounding, and eps placements of the IoU divisions (1e-7 added vs clamped at 1e-6): seen up
@@ -109,8 +114,7 @@ def test_reference_restatement_sees_what_the_recipe_changes():
     theirs = reference_yolo_loss(outputs, targets, ANCHORS, 3, DEFAULT_ANCHORS_MASK, (320, 320)).item()
     for key, value in [("bce_clip", 0.0), ("ciou_alpha_grad", False), ("obj_size_scale", False),
                        ("cls_count_scale", False), ("hard_obj", False), ("assign_thres", 0.213)]:
-        loss = YOLOLoss(ANCHORS, 3, DEFAULT_ANCHORS_MASK, (32, 16),
-                        **loss_kwargs(recipe_args("reference", **{key: value}), 3, 320))
+        loss = loss_of(recipe_args("reference", **{key: value}), 3, 320)
         total, _ = loss(outputs, rows)
         if key == "ciou_alpha_grad":  # same value, other gradient
             g = torch.autograd.grad(total, outputs)[0]

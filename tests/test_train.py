@@ -348,7 +348,8 @@ def test_a_run_from_before_fusion_and_se_loss_resumes_as_concat_without_se_loss(
 
 def test_a_run_from_before_iou_class_targets_resumes_and_repeats_without_them(tmp_path):
     from utils.engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
-    from utils.engine.recipes import BEFORE_IT_EXISTED, loss_kwargs
+    from utils.core.migrate import BEFORE_IT_EXISTED
+    from utils.engine.loss import loss_settings
 
     assert BEFORE_IT_EXISTED["iou_cls"] is False and train.parse_args([]).iou_cls is True
     old = {k: v for k, v in vars(train.parse_args([])).items() if k != "iou_cls"}
@@ -360,4 +361,4 @@ def test_a_run_from_before_iou_class_targets_resumes_and_repeats_without_them(tm
     assert train.parse_args(["--config", str(tmp_path / "run_args.yaml")]).iou_cls is False
     (tmp_path / "mine.yaml").write_text("epochs: 3\n")
     assert train.parse_args(["--config", str(tmp_path / "mine.yaml")]).iou_cls is True
-    assert loss_kwargs(argparse.Namespace(**old), 2, 128)["iou_cls"] is False
+    assert loss_settings(argparse.Namespace(**old)).iou_cls is False

@@ -166,11 +166,12 @@ def se_loss_state(se_weight: float):
     from nets.yolo import YoloBody
     from utils.core.config import read_anchors
     from utils.core.paths import DEFAULT_ANCHORS_FILE
-    from utils.engine.loss import YOLOLoss
+    from utils.engine.loss import LossSettings, YOLOLoss
     from utils.engine.trainer import TrainState
     torch.manual_seed(0)
     model = YoloBody(ANCHORS_MASK, 3, attention="feat2=enc", se_loss=True)
-    loss_fn = YOLOLoss(read_anchors(DEFAULT_ANCHORS_FILE), 3, ANCHORS_MASK, se_weight=se_weight)
+    settings = LossSettings(box_weight=0.05, scale_x_y=1.0, neighbor_cells=False, iou_cls=False, se_loss=se_weight)
+    loss_fn = YOLOLoss(read_anchors(DEFAULT_ANCHORS_FILE), 3, ANCHORS_MASK, (32, 16), settings, 64, (1.0, 1.0))
     return TrainState(model=model, loss_fn=loss_fn, optimizer=build_optimizer(model, "adamw", 0.01, 0.9, 5e-4),
                       device=torch.device("cpu"), amp_dtype=None, base_lr=0.01, epochs=1, warmup_epochs=0,
                       min_lr_ratio=0.01, lr_schedule="cos")

@@ -4,7 +4,8 @@ EncNet's SE-loss on the class-presence logits of the model's enc blocks.
 Targets are Tensor[M, 6] rows (batch index, class, cx, cy, w, h), coordinates normalised to [0, 1]
 of the network input, as yolo_collate makes them. The loss does not depend on the order of the rows.
 """
-from typing import Dict, Optional, Sequence, Tuple
+from dataclasses import fields
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -12,14 +13,49 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from nets.yolo import YoloBody
-from utils.core.config import used_anchors
+from utils.core.config import parse_input_size, used_anchors
+from utils.core.migrate import BEFORE_IT_EXISTED
+from utils.core.schema_train import ASSIGNERS, BOX_LOSSES
+from utils.core.settings import settings_class, tool_settings
 from utils.engine.assign import one_truth_per_slot, task_aligned_positives
 from utils.ops.boxes import batched_box_iou, cxcywh_to_xyxy, decode_grid, head_grid, paired_box_iou, wh_iou
 
-ASSIGNERS = ("shape", "aligned")
-BOX_LOSSES = ("ciou", "giou")
 MAX_WH_LOGIT = 8.0  # tw, th clamped before exp() in the loss: exp(8) ~ 3000 cells, no overflow
+
+
+def check_loss_settings(s: "LossSettings") -> None:
+    """ValueError for loss settings that cannot work together, naming train.py's flags."""
+    if s.assigner not in ASSIGNERS:
+        raise ValueError(f"unknown assigner {s.assigner!r}; choose one of {', '.join(ASSIGNERS)}")
+    if s.box_loss not in BOX_LOSSES:
+        raise ValueError(f"unknown box loss {s.box_loss!r}; choose one of {', '.join(BOX_LOSSES)}")
+    if s.topk < 1:
+        raise ValueError(f"--topk must be >= 1, got {s.topk}")
+    if s.neighbor_cells and s.scale_x_y < 2.0:
+        raise ValueError(f"neighbour-cell assignment needs --scale-x-y >= 2 so a prediction can reach the truth "
+                         f"centre, got {s.scale_x_y}; raise --scale-x-y or give --no-neighbor-cells")
+    if not 0.0 <= s.bce_clip < 0.5:
+        raise ValueError(f"--bce-clip must be in [0, 0.5), got {s.bce_clip}; the reference uses 1e-7, 0 turns it off")
+    if s.se_loss < 0:
+        raise ValueError(f"--se-loss must be >= 0 (0 turns the SE-loss off), got {s.se_loss}")
+
+
+def loss_settings(values) -> "LossSettings":
+    """The LossSettings of train.py's settings `values` (a mapping, a Namespace or a TrainConfig); a setting that
+    `values` lacks (a record from before it existed) takes the value runs had then (utils/core/migrate.py)."""
+    values = values if isinstance(values, Mapping) else vars(values)
+    return LossSettings(**{k: values.get(k, BEFORE_IT_EXISTED.get(k, getattr(LossSettings, k, None)))
+                           for k in LOSS_SETTINGS})
+
+
+LossSettings = settings_class("LossSettings", tool_settings("train", ("loss",)), namespace={
+    "__module__": __name__,
+    "__doc__": "The loss settings of utils/core/schema_train.py (concern 'loss'), named as train.py's flags; "
+               "the defaults are the schema's (the default recipe)."})
+LOSS_SETTINGS = tuple(f.name for f in fields(LossSettings))
+REFERENCE_INPUT = 416  # the reference weights objectness by 5 * (input / 416)^2 and classes by C / 80
+REFERENCE_CLASSES = 80
+HEAD_BALANCE = (0.4, 1.0)  # objectness weight of the P5 and P4 heads (the reference's balance[:2])
 
 
 class YOLOLoss(nn.Module):
@@ -29,72 +65,49 @@ class YOLOLoss(nn.Module):
         anchors: Tensor[A, 2] anchor (w, h) in input pixels.
         num_classes: number of classes.
         anchors_mask: anchor indices per head, in the model's output order (P5 first).
-        strides: input pixels per grid cell, per head; default the model's (YoloBody.strides).
-        box_weight, obj_weight, cls_weight: weights of the three parts.
-        balance: objectness weight per head.
-        ignore_thres: a non-target prediction whose box overlaps a ground truth by more than this
-            IoU is left out of the objectness loss (it is not wrong to find that object).
-        assign_thres: a truth is assigned to every anchor (of the anchors a head uses) whose shape IoU
-            with it exceeds this, and always to its best anchor; 1.0 gives the reference's best-only.
-        iou_aware: objectness target at positives is the predicted box's IoU with its truth
-            (detached); False gives the reference's hard 1.
-        label_smoothing: class targets become eps/2 and 1 - eps/2 (eps/C and 1 - eps + eps/C with
-            `smooth_by_classes`, the form of the reference's smooth_labels).
-        focal: use the sigmoid focal loss (alpha 0.25, gamma 2) for classes.
-        scale_x_y: darknet's grid sensitivity factor for box centres.
-        neighbor_cells: also assign each truth to the two neighbouring cells nearest its centre
-            (needs scale_x_y >= 2); more positives make training from scratch converge faster.
-        bce_clip: 0 computes BCE from logits; > 0 computes it as the reference does, on sigmoid
-            probabilities clipped to [bce_clip, 1 - bce_clip] (no gradient beyond the clip).
-        box_loss: "ciou" (1 - CIoU, as the reference) or "giou" (1 - GIoU, torchvision's
-            generalized_box_iou_loss; Rezatofighi et al., https://arxiv.org/abs/1902.09630) of the positives' boxes.
-        ciou_alpha_grad: let gradients flow through CIoU's trade-off weight alpha, as the reference
-            does; False detaches it, as torchvision does.
-        se_weight: weight of EncNet's SE-loss (`se_loss`); 0 turns it off. When > 0, forward needs
-            the logits of the model's SE-loss heads (YoloBody(..., se_loss=True).collect_se_logits).
-        assigner: "shape" keeps the positives of the anchor shape and cell rule above; "aligned" chooses,
-            among those positives and the cells inside each truth at the anchor slots that rule gave it,
-            the `topk` places whose current prediction aligns best with the truth (utils/engine/assign.py,
-            TOOD / YOLOv8).
-        iou_cls: class target at positives is the predicted box's IoU (detached) for the truth's class
-            instead of 1, so the class score also ranks boxes by how tight they are.
+        strides: input pixels per grid cell, per head (YoloBody.strides).
+        settings: LossSettings, train.py's loss flags (`python train.py --help`, group 'loss and label
+            assignment'): the weights box_weight, obj_weight (times (input / 416)^2 with obj_size_scale) and
+            cls_weight (times classes / 80 with cls_count_scale); ignore_thres (a non-target prediction whose box
+            overlaps a truth above it is left out of the objectness loss); assign_thres (a truth goes to every
+            anchor of a head whose shape IoU with it exceeds this, and always to its best; 1.0: best only);
+            hard_obj (objectness target 1 at positives instead of the predicted box's detached IoU);
+            label_smoothing (eps/2, or eps/C with smooth_by_classes, the reference's form); focal_loss (sigmoid
+            focal loss for classes, alpha 0.25, gamma 2); scale_x_y (darknet's grid sensitivity) and
+            neighbor_cells (also the two neighbouring cells nearest a truth's centre, needs scale_x_y >= 2);
+            bce_clip (0: BCE from logits; > 0: on probabilities clipped to [c, 1 - c], as the reference);
+            box_loss ("ciou", or "giou": torchvision's generalized_box_iou_loss, Rezatofighi et al.,
+            https://arxiv.org/abs/1902.09630); ciou_alpha_grad (gradients through CIoU's alpha, as the reference);
+            se_loss (weight of EncNet's SE-loss; forward then needs the logits of YoloBody(..., se_loss=True)
+            .collect_se_logits); assigner ("shape", or "aligned": of those positives and the cells inside each
+            truth at its anchor slots, the `topk` whose prediction aligns best, utils/engine/assign.py, TOOD /
+            YOLOv8); iou_cls (class target at positives the predicted box's IoU, so the score ranks tight boxes).
+        input_size: the training input, an int or (h, w) (for obj_size_scale).
+        balance: objectness weight per head (HEAD_BALANCE for YOLOv4-tiny's two).
     """
 
     def __init__(self, anchors: Tensor, num_classes: int, anchors_mask: Sequence[Sequence[int]],
-                 strides: Sequence[int] = YoloBody.strides, box_weight: float = 0.05, obj_weight: float = 1.0,
-                 cls_weight: float = 0.5, balance: Sequence[float] = (1.0, 1.0), ignore_thres: float = 0.5,
-                 assign_thres: float = 0.213, iou_aware: bool = True, label_smoothing: float = 0.0,
-                 smooth_by_classes: bool = False, focal: bool = False, scale_x_y: float = 1.0,
-                 neighbor_cells: bool = False, bce_clip: float = 0.0, box_loss: str = "ciou",
-                 ciou_alpha_grad: bool = False,
-                 se_weight: float = 0.0, assigner: str = "shape", topk: int = 10, iou_cls: bool = False):
+                 strides: Sequence[int], settings: "LossSettings", input_size, balance: Sequence[float]):
         super().__init__()
-        if assigner not in ASSIGNERS:
-            raise ValueError(f"unknown assigner {assigner!r}; choose one of {', '.join(ASSIGNERS)}")
-        if box_loss not in BOX_LOSSES:
-            raise ValueError(f"unknown box loss {box_loss!r}; choose one of {', '.join(BOX_LOSSES)}")
-        if topk < 1:
-            raise ValueError(f"topk must be >= 1, got {topk}")
-        if neighbor_cells and scale_x_y < 2.0:
-            raise ValueError(f"neighbour-cell assignment needs scale_x_y >= 2 so a prediction can reach the truth "
-                             f"centre, got {scale_x_y}; raise scale_x_y or turn neighbour cells off")
-        if not 0.0 <= bce_clip < 0.5:
-            raise ValueError(f"bce_clip must be in [0, 0.5), got {bce_clip}; the reference uses 1e-7, 0 turns it off")
-        if se_weight < 0:
-            raise ValueError(f"se_weight must be >= 0 (0 turns the SE-loss off), got {se_weight}")
+        s = settings
+        check_loss_settings(s)
+        h, w = parse_input_size(input_size)
+        self.settings = s
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False)
         self.num_classes = num_classes
         self.anchors_mask = [list(m) for m in anchors_mask]
         self.strides = list(strides)
-        self.box_weight, self.obj_weight, self.cls_weight = box_weight, obj_weight, cls_weight
+        self.box_weight = s.box_weight
+        self.obj_weight = s.obj_weight * (h * w / REFERENCE_INPUT ** 2 if s.obj_size_scale else 1.0)
+        self.cls_weight = s.cls_weight * (num_classes / REFERENCE_CLASSES if s.cls_count_scale else 1.0)
         self.balance = list(balance)
-        self.ignore_thres, self.assign_thres = ignore_thres, assign_thres
-        self.iou_aware, self.focal = iou_aware, focal
-        self.label_smoothing, self.smooth_by_classes = label_smoothing, smooth_by_classes
-        self.scale_x_y, self.neighbor_cells = scale_x_y, neighbor_cells
-        self.bce_clip, self.box_loss, self.ciou_alpha_grad = bce_clip, box_loss, ciou_alpha_grad
-        self.se_weight = se_weight
-        self.assigner, self.topk, self.iou_cls = assigner, topk, iou_cls
+        self.ignore_thres, self.assign_thres = s.ignore_thres, s.assign_thres
+        self.iou_aware, self.focal = not s.hard_obj, s.focal_loss
+        self.label_smoothing, self.smooth_by_classes = s.label_smoothing, s.smooth_by_classes
+        self.scale_x_y, self.neighbor_cells = s.scale_x_y, s.neighbor_cells
+        self.bce_clip, self.box_loss, self.ciou_alpha_grad = s.bce_clip, s.box_loss, s.ciou_alpha_grad
+        self.se_weight = s.se_loss
+        self.assigner, self.topk, self.iou_cls = s.assigner, s.topk, s.iou_cls
         self.used_anchors = used_anchors(self.anchors_mask)
 
     def forward(self, outputs: Sequence[Tensor], targets: Tensor,

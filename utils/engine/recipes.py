@@ -1,23 +1,21 @@
-"""Training recipes: named, frozen sets of train.py arguments, and the YOLOLoss keywords they imply.
+"""Training recipes: named, frozen sets of train.py arguments, and the --config files over them.
 
 Keys are train.py's argument names (the dests of `train.make_parser`); flags given explicitly
 override the recipe. None leaves the value to the data-dependent defaults (utils/engine/train_config.py).
 
 "default" is this project's recipe for training from scratch on small data. "reference" is
 bubbliiiing/yolov4-tiny-pytorch (https://github.com/bubbliiiing/yolov4-tiny-pytorch, commit 1bbb2f2):
-the defaults of its train.py and the loss of its nets/yolo_training.py, reproduced by `loss_kwargs`.
+the defaults of its train.py and the loss of its nets/yolo_training.py, reproduced by YOLOLoss with the
+recipe's LossSettings (utils.engine.loss.loss_settings).
 What it cannot reproduce is listed in README.md ("The default recipe").
 """
 from argparse import Namespace
 from types import MappingProxyType
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional
 
 from utils.core.migrate import BEFORE_IT_EXISTED, is_run_record, migrate, rename_values
 from utils.core.settings import check_overrides, nearest, tool_settings
 
-REFERENCE_INPUT = 416  # the reference weights objectness by 5 * (input / 416)^2 and classes by C / 80
-REFERENCE_CLASSES = 80
-HEAD_BALANCE = (0.4, 1.0)  # objectness weight of the P5 and P4 heads (the reference's balance[:2])
 NOT_IN_RECIPES = ("config", "recipe")
 
 # The default recipe is the schema's defaults (utils/core/schema_train.py): box weight 8x the reference's (boxes
@@ -83,24 +81,3 @@ def config_defaults(config: Mapping[str, Any], where: Optional[str], recipe_give
                                                       k in BEFORE_IT_EXISTED}
     merged = {**RECIPES[recipe], **given, "recipe": recipe}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
-
-
-def loss_kwargs(args, num_classes: int, input_size: Union[int, Sequence[int]]) -> Dict[str, Any]:
-    """YOLOLoss keyword arguments (all but anchors, num_classes, anchors_mask, strides) from train.py's args.
-
-    `input_size` is the training input (an int or (h, w)). An argument that `args` lacks (a run_args.yaml
-    from before it existed) takes the value runs had then (utils/core/migrate.py), else the default recipe's.
-    """
-    def get(key):
-        return getattr(args, key, BEFORE_IT_EXISTED.get(key, _DEFAULT[key]))
-
-    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    obj_weight = get("obj_weight") * (h * w / REFERENCE_INPUT ** 2 if get("obj_size_scale") else 1.0)
-    cls_weight = get("cls_weight") * (num_classes / REFERENCE_CLASSES if get("cls_count_scale") else 1.0)
-    return {"box_weight": get("box_weight"), "obj_weight": obj_weight, "cls_weight": cls_weight,
-            "balance": HEAD_BALANCE, "ignore_thres": get("ignore_thres"), "assign_thres": get("assign_thres"),
-            "iou_aware": not get("hard_obj"), "label_smoothing": get("label_smoothing"),
-            "smooth_by_classes": get("smooth_by_classes"), "focal": get("focal_loss"),
-            "scale_x_y": get("scale_x_y"), "neighbor_cells": get("neighbor_cells"), "bce_clip": get("bce_clip"),
-            "box_loss": get("box_loss"), "ciou_alpha_grad": get("ciou_alpha_grad"), "se_weight": get("se_loss"),
-            "assigner": get("assigner"), "topk": get("topk"), "iou_cls": get("iou_cls")}
