@@ -57,3 +57,18 @@ def test_the_pieces_compose_to_detect_images(tmp_path):
     alone = [yolo.detect(image) for image in images]  # one image at a time: the same boxes as in a batch of two
     for one, batched in zip(alone, whole):
         np.testing.assert_allclose(one.boxes, batched[:, :4].numpy(), atol=1e-3)
+
+
+def test_evaluation_takes_the_detectors_spec(tmp_path):
+    """evaluate_model(spec=...) scores exactly what the loose facts it replaces score."""
+    from tests.test_evaluator import write_samples
+    from utils.eval.evaluator import evaluate_model
+    yolo = YOLO(make_checkpoint(tmp_path / "c.pth", obj_bias=1.0), amp="off")
+    samples = write_samples(tmp_path, [(60, 90), (80, 50)], [[5, 5, 40, 40], [10, 20, 45, 70]])
+    model = yolo.model.eval()
+    by_spec = evaluate_model(model, samples, yolo.class_names, spec=yolo.spec, progress=False)
+    loose = evaluate_model(model, samples, yolo.class_names, list(yolo.input_hw), yolo.anchors, yolo.anchors_mask,
+                           scale_x_y=yolo.scale_x_y, progress=False)
+    assert sum(len(d) for d in by_spec["detections"]) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(by_spec["detections"], loose["detections"]))
+    assert (by_spec["map50"], by_spec["settings"]) == (loose["map50"], loose["settings"])

@@ -101,7 +101,7 @@ def output_convs(model) -> List[str]:
 
 
 def quantize_onnx(fp32_path, out_path, images: Sequence, letterbox: bool = True, per_channel: bool = True,
-                  head_fp32: bool = True, method: str = "minmax", weight_bits: int = 7) -> Path:
+                  head_fp32: bool = True, method: str = "minmax", weight_bits: int = default("weight_bits")) -> Path:
     """Write the int8 QDQ version of a raw graph exported with metadata (see the module docstring).
 
     `images`: calibration images (paths or HxWx3 uint8 RGB arrays). Returns `out_path`.
@@ -168,10 +168,10 @@ def evaluate_onnx(onnx_path, samples, class_names: Sequence[str], conf_thres: Op
                          f"...), but {len(class_names)} class names were given; score it with the classes it was "
                          "trained on")
     module = OrtRaw(ort_session(onnx_path), str(onnx_path))
-    return evaluate_model(module, samples, class_names, spec.input_size, spec.anchor_tensor(), spec.anchors_mask,
+    return evaluate_model(module, samples, class_names, spec=spec.replace(letterbox=letterbox),
                           conf_thres=CONF_THRES if conf_thres is None else conf_thres,
-                          nms_thres=NMS_THRES if nms_thres is None else nms_thres, scale_x_y=spec.scale_x_y,
-                          letterbox=letterbox, batch_size=batch_size, workers=workers, device="cpu", progress=progress)
+                          nms_thres=NMS_THRES if nms_thres is None else nms_thres, batch_size=batch_size,
+                          workers=workers, device="cpu", progress=progress)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -217,8 +217,7 @@ def compare(args) -> List[tuple]:
                          method=args.calib_method, weight_bits=args.weight_bits)
     print(f"wrote {fp32} and {int8} (int8: {len(calib)} calibration images from {data_path})")
     device = select_device(args.device)
-    torch_eval = dict(input_size=spec.input_size, anchors=spec.anchor_tensor(), anchors_mask=spec.anchors_mask,
-                      scale_x_y=spec.scale_x_y, batch_size=args.batch_size, device=device, progress=False)
+    torch_eval = dict(spec=spec, batch_size=args.batch_size, device=device, progress=False)
     names = list(spec.class_names)
     rows = [("torch fp32", evaluate_model(model.to(device), samples, names, **torch_eval))]
     amp = resolve_amp(args.amp, device)

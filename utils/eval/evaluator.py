@@ -313,8 +313,8 @@ def left_out_summary(left_out: Sequence) -> Dict:
 
 
 def evaluate_detections(detections: Sequence[np.ndarray], samples, class_names: Sequence[str],
-                        metric: str = "all", iou_thres: float = IOU_THRES,
-                        score_thr: float = SCORE_THRES, coco_backend: str = "fast", left_out: Sequence = ()) -> Dict:
+                        metric: str = default("metric"), iou_thres: float = IOU_THRES,
+                        score_thr: float = SCORE_THRES, coco_backend: str = default("coco_backend"), left_out: Sequence = ()) -> Dict:
     """Score detections against the samples' ground truth.
 
     Returns a dict with: map (VOC at iou_thres: 11-point for metric voc07, else all-point), map_voc,
@@ -349,12 +349,14 @@ def evaluate_detections(detections: Sequence[np.ndarray], samples, class_names: 
     }
 
 
-def evaluate_model(model, samples, class_names, input_size, anchors, anchors_mask,
+def evaluate_model(model, samples, class_names, input_size=None, anchors=None, anchors_mask=None,
                    conf_thres: float = CONF_THRES, nms_thres: float = NMS_THRES, scale_x_y: float = 1.0,
                    letterbox: bool = True, batch_size: int = 8, workers: int = 0, device="cpu",
                    amp: Optional[object] = None, progress: bool = True, skip_unreadable: bool = False,
-                   left_out: Sequence = ()) -> Dict:
+                   left_out: Sequence = (), spec=None) -> Dict:
     """Run `model` over `samples` (utils.eval.detect.detect_samples) and score with evaluate_detections(metric='all').
+
+    The detector's facts: its DetectorSpec `spec`, or input_size, anchors, anchors_mask, scale_x_y and letterbox.
 
     An image that cannot be read raises utils.data.voc.UnreadableImagesError naming every such image; with
     `skip_unreadable` they are left out and counted under left_out, after the `left_out` given (images
@@ -365,10 +367,11 @@ def evaluate_model(model, samples, class_names, input_size, anchors, anchors_mas
     detections = detect_samples(model, samples, input_size, anchors, anchors_mask, conf_thres=conf_thres,
                                 nms_thres=nms_thres, scale_x_y=scale_x_y, letterbox=letterbox,
                                 batch_size=batch_size, workers=workers, device=device, amp=amp, progress=progress,
-                                skip_unreadable=skip_unreadable)
+                                skip_unreadable=skip_unreadable, spec=spec)
     detections, samples, unread = drop_unreadable(detections, samples)
     result = evaluate_detections(detections, samples, class_names, metric="all", left_out=[*left_out, *unread])
     result["detections"] = detections
-    result["settings"].update({"conf_thres": conf_thres, "nms_thres": nms_thres, "letterbox": letterbox,
-                               "input_size": list(parse_input_size(input_size))})
+    facts = (spec.input_size, spec.letterbox) if spec is not None else (parse_input_size(input_size), letterbox)
+    result["settings"].update({"conf_thres": conf_thres, "nms_thres": nms_thres, "letterbox": facts[1],
+                               "input_size": list(facts[0])})
     return result
