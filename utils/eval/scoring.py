@@ -159,11 +159,9 @@ def run_model(s: EvalSettings, data_path: Path, split: str, stats=None):
     samples, left_out = load_split(data_path, split, names, s.skip_unreadable, s.data_options, stats)
     device = select_device(s.device)
     amp = resolve_amp(s.amp, device)
-    detections = detect.detect_samples(model.to(device), samples, spec.input_size, spec.anchor_tensor(),
-                                       [list(m) for m in spec.anchors_mask], conf_thres=s.conf, nms_thres=s.nms,
-                                       scale_x_y=spec.scale_x_y, letterbox=spec.letterbox,
-                                       batch_size=s.batch_size, workers=s.workers,
-                                       device=device, amp=amp, skip_unreadable=s.skip_unreadable)
+    detections = detect.detect_samples(model.to(device), samples, spec=spec, conf_thres=s.conf, nms_thres=s.nms,
+                                       batch_size=s.batch_size, workers=s.workers, device=device, amp=amp,
+                                       skip_unreadable=s.skip_unreadable)
     detections, samples, unread = detect.drop_unreadable(detections, samples)
     settings = {"weights": str(s.weights), "input_size": list(spec.input_size), "conf_thres": s.conf,
                 "nms_thres": s.nms, "attention": spec.attention, "scale_x_y": spec.scale_x_y,
