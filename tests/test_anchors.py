@@ -107,6 +107,6 @@ def test_auto_anchors_refit_at_the_start_reach_the_checkpoint_and_survive_a_resu
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copy(run / "epoch_1.pth", resumed / "last.pth")
-    monkeypatch.setattr(train, "refit_anchors", lambda *a, **k: pytest.fail("a resumed run refit its anchors"))
+    monkeypatch.setattr("utils.engine.run.refit_anchors", lambda *a, **k: pytest.fail("a resumed run refit its anchors"))
     assert train.main(["--resume", str(resumed / "last.pth"), "--quiet", "--workers", "0"]) == 0
     np.testing.assert_array_equal(np.array(read_checkpoint(resumed / "last.pth")["anchors"]), saved)

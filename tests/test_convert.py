@@ -21,6 +21,7 @@ from utils.core.config import read_classes
 from utils.data import convert, writers
 from utils.data.layouts import data_options, resolve_data
 from utils.data.voc import load_samples
+from utils.engine.run import load_data
 
 
 @pytest.fixture(autouse=True)
@@ -368,7 +369,7 @@ def test_train_reads_the_yolo_copy_as_the_voc_original(tmp_path, capsys, monkeyp
     lines, runs = {}, {"voc": ["--data", voc, "--classes", voc / "classes.txt"], "yolo": ["--data", tmp_path / "yolo"]}
     for name, flags in runs.items():
         monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / f"cache-{name}"))  # both scans read every file
-        data = train.load_data(vars(train.parse_args([str(f) for f in flags])))
+        data = load_data(vars(train.parse_args([str(f) for f in flags])))
         lines[name] = summaries(capsys.readouterr().out)
         assert data.class_names == CLASSES and (data.used["train_split"], data.used["val_split"]) == ("train", "val")
     assert len(lines["voc"]) == 2 and lines["yolo"] == lines["voc"]
@@ -393,7 +394,7 @@ def test_readme_commands_read_each_format(tmp_path, capsys, monkeypatch):
     trains = [c for c in commands if c[:2] == ["python", "train.py"]]
     assert len(trains) == 5
     for command in trains:
-        data = train.load_data(vars(train.parse_args(command[2:])))
+        data = load_data(vars(train.parse_args(command[2:])))
         assert data.class_names == CLASSES and len(data.train) > 0 and len(data.val) > 0, command
     converted(voc, tmp_path / "coco_val", "voc", "coco", capsys, "--splits", "val")
     (tmp_path / "coco_val/annotations/instances_val.json").rename(tmp_path / "instances_val.json")

@@ -12,6 +12,9 @@ import yaml
 
 import train
 from tests.tiny_voc import CLASSES, write_tiny_voc
+from utils.engine.build import seeded_model
+from utils.engine.run import load_data, start_run
+from utils.engine.train_config import make_config
 from utils.engine.checkpoint import read_checkpoint
 from tests.conftest import ANCHORS_MASK
 
@@ -207,7 +210,7 @@ def test_torchrun_shards_are_disjoint_and_match_one_process(tmp_path):
 
     assert train.main(base_args(data, tmp_path / "one", *flags, "--batch-size", 4)) == 0
     one = read_checkpoint(tmp_path / "one" / "exp" / "last.pth")["model"]
-    torch.manual_seed(3)  # train.build_model's initialisation for --seed 3
+    torch.manual_seed(3)  # build_model's initialisation for --seed 3
     init = YoloBody(ANCHORS_MASK, len(CLASSES)).state_dict()
     one_step = torch.cat([(one[n] - init[n]).flatten() for n in names])
     ddp_step = torch.cat([(ddp[n] - init[n]).flatten() for n in names])
@@ -220,22 +223,22 @@ def test_torchrun_shards_are_disjoint_and_match_one_process(tmp_path):
     ("stage2=dia,feat2=enc", {"fusion": "msf", "se_loss": True}), ("csp2=cbam_joint", {"input_size": 64})])
 def test_variants_of_one_seed_share_the_initialisation_of_every_layer_outside_their_blocks(attention, options):
     fusion = {"fusion": options.get("fusion", "concat")}
-    plain = train.seeded_model(len(CLASSES), None, "normal", seed=3, **fusion).state_dict()
-    variant = train.seeded_model(len(CLASSES), attention, "normal", seed=3, **options).state_dict()
-    other_seed = train.seeded_model(len(CLASSES), None, "normal", seed=4, **fusion).state_dict()
+    plain = seeded_model(len(CLASSES), None, "normal", seed=3, **fusion).state_dict()
+    variant = seeded_model(len(CLASSES), attention, "normal", seed=3, **options).state_dict()
+    other_seed = seeded_model(len(CLASSES), None, "normal", seed=4, **fusion).state_dict()
     assert set(plain) < set(variant)  # the blocks add parameters, and nothing else changes
     for key, value in plain.items():
         assert torch.equal(variant[key], value), key
     assert not all(torch.equal(other_seed[k], v) for k, v in plain.items())
     blocks = [k for k in variant if k not in plain and variant[k].is_floating_point()]
-    again = train.seeded_model(len(CLASSES), attention, "normal", seed=3, **options).state_dict()
+    again = seeded_model(len(CLASSES), attention, "normal", seed=3, **options).state_dict()
     assert blocks and all(torch.equal(again[k], variant[k]) for k in blocks)
 
 
 @pytest.mark.parametrize("fusion", ["gated", "msf"])
 def test_a_fusion_starts_as_the_concat_model_in_every_tensor_of_the_same_shape(fusion):
-    concat = train.seeded_model(len(CLASSES), None, "prior", seed=3).state_dict()
-    fused = train.seeded_model(len(CLASSES), None, "prior", seed=3, fusion=fusion).state_dict()
+    concat = seeded_model(len(CLASSES), None, "prior", seed=3).state_dict()
+    fused = seeded_model(len(CLASSES), None, "prior", seed=3, fusion=fusion).state_dict()
     other = [k for k, v in concat.items() if fused[k].shape != v.shape]
     assert other == ["yolo_headP4.0.conv.weight"]  # the P4 head reads 256 channels instead of 384
     assert all(torch.equal(fused[k], v) for k, v in concat.items() if k not in other)
@@ -292,12 +295,12 @@ def test_data_format_and_images_reach_the_scan_and_stay_in_the_run_settings(tiny
     (tmp_path / "coco" / "images").rename(images)
     args = train.parse_args(["--data", str(coco_json), "--data-format", "coco", "--images", str(images),
                              "--train-split", "all", "--val-split", "all"])
-    data = train.load_data(vars(args))
+    data = load_data(vars(args))
     assert len(data.train) == len(data.val) == 4
     assert "4 images used" in capsys.readouterr().out
-    assert train.make_config({**vars(args), **data.used}, False, "off").images == str(images)
+    assert make_config({**vars(args), **data.used}, False, "off").images == str(images)
     with pytest.raises(Exception, match="voc"):  # a JSON is not a VOC dataset: the message names the format asked
-        train.load_data(vars(train.parse_args(["--data", str(coco_json), "--data-format", "voc"])))
+        load_data(vars(train.parse_args(["--data", str(coco_json), "--data-format", "voc"])))
 
 
 def test_a_gated_run_with_the_se_loss_trains_and_its_checkpoint_loads_for_prediction(tiny_voc, tmp_path, capsys):
@@ -339,9 +342,9 @@ def test_a_run_from_before_fusion_and_se_loss_resumes_as_concat_without_se_loss(
     from utils.engine.loop import checkpoint_meta
     old = {k: v for k, v in vars(train.parse_args([])).items() if k not in ("fusion", "se_loss")}
     save_atomic({"format": CHECKPOINT_FORMAT, "model": {}, "optimizer": {}, "args": old}, tmp_path / "last.pth")
-    _, _, values = train.start_run(train.parse_args(["--resume", str(tmp_path / "last.pth")]))
+    _, _, values = start_run(vars(train.parse_args(["--resume", str(tmp_path / "last.pth")])), train.make_parser)
     assert (values["fusion"], values["se_loss"]) == ("concat", 0.0)
-    config = train.make_config({**values, "classes": "c.txt", "train_split": "train", "val_split": "val"}, False, "off")
+    config = make_config({**values, "classes": "c.txt", "train_split": "train", "val_split": "val"}, False, "off")
     meta = checkpoint_meta(config, CLASSES, torch.zeros(6, 2))
     assert (meta["fusion"], meta["se_loss"]) == ("concat", False)
 
@@ -354,7 +357,7 @@ def test_a_run_from_before_iou_class_targets_resumes_and_repeats_without_them(tm
     assert BEFORE_IT_EXISTED["iou_cls"] is False and train.parse_args([]).iou_cls is True
     old = {k: v for k, v in vars(train.parse_args([])).items() if k != "iou_cls"}
     save_atomic({"format": CHECKPOINT_FORMAT, "model": {}, "optimizer": {}, "args": old}, tmp_path / "last.pth")
-    _, _, values = train.start_run(train.parse_args(["--resume", str(tmp_path / "last.pth")]))
+    _, _, values = start_run(vars(train.parse_args(["--resume", str(tmp_path / "last.pth")])), train.make_parser)
     assert values["iou_cls"] is False
     # an old run_args.yaml (it records the derived keys) repeats as it was; a hand-written config gets today's default
     (tmp_path / "run_args.yaml").write_text(yaml.safe_dump({**old, "amp_used": "off", "channels_last_on": True}))

@@ -25,6 +25,7 @@ from utils.data.convert import convert
 from utils.data.convert import main as convert_main
 from utils.engine import checkpoint
 from utils.engine.checkpoint import load_weights, read_checkpoint
+from utils.engine.run import start_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
 FORMATS = ("reference_state_dict.pth", "model_dict.pth", "ours_v1_before_fusion.pth", "ours_v1.pth")
@@ -55,7 +56,7 @@ def test_our_checkpoints_keep_their_metadata_and_resume_reads_the_optimizer_stat
     resumed = tmp_path / "run" / "last.pth"
     resumed.parent.mkdir()
     shutil.copy(FIXTURES / name, resumed)
-    _, resume, settings = train.start_run(train.parse_args(["--resume", str(resumed)]))
+    _, resume, settings = start_run(vars(train.parse_args(["--resume", str(resumed)])), train.make_parser)
     assert settings["epochs"] == 3 and settings["optimizer"] == "adam"
     params = [torch.nn.Parameter(t.clone()) for t in resume["model"].values()]
     optimizer = torch.optim.Adam(params, lr=1e-3)
