@@ -41,7 +41,7 @@ Runs = Dict[int, Dict]  # seed -> record of one variant
 
 
 def record_scores(result: Dict) -> Dict:
-    """The RECORD_FIELDS of a utils.eval.scoring.evaluate result (COCO stats: utils.eval.evaluator.evaluate_detections)."""
+    """The RECORD_FIELDS of a utils.eval.scoring.evaluate result (COCO stats: evaluator.evaluate_detections)."""
     return {"map50": float(result["map50"]), "map50_95": float(result["map50_95"] or 0.0),
             **{k: result["coco"][k] for k in SIZE_KEYS}, "class_names": list(result["settings"]["classes"]),
             "per_class_ap50": {r["class"]: r["ap"] for r in result["per_class"]}}
