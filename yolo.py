@@ -24,6 +24,7 @@ from utils.ops.boxes import Letterbox, detections_to_image, head_grid, letterbox
 from nets.checkpoint import load_detector
 from utils.core.config import parse_input_size, read_classes
 from utils.core.detector_spec import DetectorSpec
+from utils.core.settings import default
 from utils.deploy.drawing import draw_detections, heatmap_overlay
 from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, load_onnx_graph, onnx_metadata,
                                   ort_session, raw_graph, read_onnx_spec)
@@ -98,9 +99,10 @@ class YOLO:
     overrides given here; class_names, input_hw, anchors, anchors_mask, scale_x_y and letterbox read it.
     """
 
-    def __init__(self, weights, classes=None, attention=None, input_size=None, conf: float = 0.5,
-                 nms: float = 0.3, letterbox: Optional[bool] = None, device: str = "auto", backend: Optional[str] = None,
-                 max_det: int = 300, anchors=None, scale_x_y: Optional[float] = None, amp: str = "auto"):
+    def __init__(self, weights, classes=None, attention=None, input_size=None, conf: float = default("conf"),
+                 nms: float = default("nms"), letterbox: Optional[bool] = None, device: str = "auto",
+                 backend: Optional[str] = None, max_det: int = default("max_det"), anchors=None,
+                 scale_x_y: Optional[float] = None, amp: str = "auto"):
         is_onnx = str(weights).lower().endswith(".onnx")
         backend = backend or ("onnx" if is_onnx else "torch")
         if backend not in BACKENDS:

@@ -142,3 +142,51 @@ def test_add_flags_groups_by_concern_and_tools_are_known():
     with pytest.raises(ValueError, match="unknown tool"):
         tool_settings("tarin")
     assert set(TOOLS) >= set(SCRIPTS)
+
+
+# Settings whose defaults library signatures used to repeat (predict's 0.5/0.3/300 in 8 of them), and the names
+# the library gives them; plumbing defaults (seed, workers, device, batch size) are the caller's, not settings'.
+CHECKED_CONCERNS = ("detection", "evaluation", "loss", "augmentation", "maps", "export", "quantize")
+ALIASES = {"conf_thres": "conf", "nms_thres": "nms", "iou_thres": "iou", "top_k": "cam_top"}
+CONSTANTS = {"CONF_THRES": ("conf", "get_map"), "NMS_THRES": ("nms", "get_map"), "IOU_THRES": ("iou", None),
+             "SCORE_THRES": ("score_thr", None), "DEFAULT_TOP_K": ("cam_top", None),
+             "DEFAULT_METHOD": ("cam_method", None), "HEAD_LAYER": ("cam_layer", None),
+             "DEFAULT_CALIB_IMAGES": ("calib_images", None)}
+
+
+def repeated_defaults(text: str, where: str):
+    """'where:line name=value' for each literal default in `text` that repeats a checked setting's default."""
+    def repeats(name, node):
+        s = SETTINGS.get(ALIASES.get(name, name))
+        if s is None or s.concern not in CHECKED_CONCERNS or not isinstance(node, ast.Constant):
+            return False
+        return node.value is not None and not isinstance(node.value, bool) and node.value in (
+            s.default, *s.tool_defaults.values())
+
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        pairs = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            positional = node.args.posonlyargs + node.args.args
+            pairs = list(zip(positional[len(positional) - len(node.args.defaults):], node.args.defaults))
+            pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None]
+            pairs = [(a.arg, d) for a, d in pairs]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            pairs = [(node.target.id, node.value)]
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name in CONSTANTS and isinstance(node.value, ast.Constant):
+                found.append(f"{where}:{node.lineno} {name}={node.value.value!r}")
+        found += [f"{where}:{node.lineno} {n}={d.value!r}" for n, d in pairs if repeats(n, d)]
+    return found
+
+
+def test_no_default_of_a_setting_is_written_again_in_the_product_code():
+    """The defaults of detection, evaluation, loss, augmentation and export live in the schema only: the library
+    signatures, dataclass fields and constants that need one read it (utils.core.settings.default)."""
+    found = [hit for path in product_files() if "core/schema" not in path.as_posix()
+             for hit in repeated_defaults(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))]
+    assert found == [], found
+    planted = "def f(x, conf_thres=0.5, max_det=300, seed=0, topk=10):\n    pass\nCONF_THRES = 0.001\n"
+    assert sorted(h.split(" ")[1] for h in repeated_defaults(planted, "x.py")) == [
+        "CONF_THRES=0.001", "conf_thres=0.5", "max_det=300", "topk=10"]

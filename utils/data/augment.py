@@ -9,6 +9,7 @@ from typing import List, Tuple
 import cv2
 import numpy as np
 
+from utils.core.settings import default
 from utils.ops.boxes import Letterbox, image_to_input_boxes
 from utils.ops.image import PAD_VALUE, resize
 
@@ -28,10 +29,10 @@ class AugmentConfig:
     fill: grey level of the padding.
     """
 
-    jitter: float = 0.3
+    jitter: float = default("jitter")
     scale: Tuple[float, float] = (0.5, 1.5)
     mosaic_scale: Tuple[float, float] = (0.4, 1.0)
-    flip: float = 0.5
+    flip: float = default("flip")
     hsv: Tuple[float, float, float] = (0.1, 0.7, 0.4)
     min_box_size: float = 2.0
     fill: int = PAD_VALUE

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as tdist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from utils.core.settings import default
 from utils.core.config import parse_input_size
 from utils.data.augment import AugmentConfig, hsv_jitter, mixup, mosaic, random_place
 from utils.ops.boxes import image_to_input_boxes, xyxy_to_cxcywh
@@ -48,7 +49,8 @@ class YoloDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], input_size: Union[int, Sequence[int]], train: bool,
-                 mosaic: float = 0.5, mixup: float = 0.5, augment: Optional[AugmentConfig] = None, seed: int = 0):
+                 mosaic: float = default("mosaic"), mixup: float = 0.5, augment: Optional[AugmentConfig] = None,
+                 seed: int = 0):
         if not samples:
             raise ValueError("YoloDataset needs at least one sample")
         self.samples = list(samples)

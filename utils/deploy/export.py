@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from utils.core.settings import default
 from nets.yolo import YoloBody
 from utils.core.detector_spec import RECORD_KEYS, DetectorSpec
 from utils.core.fileio import write_bytes_atomic
@@ -49,7 +50,7 @@ class RawToDetections(nn.Module):
     select, traced for ONNX export. forward(out0, out1) -> Tensor[K, 7] (see the module docstring)."""
 
     def __init__(self, anchors: Tensor, anchors_mask: Sequence[Sequence[int]], input_hw: Tuple[int, int],
-                 scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
+                 scale_x_y: float = 1.0, conf: float = default("conf"), nms: float = default("nms"), max_det: int = default("max_det"),
                  max_nms: int = MAX_NMS):
         super().__init__()
         self.register_buffer("anchors", anchors.float().clone())
@@ -231,7 +232,7 @@ def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool =
 
 
 def export_onnx_nms(model: nn.Module, path, anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
-                    scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
+                    scale_x_y: float = 1.0, conf: float = default("conf"), nms: float = default("nms"), max_det: int = default("max_det"),
                     metadata: Optional[Dict[str, str]] = None, max_nms: int = MAX_NMS) -> Path:
     """Write the graph with decoding and NMS inside (output `detections`, see module docstring).
 
@@ -279,7 +280,7 @@ def _uint8_nhwc_input(graph) -> None:
 
 
 def detector_graph(raw, num_classes: int, anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
-                   scale_x_y: float = 1.0, conf: float = 0.5, nms: float = 0.3, max_det: int = 300,
+                   scale_x_y: float = 1.0, conf: float = default("conf"), nms: float = default("nms"), max_det: int = default("max_det"),
                    where: str = "ONNX model", strides: Sequence[int] = YoloBody.strides, max_nms: int = MAX_NMS):
     """The raw graph `raw` (onnx.ModelProto, fp32 or int8) made into a whole detector for ONNX Runtime:
     input `images` Tensor[B, H, W, 3] uint8 RGB (letterboxed), outputs `detections` (as the nms graph's)

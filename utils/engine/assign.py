@@ -12,6 +12,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from utils.core.settings import default
 from utils.ops.boxes import cxcywh_to_xyxy, decode_boxes, paired_box_iou
 
 Positives = Tuple[Tensor, Tensor, Tensor, Tensor]  # target index, anchor slot, cell y, cell x
@@ -93,8 +94,8 @@ def top_k_per_truth(t_idx: Tensor, metric: Tensor, k: int) -> Tensor:
 
 @torch.no_grad()
 def task_aligned_positives(heads: Sequence[Tensor], anchors: Sequence[Tensor], targets: Tensor,
-                           priors: Sequence[Positives], scale_x_y: float, max_wh_logit: float, topk: int = 10,
-                           alpha: float = 0.5, beta: float = 6.0) -> List[Positives]:
+                           priors: Sequence[Positives], scale_x_y: float, max_wh_logit: float,
+                           topk: int = default("topk"), alpha: float = 0.5, beta: float = 6.0) -> List[Positives]:
     """Per head, the positives of task-aligned assignment.
 
     heads: Tensor[B, A, H, W, 5+C] logits per head (head_grid); anchors: Tensor[A, 2] per head in grid

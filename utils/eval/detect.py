@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from utils.core.settings import default
 from utils.core.config import parse_input_size
 from utils.core.detector_spec import DetectorSpec
 from utils.ops.image import ImageReadError, letterbox_image, read_image
@@ -46,11 +47,12 @@ def decoding_spec(input_size, anchors, anchors_mask, scale_x_y: float = 1.0, let
     return DetectorSpec((), anchors, anchors_mask, (), parse_input_size(input_size), scale_x_y, letterbox)
 
 
-def detect_samples(model, samples, input_size=None, anchors=None, anchors_mask=None, conf_thres: float = 0.001,
-                   nms_thres: float = 0.5, scale_x_y: float = 1.0, letterbox: bool = True, batch_size: int = 8,
+def detect_samples(model, samples, input_size=None, anchors=None, anchors_mask=None,
+                   conf_thres: float = default("conf", "get_map"), nms_thres: float = default("nms", "get_map"),
+                   scale_x_y: float = 1.0, letterbox: bool = True, batch_size: int = 8,
                    workers: int = 0, device="cpu", amp: Optional[torch.dtype] = None, progress: bool = True,
                    skip_unreadable: bool = False, spec: Optional[DetectorSpec] = None,
-                   max_det: int = 300) -> List[Optional[np.ndarray]]:
+                   max_det: int = default("max_det")) -> List[Optional[np.ndarray]]:
     """Detect objects in every sample's image with the pipeline of utils/ops/pipeline.py (detect_letterboxed).
 
     The detector's facts come from `spec`, or, for callers that hold them apart, from input_size, anchors,

@@ -13,6 +13,8 @@ import torch
 import torchvision
 from torch import Tensor
 
+from utils.core.settings import default
+
 MAX_NMS = 10000  # most candidates per image (best scores first) that enter NMS, in torch and ONNX alike
 Array = Union[Tensor, np.ndarray]
 
@@ -145,7 +147,7 @@ def _objectness_logit(conf_thres: float) -> float:
 
 def decode_candidates(outputs: Sequence[Tensor], anchors: Tensor, anchors_mask: Sequence[Sequence[int]],
                       input_hw: Tuple[int, int], scale_x_y: float = 1.0,
-                      conf_thres: float = 0.5) -> Tuple[Tensor, Tensor]:
+                      conf_thres: float = default("conf")) -> Tuple[Tensor, Tensor]:
     """Decode the boxes of every image whose objectness reaches conf_thres (all of them at conf_thres 0).
 
     Args:
@@ -181,7 +183,7 @@ def _candidate_places(p: Tensor, min_logit: float) -> Tuple[Tensor, Tensor, Tens
 
 
 def candidate_sources(outputs: Sequence[Tensor], anchors_mask: Sequence[Sequence[int]],
-                      conf_thres: float = 0.5) -> Tensor:
+                      conf_thres: float = default("conf")) -> Tensor:
     """Where each row of decode_candidates (same outputs, mask and conf_thres) comes from: Tensor[K, 5]
     int64 (image, head, anchor slot within the head, cell y, cell x), in the same row order."""
     min_logit = _objectness_logit(conf_thres)
@@ -192,8 +194,9 @@ def candidate_sources(outputs: Sequence[Tensor], anchors_mask: Sequence[Sequence
     return torch.cat(places)
 
 
-def select_detections(pred: Tensor, image: Tensor, num_images: int, conf_thres: float = 0.5,
-                      nms_thres: float = 0.3, max_det: int = 300, max_nms: int = MAX_NMS) -> Tensor:
+def select_detections(pred: Tensor, image: Tensor, num_images: int, conf_thres: float = default("conf"),
+                      nms_thres: float = default("nms"), max_det: int = default("max_det"),
+                      max_nms: int = MAX_NMS) -> Tensor:
     """Score threshold, candidate cap, class-aware NMS and max detections: the one definition, run by the
     torch backends and traced into the ONNX graphs (utils.deploy.export).
 
@@ -214,8 +217,9 @@ def select_detections(pred: Tensor, image: Tensor, num_images: int, conf_thres: 
                                                           max_nms))
 
 
-def detection_rows(pred: Tensor, image: Tensor, num_images: int, conf_thres: float = 0.5, nms_thres: float = 0.3,
-                   max_det: int = 300, max_nms: int = MAX_NMS) -> Tensor:
+def detection_rows(pred: Tensor, image: Tensor, num_images: int, conf_thres: float = default("conf"),
+                   nms_thres: float = default("nms"), max_det: int = default("max_det"),
+                   max_nms: int = MAX_NMS) -> Tensor:
     """Tensor[K] int64: the rows of `pred` that select_detections keeps (same arguments), in its order."""
     pred = pred.float()
     cls_prob, cls_id = pred[:, 5:].max(dim=1)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from utils.core.settings import default
 from utils.core.amp import autocast
 from utils.core.detector_spec import DetectorSpec
 from utils.ops.boxes import (MAX_NMS, Letterbox, decode_candidates, detection_rows, detections_to_image,
@@ -23,9 +24,9 @@ from utils.ops.image import letterbox_image, to_unit_float
 class Thresholds(NamedTuple):
     """Which decoded boxes become detections: score >= conf, class-aware NMS at IoU nms, at most max_det per image."""
 
-    conf: float = 0.5
-    nms: float = 0.3
-    max_det: int = 300
+    conf: float = default("conf")
+    nms: float = default("nms")
+    max_det: int = default("max_det")
 
 
 class Letterboxed(NamedTuple):
