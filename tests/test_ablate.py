@@ -13,9 +13,16 @@ import ablate
 from nets.yolo import YoloBody
 from tests.conftest import ANCHORS_MASK
 from tests.tiny_voc import write_tiny_voc
+from utils.eval import ablation_runs as runs
 from utils.eval import ablation_table as table
+from utils.eval.ablation_runs import AblationPlan
 from utils.eval import detect
 from utils.eval.stats import Interval
+
+def plan_of(args):
+    """The library's settings of an ablation (utils/eval/ablation_runs.py) from ablate.py's parsed flags."""
+    return AblationPlan(**vars(args))
+
 
 @pytest.fixture(autouse=True)
 def scan_cache(tmp_path, monkeypatch):
@@ -39,25 +46,25 @@ def test_bad_variants_are_rejected_with_the_valid_choices(items, message):
 def test_train_args_may_not_override_per_run_flags():
     args = ablate.make_parser().parse_args(["--epochs", "2", "--train-args=--seed=3 --lr 0.02"])
     with pytest.raises(ValueError, match="--seed"):
-        ablate.budget_flags(args)
+        runs.budget_flags(plan_of(args))
     args = ablate.make_parser().parse_args(["--epochs", "2", "--train-args=--lr 0.02"])
-    assert ablate.budget_flags(args) == ["--data", "VOCdevkit", "--epochs", "2", "--lr", "0.02"]
+    assert runs.budget_flags(plan_of(args)) == ["--data", "VOCdevkit", "--epochs", "2", "--lr", "0.02"]
 
 
 def test_unknown_train_flags_are_caught_before_training():
     args = ablate.make_parser().parse_args(["--train-args=--lr 0.02 --no-such-flag 3"])
     with pytest.raises(ValueError, match="--no-such-flag"):
-        ablate.budget_flags(args)
+        runs.budget_flags(plan_of(args))
 
 
 def test_a_changed_budget_is_refused_once_a_run_made_something(tmp_path):
-    ablate.check_budget(tmp_path, {"train_flags": ["--epochs", "2"]})
-    ablate.check_budget(tmp_path, {"train_flags": ["--epochs", "3"]})  # nothing trained yet: a new budget is fine
+    runs.check_budget(tmp_path, {"train_flags": ["--epochs", "2"]})
+    runs.check_budget(tmp_path, {"train_flags": ["--epochs", "3"]})  # nothing trained yet: a new budget is fine
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "phi0_s0.json").write_text("{}")
-    ablate.check_budget(tmp_path, {"train_flags": ["--epochs", "3"]})  # same budget: fine
+    runs.check_budget(tmp_path, {"train_flags": ["--epochs", "3"]})  # same budget: fine
     with pytest.raises(ValueError, match="another budget"):
-        ablate.check_budget(tmp_path, {"train_flags": ["--epochs", "2"]})
+        runs.check_budget(tmp_path, {"train_flags": ["--epochs", "2"]})
 
 
 def test_summary_reports_mean_and_sample_std_over_seeds():
@@ -87,13 +94,13 @@ def test_interrupted_run_resumes_from_last_pth_or_restarts_without_one(tmp_path)
     stale = tmp_path / "runs" / "eca_s1"
     stale.mkdir(parents=True)
     (stale / "results.csv").write_text("epoch\n")
-    fresh = ablate.train_command(args, variant, 1, ["--epochs", "1"])
+    fresh = runs.train_command(plan_of(args), variant, 1, ["--epochs", "1"])
     assert not stale.exists()
     assert fresh[fresh.index("--attention") + 1] == "eca" and fresh[fresh.index("--seed") + 1] == "1"
     assert fresh[fresh.index("--name") + 1] == "eca_s1" and "--resume" not in fresh
     stale.mkdir(parents=True)
     (stale / "last.pth").write_bytes(b"")
-    resumed = ablate.train_command(args, variant, 1, ["--epochs", "1"])
+    resumed = runs.train_command(plan_of(args), variant, 1, ["--epochs", "1"])
     assert resumed[resumed.index("--resume") + 1] == str((stale / "last.pth").resolve())
     assert "--attention" not in resumed and "--epochs" not in resumed  # the run keeps its own settings
 
@@ -101,9 +108,9 @@ def test_interrupted_run_resumes_from_last_pth_or_restarts_without_one(tmp_path)
 def test_run_logged_keeps_the_output_and_the_exit_code(tmp_path, capsys):
     log = tmp_path / "logs" / "x.log"
     cmd = [sys.executable, "-c", "print('hello'); raise SystemExit(3)"]
-    assert ablate.run_logged(cmd, log, echo=True) == 3
+    assert runs.run_logged(cmd, log, echo=True) == 3
     assert "hello" in log.read_text() and "  | hello" in capsys.readouterr().out
-    assert ablate.run_logged(cmd, log, echo=False) == 3
+    assert runs.run_logged(cmd, log, echo=False) == 3
     assert log.read_text().splitlines().count("hello") == 2 and capsys.readouterr().out == ""
 
 
@@ -116,10 +123,10 @@ def test_the_notes_name_the_demo_when_voc_is_absent(tmp_path, monkeypatch):
     other = tmp_path / "elsewhere" / "VOCdevkit"
     other.mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "elsewhere")
-    assert ablate.dataset_named(demo) == str(demo.resolve()) + " (the embedded demo dataset)"
+    assert runs.dataset_named(demo) == str(demo.resolve()) + " (the embedded demo dataset)"
     monkeypatch.chdir(tmp_path)
-    assert ablate.dataset_named(demo) == "demo_data/demo (the embedded demo dataset)"
-    assert ablate.dataset_named(other) == "elsewhere/VOCdevkit"
+    assert runs.dataset_named(demo) == "demo_data/demo (the embedded demo dataset)"
+    assert runs.dataset_named(other) == "elsewhere/VOCdevkit"
 
 
 def read_rows(path):
@@ -152,7 +159,7 @@ def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_pa
     assert f"on {voc.resolve()}, split val (4 images)" in table and "embedded demo" not in table
     assert [r["class"] for r in read_rows(out / "ablation_per_class.csv")] == ["red", "blue"]
     assert (out / "ablation_per_class.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "runs" / "phi0_s0" / ablate.DETECTIONS_FILE).is_file()
+    assert (out / "runs" / "phi0_s0" / runs.DETECTIONS_FILE).is_file()
     assert torch.get_num_threads() == threads_before  # --threads only while timing
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "done" / "phi3_s0.json").read_text())["epochs"] == 1
@@ -197,7 +204,7 @@ def test_runs_are_scored_by_get_map_with_its_defaults(tmp_path, monkeypatch):
         return detect(*args, **kwargs)
 
     monkeypatch.setattr(utils.eval.detect, "detect_samples", spy)
-    record = ablate.RunScorer(str(voc), None, "cpu", workers=0)(weights)
+    record = runs.RunScorer(str(voc), None, "cpu", workers=0)(weights)
     assert get_map.main(["--weights", str(weights), "--data", str(voc), "--device", "cpu", "--out", str(tmp_path / "m"),
                         "--no-plots"]) == 0
     summary = json.loads((tmp_path / "m" / "summary.json").read_text())
@@ -321,10 +328,10 @@ def test_sweep_sites_trains_the_block_at_each_site_then_each_pair():
 
 def test_baseline_is_the_first_variant_or_the_one_named():
     variants = ablate.parse_variants(["0", "3", "cbam"])
-    assert ablate.pick_baseline(variants, None) == "phi0"
-    assert ablate.pick_baseline(variants, "3") == "phi3" and ablate.pick_baseline(variants, "cbam") == "cbam"
+    assert runs.pick_baseline(variants, None) == "phi0"
+    assert runs.pick_baseline(variants, "3") == "phi3" and runs.pick_baseline(variants, "cbam") == "cbam"
     with pytest.raises(ValueError, match="not one of the variants"):
-        ablate.pick_baseline(variants, "se")
+        runs.pick_baseline(variants, "se")
 
 
 def test_bootstrap_pairs_the_saved_detections_of_one_seed(tmp_path):
@@ -340,12 +347,12 @@ def test_bootstrap_pairs_the_saved_detections_of_one_seed(tmp_path):
     empty = [np.zeros((0, 6)) for _ in truth]
     first = [np.c_[truth[0].boxes, np.full(len(truth[0].labels), 0.9), truth[0].labels]] + empty[1:]
     for variant, found in zip(variants, (empty, empty, first)):  # phi1 finds what phi0 finds: nothing
-        detect.write_coco_results(out / "runs" / f"{variant.slug}_s0" / ablate.DETECTIONS_FILE, found,
+        detect.write_coco_results(out / "runs" / f"{variant.slug}_s0" / runs.DETECTIONS_FILE, found,
                                   detect.image_keys(truth), CLASSES)
     records = [{**fake_record(v.label, 0, 0.0, 0.0), "class_names": CLASSES, "eval_images": 3} for v in variants]
     args = ablate.make_parser().parse_args(["--out", str(out), "--bootstrap", "40"])
-    scorer = ablate.RunScorer(str(voc), None, "cpu", workers=0)
-    intervals, seeds = ablate.bootstrap_differences(args, variants, records, "phi0", scorer)
+    scorer = runs.RunScorer(str(voc), None, "cpu", workers=0)
+    intervals, seeds = runs.bootstrap_differences(plan_of(args), variants, records, "phi0", scorer)
     assert seeds == {"phi1": 0, "phi3": 0}
     assert np.array_equal(intervals["phi1"].low, [0, 0]) and np.array_equal(intervals["phi1"].high, [0, 0])
     rng, diffs = np.random.default_rng(0), []
@@ -361,7 +368,7 @@ def test_bootstrap_pairs_the_saved_detections_of_one_seed(tmp_path):
     rows = compared_rows(["0", "1", "3"], records, intervals, seeds)
     assert [r["d_map50_distinguishable"] for r in rows] == [None, False, False]
     with pytest.raises(ValueError, match="holds 3 images now"):
-        ablate.bootstrap_differences(args, variants, [{**r, "eval_images": 4} for r in records], "phi0", scorer)
+        runs.bootstrap_differences(plan_of(args), variants, [{**r, "eval_images": 4} for r in records], "phi0", scorer)
 
 
 def test_an_old_record_is_rescored_from_last_pth_without_training(tmp_path, monkeypatch, capsys):
@@ -375,11 +382,11 @@ def test_an_old_record_is_rescored_from_last_pth_without_training(tmp_path, monk
            "eval_images": 3, "eval_amp": "bf16", "num_classes": 2, "train_config": {}}  # as the code before wrote it
     (out / "done").mkdir()
     (out / "done" / "phi0_s0.json").write_text(json.dumps(old))
-    monkeypatch.setattr(ablate, "run_logged", lambda *a, **k: pytest.fail("train.py was run for a finished run"))
+    monkeypatch.setattr(runs, "run_logged", lambda *a, **k: pytest.fail("train.py was run for a finished run"))
     args = ablate.make_parser().parse_args(["--out", str(out), "--device", "cpu", "--workers", "0"])
-    scorer = ablate.RunScorer(str(voc), None, "cpu", workers=0)
+    scorer = runs.RunScorer(str(voc), None, "cpu", workers=0)
     (variant,) = ablate.parse_variants(["0"])
-    record = ablate.run_one(args, variant, 0, [], scorer)
+    record = runs.run_one(plan_of(args), variant, 0, [], scorer)
     printed = capsys.readouterr().out
     assert "phi0_s0: done before; re-scoring" in printed and "(no training)" in printed
     assert "note: phi0_s0: map50 0.7500 in the old record" in printed  # the random weights score ~0.1
@@ -387,14 +394,14 @@ def test_an_old_record_is_rescored_from_last_pth_without_training(tmp_path, monk
     assert record["map_small"] is None and record["map_large"] is None  # no counted object is small or large
     assert json.loads((out / "done" / "phi0_s0.json").read_text()) == record
     samples = scorer.samples(CLASSES)  # the saved detections give the record's scores back
-    found = detect.read_coco_results(out / "runs" / "phi0_s0" / ablate.DETECTIONS_FILE, samples, CLASSES)
+    found = detect.read_coco_results(out / "runs" / "phi0_s0" / runs.DETECTIONS_FILE, samples, CLASSES)
     again = evaluate_detections(found, samples, CLASSES)
     assert (again["map50"], again["map50_95"]) == pytest.approx((record["map50"], record["map50_95"]), abs=1e-12)
-    assert ablate.run_one(args, variant, 0, [], scorer) == record  # complete now: skipped
+    assert runs.run_one(plan_of(args), variant, 0, [], scorer) == record  # complete now: skipped
     assert "phi0_s0: done before, skipped" in capsys.readouterr().out
     (out / "done" / "phi0_s0.json").write_text(json.dumps(old))
     (out / "runs" / "phi0_s0" / "last.pth").unlink()
-    assert ablate.run_one(args, variant, 0, [], scorer) is None
+    assert runs.run_one(plan_of(args), variant, 0, [], scorer) is None
     assert "last.pth is missing" in capsys.readouterr().err
 
 
@@ -404,15 +411,15 @@ def test_a_negative_bootstrap_count_is_refused(tmp_path, capsys):
 
 
 def test_data_format_and_images_reach_train_and_the_scorer_and_leave_an_old_budget_as_it_was(tmp_path):
-    old = ablate.budget_flags(ablate.make_parser().parse_args(["--epochs", "2"]))
+    old = runs.budget_flags(plan_of(ablate.make_parser().parse_args(["--epochs", "2"])))
     assert old == ["--data", "VOCdevkit", "--epochs", "2"]  # the budget of a comparison started before the flags
     args = ablate.make_parser().parse_args(["--data", "x.json", "--data-format", "coco", "--images", "imgs"])
-    assert ablate.budget_flags(args)[:6] == ["--data", "x.json", "--data-format", "coco", "--images", "imgs"]
+    assert runs.budget_flags(plan_of(args))[:6] == ["--data", "x.json", "--data-format", "coco", "--images", "imgs"]
     voc = write_tiny_voc(tmp_path / "VOCtiny", 2)
-    scorer = ablate.RunScorer(str(voc), "all", "cpu", 0, data_format="voc")
-    assert scorer.flags == ["--data-format", "voc"] and scorer.options["data_format"] == "voc"
+    scorer = runs.RunScorer(str(voc), "all", "cpu", 0, data_format="voc")
+    assert scorer.options["data_format"] == "voc"
     with pytest.raises(Exception, match="coco"):  # a VOC folder asked to be read as COCO is refused
-        ablate.RunScorer(str(voc), "all", "cpu", 0, data_format="coco")
+        runs.RunScorer(str(voc), "all", "cpu", 0, data_format="coco")
 
 
 def test_variants_may_name_a_fusion_which_reaches_train_py_only_when_not_concat(tmp_path):
@@ -425,21 +432,37 @@ def test_variants_may_name_a_fusion_which_reaches_train_py_only_when_not_concat(
     assert variants[2].slug == "enc-fusion-msf"
     with pytest.raises(ValueError, match="listed twice"):
         ablate.parse_variants(["fusion=gated", "none,fusion=gated"])
-    assert ablate.pick_baseline(variants, "2,fusion=gated") == "phi2,fusion=gated"
+    assert runs.pick_baseline(variants, "2,fusion=gated") == "phi2,fusion=gated"
     args = ablate.make_parser().parse_args(["--out", str(tmp_path), "--workers", "0"])
-    plain, gated = (ablate.train_command(args, v, 0, ["--epochs", "1"]) for v in variants[:2])
+    plain, gated = (runs.train_command(plan_of(args), v, 0, ["--epochs", "1"]) for v in variants[:2])
     assert plain[2:6] == ["--attention", "0", "--seed", "0"]  # concat: the command line as before fusions existed
     assert gated[2:8] == ["--attention", "none", "--fusion", "gated", "--seed", "0"]
     assert gated[gated.index("--name") + 1] == "fusion-gated_s0"
     with pytest.raises(ValueError, match="may not set --fusion"):
-        ablate.budget_flags(ablate.make_parser().parse_args(["--train-args=--fusion gated"]))
-    assert "fusion" in ablate.PER_RUN_KEYS  # a variant's own fusion is not a difference of the budget
+        runs.budget_flags(plan_of(ablate.make_parser().parse_args(["--train-args=--fusion gated"])))
+    assert "fusion" in runs.PER_RUN_KEYS  # a variant's own fusion is not a difference of the budget
 
 
 def test_bench_builds_each_variant_with_its_fusion_at_the_bench_size():
     variants = ablate.parse_variants(["0", "fusion=gated", "feat1=cbam_joint"])  # cbam_joint needs the input size
-    bench = ablate.bench_variants(variants, 2, 64, runs=1, warmup=0)
+    bench = runs.bench_variants(variants, 2, 64, runs=1, warmup=0)
     concat, gated = YoloBody(ANCHORS_MASK, 2), YoloBody(ANCHORS_MASK, 2, fusion="gated")
     assert bench["phi0"]["params"] == sum(p.numel() for p in concat.parameters())
     assert bench["fusion=gated"]["params"] == sum(p.numel() for p in gated.parameters())
     assert bench["feat1=cbam_joint"]["params"] > bench["phi0"]["params"]
+
+
+def script_imports(name: str) -> set:
+    """The top-level modules a script imports (any depth), by reading its source."""
+    import ast
+    from tests.conftest import ROOT
+    tree = ast.parse((ROOT / f"{name}.py").read_text())
+    return {alias.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names} | {
+        (n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+
+@pytest.mark.parametrize("script", ["train", "ablate"])
+def test_train_and_ablate_are_thin_and_import_no_other_script(script):
+    from tests.conftest import ROOT
+    assert len((ROOT / f"{script}.py").read_text().splitlines()) <= 150
+    assert not script_imports(script) & ({"train", "get_map", "predict", "ablate"} - {script})
