@@ -20,9 +20,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 T = ("train",)
 TA = ("train", "ablate")
 MODEL = (
-    Setting("config", None, "YAML of arguments (e.g. a run's run_args.yaml); flags given here override it", "run", T),
+    Setting("config", None, "YAML of arguments (e.g. a run's run_args.yaml); flags given here override it", "recipe",
+            T),
     Setting("recipe", "default", "a set of defaults (utils/engine/recipes.py): this project's recipe for training "
-            "from scratch, or bubbliiiing/yolov4-tiny-pytorch's; a config file and flags override it", "run", T,
+            "from scratch, or bubbliiiing/yolov4-tiny-pytorch's; a config file and flags override it", "recipe", T,
             choices=RECIPE_NAMES),
     Setting("init", "prior", "initialisation: PyTorch's, with head biases at the priors, or the reference's "
             "normal(0, 0.02)", "model", T, choices=("prior", "normal")),

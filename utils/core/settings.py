@@ -29,7 +29,7 @@ def _by_name(settings: Iterable[Setting]) -> Mapping[str, Setting]:
 
 SETTINGS: Mapping[str, Setting] = _by_name(TRAINING + TOOLS_SETTINGS)
 CONCERN_TITLES = {
-    "model": "model", "data": "data", "schedule": "schedule and optimizer", "augmentation": "augmentation",
+    "recipe": "recipe and config file", "model": "model", "data": "data", "schedule": "schedule and optimizer", "augmentation": "augmentation",
     "loss": "loss and label assignment", "run": "the run: weights, folders, devices, precision",
     "detection": "detection", "evaluation": "evaluation", "source": "what to detect in", "export": "export",
     "speed": "speed (--fps)", "maps": "maps per image", "outputs": "outputs per image", "ablation": "ablation",
