@@ -341,6 +341,13 @@ class YOLO:
         ms["fps"] = 1000.0 / ms["total_ms"]
         return ms
 
+    @staticmethod
+    def train(data: str = "VOCdevkit", **settings):
+        """Train as `python train.py` does with these settings (its flags by name: phi=2, epochs=30, seed=0, ...):
+        the same run, the same losses for a seed. Returns utils.engine.run.TrainRun(run_dir, metrics, history)."""
+        from utils.engine.run import train_run  # here, not above: inference does not load the training engine
+        return train_run({"data": data, **settings})
+
     def val(self, data: str = "VOCdevkit", split: Optional[str] = None, **settings) -> Dict:
         """Score these weights on a dataset split as get_map.py does; returns the result get_map.py prints and saves
         (utils.eval.scoring.evaluate: map, map_voc, map_voc07, map50_95, coco, per_class, settings, left_out).

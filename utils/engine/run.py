@@ -2,13 +2,14 @@
 
 `values` are the run's raw settings, keyed by train.py's argument names (what train.parse_args gives, as a
 dict); `make_parser` makes train.py's parser, whose defaults and flag names a `--resume` is checked against
-(utils/engine/resume.py).
+(utils/engine/resume.py). train.py and `YOLO.train` (`train_run`, settings as keywords) both train through
+here, so the same settings and seed give the same losses.
 """
 import argparse
 import contextlib
 import warnings
 from pathlib import Path
-from typing import Callable, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes, 
 from utils.core.fileio import remove_stale_temporaries, write_text_atomic
 from utils.core.folder_lock import FolderLock
 from utils.core.paths import MODEL_DATA
+from utils.core.settings import add_flags, check_overrides
 from utils.data.anchors import box_sizes, format_anchors, refit_anchors
 from utils.data.demo_data import demo_classes_file
 from utils.data.label_plots import plot_labels
@@ -27,9 +29,10 @@ from utils.data.voc import default_split, load_eval_samples, load_samples, resol
 from utils.engine import distributed as dist
 from utils.engine.build import build_loss, build_model, build_state
 from utils.engine.checkpoint import read_checkpoint
+from utils.engine.recipes import config_defaults
 from utils.engine.loop import EpochLoop
 from utils.engine.resume import check_resumed_data, resumed_values, run_data_record, schedule_epochs
-from utils.engine.run_logger import describe_run, run_folder, write_yaml
+from utils.engine.run_logger import describe_run, read_yaml, run_folder, write_yaml
 from utils.engine.train_config import TrainConfig, make_config
 from utils.engine.trainer import restore_checkpoint
 
@@ -165,3 +168,44 @@ class Trainer:
             loop.summary()
         return EXIT_OK
 
+
+def train_parser() -> argparse.ArgumentParser:
+    """train.py's flags (the schema's, utils/core/settings.py): the defaults and flag names a resume checks."""
+    parser = argparse.ArgumentParser(prog="train.py")
+    add_flags(parser, "train")
+    return parser
+
+
+def train_values(settings: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(values, given): the run's raw settings from keywords named as train.py's flags (`input_size`, `no_ema`'s
+    `ema`), over a `config` YAML over the recipe's values over the schema's defaults, as train.parse_args builds
+    them from flags; `given`: the keywords, checked (an unknown name is refused naming the nearest)."""
+    given = check_overrides(settings, "training settings (train.py's flags, written with _)")
+    parser = train_parser()
+    config = read_yaml(given["config"]) if given.get("config") else {}
+    recipe = given.get("recipe") if given.get("recipe") != parser.get_default("recipe") else None
+    parser.set_defaults(**config_defaults(config, given.get("config"), recipe))
+    return {**vars(parser.parse_args([])), **given}, given
+
+
+class TrainRun(NamedTuple):
+    """What `train_run` (YOLO.train) returns: the run folder (last.pth, best.pth, results.csv), the last epoch's
+    row of results.csv (losses, lr and, when evaluated, map50 and map50_95) and every epoch's row."""
+
+    run_dir: Path
+    metrics: Dict[str, Any]
+    history: List[Dict[str, Any]]
+
+
+def train_run(settings: Mapping[str, Any]) -> TrainRun:
+    """Train (or resume, `resume=`) the run `python train.py` makes with the flags `settings` name; Ctrl-C
+    leaves last.pth at the last complete epoch and raises KeyboardInterrupt."""
+    values, given = train_values(settings)
+    trainer = Trainer(values, train_parser, explicit=given)
+    try:
+        code = trainer.fit()
+    finally:
+        dist.teardown()
+    if code == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt(f"training interrupted; resume with resume='{trainer.run_dir}/last.pth'")
+    return TrainRun(trainer.run_dir, dict(trainer.history[-1]) if trainer.history else {}, trainer.history)
