@@ -4,6 +4,7 @@ import ast
 import importlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from utils.core import schema_tools, schema_train
@@ -190,3 +191,26 @@ def test_no_default_of_a_setting_is_written_again_in_the_product_code():
     planted = "def f(x, conf_thres=0.5, max_det=300, seed=0, topk=10):\n    pass\nCONF_THRES = 0.001\n"
     assert sorted(h.split(" ")[1] for h in repeated_defaults(planted, "x.py")) == [
         "CONF_THRES=0.001", "conf_thres=0.5", "max_det=300", "topk=10"]
+
+
+def test_train_takes_h_w_as_every_script_does(tmp_path, monkeypatch):
+    """train.py --input-size 96,128 trains at 96 x 128; its record repeats the run and its checkpoint says so."""
+    import train
+    from tests.tiny_voc import write_tiny_voc
+    from utils.engine.checkpoint import read_checkpoint
+    from utils.engine.run_logger import read_yaml
+    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
+    data = write_tiny_voc(tmp_path / "voc", 2)
+    assert train.main(["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "96,128",
+                       "--batch-size", "2", "--workers", "0", "--save-dir", str(tmp_path / "runs"), "--quiet",
+                       "--eval-period", "0", "--epochs", "1"]) == 0
+    run = tmp_path / "runs" / "exp"
+    ckpt = read_checkpoint(run / "last.pth")
+    assert ckpt["args"]["input_size"] == [96, 128] and list(ckpt["input_size"]) == [96, 128]
+    assert read_yaml(run / "run_args.yaml")["input_size"] == [96, 128]
+    assert tuple(train.parse_args(["--config", str(run / "run_args.yaml")]).input_size) == (96, 128)
+    assert train.parse_args(["--input-size", "128,128"]).input_size == (128, 128)  # make_config reads it as 128
+    from yolo import YOLO
+    detector = YOLO(run / "last.pth", device="cpu")
+    assert tuple(detector.spec.input_size) == (96, 128)
+    detector.detect(np.zeros((60, 200, 3), np.uint8))

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from utils.core.config import parse_input_size
 from utils.core.plotting import plt, save_figure
 from utils.data.anchors import box_sizes
 from utils.data.annotations import Sample
@@ -82,11 +83,12 @@ def draw_unit_histogram(ax, xy: np.ndarray, title: str, labels, image_frame: boo
     ax.set(xlim=(0, 1), ylim=(1, 0) if image_frame else (0, 1), xlabel=labels[0], ylabel=labels[1], aspect="equal")
 
 
-def draw_input_sizes(ax, wh: np.ndarray, input_size: int, anchors: Optional[np.ndarray]) -> None:
-    """Box width against height in input pixels on log axes, the anchors marked."""
-    title = f"box size in {input_size}x{input_size} input pixels"
+def draw_input_sizes(ax, wh: np.ndarray, input_size, anchors: Optional[np.ndarray]) -> None:
+    """Box width against height in input pixels (input an int or (h, w)) on log axes, the anchors marked."""
+    h, w = parse_input_size(input_size)
+    title = f"box size in {w}x{h} input pixels"
     shown = np.concatenate([wh, anchors if anchors is not None else np.zeros((0, 2))])
-    low, high = min(1.0, float(shown.min(initial=1.0))), max(float(input_size), float(shown.max(initial=1.0)))
+    low, high = min(1.0, float(shown.min(initial=1.0))), max(float(max(h, w)), float(shown.max(initial=1.0)))
     if len(wh):
         bins = np.geomspace(low, high, HIST_BINS)
         ax.hist2d(wh[:, 0], wh[:, 1], bins=[bins, bins], cmap="Blues", cmin=1, norm="log")
@@ -100,7 +102,7 @@ def draw_input_sizes(ax, wh: np.ndarray, input_size: int, anchors: Optional[np.n
            xlabel="width (px)", ylabel="height (px)", aspect="equal")
 
 
-def label_figure(samples: Sequence[Sample], class_names: Sequence[str], input_size: int,
+def label_figure(samples: Sequence[Sample], class_names: Sequence[str], input_size,
                  anchors: Optional[np.ndarray] = None):
     """The labels.png figure: counts across the top, centres, normalised sizes and input-pixel sizes below."""
     stats = label_statistics(samples, len(class_names))
@@ -116,7 +118,7 @@ def label_figure(samples: Sequence[Sample], class_names: Sequence[str], input_si
     return fig
 
 
-def plot_labels(samples: Sequence[Sample], class_names: Sequence[str], path, input_size: int,
+def plot_labels(samples: Sequence[Sample], class_names: Sequence[str], path, input_size,
                 anchors: Optional[np.ndarray] = None) -> Path:
     """Write labels.png (see label_figure) to `path`, atomically."""
     return save_figure(label_figure(samples, class_names, input_size, anchors), path)

@@ -28,7 +28,7 @@ from utils.eval.evaluator import evaluate_model
 
 def build_loaders(config: TrainConfig, train_samples, val_samples, batch_size: int):
     """(train loader, val loader): augmented, sharded across ranks under torchrun; letterbox only."""
-    size = (config.input_size, config.input_size)
+    size = config.input_size  # an int or (h, w)
     augment = AugmentConfig(jitter=config.jitter, scale=config.scale, flip=config.flip, hsv=config.hsv)
     train_set = YoloDataset(train_samples, size, train=True, mosaic=config.mosaic, mixup=config.mixup, augment=augment,
                             seed=config.seed)

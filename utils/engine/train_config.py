@@ -50,7 +50,7 @@ def make_config(values: Mapping[str, Any], is_demo: bool, amp_used: str) -> Trai
         v["lr"] = 0.1 if v["optimizer"] == "sgd" else 0.01
     if v["min_lr"] is None:
         v["min_lr"] = v["lr"] / 100
-    v["input_size"] = _square(v["input_size"])
+    v["input_size"] = _input_size(v["input_size"])
     if v["epochs"] < 1 or v["freeze_epochs"] > v["epochs"]:
         raise ValueError(f"--epochs must be >= 1 and >= --freeze-epochs, got {v['epochs']} and {v['freeze_epochs']}")
     v["attention"], v["fusion"] = check_model(v)
@@ -59,16 +59,13 @@ def make_config(values: Mapping[str, Any], is_demo: bool, amp_used: str) -> Trai
     return TrainConfig(**v, amp_used=amp_used, channels_last_on=v["channels_last"] != "off")
 
 
-def _square(size) -> int:
-    """The training input: one multiple of 32 (H,W of two equal sides reads as one)."""
+def _input_size(size):
+    """The training input: one multiple of 32 (square), or (h, w) (H,W of two equal sides reads as one)."""
     try:
         size = parse_size(size)
     except ValueError as e:
         raise ValueError(f"--input-size: {e}") from None
-    if isinstance(size, tuple) and size[0] != size[1]:
-        raise ValueError(f"--input-size {size[0]},{size[1]}: train.py trains at a square input (mosaic, anchors and "
-                         "the label plots assume it); give one size such as 416 (predict.py and get_map.py take H,W)")
-    return size[0] if isinstance(size, tuple) else size
+    return size[0] if isinstance(size, tuple) and size[0] == size[1] else size
 
 
 def check_model(values: Mapping[str, Any]) -> Tuple[str, str]:
