@@ -214,3 +214,13 @@ def test_train_takes_h_w_as_every_script_does(tmp_path, monkeypatch):
     detector = YOLO(run / "last.pth", device="cpu")
     assert tuple(detector.spec.input_size) == (96, 128)
     detector.detect(np.zeros((60, 200, 3), np.uint8))
+
+
+def test_a_renamed_flag_keeps_its_old_name_and_help_says_so():
+    from utils.core.setting import Setting
+    renamed = Setting("box_gain", 0.4, "weight of the box loss", "loss", ("train",), type=float,
+                      aliases=("--box-weight",))
+    p = argparse.ArgumentParser()
+    renamed.add_to(p, "train")
+    assert p.parse_args(["--box-weight", "0.1"]).box_gain == 0.1 and p.parse_args([]).box_gain == 0.4
+    assert "--box-weight, its former name, works for one more release" in renamed.help_text()

@@ -88,7 +88,8 @@ class Setting:
         shown = self.default_text or _shown(self.default, self.kind)
         own = [f"{TOOLS[t]}: {'required' if v is REQUIRED else _shown(v, self.kind)}"
                for t, v in self.tool_defaults.items()]
-        return f"{self.help} (default: {'; '.join([shown] + own)})"
+        former = f"; {', '.join(self.aliases)}, its former name, works for one more release" if self.aliases else ""
+        return f"{self.help} (default: {'; '.join([shown] + own)}){former}"
 
     def add_to(self, parser, tool: str) -> argparse.Action:
         """Add this setting's flag to an argparse parser or group, with `tool`'s default."""

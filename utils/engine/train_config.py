@@ -55,8 +55,9 @@ def make_config(values: Mapping[str, Any], is_demo: bool, amp_used: str) -> Trai
         raise ValueError(f"--epochs must be >= 1 and >= --freeze-epochs, got {v['epochs']} and {v['freeze_epochs']}")
     v["attention"], v["fusion"] = check_model(v)
     v["scale"], v["hsv"] = tuple(v["scale"]), tuple(v["hsv"])
-    # "auto" in an older checkpoint meant on
-    return TrainConfig(**v, amp_used=amp_used, channels_last_on=v["channels_last"] != "off")
+    if v["channels_last"] not in ("on", "off"):  # an older record's 'auto' is migrated (utils/core/migrate.py)
+        raise ValueError(f"--channels-last must be on or off, got {v['channels_last']!r}")
+    return TrainConfig(**v, amp_used=amp_used, channels_last_on=v["channels_last"] == "on")
 
 
 def _input_size(size):
