@@ -342,11 +342,12 @@ class YOLO:
         return ms
 
     @staticmethod
-    def train(data: str = "VOCdevkit", **settings):
-        """Train as `python train.py` does with these settings (its flags by name: phi=2, epochs=30, seed=0, ...):
-        the same run, the same losses for a seed. Returns utils.engine.run.TrainRun(run_dir, metrics, history)."""
+    def train(data: Optional[str] = None, **settings):
+        """Train as `python train.py` does with these settings (its flags by name: data, phi=2, epochs=30, seed=0,
+        resume=...): the same run, the same losses for a seed. Returns utils.engine.run.TrainRun(run_dir, metrics,
+        history)."""
         from utils.engine.run import train_run  # here, not above: inference does not load the training engine
-        return train_run({"data": data, **settings})
+        return train_run({**settings, **({"data": data} if data is not None else {})})
 
     def val(self, data: str = "VOCdevkit", split: Optional[str] = None, **settings) -> Dict:
         """Score these weights on a dataset split as get_map.py does; returns the result get_map.py prints and saves

@@ -37,3 +37,11 @@ def test_yolo_train_refuses_an_unknown_or_mistyped_setting_naming_it(tmp_path):
     with pytest.raises(ValueError, match="lr"):
         YOLO.train(data=str(tmp_path), lr="fast")
     assert not (tmp_path / "logs").exists()
+
+
+def test_yolo_train_resumes_a_run_with_its_recorded_data_and_extends_it(tiny_voc, tmp_path):
+    first = YOLO.train(data=str(tiny_voc), classes=str(tiny_voc / "classes.txt"), save_dir=str(tmp_path),
+                       **{**SETTINGS, "epochs": 1, "eval_period": 0})
+    resumed = YOLO.train(resume=str(first.run_dir / "last.pth"), epochs=2, workers=0, quiet=True)
+    assert resumed.run_dir == first.run_dir.resolve() and [r["epoch"] for r in resumed.history] == [1, 2]
+    assert read_checkpoint(first.run_dir / "last.pth")["args"]["data"] == str(tiny_voc.resolve())
