@@ -183,10 +183,9 @@ class YOLO:
         """The ONNX Runtime session of the onnx backend (None for torch): the raw graph (the .onnx file, or
         exported from the weights) with uint8 NHWC input, decoding and NMS inside (utils.deploy.export.detector_graph),
         rebuilt when conf, nms or max_det change."""
-        key = (self.conf, self.nms, self.max_det)
+        key = self.thresholds
         if self.backend == "onnx" and self._session_key != key:
-            graph = detector_graph(self._raw_graph(), len(self.class_names), self.anchors, self.anchors_mask,
-                                   self.input_hw, self.scale_x_y, *key, where=self._source)
+            graph = detector_graph(self._raw_graph(), self.spec, key, where=self._source)
             self._session, self._session_key = ort_session(graph.SerializeToString(), str(self.device)), key
         return self._session
 
@@ -374,8 +373,7 @@ class YOLO:
             return export_int8(self._cpu_model(), self.spec, path, calibration_images, letterbox=self.letterbox)
         metadata = onnx_metadata(self.spec)
         if nms:
-            return export_onnx_nms(self._cpu_model(), path, self.anchors, self.anchors_mask, self.input_hw,
-                                   self.scale_x_y, self.conf, self.nms, self.max_det, metadata=metadata)
+            return export_onnx_nms(self._cpu_model(), path, self.spec, self.thresholds, metadata=metadata)
         return export_onnx(self._cpu_model(), path, self.input_hw, check=check, metadata=metadata)
 
     def predict(self, source, out=None, **options) -> list:

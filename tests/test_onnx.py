@@ -5,14 +5,21 @@ import torch
 
 from nets.fuse import fuse_model
 from nets.yolo import YoloBody
+from utils.core.detector_spec import DetectorSpec
 from tests.test_yolo import ANCHORS, ANCHORS_MASK, make_checkpoint, random_bn, rgb
 from utils.deploy.export import (OPSET, RawToDetections, detector_graph, export_onnx, export_onnx_nms, max_abs_error,
                                  ort_session)
 from utils.ops.boxes import decode_candidates, select_detections, split_by_image
 from utils.ops.image import to_unit_float
+from utils.ops.pipeline import Thresholds
 from yolo import YOLO
 
 HW = (64, 96)
+
+
+def spec_of(model, scale_x_y: float = 1.0) -> DetectorSpec:
+    """The spec of a 2-class test model at HW."""
+    return DetectorSpec(("a", "b"), ANCHORS, model.anchors_mask, model.strides, HW, scale_x_y)
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +50,11 @@ def test_nms_graph_matches_torch_postprocess(model, tmp_path, graph):
     pixels = torch.randint(0, 256, (3, *HW, 3), dtype=torch.uint8)
     images = to_unit_float(pixels.permute(0, 3, 1, 2))
     if graph == "nms":
-        path = export_onnx_nms(model, tmp_path / "nms.onnx", anchors, ANCHORS_MASK, HW, 1.05, conf=0.3, nms=0.4, max_det=7)
+        path = export_onnx_nms(model, tmp_path / "nms.onnx", spec_of(model, 1.05), Thresholds(0.3, 0.4, 7))
         found = ort_session(path).run(["detections"], {"images": images.numpy()})[0]
     else:
         raw = onnx.load(export_onnx(model, tmp_path / "raw.onnx", HW))
-        both = detector_graph(raw, 2, anchors, ANCHORS_MASK, HW, 1.05, conf=0.3, nms=0.4, max_det=7)
+        both = detector_graph(raw, spec_of(model, 1.05), Thresholds(0.3, 0.4, 7))
         found, out0 = ort_session(both.SerializeToString()).run(["detections", "out0"], {"images": pixels.numpy()})
         with torch.no_grad():
             assert np.abs(out0 - model(images)[0].numpy()).max() < 1e-4
@@ -70,12 +77,13 @@ def test_candidate_cap_is_the_same_in_torch_and_onnx(model, tmp_path, graph):
     pixels = torch.randint(0, 256, (2, *HW, 3), dtype=torch.uint8)
     images = to_unit_float(pixels.permute(0, 3, 1, 2))
     settings = dict(scale_x_y=1.05, conf=0.01, nms=0.5, max_det=300)
+    thresholds = Thresholds(0.01, 0.5, 300)
     if graph == "nms":
-        path = export_onnx_nms(model, tmp_path / "cap.onnx", anchors, ANCHORS_MASK, HW, max_nms=12, **settings)
+        path = export_onnx_nms(model, tmp_path / "cap.onnx", spec_of(model, 1.05), thresholds, max_nms=12)
         found = ort_session(path).run(["detections"], {"images": images.numpy()})[0]
     else:
         raw = onnx.load(export_onnx(model, tmp_path / "raw.onnx", HW))
-        both = detector_graph(raw, 2, anchors, ANCHORS_MASK, HW, max_nms=12, **settings)
+        both = detector_graph(raw, spec_of(model, 1.05), thresholds, max_nms=12)
         found = ort_session(both.SerializeToString()).run(["detections"], {"images": pixels.numpy()})[0]
     with torch.no_grad():
         outputs = model(images)
@@ -93,8 +101,7 @@ def test_candidate_cap_is_the_same_in_torch_and_onnx(model, tmp_path, graph):
 
 
 def test_nms_graph_with_no_detections(model, tmp_path):
-    anchors = torch.tensor(ANCHORS, dtype=torch.float32)
-    path = export_onnx_nms(model, tmp_path / "none.onnx", anchors, ANCHORS_MASK, HW, conf=0.9999)
+    path = export_onnx_nms(model, tmp_path / "none.onnx", spec_of(model), Thresholds(conf=0.9999))
     found = ort_session(path).run(None, {"images": np.random.rand(2, 3, *HW).astype(np.float32)})[0]
     assert found.shape == (0, 7)
 

@@ -58,6 +58,11 @@ class RawToDetections(nn.Module):
         self.input_hw = tuple(input_hw)
         self.scale_x_y, self.conf, self.nms, self.max_det, self.max_nms = scale_x_y, conf, nms, max_det, max_nms
 
+    @classmethod
+    def from_spec(cls, spec: DetectorSpec, thresholds: Thresholds, max_nms: int = MAX_NMS) -> "RawToDetections":
+        """The decoding and selection of the detector `spec` describes, with `thresholds`."""
+        return cls(spec.anchor_tensor(), spec.anchors_mask, spec.input_size, spec.scale_x_y, *thresholds, max_nms)
+
     def forward(self, out0: Tensor, out1: Tensor) -> Tensor:
         return decode_select([out0, out1], self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y,
                              Thresholds(self.conf, self.nms, self.max_det), out0.shape[0], self.max_nms)
@@ -231,17 +236,16 @@ def export_onnx(model: nn.Module, path, input_hw: Tuple[int, int], check: bool =
     return path
 
 
-def export_onnx_nms(model: nn.Module, path, anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
-                    scale_x_y: float = 1.0, conf: float = default("conf"), nms: float = default("nms"), max_det: int = default("max_det"),
+def export_onnx_nms(model: nn.Module, path, spec: DetectorSpec, thresholds: Thresholds = Thresholds(),
                     metadata: Optional[Dict[str, str]] = None, max_nms: int = MAX_NMS) -> Path:
-    """Write the graph with decoding and NMS inside (output `detections`, see module docstring).
+    """Write the graph of `model`, the detector `spec` describes, with decoding and NMS inside at `thresholds`
+    (output `detections`, see module docstring).
 
     `metadata`: metadata_props to store (see onnx_metadata); `max_nms`: the candidate cap per image.
     """
     path = Path(path)
-    post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det, max_nms)
-    module = DecodeNMS(model.eval().cpu(), post).eval()
-    graph = _to_onnx(module, (torch.rand(1, 3, *input_hw),), ["images"], ["detections"],
+    module = DecodeNMS(model.eval().cpu(), RawToDetections.from_spec(spec, thresholds, max_nms)).eval()
+    graph = _to_onnx(module, (torch.rand(1, 3, *spec.input_size),), ["images"], ["detections"],
                      {"images": {0: "batch"}, "detections": {0: "count"}})
     _write_graph(graph, path, metadata)
     return path
@@ -279,13 +283,13 @@ def _uint8_nhwc_input(graph) -> None:
     onnx.checker.check_model(graph)
 
 
-def detector_graph(raw, num_classes: int, anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
-                   scale_x_y: float = 1.0, conf: float = default("conf"), nms: float = default("nms"), max_det: int = default("max_det"),
-                   where: str = "ONNX model", strides: Sequence[int] = YoloBody.strides, max_nms: int = MAX_NMS):
-    """The raw graph `raw` (onnx.ModelProto, fp32 or int8) made into a whole detector for ONNX Runtime:
-    input `images` Tensor[B, H, W, 3] uint8 RGB (letterboxed), outputs `detections` (as the nms graph's)
-    and out0, out1. Returns a new onnx.ModelProto; `raw` is not changed. `strides`: input pixels per
-    cell of out0 and out1 (the model's); `max_nms`: the candidate cap per image.
+def detector_graph(raw, spec: DetectorSpec, thresholds: Thresholds = Thresholds(), where: str = "ONNX model",
+                   max_nms: int = MAX_NMS):
+    """The raw graph `raw` (onnx.ModelProto, fp32 or int8) of the detector `spec` describes made into a whole
+    detector for ONNX Runtime, at `thresholds`: input `images` Tensor[B, H, W, 3] uint8 RGB (letterboxed),
+    outputs `detections` (as the nms graph's) and out0, out1. Returns a new onnx.ModelProto; `raw` is not
+    changed. The spec's strides (the model's where it records none) shape out0 and out1; `max_nms`: the
+    candidate cap per image.
 
     With the input conversion, decoding and NMS inside, a detect() call does little more than one
     session.run, on fp32 and int8 graphs alike.
@@ -299,9 +303,10 @@ def detector_graph(raw, num_classes: int, anchors: Tensor, anchors_mask, input_h
               for i in graph.graph.input if i.name not in weights]
     _raw_graph_check(inputs, [o.name for o in graph.graph.output], where)
     _uint8_nhwc_input(graph)
-    post = RawToDetections(anchors, anchors_mask, input_hw, scale_x_y, conf, nms, max_det, max_nms).eval()
-    out0, out1 = (torch.rand(1, len(mask) * (5 + num_classes), input_hw[0] // stride, input_hw[1] // stride)
-                  for mask, stride in zip(anchors_mask, strides))
+    post = RawToDetections.from_spec(spec, thresholds, max_nms).eval()
+    (h, w), strides = spec.input_size, spec.strides or YoloBody.strides
+    out0, out1 = (torch.rand(1, len(mask) * (5 + spec.num_classes), h // stride, w // stride)
+                  for mask, stride in zip(spec.anchors_mask, strides))
     post_graph = _to_onnx(post, (out0, out1), RAW_OUTPUTS, ["detections"],
                           {"out0": {0: "batch"}, "out1": {0: "batch"}, "detections": {0: "count"}})
     post_graph.ir_version = graph.ir_version
