@@ -131,6 +131,8 @@ def test_overrides_refuse_an_unknown_key_with_the_nearest_name_and_a_wrong_type(
         check_overrides({"scale": [0.5]}, "cfg.yaml")
     with pytest.raises(ValueError, match="ema must be true or false"):
         check_overrides({"ema": "no"}, "cfg.yaml")
+    with pytest.raises(ValueError, match="data must be text, found None"):
+        check_overrides({"data": None}, "cfg.yaml")
     assert check_overrides({"lr": 1, "scale": (0.5, 2), "input_size": 320, "ema": False}, "x") == {
         "lr": 1.0, "scale": [0.5, 2.0], "input_size": 320, "ema": False}
 

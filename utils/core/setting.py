@@ -116,6 +116,8 @@ class Setting:
             return value
         expected = _expected(self)
         try:
+            if value is None:
+                raise TypeError
             checked = _converted(self, value)
         except (TypeError, ValueError, argparse.ArgumentTypeError):
             raise ValueError(f"{where}: {self.name} must be {expected}, found {value!r}") from None
