@@ -22,7 +22,7 @@ from utils.core.settings import add_flags
 from utils.engine.run_logger import new_run_dir
 from utils.eval import scoring
 from utils.eval.report import report_text, save_results
-from utils.eval.scoring import SETTING_NAMES, Scored, load_split  # noqa: F401 (load_split: ablate.py uses it)
+from utils.eval.scoring import SETTING_NAMES
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -46,14 +46,9 @@ def settings_of(args) -> dict:
     return {k: v for k, v in vars(args).items() if k in SETTING_NAMES}
 
 
-def score(args) -> Scored:
-    """utils.eval.scoring.score for parsed flags: (result, detections, samples, class_names, base)."""
-    return scoring.score(**settings_of(args))
-
-
 def run(args) -> None:
     """Score, write the results folder and print the table, the headline and the settings."""
-    scored = score(args)
+    scored = scoring.score(**settings_of(args))
     out = output_dir(args.out, scored.base)
     save_results(out, scored, {"data_format": args.data_format, "images_dir": args.images}, plots=not args.no_plots)
     print(report_text(scored.result))

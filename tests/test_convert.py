@@ -22,6 +22,8 @@ from utils.data import convert, writers
 from utils.data.layouts import data_options, resolve_data
 from utils.data.voc import load_samples
 from utils.engine.run import load_data
+from utils.eval import scoring
+from utils.eval.scoring import load_split
 
 
 @pytest.fixture(autouse=True)
@@ -334,7 +336,7 @@ def noisy_detections(samples, path: Path) -> Path:
 
 def score(flags):
     args = get_map.make_parser().parse_args([str(f) for f in flags] + ["--amp", "off", "--device", "cpu", "--no-plots"])
-    return get_map.score(args)[:2]  # (result, detections)
+    return scoring.score(**get_map.settings_of(args))[:2]  # (result, detections)
 
 
 def test_voc_yolo_and_coco_copies_give_the_same_summary_and_map(tmp_path, capsys):
@@ -401,8 +403,8 @@ def test_readme_commands_read_each_format(tmp_path, capsys, monkeypatch):
     (tmp_path / "coco_val/val").rename(tmp_path / "imgs")
     [scoring] = [c for c in commands if c[:2] == ["python", "get_map.py"]]
     args = get_map.make_parser().parse_args(scoring[2:])
-    samples, _ = get_map.load_split(resolve_data(args.data, **data_options(args)), args.split, CLASSES,
-                                    options=data_options(args))
+    samples, _ = load_split(resolve_data(args.data, **data_options(args)), args.split, CLASSES,
+                            options=data_options(args))
     assert len(samples) == len((voc / "ImageSets/Main/val.txt").read_text().split())
     [conversion] = [c for c in commands if c[:3] == ["python", "-m", "utils.data.convert"]]
     assert convert.main(conversion[3:]) == 0
