@@ -52,20 +52,24 @@ def evaluate(config: TrainConfig, model, val_samples, class_names, anchors, stat
     evaluator's batch size), so both print the same numbers.
     """
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-    return evaluate_model(model, val_samples, class_names, config.input_size, anchors, DEFAULT_ANCHORS_MASK,
-                          scale_x_y=config.scale_x_y, workers=config.workers, device=state.device,
-                          amp=state.amp_dtype, progress=not config.quiet)
+    return evaluate_model(model, val_samples, class_names, spec=training_spec(config, class_names, anchors),
+                          workers=config.workers, device=state.device, amp=state.amp_dtype, progress=not config.quiet)
+
+
+def training_spec(config: TrainConfig, class_names, anchors) -> DetectorSpec:
+    """The DetectorSpec of the detector a run trains: what its checkpoints record and its evaluation decodes with."""
+    size = config.input_size
+    return DetectorSpec(class_names, anchors, DEFAULT_ANCHORS_MASK, YoloBody.strides,
+                        tuple(size) if isinstance(size, (list, tuple)) else (size, size), config.scale_x_y,
+                        letterbox=True, attention=config.attention, fusion=config.fusion, se_loss=config.se_loss > 0)
 
 
 def checkpoint_meta(config: TrainConfig, class_names, anchors, data_record: Optional[dict] = None) -> dict:
     """What a checkpoint holds besides the training state, so that predict.py and get_map.py need nothing else:
     the detector's spec (utils/core/detector_spec.py, DetectorSpec.record()), the run's arguments, and the
     fingerprint of its data that a resumed run checks (utils/engine/resume.py)."""
-    size = config.input_size
-    spec = DetectorSpec(class_names, anchors, DEFAULT_ANCHORS_MASK, YoloBody.strides,
-                        tuple(size) if isinstance(size, (list, tuple)) else (size, size), config.scale_x_y,
-                        letterbox=True, attention=config.attention, fusion=config.fusion, se_loss=config.se_loss > 0)
-    return {**spec.record(), "args": config.to_dict(), "data_fingerprint": data_record}
+    return {**training_spec(config, class_names, anchors).record(), "args": config.to_dict(),
+            "data_fingerprint": data_record}
 
 
 class EpochLoop:
