@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_formats import voc_to_coco
-from tests.test_voc import make_year
-from tests.tiny_voc import write_tiny_voc
+from tests.helpers.voc import voc_to_coco, write_tiny_voc, write_voc
 from utils.data import anchors
 from utils.data.voc import load_samples
 from utils.ops.boxes import wh_iou
@@ -30,7 +28,7 @@ def test_command_prints_comparison_and_writes_only_with_flag(tmp_path, capsys):
     for k in range(8):
         w = 20 + 10 * k
         items[f"i{k}"] = (Image.new("RGB", (100, 100)), f"i{k}.jpg", (100, 100), [("cat", 0, 0, w, w // 2 + 5, 0)])
-    root = make_year(tmp_path / "VOC", items)
+    root = write_voc(tmp_path / "VOC", items)
     (tmp_path / "anchors.txt").write_text("10,14, 23,27, 37,58\n")
     args = ["--data", str(root), "--classes", str(tmp_path / "c.txt"), "--anchors", str(tmp_path / "anchors.txt"),
             "--input-size", "224"]  # the shared --input-size: a multiple of 32
@@ -46,8 +44,7 @@ def test_command_prints_comparison_and_writes_only_with_flag(tmp_path, capsys):
         anchors.kmeans_anchors(np.ones((5, 2)), 3)
 
 
-def test_command_reads_a_coco_json_with_its_image_folder(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
+def test_command_reads_a_coco_json_with_its_image_folder(tmp_path, capsys, scan_cache):
     json_path = voc_to_coco(write_tiny_voc(tmp_path / "voc", 4), tmp_path / "coco")
     (tmp_path / "coco" / "images").rename(tmp_path / "pictures")
     (tmp_path / "anchors.txt").write_text("10,14, 23,27\n")
@@ -80,12 +77,12 @@ def test_refit_keeps_anchors_that_already_fit():
     assert fitted is current and new_iou == old_iou == 1.0
 
 
-def test_auto_anchors_refit_at_the_start_reach_the_checkpoint_and_survive_a_resume(tmp_path, capsys, monkeypatch):
+def test_auto_anchors_refit_at_the_start_reach_the_checkpoint_and_survive_a_resume(tmp_path, capsys, monkeypatch,
+                                                                                  scan_cache):
     import train
     from utils.core.config import read_anchors
     from utils.engine.checkpoint import read_checkpoint
 
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
     data = write_tiny_voc(tmp_path / "voc", 4)
     args = ["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "128", "--batch-size", "2",
             "--workers", "0", "--save-dir", str(tmp_path / "runs"), "--quiet", "--eval-period", "0", "--epochs", "2",

@@ -129,7 +129,7 @@ def test_unknown_assigner_is_refused():
 
 def test_train_py_trains_with_the_aligned_assigner_and_records_its_settings(tmp_path, monkeypatch):
     import train
-    from tests.tiny_voc import write_tiny_voc
+    from tests.helpers.voc import write_tiny_voc
     from utils.engine.checkpoint import read_checkpoint
     from utils.engine.loss import loss_settings
 

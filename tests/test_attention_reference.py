@@ -16,30 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from nets.attention import ATTENTION_BLOCKS
-from tests.test_attention_zoo import make_block, perturb
-
-TOL = dict(rtol=1e-6, atol=1e-8)
+from tests.helpers.attention import TOL, bn, gate, linear, make_block, perturb
 
 # (batch, channels, height, width): non-square, batch > 1, a map smaller than FcaNet's 7x7, a 1x1 map
 SHAPES = [(2, 32, 13, 9), (3, 32, 8, 8), (2, 64, 5, 7), (2, 32, 1, 1)]
-
-
-def bn(x, m):
-    """BatchNorm in eval mode over dim 1, from the running statistics."""
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    scale = m.weight / torch.sqrt(m.running_var + m.eps)
-    return (x - m.running_mean.view(shape)) * scale.view(shape) + m.bias.view(shape)
-
-
-def linear(v, weight, bias=None):
-    """v: [B, in]; weight: a Linear's [out, in] or a 1x1 conv's [out, in, 1, 1]."""
-    out = v @ weight.reshape(weight.shape[0], -1).t()
-    return out if bias is None else out + bias
-
-
-def gate(x, g):
-    """x * per-channel gate g: [B, C]."""
-    return x * g[:, :, None, None]
 
 
 def se_max_ref(block, x):

@@ -1,42 +1,11 @@
 """Augmentation moves boxes exactly with pixels: coloured boxes through mosaic, mixup, flip and jitter."""
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
+from tests.helpers.samples import make_colour_samples
 from utils.data.augment import AugmentConfig, filter_boxes, hflip, hsv_jitter
 from utils.data.dataloader import YoloDataset
-from utils.data.voc import Sample
-
-SIZES = [(60, 40), (48, 64), (80, 50), (40, 40), (64, 36), (50, 70)]
-
-
-def make_colour_samples(folder: Path, sizes=SIZES, seed: int = 0):
-    """PNG images on black with solid boxes; class k is pure colour channel k (red, green, blue)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    samples = []
-    for i, (w, h) in enumerate(sizes):
-        image = np.zeros((h, w, 3), np.uint8)
-        boxes, labels = [], []
-        for k, (x1, x2) in enumerate(((0, w // 3), (w // 3, 2 * w // 3), (2 * w // 3, w))):  # side by side
-            if k and rng.random() < 0.3:
-                continue
-            bx1 = int(rng.integers(x1, x1 + 3))
-            bx2 = int(rng.integers(max(bx1 + 6, x2 - 3), x2 + 1))
-            by1 = int(rng.integers(0, h // 3))
-            by2 = int(rng.integers(by1 + 8, h + 1))
-            cls = int(rng.integers(3))
-            image[by1:by2, bx1:bx2, cls] = 255
-            boxes.append((bx1, by1, bx2, by2))
-            labels.append(cls)
-        path = folder / f"img{i}.png"
-        Image.fromarray(image).save(path)
-        samples.append(Sample(str(path), np.array(boxes, np.float32), np.array(labels, np.int64),
-                              np.zeros(len(labels), bool), w, h, False))
-    return samples
 
 
 def check_boxes_follow_colours(image: np.ndarray, targets: np.ndarray, min_size: float, threshold: int = 60) -> None:

@@ -9,7 +9,7 @@ import torch.nn as nn
 from nets.attn.registry import ATTENTION_BLOCKS
 from nets.yolo import YoloBody
 from tests.conftest import ANCHORS_MASK
-from tests.test_yolo import ANCHORS, CLASSES, make_checkpoint, rgb
+from tests.helpers.models import ANCHORS, CLASSES, make_checkpoint, rgb
 from utils.deploy import cam as cam_module
 from utils.deploy.cam import (CamDetector, CamTarget, as_detector, cam_caption, cam_layers, compare_variants,
                               detection_cams, eigen_cam, map_to_image, target_cams, target_score, variant_cam,

@@ -92,13 +92,8 @@ def stats_of(summary) -> list:
     return [-1.0 if summary["coco"][k] is None else summary["coco"][k] for k in STATS]
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
-
-
 @pytest.mark.parametrize("backend", ["fast", "pycocotools"])
-def test_get_map_gives_pycocotools_twelve_stats_on_the_same_files(tmp_path, cache, backend):
+def test_get_map_gives_pycocotools_twelve_stats_on_the_same_files(tmp_path, scan_cache, backend):
     gt, results = write_coco(tmp_path / "coco"), write_results(tmp_path / "results.json")
     ours = stats_of(get_map_summary(gt, results, tmp_path / "out", "--coco-backend", backend))
     ref = pycocotools_stats(write_coco(tmp_path / "filled", fill_area=True), results)
@@ -108,7 +103,7 @@ def test_get_map_gives_pycocotools_twelve_stats_on_the_same_files(tmp_path, cach
     assert again == ours  # the scan cache keeps the annotations as given
 
 
-def test_area_edges_and_zero_sizes_alone(tmp_path, cache):
+def test_area_edges_and_zero_sizes_alone(tmp_path, scan_cache):
     """The same ground truth with ids that the old reading also maps (category ids 1, 2, 3 and image files named
     by their ids): only the area fields, crowds, edge-crossing and zero-size boxes are left to decide."""
     renumber = {1: 1, 3: 2, 7: 3}
@@ -193,7 +188,7 @@ def three_images(tmp_path):
                                                   (3, 7, [8, 8, 40, 40], 1600, 0)], categories)
 
 
-def test_category_ids_are_the_jsons_own(tmp_path, cache):
+def test_category_ids_are_the_jsons_own(tmp_path, scan_cache):
     """a and b found by results in the JSON's ids (1 and 3), c missed: 2/3 as pycocotools says; reading 3 as
     class index + 1 (c) gave 1/3."""
     gt = three_images(tmp_path)
@@ -214,7 +209,7 @@ def test_category_ids_are_the_jsons_own(tmp_path, cache):
     ({"category_id": 2}, "result 1 has category_id 2, which is not one of the JSON's category ids"),
     ({"category_id": 3, "category_name": "a"}, "result 1 has category_id 3 ('b' in the JSON) with category_name 'a'"),
 ])
-def test_category_ids_that_need_a_guess_stop(tmp_path, cache, capsys, row, found):
+def test_category_ids_that_need_a_guess_stop(tmp_path, scan_cache, capsys, row, found):
     gt = three_images(tmp_path)
     results = tmp_path / "results.json"
     results.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [8, 8, 40, 40], "score": 0.9},
@@ -228,7 +223,7 @@ def test_category_ids_that_need_a_guess_stop(tmp_path, cache, capsys, row, found
 
 
 @pytest.mark.parametrize("bad, shown", [("score", "score nan"), ("bbox", "bbox [8, 8, inf, 40]")])
-def test_results_with_nan_or_inf_are_refused_naming_the_row(tmp_path, cache, capsys, bad, shown):
+def test_results_with_nan_or_inf_are_refused_naming_the_row(tmp_path, scan_cache, capsys, bad, shown):
     """Five false positives of class a on image 3 (which has none) with NaN scores, above the true positive:
     class a's AP was 1.0."""
     gt = three_images(tmp_path)
@@ -244,10 +239,10 @@ def test_results_with_nan_or_inf_are_refused_naming_the_row(tmp_path, cache, cap
     assert f"{results}: result 0 has" in err and shown in err and "expected finite numbers" in err
 
 
-def test_detections_json_of_a_coco_dataset_uses_its_ids_and_pycocotools_agrees(tmp_path, cache):
+def test_detections_json_of_a_coco_dataset_uses_its_ids_and_pycocotools_agrees(tmp_path, scan_cache):
     """get_map.py --weights writes detections.json in the JSON's image and category ids: pycocotools scores it
     against the JSON to the numbers get_map.py printed, and get_map.py --detections reads it back to them."""
-    from tests.test_get_map import save_random_checkpoint
+    from tests.helpers.models import save_random_checkpoint
 
     gt = write_coco(tmp_path / "coco")
     weights = tmp_path / "run" / "best.pth"
@@ -265,7 +260,7 @@ def test_detections_json_of_a_coco_dataset_uses_its_ids_and_pycocotools_agrees(t
     assert again["map50"] == pytest.approx(from_model["map50"], abs=1e-12)
 
 
-def test_image_ids_are_the_jsons_own_and_a_clash_with_a_file_name_is_said(tmp_path, cache):
+def test_image_ids_are_the_jsons_own_and_a_clash_with_a_file_name_is_said(tmp_path, scan_cache):
     """Files 1.png and 2.png with ids 2 and 1: image_id 1 is 2.png, as pycocotools reads it, and a warning says
     that a file is named 1 (predict.py, which knows no JSON, writes file stems)."""
     images = [(2, "1.png", 64, 64), (1, "2.png", 64, 64)]

@@ -4,15 +4,10 @@ import torch
 
 from nets.darknet import darknet_layers, expected_floats, load_darknet_weights, save_darknet_weights
 from nets.yolo import YoloBody
-from tests.test_yolo import ANCHORS_MASK, random_bn
+from tests.helpers.models import ANCHORS_MASK, random_model
 from utils.engine.checkpoint import model_from_weights
 
 OFFICIAL_BYTES = 24_251_276  # darknet's yolov4-tiny.weights (COCO, 80 classes)
-
-
-def random_model(num_classes: int, seed: int = 0) -> YoloBody:
-    torch.manual_seed(seed)
-    return random_bn(YoloBody(ANCHORS_MASK, num_classes), seed)
 
 
 def same_state(a, b) -> bool:
@@ -100,8 +95,6 @@ def test_model_from_weights_reads_darknet(tmp_path):
     with torch.no_grad():
         assert torch.equal(source(x)[1], model.eval()(x)[1])
 
-
-# --- against an independent reader: OpenCV-DNN's darknet importer ---------------------------------
 
 def cfg_layers(text: str):
     """The sections of a darknet cfg after [net], each a dict with its 'type'."""

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from tests.test_augment import make_colour_samples
+from tests.helpers.samples import make_colour_samples
 from utils.ops.boxes import letterbox_params
 from utils.data.dataloader import YoloDataset, build_dataloader, mosaic_enabled, yolo_collate
 from utils.data.voc import Sample

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from tests.test_yolo import ANCHORS, ANCHORS_MASK, make_checkpoint
+from tests.helpers.models import ANCHORS, ANCHORS_MASK, make_checkpoint
 from utils.ops.boxes import (MAX_NMS, Letterbox, box_iou, decode_candidates, letterbox_params, select_detections,
                              split_by_image)
 from yolo import YOLO

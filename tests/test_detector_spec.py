@@ -10,7 +10,7 @@ import torch
 from nets.checkpoint import checkpoint_spec, load_detector, read_checkpoint
 from nets.yolo import YoloBody
 from tests.fixtures import make_checkpoints
-from tests.test_yolo import ANCHORS, ANCHORS_MASK, CLASSES, make_checkpoint, rgb
+from tests.helpers.models import ANCHORS, ANCHORS_MASK, CLASSES, make_checkpoint, rgb
 from utils.core.detector_spec import DetectorSpec
 from utils.deploy.export import read_onnx_spec, set_metadata
 from utils.engine.loop import checkpoint_meta

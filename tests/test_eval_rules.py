@@ -12,28 +12,19 @@ from PIL import Image
 
 import get_map
 import train
-from tests.tiny_voc import CLASSES, write_tiny_voc
+from tests.helpers.voc import TINY_CLASSES as CLASSES, write_tiny_voc, write_xml
 from utils.data.voc import UnreadableImagesError, load_eval_samples, load_samples
 
+
+pytestmark = pytest.mark.usefixtures("scan_cache")
+
 OTHER = "img99"  # holds one object of a class outside CLASSES only
-
-
-@pytest.fixture(autouse=True)
-def scan_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "scan_cache"))
-
-
-def xml(stem: str, objects) -> str:
-    body = "".join(f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
-                   f"<xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>" for n, a, b, c, d in objects)
-    return (f"<annotation><filename>{stem}.png</filename><size><width>128</width><height>128</height></size>"
-            f"{body}</annotation>")
 
 
 def add_image(root: Path, stem: str, objects) -> None:
     """One more grey 128x128 image with `objects` (name, xmin, ymin, xmax, ymax), in both splits."""
     Image.new("RGB", (128, 128), (120, 120, 120)).save(root / "JPEGImages" / f"{stem}.png")
-    (root / "Annotations" / f"{stem}.xml").write_text(xml(stem, objects))
+    write_xml(root / "Annotations" / f"{stem}.xml", f"{stem}.png", (128, 128), [(*o, 0) for o in objects])
     for split in ("train", "val"):
         with open(root / "ImageSets" / "Main" / f"{split}.txt", "a") as f:
             f.write(f"{stem}\n")

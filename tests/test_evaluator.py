@@ -1,7 +1,6 @@
 """The evaluator against hand-worked AP values, a slow devkit-style reference, and pycocotools itself."""
 import contextlib
 import io
-import types
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +9,7 @@ import torch
 
 from utils.eval.evaluator import confusion_matrix, evaluate_detections, evaluate_model, gather_detections, \
     gather_ground_truth, voc_ap
-
-
-def sample(boxes, labels, difficult=None, size=(100, 100)):
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    difficult = np.zeros(len(boxes), bool) if difficult is None else np.asarray(difficult, bool)
-    return types.SimpleNamespace(image_path="", boxes=boxes, labels=np.asarray(labels, np.int64),
-                                 difficult=difficult, height=size[0], width=size[1], exif_transpose=True)
+from tests.helpers.samples import reference_ap, sample, write_samples
 
 
 def dets(*rows):
@@ -120,32 +113,6 @@ def test_voc_ap_known_curves():
     assert voc_ap(np.array([]), np.array([])) == 0.0
 
 
-def reference_ap(found, samples, cls, iou_thres=0.5):
-    """The devkit's loop: global score order, best-IoU ground truth, difficult ignored, each box once."""
-    rows = sorted(((d[4], i, d[:4]) for i, ds in enumerate(found) for d in ds if d[5] == cls), key=lambda t: -t[0])
-    taken = {}
-    tp, fp = [], []
-    npos = sum(int(np.sum((s.labels == cls) & ~s.difficult)) for s in samples)
-    for _, i, box in rows:
-        s = samples[i]
-        best, best_j = 0.0, -1
-        for j in np.flatnonzero(s.labels == cls):
-            g = s.boxes[j]
-            iw = max(0.0, min(box[2], g[2]) - max(box[0], g[0]))
-            ih = max(0.0, min(box[3], g[3]) - max(box[1], g[1]))
-            union = (box[2] - box[0]) * (box[3] - box[1]) + (g[2] - g[0]) * (g[3] - g[1]) - iw * ih
-            if iw * ih / union > best:
-                best, best_j = iw * ih / union, j
-        if best > iou_thres and s.difficult[best_j]:
-            continue
-        hit = best > iou_thres and not taken.get((i, best_j))
-        taken[(i, best_j)] = taken.get((i, best_j)) or hit
-        tp.append(hit)
-        fp.append(not hit)
-    tp, fp = np.cumsum(tp), np.cumsum(fp)
-    return voc_ap(tp / npos, tp / np.maximum(tp + fp, 1))
-
-
 def random_split(seed, n_images=30, n_classes=3):
     rng = np.random.default_rng(seed)
     samples, found = [], []
@@ -241,23 +208,10 @@ def test_bad_detections_rejected():
         evaluate_detections([dets()], [sample([A], [0])], ["a"], metric="voc12")
 
 
-def write_samples(folder, sizes, boxes):
-    """One random image per size with one ground truth each (class i % 2), as evaluate_model's samples."""
-    import cv2
-    samples = []
-    for i, ((h, w), box) in enumerate(zip(sizes, boxes)):
-        path = folder / f"{i}.png"
-        cv2.imwrite(str(path), np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8))
-        s = sample([box], [i % 2], size=(h, w))
-        s.image_path = str(path)
-        samples.append(s)
-    return samples
-
-
 def test_evaluate_model_equals_yolo_detections_scored_by_pycocotools(tmp_path):
     """evaluate_model (batched loader, unfused model) against YOLO's own per-image path (BN folded,
     channels-last) scored by the devkit loop and by pycocotools itself."""
-    from tests.test_get_map import save_random_checkpoint
+    from tests.helpers.models import save_random_checkpoint
     from utils.engine.checkpoint import model_from_weights
     from yolo import YOLO
 
@@ -305,7 +259,7 @@ def test_evaluate_model_names_unreadable_images(tmp_path):
 
 
 def test_detect_samples_keeps_only_boxes_with_area(tmp_path):
-    from tests.test_yolo import make_checkpoint
+    from tests.helpers.models import make_checkpoint
     from utils.engine.checkpoint import model_from_weights
     from utils.eval.detect import detect_samples
 

@@ -1,37 +1,21 @@
 """YOLO txt and COCO datasets and --data-format / --images: the same Samples as the VOC original, bad input named."""
 import json
 import shutil
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tiny_voc import CLASSES, write_tiny_voc
+from tests.helpers.voc import (TINY_CLASSES as CLASSES, VOC_DEFAULT, assert_same, voc_objects, voc_to_coco,
+                               write_tiny_voc)
 from utils.core.config import read_classes
 from utils.data.layouts import dataset_layout
 from utils.data.voc import (DatasetError, UnreadableImagesError, default_split, load_eval_samples, load_samples,
                             resolve_classes, resolve_data)
 
-VOC_DEFAULT = "model_data/voc_classes.txt"
 
-
-@pytest.fixture(autouse=True)
-def _scan_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
-
-
-def voc_objects(voc: Path):
-    """{stem: (filename, (w, h), [(name, x1, y1, x2, y2, difficult)])} read straight from the XML."""
-    found = {}
-    for xml in sorted((voc / "Annotations").glob("*.xml")):
-        root = ET.parse(xml).getroot()
-        objects = [(o.findtext("name"), *(float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")),
-                    o.findtext("difficult") == "1") for o in root.findall("object")]
-        size = int(root.findtext("size/width")), int(root.findtext("size/height"))
-        found[xml.stem] = (root.findtext("filename"), size, objects)
-    return found
+pytestmark = pytest.mark.usefixtures("scan_cache")
 
 
 def voc_to_yolo(voc: Path, dst: Path, names_as_map: bool = False) -> Path:
@@ -47,38 +31,6 @@ def voc_to_yolo(voc: Path, dst: Path, names_as_map: bool = False) -> Path:
     yaml_text = f"path: .\ntrain: images/train\nval: images/train\nnames: {json.dumps(names)}\n"
     (dst / "data.yaml").write_text(yaml_text)
     return dst / "data.yaml"
-
-
-def voc_to_coco(voc: Path, dst: Path) -> Path:
-    """A COCO JSON with non-contiguous category ids listed out of order; difficult -> iscrowd."""
-    (dst / "images").mkdir(parents=True)
-    ids = {"red": 7, "blue": 12}
-    images, annotations = [], []
-    for k, (stem, (filename, (w, h), objects)) in enumerate(voc_objects(voc).items()):
-        shutil.copy(voc / "JPEGImages" / filename, dst / "images" / filename)
-        images.append({"id": 100 + k, "file_name": filename, "width": w, "height": h})
-        for n, a, b, c, d, diff in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": 100 + k, "category_id": ids[n],
-                                "bbox": [a, b, c - a, d - b], "area": (c - a) * (d - b), "iscrowd": int(diff)})
-    categories = [{"id": 12, "name": "blue"}, {"id": 7, "name": "red"}]
-    path = dst / "instances.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    return path
-
-
-def by_stem(samples):
-    return {Path(s.image_path).stem: s for s in samples}
-
-
-def assert_same(samples, reference):
-    got, want = by_stem(samples), by_stem(reference)
-    assert sorted(got) == sorted(want)
-    for stem, w in want.items():
-        g = got[stem]
-        np.testing.assert_allclose(g.boxes, w.boxes, atol=1e-4, err_msg=stem)
-        assert g.labels.tolist() == w.labels.tolist(), stem
-        assert g.difficult.tolist() == w.difficult.tolist(), stem
-        assert (g.width, g.height) == (w.width, w.height), stem
 
 
 def mark_difficult(voc: Path, stem: str) -> None:

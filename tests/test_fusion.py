@@ -11,9 +11,8 @@ from nets.fuse import fuse_model
 from nets.summary import main as summary_main
 from nets.yolo import YoloBody, split_fusion
 from tests.conftest import ANCHORS_MASK
-from tests.test_attention_reference import TOL, bn, gate, linear
-from tests.test_attention_zoo import n_params, perturb
-from tests.test_yolo import random_bn
+from tests.helpers.attention import TOL, bn, gate, linear, n_params, perturb
+from tests.helpers.models import random_bn
 from utils.deploy.export import export_onnx, max_abs_error
 from utils.engine.checkpoint import CHECKPOINT_FORMAT, load_matching, model_from_weights, save_atomic
 

@@ -3,60 +3,13 @@ import json
 import os
 import subprocess
 import sys
-import types
 
-import cv2
 import numpy as np
 import pytest
-import torch
 
 import get_map
-from nets.yolo import YoloBody
-from utils.engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
-from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors
-
-CLASSES = ["cat", "dog"]
-# stem -> (height, width), objects (name, xmin, ymin, xmax, ymax, difficult)
-IMAGES = {
-    "000001": ((96, 128), [("cat", 10, 12, 60, 70, 0), ("dog", 70, 20, 120, 90, 0)]),
-    "000002": ((80, 80), [("dog", 5, 5, 50, 60, 0), ("cat", 52, 40, 78, 78, 1)]),
-    "000003": ((100, 90), [("cat", 20, 30, 85, 95, 0)]),
-    "000004": ((64, 64), [("dog", 8, 8, 40, 40, 0)]),  # trainval only
-}
-
-
-def write_voc(root):
-    year = root / "VOCdevkit" / "VOC2007"
-    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (year / d).mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for stem, ((h, w), objects) in IMAGES.items():
-        cv2.imwrite(str(year / "JPEGImages" / f"{stem}.jpg"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-        objs = "".join(f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
-                       f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>" for n, x1, y1, x2, y2, d in objects)
-        (year / "Annotations" / f"{stem}.xml").write_text(
-            f"<annotation><filename>{stem}.jpg</filename><size><width>{w}</width><height>{h}</height>"
-            f"<depth>3</depth></size>{objs}</annotation>")
-    (year / "ImageSets/Main/test.txt").write_text("000001\n000002\n000003\n")
-    (year / "ImageSets/Main/trainval.txt").write_text("000004\n")
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    return root / "VOCdevkit"
-
-
-@pytest.fixture
-def voc(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
-    return write_voc(tmp_path)
-
-
-def perfect_results(by_name=False):
-    rows = []
-    for stem, (_, objects) in list(IMAGES.items())[:3]:
-        for n, x1, y1, x2, y2, _ in objects:
-            row = {"image_id": int(stem) if by_name else stem, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": 0.9}
-            row.update({"category_name": n} if by_name else {"category_id": CLASSES.index(n) + 1})
-            rows.append(row)
-    return rows
+from tests.helpers.models import save_random_checkpoint
+from tests.helpers.voc import MAP_CLASSES as CLASSES, perfect_results, split_samples
 
 
 def run_cli(argv, capsys):
@@ -66,11 +19,12 @@ def run_cli(argv, capsys):
 
 
 @pytest.mark.parametrize("by_name,backend", [(False, "fast"), (True, "pycocotools")])
-def test_perfect_results_file_scores_one(voc, tmp_path, capsys, by_name, backend):
+def test_perfect_results_file_scores_one(map_voc, tmp_path, capsys, by_name, backend):
     results = tmp_path / "results.json"
     results.write_text(json.dumps(perfect_results(by_name)))
     out = tmp_path / "out"
-    rc, text, err = run_cli(["--detections", str(results), "--data", str(voc), "--classes", str(tmp_path / "classes.txt"),
+    rc, text, err = run_cli(["--detections", str(results), "--data", str(map_voc),
+                             "--classes", str(tmp_path / "classes.txt"),
                              "--out", str(out), "--no-plots", "--coco-backend", backend], capsys)
     assert rc == 0, err
     summary = json.loads((out / "summary.json").read_text())
@@ -84,44 +38,19 @@ def test_perfect_results_file_scores_one(voc, tmp_path, capsys, by_name, backend
     assert "APs n/a  APm 1.0000  APl n/a" in text
 
 
-def test_results_file_errors_are_one_line(voc, tmp_path, capsys):
+def test_results_file_errors_are_one_line(map_voc, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"image_id": "000001", "category_id": 0, "bbox": [0, 0, 5, 5], "score": 0.5}]))
-    args = ["--data", str(voc), "--classes", str(tmp_path / "classes.txt"), "--out", str(tmp_path / "o")]
+    args = ["--data", str(map_voc), "--classes", str(tmp_path / "classes.txt"), "--out", str(tmp_path / "o")]
     rc, _, err = run_cli(["--detections", str(bad)] + args, capsys)
     assert rc == 1 and "category_id 0" in err and str(bad) in err and "Traceback" not in err
     rc, _, err = run_cli(["--detections", str(tmp_path / "missing.json")] + args, capsys)
     assert rc == 1 and "missing.json does not exist" in err
 
 
-def save_random_checkpoint(path, class_names, seed=1):
-    """A random model whose scores are spread out (BN statistics and head weights drawn), so the ranking of
-    its detections, and with it the mAP, does not hang on rounding; on this split both classes get AP ~0.1."""
-    from tests.test_yolo import random_bn
-    torch.manual_seed(seed)
-    model = random_bn(YoloBody(DEFAULT_ANCHORS_MASK, len(class_names)), seed)
-    with torch.no_grad():
-        for head in (model.yolo_headP5[1], model.yolo_headP4[1]):
-            head.weight.normal_(0, 0.02)
-    save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "class_names": class_names,
-                 "anchors": read_anchors("model_data/yolo_anchors.txt").tolist(), "anchors_mask": DEFAULT_ANCHORS_MASK,
-                 "attention": "none", "input_size": [64, 64], "scale_x_y": 1.0, "epoch": 0}, path)
-
-
-def split_samples(voc):
-    """The test split's ground truth, written out by hand from IMAGES (not read by utils.data.voc)."""
-    samples = []
-    for stem, (_, objects) in list(IMAGES.items())[:3]:
-        samples.append(types.SimpleNamespace(
-            image_path=str(voc / "VOC2007" / "JPEGImages" / f"{stem}.jpg"),
-            boxes=np.array([o[1:5] for o in objects], np.float32), labels=np.array([CLASSES.index(o[0]) for o in objects]),
-            difficult=np.array([bool(o[5]) for o in objects])))
-    return samples
-
-
 def independent_map50(weights, samples):
     """mAP@0.5 of YOLO's own per-image path (fp32, get_map's conf and NMS) scored by the slow devkit loop."""
-    from tests.test_evaluator import reference_ap
+    from tests.helpers.samples import reference_ap
     from yolo import YOLO
     yolo = YOLO(weights, conf=0.001, nms=0.5, amp="off", device="cpu")
     found = []
@@ -132,16 +61,16 @@ def independent_map50(weights, samples):
     return float(np.mean(aps)), aps
 
 
-def test_get_map_script_on_random_checkpoint(voc, tmp_path, root, capsys):
+def test_get_map_script_on_random_checkpoint(map_voc, tmp_path, root, capsys):
     weights = tmp_path / "run" / "best.pth"
     save_random_checkpoint(weights, CLASSES)
-    env = dict(os.environ, YOLO_SCAN_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="2")
-    proc = subprocess.run([sys.executable, str(root / "get_map.py"), "--weights", str(weights), "--data", str(voc),
+    env = dict(os.environ, YOLO_SCAN_CACHE=str(tmp_path / "scan_cache"), OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, str(root / "get_map.py"), "--weights", str(weights), "--data", str(map_voc),
                            "--amp", "off"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = weights.parent / "map"  # default: a new folder in the weights' run folder
     summary = json.loads((out / "summary.json").read_text())
-    expected, aps = independent_map50(weights, split_samples(voc))
+    expected, aps = independent_map50(weights, split_samples(map_voc))
     assert min(aps) > 0.05  # both classes are found sometimes: the number says something
     assert summary["map50"] == pytest.approx(expected, abs=1e-6)
     assert [r["ap"] for r in summary["per_class"]] == pytest.approx(aps, abs=1e-6)
@@ -153,7 +82,7 @@ def test_get_map_script_on_random_checkpoint(voc, tmp_path, root, capsys):
     detections = json.loads((out / "detections.json").read_text())
     assert detections and {"image_id", "category_id", "bbox", "score"} <= set(detections[0])
     # the saved detections, scored without the model, give the same numbers
-    rc, _, err = run_cli(["--detections", str(out / "detections.json"), "--data", str(voc), "--classes",
+    rc, _, err = run_cli(["--detections", str(out / "detections.json"), "--data", str(map_voc), "--classes",
                           str(tmp_path / "classes.txt"), "--out", str(tmp_path / "again"), "--no-plots"], capsys)
     assert rc == 0, err
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
@@ -161,10 +90,10 @@ def test_get_map_script_on_random_checkpoint(voc, tmp_path, root, capsys):
     assert again["map50_95"] == pytest.approx(summary["map50_95"], abs=1e-6)
 
 
-def test_classes_that_do_not_match_are_refused(voc, tmp_path, capsys):
+def test_classes_that_do_not_match_are_refused(map_voc, tmp_path, capsys):
     weights = tmp_path / "run" / "best.pth"
     save_random_checkpoint(weights, ["circle", "square", "star"])
-    three = ["--weights", str(weights), "--data", str(voc), "--out", str(tmp_path / "o")]
+    three = ["--weights", str(weights), "--data", str(map_voc), "--out", str(tmp_path / "o")]
     rc, _, err = run_cli(three, capsys)
     assert rc == 1 and "do not match the dataset's" in err and "circle" in err and "Traceback" not in err
     rc, _, err = run_cli(three + ["--classes", str(tmp_path / "classes.txt")], capsys)
@@ -177,20 +106,21 @@ def test_no_weights_says_how_to_get_them(tmp_path, capsys, monkeypatch):
     assert rc == 1 and "python train.py" in err and "--weights" in err
 
 
-def test_dataset_classes_the_weights_lack_are_not_scored_and_named(voc, tmp_path, capsys):
+def test_dataset_classes_the_weights_lack_are_not_scored_and_named(map_voc, tmp_path, capsys):
     weights = tmp_path / "run" / "best.pth"
     save_random_checkpoint(weights, ["cat", "horse"])  # the dataset also annotates dog, which these weights lack
     out = tmp_path / "o"
-    rc, text, err = run_cli(["--weights", str(weights), "--data", str(voc), "--out", str(out), "--no-plots"], capsys)
+    rc, text, err = run_cli(["--weights", str(weights), "--data", str(map_voc), "--out", str(out), "--no-plots"],
+                            capsys)
     assert rc == 0, err
     assert "2 objects of classes outside the class list are not scored (dog 2)" in text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["left_out"]["classes"] == {"dog": 2} and summary["settings"]["images"] == 3
 
 
-def break_images(voc, stems):
+def break_images(map_voc, stems):
     for stem in stems:
-        (voc / "VOC2007" / "JPEGImages" / f"{stem}.jpg").write_bytes(b"\xff\xd8 not a jpeg any more")
+        (map_voc / "VOC2007" / "JPEGImages" / f"{stem}.jpg").write_bytes(b"\xff\xd8 not a jpeg any more")
 
 
 def perfect_file(tmp_path):
@@ -200,22 +130,22 @@ def perfect_file(tmp_path):
 
 
 @pytest.mark.parametrize("source", ["detections", "weights"])
-def test_unreadable_images_stop_the_evaluation(voc, tmp_path, capsys, source):
-    break_images(voc, ["000001", "000003"])
+def test_unreadable_images_stop_the_evaluation(map_voc, tmp_path, capsys, source):
+    break_images(map_voc, ["000001", "000003"])
     weights = tmp_path / "run" / "best.pth"
     save_random_checkpoint(weights, CLASSES)
     flags = perfect_file(tmp_path) if source == "detections" else ["--weights", str(weights)]
-    rc, _, err = run_cli([*flags, "--data", str(voc), "--out", str(tmp_path / "o"), "--no-plots"], capsys)
+    rc, _, err = run_cli([*flags, "--data", str(map_voc), "--out", str(tmp_path / "o"), "--no-plots"], capsys)
     assert rc == 1 and "Traceback" not in err
     assert "000001.jpg (unreadable image)" in err and "000003.jpg (unreadable image)" in err
     assert "2 images of" in err and "3 ground-truth objects" in err and "--skip-unreadable" in err
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
-def test_skip_unreadable_says_what_was_left_out(voc, tmp_path, capsys):
-    break_images(voc, ["000001", "000003"])
+def test_skip_unreadable_says_what_was_left_out(map_voc, tmp_path, capsys):
+    break_images(map_voc, ["000001", "000003"])
     out = tmp_path / "o"
-    rc, text, err = run_cli([*perfect_file(tmp_path), "--data", str(voc), "--out", str(out), "--no-plots",
+    rc, text, err = run_cli([*perfect_file(tmp_path), "--data", str(map_voc), "--out", str(out), "--no-plots",
                              "--skip-unreadable"], capsys)
     assert rc == 0, err
     summary = json.loads((out / "summary.json").read_text())
@@ -227,28 +157,28 @@ def test_skip_unreadable_says_what_was_left_out(voc, tmp_path, capsys):
     assert "WARNING: 2 unreadable" in text
 
 
-def test_missing_images_and_split_files_are_not_blamed_on_the_classes(voc, tmp_path, capsys):
-    args = [*perfect_file(tmp_path), "--data", str(voc), "--out", str(tmp_path / "o")]
+def test_missing_images_and_split_files_are_not_blamed_on_the_classes(map_voc, tmp_path, capsys):
+    args = [*perfect_file(tmp_path), "--data", str(map_voc), "--out", str(tmp_path / "o")]
     rc, _, err = run_cli([*args, "--split", "VOC2007/nosuch"], capsys)
     assert rc == 1 and "nosuch.txt does not exist" in err and "trainval" in err
     assert "classes" not in err
-    for image in (voc / "VOC2007" / "JPEGImages").iterdir():
+    for image in (map_voc / "VOC2007" / "JPEGImages").iterdir():
         image.unlink()
     rc, _, err = run_cli(args, capsys)
     assert rc == 1 and "no usable image" in err and "000002.xml (image missing)" in err
     assert "classes" not in err
 
 
-def test_a_coco_copy_with_its_images_elsewhere_scores_as_the_voc_original(voc, tmp_path, capsys):
+def test_a_coco_copy_with_its_images_elsewhere_scores_as_the_voc_original(map_voc, tmp_path, capsys):
     from utils.data.convert import convert
     weights = tmp_path / "run" / "best.pth"
     save_random_checkpoint(weights, CLASSES)
-    convert(voc / "VOC2007", tmp_path / "coco", "voc", "coco", classes=tmp_path / "classes.txt", splits=["test"])
+    convert(map_voc / "VOC2007", tmp_path / "coco", "voc", "coco", classes=tmp_path / "classes.txt", splits=["test"])
     images = tmp_path / "moved"
     (tmp_path / "coco" / "test").rename(images)
     coco_json = tmp_path / "coco" / "annotations" / "instances_test.json"
     summaries = []
-    for name, flags in (("voc", ["--data", str(voc), "--split", "VOC2007/test"]),
+    for name, flags in (("voc", ["--data", str(map_voc), "--split", "VOC2007/test"]),
                         ("coco", ["--data", str(coco_json), "--data-format", "coco", "--images", str(images),
                                   "--split", "all"])):
         rc, _, err = run_cli(["--weights", str(weights), *flags, "--amp", "off", "--no-plots",

@@ -1,5 +1,4 @@
 """labelme folders: the same Samples as their VOC original, the seeded splits, and every bad input named."""
-import json
 import shutil
 from pathlib import Path
 
@@ -7,50 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_formats import VOC_DEFAULT, assert_same, by_stem, voc_objects
-from tests.test_voc import exif_image
-from tests.tiny_voc import CLASSES, write_tiny_voc
+from tests.helpers.voc import (TINY_CLASSES as CLASSES, VOC_DEFAULT, assert_same, by_stem, exif_image, polygon,
+                               rectangle, voc_to_labelme, write_labelme, write_tiny_voc)
 from utils.core.config import read_classes
 from utils.data.layouts import dataset_layout
 from utils.data.voc import DatasetError, UnreadableImagesError, default_split, load_eval_samples, load_samples
 from utils.data.voc import resolve_classes
 
 
-@pytest.fixture(autouse=True)
-def _scan_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
-
-
-def rectangle(name, a, b, c, d, flip=False):
-    corners = [[c, d], [a, b]] if flip else [[a, b], [c, d]]
-    return {"label": name, "points": corners, "shape_type": "rectangle", "group_id": None, "flags": {}}
-
-
-def polygon(name, a, b, c, d):
-    """The box's corners and a point on its top edge: the bounding box is the box."""
-    return {"label": name, "points": [[a, b], [(a + c) / 2, b], [c, b], [c, d], [a, d]], "shape_type": "polygon"}
-
-
-def write_labelme(path: Path, image_path: str, shapes, size=(128, 128)) -> Path:
-    doc = {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": image_path, "imageData": None,
-           "imageWidth": size[0], "imageHeight": size[1]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc))
-    return path
-
-
-def voc_to_labelme(voc: Path, dst: Path) -> Path:
-    """One JSON per image in dst/, images in dst/images/; img01's first object a polygon, img02's imagePath
-    written with a Windows backslash, img03's rectangles with their corners swapped."""
-    (dst / "images").mkdir(parents=True)
-    for stem, (filename, size, objects) in voc_objects(voc).items():
-        shutil.copy(voc / "JPEGImages" / filename, dst / "images" / filename)
-        shapes = [polygon(n, a, b, c, d) if (stem, k) == ("img01", 0) else rectangle(n, a, b, c, d, stem == "img03")
-                  for k, (n, a, b, c, d, _) in enumerate(objects)]
-        write_labelme(dst / f"{stem}.json", f"images\\{filename}" if stem == "img02" else f"images/{filename}", shapes,
-                      size)
-    (dst / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    return dst
+pytestmark = pytest.mark.usefixtures("scan_cache")
 
 
 def test_labelme_folder_gives_the_voc_samples(tmp_path, capsys):

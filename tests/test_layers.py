@@ -12,10 +12,10 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from tests.conftest import ROOT
+from tests.helpers.samples import SCRIPTS
 
 LAYERS = {"utils.core": 0, "utils.ops": 1, "nets": 2, "utils.data": 3, "utils.eval": 4, "utils.engine": 5,
           "utils.deploy": 6}
-SCRIPTS = ("train", "predict", "get_map", "ablate", "yolo")
 SCRIPT_LAYER = 7
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 import train
-from tests.tiny_voc import write_tiny_voc
+from tests.helpers.voc import write_tiny_voc
 from utils.core.migrate import ADDED, SETTINGS_VERSION, migrate, record_version
 from utils.core.settings import SETTINGS, tool_settings
 from utils.engine.checkpoint import read_checkpoint, save_atomic
@@ -67,8 +67,7 @@ def one_epoch_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_a_checkpoint_of_every_format_resumes(version, one_epoch_run, tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
+def test_a_checkpoint_of_every_format_resumes(version, one_epoch_run, tmp_path, scan_cache):
     own = one_epoch_run["args"]
     record = {**fixture(version), **{k: own[k] for k in ("data", "classes", "train_split", "val_split", "anchors",
                                                          "save_dir")}}

@@ -16,24 +16,21 @@ from PIL import Image
 import get_map
 import predict
 import train
-from tests.test_get_map import perfect_results, write_voc
-from tests.test_yolo import CLASSES as YOLO_CLASSES, make_checkpoint, rgb
-from tests.tiny_voc import CLASSES, write_tiny_voc
+from tests.helpers.models import CLASSES as YOLO_CLASSES, make_checkpoint, rgb
+from tests.helpers.voc import TINY_CLASSES as CLASSES, perfect_results, write_map_voc, write_tiny_voc
 from utils.data import convert
 from utils.data.layouts import _seeded_val
 from utils.deploy.export import ort_session
 from utils.engine import loop
 from utils.engine.checkpoint import read_checkpoint, save_atomic
 
+
+pytestmark = pytest.mark.usefixtures("scan_cache")
+
 TORCH_SHORT_WRITE = "[enforce fail at inline_container.cc:672] . unexpected pos 1088 vs 982"
 CPU_OOM = ("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
            "allocate 3221225472 bytes. Error code 12 (Cannot allocate memory)")
 DEEP = "[" * 200_000 + "]" * 200_000  # deeper than Python's json parser can follow
-
-
-@pytest.fixture(autouse=True)
-def _scan_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "scan_cache"))
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +72,6 @@ def image(path: Path, size=(48, 40)) -> Path:
     return path
 
 
-# 1. a full disk ------------------------------------------------------------------------------------------
-
 @pytest.mark.parametrize("failure", ["torch", "oserror"])
 def test_disk_full_while_saving_a_checkpoint(tiny, tmp_path, capsys, monkeypatch, failure):
     def full_disk_save(obj, f, *args, **kwargs):
@@ -107,8 +102,6 @@ def test_disk_full_while_writing_results(ckpt, tmp_path, capsys, monkeypatch):
     assert "disk is full" in line
     assert not (out / "detections.json").exists() and not list(out.glob(".*.tmp"))
 
-
-# 2. a read-only output folder ---------------------------------------------------------------------------
 
 def make_read_only(folder: Path, monkeypatch) -> None:
     """`folder` refuses new files and folders, as a read-only one does for a user other than root."""
@@ -147,8 +140,6 @@ def test_read_only_out(ckpt, tmp_path, capsys, monkeypatch):
     assert "permission denied" in line.lower() and "--out" in line
 
 
-# 3. RAM full ---------------------------------------------------------------------------------------------
-
 @pytest.mark.parametrize("error", [RuntimeError(CPU_OOM), MemoryError()])
 def test_cpu_out_of_memory_says_lower_the_batch_size(tiny, tmp_path, capsys, monkeypatch, error):
     def out_of_memory(*args, **kwargs):
@@ -159,8 +150,6 @@ def test_cpu_out_of_memory_says_lower_the_batch_size(tiny, tmp_path, capsys, mon
     assert "out of memory" in line
 
 
-# 4. JSON nested too deep ---------------------------------------------------------------------------------
-
 def test_deep_coco_json(tiny, tmp_path, capsys):
     deep = tmp_path / "instances_train.json"
     deep.write_text(DEEP)
@@ -169,7 +158,7 @@ def test_deep_coco_json(tiny, tmp_path, capsys):
 
 
 def test_deep_detections_json(tmp_path, capsys):
-    voc = write_voc(tmp_path)
+    voc = write_map_voc(tmp_path)
     deep = tmp_path / "detections.json"
     deep.write_text(DEEP)
     rc = get_map.main(["--detections", str(deep), "--classes", str(tmp_path / "classes.txt"), "--data", str(voc),
@@ -216,8 +205,6 @@ def test_deep_labelme_file_stops_the_evaluation(ckpt, tmp_path, capsys):
     ends_in_one_error(rc, capsys.readouterr().err, deep)
 
 
-# 5. a YOLO label with a class nan or inf -----------------------------------------------------------------
-
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_yolo_class_not_finite_names_the_file_and_line(tmp_path, capsys, value):
     root = tmp_path / "yolo"
@@ -230,8 +217,6 @@ def test_yolo_class_not_finite_names_the_file_and_line(tmp_path, capsys, value):
     assert rc == 0 and "Traceback" not in err
     assert f"{root / 'labels' / 'a.txt'} line 2" in err and value in err
 
-
-# 6. an ONNX file this project cannot run -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def exported(ckpt, tmp_path_factory):
@@ -264,8 +249,6 @@ def test_onnx_with_a_custom_op(exported, tmp_path, capsys):
         ort_session(b"not a graph")  # what the check does not catch ends in one line all the same
 
 
-# 7. --resume of a checkpoint whose tensors do not fit its model ------------------------------------------
-
 def test_resume_with_tensors_that_do_not_fit(last_pth, tiny, tmp_path, capsys):
     ckpt = read_checkpoint(last_pth)
     name = next(n for n, t in ckpt["model"].items() if t.dim() == 4)
@@ -278,8 +261,6 @@ def test_resume_with_tensors_that_do_not_fit(last_pth, tiny, tmp_path, capsys):
     rc = train.main(["--resume", str(bad), "--workers", "0", "--quiet"])
     one_line(rc, capsys.readouterr().err, bad, name)
 
-
-# 8. an image over Pillow's decompression-bomb limit ------------------------------------------------------
 
 @pytest.fixture
 def bomb_limit(monkeypatch):
@@ -309,7 +290,7 @@ def test_bomb_image_is_skipped_in_training(tiny, tmp_path, capsys, monkeypatch):
 
 
 def test_bomb_image_stops_the_evaluation(tmp_path, capsys, monkeypatch):
-    voc = write_voc(tmp_path)
+    voc = write_map_voc(tmp_path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 128 * 100)
     bomb = voc / "VOC2007" / "JPEGImages" / "000002.jpg"
     image(bomb, (400, 300))
@@ -319,8 +300,6 @@ def test_bomb_image_stops_the_evaluation(tmp_path, capsys, monkeypatch):
                        "--out", str(tmp_path / "o"), "--no-plots"])
     ends_in_one_error(rc, capsys.readouterr().err, bomb)
 
-
-# 9. a flag given the wrong kind of path ------------------------------------------------------------------
 
 def test_data_given_an_image(tiny, tmp_path, capsys):
     jpg = image(tmp_path / "x.jpg")
@@ -341,7 +320,8 @@ def test_weights_given_a_folder(tmp_path, capsys, script):
     if script == "predict":
         rc = predict.main(["--weights", str(folder), "--img", str(image(tmp_path / "a.jpg")), "--out", str(tmp_path / "o")])
     else:
-        rc = get_map.main(["--weights", str(folder), "--data", str(write_voc(tmp_path)), "--out", str(tmp_path / "o")])
+        rc = get_map.main(["--weights", str(folder), "--data", str(write_map_voc(tmp_path)),
+                           "--out", str(tmp_path / "o")])
     assert "is a folder" in one_line(rc, capsys.readouterr().err, folder)
 
 

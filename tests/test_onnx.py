@@ -6,7 +6,7 @@ import torch
 from nets.fuse import fuse_model
 from nets.yolo import YoloBody
 from utils.core.detector_spec import DetectorSpec
-from tests.test_yolo import ANCHORS, ANCHORS_MASK, make_checkpoint, random_bn, rgb
+from tests.helpers.models import ANCHORS, ANCHORS_MASK, make_checkpoint, random_bn, rgb
 from utils.deploy.export import (OPSET, RawToDetections, detector_graph, export_onnx, export_onnx_nms, max_abs_error,
                                  ort_session)
 from utils.ops.boxes import decode_candidates, select_detections, split_by_image

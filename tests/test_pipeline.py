@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.test_yolo import make_checkpoint, rgb
+from tests.helpers.models import make_checkpoint, rgb
 from utils.deploy.cam import detection_cams
 from utils.deploy.export import RawToDetections
 from utils.eval.detect import detect_samples
@@ -61,7 +61,7 @@ def test_the_pieces_compose_to_detect_images(tmp_path):
 
 def test_evaluation_takes_the_detectors_spec(tmp_path):
     """evaluate_model(spec=...) scores exactly what the loose facts it replaces score."""
-    from tests.test_evaluator import write_samples
+    from tests.helpers.samples import write_samples
     from utils.eval.evaluator import evaluate_model
     yolo = YOLO(make_checkpoint(tmp_path / "c.pth", obj_bias=1.0), amp="off")
     samples = write_samples(tmp_path, [(60, 90), (80, 50)], [[5, 5, 40, 40], [10, 20, 45, 70]])

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import predict
-from tests.test_yolo import CLASSES, make_checkpoint, rgb
+from tests.helpers.models import CLASSES, make_checkpoint, rgb
 from utils.core.paths import newest_best
 from utils.ops.image import read_image
 from yolo import YOLO

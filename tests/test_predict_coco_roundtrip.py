@@ -5,13 +5,14 @@ import pytest
 
 import get_map
 import predict
-from tests.test_get_map import CLASSES, save_random_checkpoint, write_voc
+from tests.helpers.models import save_random_checkpoint
+from tests.helpers.voc import MAP_CLASSES as CLASSES, write_map_voc
 
 
 @pytest.fixture
 def voc(tmp_path, monkeypatch):
     monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
-    return write_voc(tmp_path)
+    return write_map_voc(tmp_path)
 
 
 def test_predict_json_scores_the_models_map(voc, tmp_path, capsys):

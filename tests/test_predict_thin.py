@@ -8,8 +8,8 @@ from PIL import Image
 
 import predict
 from tests.conftest import ROOT
-from tests.test_quantize import write_voc
-from tests.test_yolo import make_checkpoint, rgb
+from tests.helpers.voc import write_scene_voc
+from tests.helpers.models import make_checkpoint, rgb
 
 
 def holds_namespace(value) -> bool:
@@ -48,9 +48,8 @@ def test_predict_py_is_at_most_150_lines():
     assert len((ROOT / "predict.py").read_text().splitlines()) <= 150
 
 
-def test_the_namespace_stays_in_predict_py(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
-    ckpt, voc = make_checkpoint(tmp_path / "best.pth"), write_voc(tmp_path / "VOC")
+def test_the_namespace_stays_in_predict_py(tmp_path, scan_cache):
+    ckpt, voc = make_checkpoint(tmp_path / "best.pth"), write_scene_voc(tmp_path / "VOC")
     Image.fromarray(rgb(60, 80)).save(tmp_path / "a.jpg")
     writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
     writer.write(rgb(64, 96))

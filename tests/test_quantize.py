@@ -4,13 +4,11 @@ from onnx import numpy_helper
 import onnxruntime as ort
 import pytest
 import torch
-from PIL import Image
 
 import predict
 from nets.yolo import YoloBody
-from tests.test_formats import voc_to_coco
-from tests.test_yolo import ANCHORS_MASK, CLASSES, make_checkpoint, rgb
-from tests.tiny_voc import CLASSES as TINY_CLASSES, write_tiny_voc
+from tests.helpers.models import ANCHORS_MASK, CLASSES, make_checkpoint, rgb
+from tests.helpers.voc import TINY_CLASSES, scene, voc_to_coco, write_scene_voc, write_tiny_voc
 from utils.deploy import quantize
 from utils.engine.checkpoint import model_from_weights, read_checkpoint, save_atomic
 from utils.eval.evaluator import evaluate_model
@@ -23,39 +21,12 @@ from yolo import YOLO
 HW = (64, 96)
 
 
-def scene(h: int, w: int, seed: int) -> np.ndarray:
-    """HxWx3 uint8: a blocky grey texture with four flat coloured rectangles, so the network's outputs
-    change with the image (on pixel noise a random network gives nearly the same output everywhere)."""
-    rng = np.random.default_rng(seed)
-    img = np.kron(rng.integers(60, 200, (h // 8 + 1, w // 8 + 1, 1)), np.ones((8, 8, 3)))[:h, :w].astype(np.uint8)
-    for _ in range(4):
-        y0, x0 = rng.integers(0, h - 16), rng.integers(0, w - 16)
-        img[y0:y0 + rng.integers(12, h // 2), x0:x0 + rng.integers(12, w // 2)] = rng.integers(0, 256, 3)
-    return img
-
-
-def write_voc(root, n_train: int = 4, n_val: int = 2):
-    """Scene images of 70x120 with one box each, in VOC layout with train and val lists."""
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True)
-    stems = [f"im{i}" for i in range(n_train + n_val)]
-    for i, stem in enumerate(stems):
-        Image.fromarray(scene(70, 120, seed=i)).save(root / "JPEGImages" / f"{stem}.jpg")
-        (root / "Annotations" / f"{stem}.xml").write_text(
-            f"<annotation><filename>{stem}.jpg</filename><size><width>120</width><height>70</height></size>"
-            f"<object><name>{CLASSES[i % 2]}</name><difficult>0</difficult><bndbox><xmin>10</xmin><ymin>5</ymin>"
-            f"<xmax>{60 + i}</xmax><ymax>50</ymax></bndbox></object></annotation>")
-    (root / "ImageSets/Main/train.txt").write_text("\n".join(stems[:n_train]) + "\n")
-    (root / "ImageSets/Main/val.txt").write_text("\n".join(stems[n_train:]) + "\n")
-    return root
-
-
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory):
     root = tmp_path_factory.mktemp("voc")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("YOLO_SCAN_CACHE", str(root / "cache"))
-        yield write_voc(root / "VOC")
+        yield write_scene_voc(root / "VOC")
 
 
 def input_sensitive_checkpoint(path, obj_bias: float = 1.0):
@@ -233,8 +204,7 @@ def test_onnx_files_fail_clearly(ckpt, tmp_path):
         yolo.export_onnx(tmp_path / "x.onnx", nms=True, calibration_images=[rgb(64, 96)])
 
 
-def test_calibration_images_from_a_coco_json_and_its_image_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
+def test_calibration_images_from_a_coco_json_and_its_image_folder(tmp_path, scan_cache):
     json_path = voc_to_coco(write_tiny_voc(tmp_path / "voc", 3), tmp_path / "coco")
     (tmp_path / "coco" / "images").rename(tmp_path / "pictures")
     found = quantize.calibration_images(json_path, None, TINY_CLASSES, 2, data_format="coco",

@@ -10,7 +10,8 @@ import torch
 import get_map
 from tests.conftest import ANCHORS_MASK, ROOT
 from tests.reference_model import ReferenceYoloBody, randomize
-from tests.test_get_map import CLASSES, IMAGES, save_random_checkpoint, write_voc
+from tests.helpers.models import save_random_checkpoint
+from tests.helpers.voc import MAP_CLASSES as CLASSES, MAP_IMAGES as IMAGES, write_map_voc
 from utils.core.config import read_classes
 from utils.eval import scoring
 
@@ -33,12 +34,11 @@ def voc_results(path):
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(tmp_path, monkeypatch, scan_cache):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(scoring, "RESULTS_BASE", tmp_path / "map_out")  # not the repository's map_out/
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
     shutil.copytree(ROOT / "model_data", tmp_path / "model_data")
-    write_voc(tmp_path)  # VOCdevkit/VOC2007 with cat and dog, test split of 3 images
+    write_map_voc(tmp_path)  # VOCdevkit/VOC2007 with cat and dog, test split of 3 images
     save_random_checkpoint(tmp_path / "logs" / "exp" / "best.pth", CLASSES)
     torch.save(randomize(ReferenceYoloBody(ANCHORS_MASK, 20, phi=0)).state_dict(),
                tmp_path / "yolov4_tiny_weights_voc.pth")

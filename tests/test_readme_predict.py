@@ -12,9 +12,8 @@ import predict
 from nets.darknet import save_darknet_weights
 from tests.conftest import ANCHORS_MASK, ROOT
 from tests.reference_model import ReferenceYoloBody, randomize
-from tests.test_darknet import random_model
-from tests.test_quantize import write_voc
-from tests.test_yolo import make_checkpoint, rgb
+from tests.helpers.voc import write_scene_voc
+from tests.helpers.models import make_checkpoint, random_model, rgb
 
 
 def inference_blocks():
@@ -53,7 +52,7 @@ def workdir(tmp_path, monkeypatch):
     save_darknet_weights(random_model(80), tmp_path / "yolov4-tiny.weights")
     torch.save(randomize(ReferenceYoloBody(ANCHORS_MASK, 20, phi=1)).state_dict(), tmp_path / "ref.pth")
     shutil.copytree(ROOT / "model_data", tmp_path / "model_data")
-    write_voc(tmp_path / "VOCdevkit" / "VOC2007")
+    write_scene_voc(tmp_path / "VOCdevkit" / "VOC2007")
     return tmp_path
 
 

@@ -4,12 +4,14 @@ import shutil
 import pytest
 
 import train
-from tests.test_train import scan_cache  # noqa: F401 (fixture)
-from tests.test_train_faults import run_args
-from tests.tiny_voc import write_tiny_voc
+from tests.helpers.samples import run_args
+from tests.helpers.voc import write_tiny_voc
 from utils.engine.checkpoint import read_checkpoint
 from utils.engine.optim import lr_factor, scaled_lr
 from utils.engine.resume import explicit_flags
+
+
+pytestmark = pytest.mark.usefixtures("scan_cache")
 
 
 def tiny_run(tmp_path, *extra):

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 import train
-from tests.test_train import scan_cache, tiny_voc  # noqa: F401 (fixtures)
-from tests.test_train_faults import run_args
+from tests.helpers.samples import run_args
 from utils.core import folder_lock
 from utils.core.fileio import remove_stale_temporaries
 from utils.core.folder_lock import LOCK_NAME, FolderInUse, FolderLock
+
+
+pytestmark = pytest.mark.usefixtures("scan_cache")
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = ("import sys; from utils.core.folder_lock import FolderLock\n"

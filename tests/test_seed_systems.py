@@ -11,9 +11,8 @@ from nets.darknet import expected_floats
 from nets.fuse import fuse_model
 from nets.yolo import YoloBody, attention_to_str, parse_attention
 from tests.conftest import ANCHORS_MASK
-from tests.test_attention_reference import TOL, bn, linear
-from tests.test_attention_zoo import HAND_COUNTS, n_params, perturb
-from tests.test_yolo import random_bn
+from tests.helpers.attention import HAND_COUNTS, TOL, bn, linear, n_params, perturb
+from tests.helpers.models import random_bn
 from utils.deploy.export import export_onnx, max_abs_error
 from utils.engine.checkpoint import CHECKPOINT_FORMAT, model_from_weights, save_atomic
 

@@ -198,7 +198,7 @@ def test_no_default_of_a_setting_is_written_again_in_the_product_code():
 def test_train_takes_h_w_as_every_script_does(tmp_path, monkeypatch):
     """train.py --input-size 96,128 trains at 96 x 128; its record repeats the run and its checkpoint says so."""
     import train
-    from tests.tiny_voc import write_tiny_voc
+    from tests.helpers.voc import write_tiny_voc
     from utils.engine.checkpoint import read_checkpoint
     from utils.engine.run_logger import read_yaml
     monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))

@@ -11,22 +11,17 @@ import torch
 import yaml
 
 import train
-from tests.tiny_voc import CLASSES, write_tiny_voc
+from tests.helpers.voc import TINY_CLASSES as CLASSES, write_tiny_voc
 from utils.engine.build import seeded_model
 from utils.engine.run import load_data, start_run
 from utils.engine.train_config import make_config
 from utils.engine.checkpoint import read_checkpoint
 from tests.conftest import ANCHORS_MASK
 
+
+pytestmark = pytest.mark.usefixtures("scan_cache")
+
 ROOT = Path(__file__).resolve().parents[1]
-@pytest.fixture(scope="module")
-def tiny_voc(tmp_path_factory):
-    return write_tiny_voc(tmp_path_factory.mktemp("voc") / "VOCtiny", 4)
-
-
-@pytest.fixture(autouse=True)
-def scan_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "scan_cache"))
 
 
 def base_args(data: Path, save_dir: Path, *extra) -> list:
@@ -289,7 +284,7 @@ def test_resume_keeps_labels_png_and_draws_no_batch_picture(tiny_voc, tmp_path):
 
 
 def test_data_format_and_images_reach_the_scan_and_stay_in_the_run_settings(tiny_voc, tmp_path, capsys):
-    from tests.test_formats import voc_to_coco
+    from tests.helpers.voc import voc_to_coco
     coco_json = voc_to_coco(tiny_voc, tmp_path / "coco")
     images = tmp_path / "elsewhere"
     (tmp_path / "coco" / "images").rename(images)

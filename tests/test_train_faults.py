@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import train
-from tests.test_train import scan_cache, tiny_voc  # noqa: F401 (fixtures)
-from tests.tiny_voc import write_tiny_voc
+from tests.helpers.samples import run_args
+from tests.helpers.voc import write_tiny_voc
 from utils.engine import loop
 from utils.engine.checkpoint import read_checkpoint
 from utils.core.fileio import atomic_open
@@ -17,9 +17,7 @@ from utils.engine.trainer import TrainState, TrainingDiverged, gradient_norm, no
 from tests.conftest import ANCHORS_MASK
 
 
-def run_args(data, save_dir, *extra) -> list:
-    return ["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64", "--batch-size", "2",
-            "--workers", "0", "--save-dir", str(save_dir), "--quiet", *map(str, extra)]
+pytestmark = pytest.mark.usefixtures("scan_cache")
 
 
 class Killed(BaseException):

@@ -17,7 +17,7 @@ import train
 from nets.yolo import YoloBody
 from tests.conftest import ANCHORS_MASK
 from tests.fixtures import make_checkpoints
-from tests.tiny_voc import write_tiny_voc
+from tests.helpers.voc import write_tiny_voc
 from utils.core.config import read_classes
 from utils.data import scan_cache, voc
 from utils.data.annotations import DatasetError, Record, Sample
@@ -27,14 +27,12 @@ from utils.engine import checkpoint
 from utils.engine.checkpoint import load_weights, read_checkpoint
 from utils.engine.run import start_run
 
+
+pytestmark = pytest.mark.usefixtures("scan_cache")
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
 FORMATS = ("reference_state_dict.pth", "model_dict.pth", "ours_v1_before_fusion.pth", "ours_v1.pth")
 OURS = ("ours_v1_before_fusion.pth", "ours_v1.pth")
-
-
-@pytest.fixture(autouse=True)
-def private_scan_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "scan_cache"))
 
 
 @pytest.mark.parametrize("name", FORMATS)

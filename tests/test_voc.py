@@ -7,40 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.voc import exif_image, write_voc, write_xml
 from utils.data import voc
 from utils.ops.image import read_image
 from utils.data.voc import DatasetError, default_split, load_samples
 
 CLASSES = ["cat", "dog"]
-
-
-def write_xml(path: Path, filename: str, size, objects) -> None:
-    """objects: [(name, xmin, ymin, xmax, ymax, difficult)]; size (w, h) or None."""
-    parts = [f"<annotation><filename>{filename}</filename>"]
-    if size:
-        parts.append(f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>")
-    for name, x1, y1, x2, y2, diff in objects:
-        parts.append(f"<object><name>{name}</name><difficult>{int(diff)}</difficult><bndbox><xmin>{x1}</xmin>"
-                     f"<ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(parts) + "</annotation>", encoding="utf-8")
-
-
-def make_year(root: Path, items, splits=None) -> Path:
-    """items: {stem: (PIL image or bytes or None, filename, xml size, objects)}; splits: {name: [stems]}."""
-    for stem, (image, filename, size, objects) in items.items():
-        if isinstance(image, Image.Image):
-            (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
-            image.save(root / "JPEGImages" / filename)
-        elif isinstance(image, bytes):
-            (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
-            (root / "JPEGImages" / filename).write_bytes(image)
-        write_xml(root / "Annotations" / f"{stem}.xml", filename, size, objects)
-    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
-    for name, stems in (splits or {"train": list(items)}).items():
-        (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
-        (root / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(stems) + "\n")
-    return root
 
 
 def rgb(w=40, h=30, colour=(200, 50, 50)) -> Image.Image:
@@ -70,7 +42,7 @@ BAD_CASES = {
 @pytest.mark.parametrize("case", list(BAD_CASES))
 def test_bad_image_or_annotation_is_skipped_with_reason(tmp_path, capsys, case):
     items, reason = BAD_CASES[case]
-    root = make_year(tmp_path / "VOC", {**good(), **items})
+    root = write_voc(tmp_path / "VOC", {**good(), **items})
     samples = load_samples(root, "train", CLASSES, cache_dir=tmp_path / "cache")
     out, err = capsys.readouterr()
     assert [Path(s.image_path).name for s in samples] == ["good.jpg"]
@@ -79,7 +51,7 @@ def test_bad_image_or_annotation_is_skipped_with_reason(tmp_path, capsys, case):
 
 
 def test_malformed_xml_is_skipped(tmp_path, capsys):
-    root = make_year(tmp_path / "VOC", good(), {"train": ["good", "broken"]})
+    root = write_voc(tmp_path / "VOC", good(), {"train": ["good", "broken"]})
     (root / "Annotations" / "broken.xml").write_text("<annotation><object>", encoding="utf-8")
     samples = load_samples(root, "train", CLASSES, cache_dir=tmp_path / "cache")
     out, err = capsys.readouterr()
@@ -90,7 +62,7 @@ def test_boxes_clipped_dropped_float_and_background(tmp_path, capsys):
     items = {"a": (rgb(), "a.jpg", (40, 30), [("cat", -5, 2.5, 50, 20.75, 0), ("dog", 10, 10, 10, 20, 0),
                                               ("dog", 3.5, 4.25, 12.5, 14, 0), ("horse", 1, 1, 5, 5, 0)]),
              "empty": (rgb(), "empty.jpg", (40, 30), [])}
-    samples = load_samples(make_year(tmp_path / "VOC", items), "train", CLASSES, cache_dir=tmp_path / "c")
+    samples = load_samples(write_voc(tmp_path / "VOC", items), "train", CLASSES, cache_dir=tmp_path / "c")
     out, err = capsys.readouterr()
     a, empty = samples
     np.testing.assert_allclose(a.boxes, [[0, 2.5, 40, 20.75], [3.5, 4.25, 12.5, 14]])
@@ -104,25 +76,16 @@ def test_boxes_clipped_dropped_float_and_background(tmp_path, capsys):
 def test_image_kinds_become_rgb(tmp_path, mode, ext):
     image = rgb(40, 30).convert(mode) if mode != "I;16" else Image.fromarray(np.full((30, 40), 40000, np.uint16))
     items = {"x": (image, f"x.{ext}", (40, 30), [("dog", 1, 1, 30, 20, 0)])}
-    (sample,) = load_samples(make_year(tmp_path / "VOC", items), "train", CLASSES, cache_dir=tmp_path / "c")
+    (sample,) = load_samples(write_voc(tmp_path / "VOC", items), "train", CLASSES, cache_dir=tmp_path / "c")
     pixels = read_image(sample.image_path, sample.exif_transpose)
     assert pixels.shape == (30, 40, 3) and pixels.dtype == np.uint8 and (sample.width, sample.height) == (40, 30)
 
 
 def test_xml_size_disagreeing_trusts_image(tmp_path, capsys):
     items = {"x": (rgb(40, 30), "x.jpg", (400, 300), [("cat", 1, 1, 35, 25, 0)])}
-    (sample,) = load_samples(make_year(tmp_path / "VOC", items), "train", CLASSES, cache_dir=tmp_path / "c")
+    (sample,) = load_samples(write_voc(tmp_path / "VOC", items), "train", CLASSES, cache_dir=tmp_path / "c")
     assert (sample.width, sample.height) == (40, 30)
     assert "disagrees with the image 40x30" in capsys.readouterr().err
-
-
-def exif_image(stored: np.ndarray, orientation: int) -> bytes:
-    image = Image.fromarray(stored)
-    exif = image.getexif()
-    exif[0x0112] = orientation
-    buf = io.BytesIO()
-    image.save(buf, "PNG", exif=exif.tobytes())
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize("annotated_on", ["rotated", "stored"])
@@ -134,7 +97,7 @@ def test_exif_orientation_keeps_boxes_on_what_the_annotator_saw(tmp_path, annota
     else:
         size, box = (40, 20), (30, 2, 38, 8)
     items = {"x": (exif_image(stored, 6), "x.png", size, [("cat", *box, 0)])}
-    (sample,) = load_samples(make_year(tmp_path / "VOC", items), "train", CLASSES, cache_dir=tmp_path / "c")
+    (sample,) = load_samples(write_voc(tmp_path / "VOC", items), "train", CLASSES, cache_dir=tmp_path / "c")
     assert sample.exif_transpose == (annotated_on == "rotated")
     pixels = read_image(sample.image_path, apply_exif=sample.exif_transpose)
     assert pixels.shape[:2] == (sample.height, sample.width)
@@ -144,7 +107,7 @@ def test_exif_orientation_keeps_boxes_on_what_the_annotator_saw(tmp_path, annota
 
 def test_non_ascii_and_spaces_in_paths(tmp_path):
     items = {"bild ü 1": (rgb(), "bild ü 1.png", (40, 30), [("dog", 2, 2, 20, 20, 0)])}
-    (sample,) = load_samples(make_year(tmp_path / "dätä set" / "VOC 2007", items), "train", CLASSES,
+    (sample,) = load_samples(write_voc(tmp_path / "dätä set" / "VOC 2007", items), "train", CLASSES,
                              cache_dir=tmp_path / "c")
     assert "bild ü 1.png" in sample.image_path and read_image(sample.image_path).shape == (30, 40, 3)
 
@@ -164,7 +127,7 @@ def test_annotation_lines_with_spaces_and_bad_class_index(tmp_path):
 
 
 def test_no_usable_image_stops_with_clear_error(tmp_path):
-    root = make_year(tmp_path / "VOC", {"bad": (b"", "bad.jpg", (4, 4), [("cat", 1, 1, 3, 3, 0)])})
+    root = write_voc(tmp_path / "VOC", {"bad": (b"", "bad.jpg", (4, 4), [("cat", 1, 1, 3, 3, 0)])})
     with pytest.raises(DatasetError, match="no usable image in .*VOC split 'train'"):
         load_samples(root, "train", CLASSES, cache_dir=tmp_path / "c")
     with pytest.raises(DatasetError, match="splits in"):
@@ -173,8 +136,8 @@ def test_no_usable_image_stops_with_clear_error(tmp_path):
 
 def test_voc07_plus_12_and_default_splits(tmp_path):
     devkit = tmp_path / "VOCdevkit"
-    make_year(devkit / "VOC2007", {**good("a"), **good("b"), **good("t")}, {"trainval": ["a", "b"], "test": ["t"]})
-    make_year(devkit / "VOC2012", {**good("c"), **good("d")}, {"trainval": ["c", "d"], "val": ["d"]})
+    write_voc(devkit / "VOC2007", {**good("a"), **good("b"), **good("t")}, {"trainval": ["a", "b"], "test": ["t"]})
+    write_voc(devkit / "VOC2012", {**good("c"), **good("d")}, {"trainval": ["c", "d"], "val": ["d"]})
     assert default_split(devkit, "train") == "trainval" and default_split(devkit, "eval") == "VOC2007/test"
     train = load_samples(devkit, "trainval", CLASSES, cache_dir=tmp_path / "c")
     assert sorted(Path(s.image_path).stem for s in train) == ["a", "b", "c", "d"]
@@ -184,7 +147,7 @@ def test_voc07_plus_12_and_default_splits(tmp_path):
 
 
 def test_auto_split_without_imagesets_is_seeded_and_disjoint(tmp_path):
-    root = make_year(tmp_path / "flat", {**{f"i{k}": good(f"i{k}")[f"i{k}"] for k in range(30)}})
+    root = write_voc(tmp_path / "flat", {**{f"i{k}": good(f"i{k}")[f"i{k}"] for k in range(30)}})
     import shutil
     shutil.rmtree(root / "ImageSets")
     train = {s.image_path for s in load_samples(root, "train", CLASSES, cache_dir=tmp_path / "c", val_fraction=0.3)}
@@ -196,12 +159,12 @@ def test_auto_split_without_imagesets_is_seeded_and_disjoint(tmp_path):
 
 def test_difficult_objects_are_kept_and_flagged(tmp_path):
     items = {"x": (rgb(), "x.jpg", (40, 30), [("cat", 1, 1, 9, 9, 1), ("dog", 10, 10, 30, 25, 0)])}
-    (sample,) = load_samples(make_year(tmp_path / "VOC", items), "train", CLASSES, cache_dir=tmp_path / "c")
+    (sample,) = load_samples(write_voc(tmp_path / "VOC", items), "train", CLASSES, cache_dir=tmp_path / "c")
     assert sample.difficult.tolist() == [True, False] and sample.labels.tolist() == [0, 1]
 
 
 def test_cache_is_used_and_detects_changed_files(tmp_path, capsys):
-    root = make_year(tmp_path / "VOC", {**good("a"), **good("b")})
+    root = write_voc(tmp_path / "VOC", {**good("a"), **good("b")})
     load_samples(root, "train", CLASSES, cache_dir=tmp_path / "c")
     assert "0 from cache" in capsys.readouterr().out
     samples = load_samples(root, "train", CLASSES, cache_dir=tmp_path / "c")
@@ -225,7 +188,7 @@ def test_resolve_data_falls_back_to_demo_only_for_the_default(tmp_path, monkeypa
     assert "using the demo dataset" in capsys.readouterr().out
     with pytest.raises(DatasetError, match="does not exist"):
         voc.resolve_data(tmp_path / "elsewhere")
-    make_year(tmp_path / "VOCdevkit" / "VOC2007", good())
+    write_voc(tmp_path / "VOCdevkit" / "VOC2007", good())
     assert voc.resolve_data("VOCdevkit") == Path("VOCdevkit")
 
 
@@ -247,7 +210,7 @@ def test_scan_lists_unreadable_images_with_their_ground_truths(tmp_path):
              "broken": (b"not an image", "broken.jpg", (40, 30), [("cat", 1, 1, 9, 9, 0), ("dog", 2, 2, 8, 8, 0),
                                                                   ("cat", 3, 3, 9, 9, 1)]),
              "gone": (None, "gone.jpg", (40, 30), [("dog", 1, 1, 9, 9, 0)])}
-    year = make_year(tmp_path / "VOC", items)
+    year = write_voc(tmp_path / "VOC", items)
     stats = voc.ScanStats()
     samples = load_samples(year, "train", CLASSES, use_cache=False, stats=stats)
     assert len(samples) == 2

@@ -5,41 +5,9 @@ import torch
 from nets.fuse import fuse_model
 from nets.yolo import YoloBody
 from utils.ops.boxes import decode_candidates
-from utils.engine.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from utils.deploy.drawing import class_colors, draw_detections, font_size
 from yolo import YOLO, Detections
-from tests.conftest import ANCHORS_MASK  # noqa: F401 (test_decode and test_quantize import it from here)
-
-ANCHORS = [[8, 8], [24, 16], [16, 16], [32, 32], [64, 64], [96, 96]]
-CLASSES = ["cat", "dog"]
-
-
-def random_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every BN layer non-trivial statistics so folding and file layouts are really exercised."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-    return model.eval()
-
-
-def make_checkpoint(path, input_size=(64, 96), obj_bias: float = 2.0, seed: int = 0):
-    """A 2-class checkpoint in our format whose random model still finds objects (objectness biased up)."""
-    torch.manual_seed(seed)
-    model = random_bn(YoloBody(ANCHORS_MASK, len(CLASSES)), seed)
-    with torch.no_grad():
-        for head in (model.yolo_headP5[1], model.yolo_headP4[1]):
-            head.weight.normal_(0, 0.05)
-            head.bias.view(3, -1)[:, 4] = obj_bias
-            head.bias.view(3, -1)[:, 5] = 3.0
-    save_atomic({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "class_names": CLASSES,
-                 "anchors": ANCHORS, "anchors_mask": ANCHORS_MASK, "attention": "none",
-                 "input_size": list(input_size), "scale_x_y": 1.0}, path)
-    return path
+from tests.helpers.models import ANCHORS, ANCHORS_MASK, CLASSES, make_checkpoint, random_bn, rgb
 
 
 @pytest.fixture(scope="session")
@@ -50,10 +18,6 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def yolo(checkpoint):
     return YOLO(checkpoint, conf=0.3)
-
-
-def rgb(h, w, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def test_checkpoint_metadata_is_used(yolo):

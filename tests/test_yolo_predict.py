@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import predict
-from tests.test_quantize import write_voc
-from tests.test_yolo import make_checkpoint, rgb
+from tests.helpers.voc import write_scene_voc
+from tests.helpers.models import make_checkpoint, rgb
 from yolo import YOLO
 
 
@@ -97,9 +97,8 @@ def test_export_is_predict_py_export(ckpt, tmp_path, nms, outputs):
     assert api.metadata_props == script.metadata_props
 
 
-def test_int8_export_is_predict_py_int8(ckpt, tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
-    voc = write_voc(tmp_path / "VOC")
+def test_int8_export_is_predict_py_int8(ckpt, tmp_path, scan_cache):
+    voc = write_scene_voc(tmp_path / "VOC")
     path = YOLO(ckpt).export("onnx", int8=True, data=voc, calib_images=3, path=tmp_path / "api_int8.onnx")
     cli = tmp_path / "cli_int8.onnx"
     assert predict.main(["--weights", str(ckpt), "--export-onnx", str(cli), "--int8", "--data", str(voc),

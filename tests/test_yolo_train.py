@@ -4,9 +4,11 @@ import pytest
 import torch
 
 import train
-from tests.test_train import scan_cache, tiny_voc  # noqa: F401 (fixtures)
 from utils.engine.checkpoint import read_checkpoint
 from yolo import YOLO
+
+
+pytestmark = pytest.mark.usefixtures("scan_cache")
 
 SETTINGS = {"input_size": 64, "batch_size": 2, "workers": 0, "quiet": True, "epochs": 2, "eval_period": 1, "seed": 3,
             "phi": 2, "mosaic": 1.0, "lr": 0.02}

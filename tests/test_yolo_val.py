@@ -6,7 +6,8 @@ import re
 import pytest
 
 import get_map
-from tests.test_get_map import CLASSES, save_random_checkpoint, voc  # noqa: F401 (voc: the fixture)
+from tests.helpers.models import save_random_checkpoint
+from tests.helpers.voc import MAP_CLASSES as CLASSES
 from utils.eval.report import report_text
 from utils.eval.scoring import evaluate
 from yolo import YOLO
@@ -30,10 +31,10 @@ def weights(tmp_path):
     return path
 
 
-def test_val_prints_what_get_map_prints(voc, weights, tmp_path, capsys):
-    text = printed(["--weights", str(weights), "--data", str(voc), "--device", "cpu", "--out", str(tmp_path / "o"),
+def test_val_prints_what_get_map_prints(map_voc, weights, tmp_path, capsys):
+    text = printed(["--weights", str(weights), "--data", str(map_voc), "--device", "cpu", "--out", str(tmp_path / "o"),
                     "--no-plots"], capsys)
-    result = YOLO(weights, device="cpu").val(data=str(voc))
+    result = YOLO(weights, device="cpu").val(data=str(map_voc))
     assert NUMBER.findall(report_text(result)) == NUMBER.findall(text)  # every number, in order
     assert report_text(result) == text
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
@@ -43,26 +44,26 @@ def test_val_prints_what_get_map_prints(voc, weights, tmp_path, capsys):
     assert result["settings"]["conf_thres"] == 0.001 and result["settings"]["split"] == "VOC2007/test"
 
 
-def test_val_settings_are_get_map_flags(voc, weights, tmp_path, capsys):
+def test_val_settings_are_get_map_flags(map_voc, weights, tmp_path, capsys):
     flags = ["--split", "VOC2007/test", "--conf", "0.05", "--nms", "0.4", "--iou", "0.6", "--metric", "voc07",
              "--score-thr", "0.3", "--amp", "off", "--batch-size", "2", "--input-size", "64,96"]
-    text = printed(["--weights", str(weights), "--data", str(voc), "--device", "cpu", "--out", str(tmp_path / "o"),
+    text = printed(["--weights", str(weights), "--data", str(map_voc), "--device", "cpu", "--out", str(tmp_path / "o"),
                     "--no-plots", *flags], capsys)
-    result = evaluate(weights=str(weights), data=str(voc), device="cpu", split="VOC2007/test", conf=0.05, nms=0.4,
+    result = evaluate(weights=str(weights), data=str(map_voc), device="cpu", split="VOC2007/test", conf=0.05, nms=0.4,
                       iou=0.6, metric="voc07", score_thr=0.3, amp="off", batch_size=2, input_size="64,96")
     assert report_text(result) == text and "mAP@0.6" in text and "input_size [64, 96]" in text
     assert report_text(YOLO(weights, device="cpu", amp="off", input_size=(64, 96)).val(
-        data=str(voc), split="VOC2007/test", conf=0.05, nms=0.4, iou=0.6, metric="voc07", score_thr=0.3,
+        data=str(map_voc), split="VOC2007/test", conf=0.05, nms=0.4, iou=0.6, metric="voc07", score_thr=0.3,
         batch_size=2)) == text
-    square = evaluate(weights=str(weights), data=str(voc), device="cpu", amp="off", input_size=96)
+    square = evaluate(weights=str(weights), data=str(map_voc), device="cpu", amp="off", input_size=96)
     assert square["settings"]["input_size"] == [96, 96]
 
 
-def test_unknown_setting_names_the_nearest(voc, weights):
+def test_unknown_setting_names_the_nearest(map_voc, weights):
     with pytest.raises(ValueError, match="unknown setting 'score_threshold' \\(did you mean score_thr\\?\\)"):
-        YOLO(weights, device="cpu").val(data=str(voc), score_threshold=0.3)
+        YOLO(weights, device="cpu").val(data=str(map_voc), score_threshold=0.3)
     with pytest.raises(ValueError, match="conf must be a number, found '0.3'"):
-        evaluate(weights=str(weights), data=str(voc), conf="0.3")
+        evaluate(weights=str(weights), data=str(map_voc), conf="0.3")
 
 
 def test_evaluation_defaults_are_the_schemas():
@@ -85,7 +86,7 @@ def test_val_of_an_onnx_graph_says_how_to_score_it(tmp_path, weights):
 def test_get_map_is_a_parser_plus_library_calls(root, monkeypatch):
     """get_map.py is at most 150 lines, imports no other script, and hands the library keywords, not a Namespace."""
     import ast
-    from tests.test_layers import SCRIPTS
+    from tests.helpers.samples import SCRIPTS
     source = (root / "get_map.py").read_text()
     assert len(source.splitlines()) <= 150
     tree = ast.walk(ast.parse(source))
