@@ -50,7 +50,7 @@ def run(args) -> None:
     """Score, write the results folder and print the table, the headline and the settings."""
     scored = scoring.score(**settings_of(args))
     out = output_dir(args.out, scored.base)
-    save_results(out, scored, {"data_format": args.data_format, "images_dir": args.images}, plots=not args.no_plots)
+    save_results(out, scored, plots=not args.no_plots)
     print(report_text(scored.result))
     print(f"results in {out}")
 

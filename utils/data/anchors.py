@@ -15,8 +15,8 @@ from utils.ops.boxes import letterbox_params, wh_iou
 from utils.core.config import parse_input_size, read_anchors, read_classes
 from utils.core.paths import MODEL_DATA
 from utils.core.fileio import write_text_atomic
-from utils.data.layouts import data_options
-from utils.data.voc import Sample, default_split, load_samples, resolve_classes, resolve_data
+from utils.data.layouts import dataset_of
+from utils.data.voc import Sample, load_samples, resolve_classes
 from utils.core.cli import run_main
 from utils.core.settings import add_flags
 
@@ -90,11 +90,10 @@ def make_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> np.ndarray:
     """Print the new anchors for the parsed `args` beside the current ones (and write them with --write);
     returns the new anchors [K, 2]."""
-    options = data_options(args)
-    data = resolve_data(args.data, **options)
+    data = dataset_of(args)  # its layout detected once
     classes = args.classes or MODEL_DATA / "voc_classes.txt"
-    names = read_classes(resolve_classes(data, classes, **options))
-    samples = load_samples(data, args.split or default_split(data, "train", **options), names, **options)
+    names = read_classes(resolve_classes(data, classes))
+    samples = load_samples(data, args.split or data.default_split("train"), names)
     wh = box_sizes(samples, args.input_size, args.letterbox)
     current = read_anchors(args.anchors).numpy()
     anchors = kmeans_anchors(wh, args.clusters or len(current), args.seed, args.iterations, args.restarts)

@@ -38,7 +38,8 @@ from utils.core.config import read_classes
 from utils.core.paths import MODEL_DATA
 from utils.data.annotations import DatasetError, Sample
 from utils.data.formats import coco_tag, read_data_yaml
-from utils.data.layouts import DATA_FORMATS, LAYOUTS, split_names, year_dirs, coco_root_splits, dataset_layout
+from utils.data.layouts import (DATA_FORMATS, LAYOUTS, Dataset, split_names, year_dirs, coco_root_splits,
+                                dataset_layout)
 from utils.data.voc import ScanStats, load_samples, resolve_classes
 from utils.data.writers import WRITE_FORMATS, Report, check_destination, write_dataset
 
@@ -96,9 +97,10 @@ def source_splits(src: Path, layout: str, wanted: Optional[Sequence[str]] = None
     return [SourceSplit(s, s) for s in listed_splits(src, layout)]
 
 
-def default_classes(src: Path, data_format: str, images_dir=None) -> Path:
+def default_classes(dataset: Dataset) -> Path:
     """The classes file SRC implies (see the module docstring)."""
-    found = Path(resolve_classes(src, VOC_CLASSES, data_format, images_dir))
+    src = dataset.path
+    found = Path(resolve_classes(dataset, VOC_CLASSES))
     beside = src / "classes.txt"
     if found == VOC_CLASSES and src.is_dir() and beside.is_file():
         return beside
@@ -118,16 +120,15 @@ def _losses(stats: ScanStats, where: str) -> List[str]:
     return lost
 
 
-def read_splits(src: Path, parts: Sequence[SourceSplit], class_names: Sequence[str], data_format: str,
-                images_dir=None) -> Tuple[Dict[str, List[Sample]], List[str]]:
+def read_splits(dataset: Dataset, parts: Sequence[SourceSplit],
+                class_names: Sequence[str]) -> Tuple[Dict[str, List[Sample]], List[str]]:
     """({DST split name: samples}, warnings about what is not written)."""
     splits: Dict[str, List[Sample]] = {}
     warnings: List[str] = []
     for part in parts:
         stats = ScanStats()
-        splits[part.name] = load_samples(src, part.split, class_names, stats=stats, data_format=data_format,
-                                         images_dir=images_dir)
-        warnings += _losses(stats, f"{src} [{part.split}]")
+        splits[part.name] = load_samples(dataset, part.split, class_names, stats=stats)
+        warnings += _losses(stats, f"{dataset.path} [{part.split}]")
     return splits, warnings
 
 
@@ -148,11 +149,12 @@ def convert(src, dst, from_format: str, to_format: str, classes=None, splits: Op
     if to_format not in WRITE_FORMATS:
         raise UserError(f"--to {to_format!r}: valid: {', '.join(WRITE_FORMATS)}")
     layout = check_source(src, from_format, images_dir)
+    dataset = Dataset(src, layout, from_format, images_dir)  # SRC's layout, read from here on
     _check_paths(src, dst)
     check_destination(dst)
     parts = source_splits(src, layout, splits)
-    class_names = read_classes(classes or default_classes(src, from_format, images_dir))
-    samples, warnings = read_splits(src, parts, class_names, from_format, images_dir)
+    class_names = read_classes(classes or default_classes(dataset))
+    samples, warnings = read_splits(dataset, parts, class_names)
     report = write_dataset(dst, samples, class_names, to_format)
     report.warnings[:0] = warnings
     return report

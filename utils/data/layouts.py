@@ -53,26 +53,6 @@ EXPECTED = ("a VOCdevkit root (VOC*/Annotations), a year folder (Annotations/, J
             "or a folder of labelme JSON files")
 
 
-@dataclass
-class Source:
-    """One image to read: its cache key, the files whose changes invalidate it, and how to parse it.
-
-    kind: 'xml' (annotation, images_dir), 'line' (line, images_dir), 'yolo' (image, annotation = its label
-    file, names = the dataset's class names or None for the classes file's), 'coco' (coco, annotation = the JSON,
-    images_dir = the image folder asked for or None), 'labelme' (annotation = the JSON).
-    """
-
-    key: str
-    annotation: Optional[Path] = None
-    images_dir: Optional[Path] = None
-    line: Optional[str] = None
-    where: str = ""
-    kind: str = "xml"
-    image: Optional[Path] = None
-    names: Optional[Tuple[str, ...]] = None
-    coco: Optional[formats.CocoImage] = None
-
-
 def _has_folder(path: Path, name: str) -> bool:
     """A sub-folder of exactly this name, also where file names ignore case (Annotations/ vs annotations/)."""
     return (path / name).is_dir() and name in os.listdir(path)
@@ -159,12 +139,9 @@ def _coco_root_default(root: Path, purpose: str) -> str:
     return train if purpose == "train" else vals[-1] if vals else train
 
 
-def default_split(data, purpose: str, data_format: Optional[str] = None, images_dir=None) -> str:
-    """The split scripts use by default: purpose 'train' or 'eval' (see the module docstring)."""
+def _default_split(path: Path, layout: Optional[str], purpose: str) -> str:
     if purpose not in ("train", "eval"):
         raise ValueError(f"purpose must be 'train' or 'eval', got {purpose!r}")
-    path = Path(data)
-    layout = dataset_layout(path, data_format, images_dir)
     if layout in ("lines", "coco"):
         return "all"
     if layout == "coco-root":
@@ -182,24 +159,81 @@ def default_split(data, purpose: str, data_format: Optional[str] = None, images_
     return "test"
 
 
-def resolve_data(data=DEFAULT_DATA, data_format: Optional[str] = None, images_dir=None) -> Path:
-    """The dataset folder or file to read; the demo dataset (VOC) when `data` is the default and empty and
-    neither another format nor `images_dir` is asked for. Checks `data_format` and `images_dir` (dataset_layout)."""
+def default_split(data, purpose: str, data_format: Optional[str] = None, images_dir=None) -> str:
+    """The split scripts use by default: purpose 'train' or 'eval' (see the module docstring). `data`: a Dataset,
+    or a path (with the format and image folder asked for) whose layout is detected for this call."""
+    return as_dataset(data, data_format, images_dir).default_split(purpose)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset as `--data`, `--data-format` and `--images` name it, its layout detected once (open_dataset):
+    what travels to the scan (utils/data/voc.py), the default splits, the class names it declares and the COCO
+    categories, instead of the path and the two flags. `layout`: a key of LAYOUTS (None only for a path that is
+    no dataset, made by as_dataset); `data_format` and `images_dir`: as asked for (None: detected; the images
+    beside a COCO JSON), part of the scan cache's key. str() and os.fspath() give the path."""
+
+    path: Path
+    layout: Optional[str]
+    data_format: Optional[str] = None
+    images_dir: Optional[Path] = None
+
+    @property
+    def format(self) -> Optional[str]:
+        """One of DATA_FORMATS: the detected layout's format."""
+        return LAYOUTS[self.layout][0] if self.layout else None
+
+    def default_split(self, purpose: str) -> str:
+        """The split scripts use by default for `purpose` 'train' or 'eval' (see the module docstring)."""
+        return _default_split(self.path, self.layout, purpose)
+
+    def declared_names(self) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
+        """(class names, their classes file or None) the dataset declares; (None, None) for VOC."""
+        return _declared_names(self.path, self.layout)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def as_dataset(data, data_format: Optional[str] = None, images_dir=None) -> Dataset:
+    """`data` itself when it is a Dataset, else the Dataset at the path `data` (no demo fallback: a path that is
+    no dataset gets layout None, which the scan refuses)."""
+    if isinstance(data, Dataset):
+        return data
+    return Dataset(Path(data), dataset_layout(Path(data), data_format, images_dir), data_format, images_dir)
+
+
+def open_dataset(data=DEFAULT_DATA, data_format: Optional[str] = None, images_dir=None) -> Dataset:
+    """The Dataset `--data` names, its layout detected here once (a Dataset given is returned as it is); the
+    demo dataset (VOC) when `data` is the default and empty and neither another format nor `images_dir` is asked
+    for. Checks `data_format` and `images_dir` (dataset_layout); DatasetError for a path that is no dataset."""
+    if isinstance(data, Dataset):
+        return data
     path = Path(data)
     if formats.is_image(path):
         raise DatasetError(f"--data {path} is an image, not a dataset: --data takes {EXPECTED}")
-    if dataset_layout(path, data_format, images_dir) is not None:
-        return path
+    layout = dataset_layout(path, data_format, images_dir)
+    if layout is not None:
+        return Dataset(path, layout, data_format, images_dir)
     if str(data).rstrip("/\\") == DEFAULT_DATA and data_format in (None, "voc") and images_dir is None:
         repo_default = REPO_ROOT / DEFAULT_DATA
-        if dataset_layout(repo_default, data_format) is not None:
-            return repo_default
+        layout = dataset_layout(repo_default, data_format)
+        if layout is not None:
+            return Dataset(repo_default, layout, data_format)
         demo = demo_data.ensure_demo_dataset()
         print(f"no dataset in {DEFAULT_DATA}/: using the demo dataset at {demo} "
               f"(classes model_data/demo_classes.txt)")
-        return demo
+        return Dataset(demo, dataset_layout(demo, data_format), data_format)
     what = "does not exist" if not path.exists() else "is not a dataset"
     raise DatasetError(f"--data {path} {what}: expected {EXPECTED}")
+
+
+def resolve_data(data=DEFAULT_DATA, data_format: Optional[str] = None, images_dir=None) -> Path:
+    """The dataset folder or file to read: open_dataset(...).path."""
+    return open_dataset(data, data_format, images_dir).path
 
 
 def _classes_txt(root: Path) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
@@ -211,7 +245,7 @@ def _classes_txt(root: Path) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]
     return formats.check_names(names, str(file)), file
 
 
-def _folder_names(root: Path) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
+def folder_names(root: Path) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
     """(names, classes file) a bare YOLO folder declares in classes.txt or data.yaml; (None, None) if neither."""
     if (root / "classes.txt").is_file():
         return _classes_txt(root)
@@ -221,11 +255,7 @@ def _folder_names(root: Path) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]
     return None, None
 
 
-def declared_names(path: Path, data_format: Optional[str] = None,
-                   images_dir=None) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
-    """(class names, their classes file or None) a YOLO, COCO or labelme dataset declares; (None, None) for VOC
-    and for a labelme folder without classes.txt. A COCO root declares its default evaluation JSON's categories."""
-    layout = dataset_layout(path, data_format, images_dir)
+def _declared_names(path: Path, layout: Optional[str]) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
     if layout == "yolo-yaml":
         return formats.read_data_yaml(path).names, None
     if layout == "coco":
@@ -233,10 +263,18 @@ def declared_names(path: Path, data_format: Optional[str] = None,
     if layout == "coco-root":
         return formats.read_coco(coco_root_splits(path)[_coco_root_default(path, "eval")])[0], None
     if layout == "yolo":
-        return _folder_names(path)
+        return folder_names(path)
     if layout == "labelme":
         return _classes_txt(path)
     return None, None
+
+
+def declared_names(data, data_format: Optional[str] = None,
+                   images_dir=None) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
+    """(class names, their classes file or None) a YOLO, COCO or labelme dataset declares; (None, None) for VOC
+    and for a labelme folder without classes.txt. A COCO root declares its default evaluation JSON's categories.
+    `data`: a Dataset, or a path whose layout is detected for this call."""
+    return as_dataset(data, data_format, images_dir).declared_names()
 
 
 def _seeded_val(stem: str, seed: int, val_fraction: float) -> bool:
@@ -244,7 +282,7 @@ def _seeded_val(stem: str, seed: int, val_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < val_fraction
 
 
-def _pick(stems: Sequence[str], split: str, seed: int, val_fraction: float, where: str) -> List[str]:
+def seeded_pick(stems: Sequence[str], split: str, seed: int, val_fraction: float, where: str) -> List[str]:
     if split == "all":
         return list(stems)
     if split not in ("train", "val"):
@@ -252,128 +290,8 @@ def _pick(stems: Sequence[str], split: str, seed: int, val_fraction: float, wher
     return [s for s in stems if _seeded_val(s, seed, val_fraction) == (split == "val")]
 
 
-def _image_id(line: str, annotations: Path) -> str:
-    """The id on an ImageSets line; ids may hold spaces, class lists add a ` 1` / ` -1` column."""
-    whole, first = line.strip(), line.split()[0]
-    return first if whole != first and not (annotations / f"{whole}.xml").exists() else whole
-
-
-def _year_sources(year: Path, split: str, seed: int, val_fraction: float) -> List[Source]:
-    annotations, images = year / "Annotations", year / "JPEGImages"
-    main = year / "ImageSets" / "Main"
-    if main.is_dir():
-        ids: List[str] = []
-        for part in split.split("+"):
-            list_file = main / f"{part}.txt"
-            if not list_file.is_file():
-                raise DatasetError(f"{list_file} does not exist; splits in {main}: {', '.join(split_names(year))}")
-            ids += [_image_id(line, annotations) for line in list_file.read_text(encoding="utf-8").splitlines()
-                    if line.strip()]
-    else:
-        stems = sorted(p.stem for p in annotations.glob("*.xml"))
-        ids = _pick(stems, split, seed, val_fraction, str(year))
-    ids = list(dict.fromkeys(ids))
-    return [Source(key=str(annotations / f"{i}.xml"), annotation=annotations / f"{i}.xml", images_dir=images,
-                    where=str(annotations / f"{i}.xml")) for i in ids]
-
-
-def _devkit_sources(root: Path, split: str, seed: int, val_fraction: float) -> List[Source]:
-    years = {y.name: y for y in year_dirs(root)}
-    sources: List[Source] = []
-    for part in split.split("+"):
-        if "/" in part:
-            name, sub = part.split("/", 1)
-            if name not in years:
-                raise DatasetError(f"{root}: no year folder {name!r} for split {part!r}; found: {', '.join(years)}")
-            sources += _year_sources(years[name], sub, seed, val_fraction)
-            continue
-        having = [y for y in years.values() if part in split_names(y)]
-        if not having:
-            raise DatasetError(f"{root}: no year folder has split {part!r}; found {', '.join(years)} "
-                               f"with splits {sorted({s for y in years.values() for s in split_names(y)})}")
-        for year in having:
-            sources += _year_sources(year, part, seed, val_fraction)
-    return list({s.key: s for s in sources}.values())
-
-
-def _lines_sources(path: Path, split: str, seed: int, val_fraction: float) -> List[Source]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    numbered = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
-    keep = set(_pick([str(n) for n, _ in numbered], split, seed, val_fraction, str(path)))
-    return [Source(key=f"{path}:{n}", line=line, images_dir=path.parent, where=f"{path} line {n}", kind="line")
-            for n, line in numbered if str(n) in keep]
-
-
-def _yolo_sources(images: Sequence[Path], names: Optional[Tuple[str, ...]]) -> List[Source]:
-    return [Source(key=str(image), annotation=formats.label_path(image), image=image, names=names, kind="yolo",
-                   where=str(formats.label_path(image))) for image in dict.fromkeys(images)]
-
-
-def _yolo_folder_sources(root: Path, split: str, seed: int, val_fraction: float) -> List[Source]:
-    images_dir = root / "images"
-    subdirs = {p.name: p for p in sorted(images_dir.iterdir()) if p.is_dir()}
-    if subdirs:
-        images: List[Path] = []
-        for part in split.split("+"):
-            if part not in subdirs:
-                raise DatasetError(f"{images_dir}: no split folder {part!r}; found: {', '.join(subdirs)}")
-            images += sorted(p for p in subdirs[part].rglob("*") if formats.is_image(p))
-    else:
-        by_stem = {p.stem: p for p in sorted(images_dir.iterdir()) if formats.is_image(p)}
-        images = [by_stem[s] for s in _pick(sorted(by_stem), split, seed, val_fraction, str(root))]
-    return _yolo_sources(images, _folder_names(root)[0])
-
-
-def _coco_sources(path: Path, split: str, seed: int, val_fraction: float, images_dir=None) -> List[Source]:
-    _, images = formats.read_coco(path)
-    keep = set(_pick([im.file_name for im in images], split, seed, val_fraction, str(path)))
-    return [Source(key=f"{path}:{im.id}", annotation=path, coco=im, kind="coco", images_dir=images_dir,
-                   where=f"{path} image {im.id} ({im.file_name})") for im in images if im.file_name in keep]
-
-
-def _coco_root_sources(root: Path, split: str, images_dir=None) -> List[Source]:
-    splits, sources = coco_root_splits(root), []
-    for part in split.split("+"):
-        if part not in splits:
-            raise DatasetError(f"{root / 'annotations'}: no {formats.COCO_PREFIX}{part}.json for split {part!r}; "
-                               f"splits: {', '.join(splits)}")
-        sources += _coco_sources(splits[part], "all", 0, 0.0, images_dir)
-    return sources
-
-
-def _labelme_sources(root: Path, split: str, seed: int, val_fraction: float) -> List[Source]:
-    files = {p.stem: p for p in labelme.labelme_files(root)}
-    return [Source(key=str(files[s]), annotation=files[s], where=str(files[s]), kind="labelme")
-            for s in _pick(sorted(files), split, seed, val_fraction, str(root))]
-
-
-def find_sources(path: Path, split: str, seed: int, val_fraction: float, data_format: Optional[str] = None,
-                 images_dir=None) -> List[Source]:
-    """One Source per image of `split` of the dataset at `path` (see the module docstring)."""
-    layout = dataset_layout(path, data_format, images_dir)
-    images_dir = Path(images_dir).resolve() if images_dir is not None else None
-    if layout is None:
-        raise DatasetError(f"{path}: not a dataset; expected {EXPECTED}")
-    if layout == "lines":
-        return _lines_sources(path, split, seed, val_fraction)
-    if layout == "yolo-yaml":
-        config = formats.read_data_yaml(path)
-        return _yolo_sources(formats.yolo_split_images(config, split), config.names)
-    if layout == "yolo":
-        return _yolo_folder_sources(path, split, seed, val_fraction)
-    if layout == "coco":
-        return _coco_sources(path, split, seed, val_fraction, images_dir)
-    if layout == "coco-root":
-        return _coco_root_sources(path, split, images_dir)
-    if layout == "labelme":
-        return _labelme_sources(path, split, seed, val_fraction)
-    if layout == "devkit":
-        return _devkit_sources(path, split, seed, val_fraction)
-    return _year_sources(path, split, seed, val_fraction)
-
-
-def data_options(args) -> Dict[str, Optional[str]]:
-    """{'data_format', 'images_dir'} from the flags --data-format and --images (parsed arguments, or their dict as
-    train.py keeps them), for resolve_data, default_split, resolve_classes, load_samples and load_eval_samples."""
-    values = args if isinstance(args, dict) else vars(args)
-    return {"data_format": values["data_format"], "images_dir": values["images"]}
+def dataset_of(values) -> Dataset:
+    """The Dataset the flags --data, --data-format and --images name (parsed arguments, or their dict as train.py
+    keeps them): open_dataset(values['data'], values['data_format'], values['images'])."""
+    values = values if isinstance(values, dict) else vars(values)
+    return open_dataset(values["data"], values["data_format"], values["images"])

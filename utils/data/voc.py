@@ -37,7 +37,8 @@ from utils.data.formats import (COCO_IMAGE_MISSING, NO_IMAGE_NOTE, UNREADABLE_LA
                                 parse_yolo)
 from utils.data.labelme import MALFORMED_JSON, parse_labelme
 from utils.data.scan_cache import StaleCache, dumps, loads
-from utils.data.layouts import DEFAULT_DATA, Source, dataset_layout, declared_names, default_split, find_sources, resolve_data
+from utils.data.layouts import DEFAULT_DATA, as_dataset, default_split, resolve_data
+from utils.data.sources import Source, find_sources
 
 __all__ = ["CACHE_VERSION", "DEFAULT_DATA", "DatasetError", "LeftOut", "REPO_ROOT", "Record", "Sample", "ScanStats",
            "UNREADABLE_REASONS", "UnreadableImagesError", "default_split", "load_eval_samples", "load_samples",
@@ -116,20 +117,21 @@ def _written_classes(path: Path, names: Sequence[str]) -> Path:
     return target
 
 
-def resolve_classes(data_path, classes, data_format: Optional[str] = None, images_dir=None) -> Path:
+def resolve_classes(data, classes, data_format: Optional[str] = None, images_dir=None) -> Path:
     """The classes file to use. When `classes` is the VOC default (voc_classes.txt): the demo's own for a demo
     dataset, the names a YOLO, COCO or labelme dataset declares (layouts.declared_names: a classes.txt in a YOLO
     or labelme folder, or a file written to the scan cache folder for the YAML's `names` / the JSON's categories
-    in ascending id order); else `classes`."""
+    in ascending id order); else `classes`. `data`: a Dataset (or a path, its layout detected for this call)."""
     if Path(classes).name != "voc_classes.txt":
         return Path(classes)
-    demo = demo_data.demo_classes_file(data_path)
+    demo = demo_data.demo_classes_file(data)
     if demo is not None:
         return demo
-    names, file = declared_names(Path(data_path), data_format, images_dir)
+    dataset = as_dataset(data, data_format, images_dir)
+    names, file = dataset.declared_names()
     if names is None:
         return Path(classes)
-    return file if file is not None else _written_classes(Path(data_path), names)
+    return file if file is not None else _written_classes(dataset.path, names)
 
 
 def _read_cache(cache_file: Path) -> Dict:
@@ -263,13 +265,16 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
     """Scan and validate a dataset split; warn about and skip bad files; print a one-line summary.
 
     `stats`, when given, is filled with what the scan found (e.g. the annotated names the classes lack).
-    `data_format` and `images_dir`: as in utils/data/layouts.py (None: detect; the images beside a COCO JSON).
+    `data`: a Dataset (utils/data/layouts.py open_dataset), or a path read with `data_format` and `images_dir`
+    (None: detect; the images beside a COCO JSON), whose layout is detected for this call.
     `evaluation`: the rules of a split to score, else of one to train on (as_scanned).
     Raises DatasetError when the split cannot be found or holds no usable image.
     """
-    path = Path(data)
-    sources = find_sources(path.resolve(), split, seed, val_fraction, data_format, images_dir)
-    cache_file = _cache_path(path, split, class_names, seed, val_fraction, cache_dir, data_format, images_dir)
+    dataset = as_dataset(data, data_format, images_dir)
+    path = dataset.path
+    sources = find_sources(dataset, split, seed, val_fraction)
+    cache_file = _cache_path(path, split, class_names, seed, val_fraction, cache_dir, dataset.data_format,
+                             dataset.images_dir)
     cache = _read_cache(cache_file) if use_cache else {}
     records: List[Optional[Record]] = [None] * len(sources)
     todo = []
@@ -295,7 +300,7 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
     print(stats.summary(f"{path} [{split}]", class_names))
     if stats.used == 0:
         raise DatasetError(f"no usable image in {path} split {split!r}: looked at {len(sources)} entries "
-                           f"({_LOOKED_AT.get(dataset_layout(path, data_format), _LOOKED_AT['year'])}); "
+                           f"({_LOOKED_AT.get(dataset.layout, _LOOKED_AT['year'])}); "
                            f"skipped: {dict(stats.skipped) or 'none listed'}")
     return [r.sample for r in used if r.sample is not None]
 
@@ -308,8 +313,8 @@ def load_eval_samples(data, split: str, class_names: Sequence[str], skip_unreada
     their objects overstates the result; with `skip_unreadable` they are returned as left_out, for the results to
     report. A split whose objects are all of other classes raises DatasetError. `kwargs`: load_samples'."""
     stats = stats if stats is not None else ScanStats()
-    samples = load_samples(data, split, class_names, stats=stats, data_format=data_format, images_dir=images_dir,
-                           evaluation=True, **kwargs)
+    data = as_dataset(data, data_format, images_dir)
+    samples = load_samples(data, split, class_names, stats=stats, evaluation=True, **kwargs)
     if stats.left_out and not skip_unreadable:
         raise UnreadableImagesError(stats.left_out, f"{data} [{split}]")
     if stats.unknown and not sum(stats.objects.values()):

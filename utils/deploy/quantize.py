@@ -50,8 +50,8 @@ from utils.core.schema_tools import CALIB_METHODS, WEIGHT_BITS
 from utils.core.settings import add_flags, default
 from utils.core.config import parse_input_size, read_classes
 from utils.core.detector_spec import DetectorSpec
-from utils.data.layouts import data_options
-from utils.data.voc import default_split, load_samples, resolve_data
+from utils.data.layouts import dataset_of, open_dataset
+from utils.data.voc import load_samples
 from nets.checkpoint import load_detector
 from utils.eval.evaluator import CONF_THRES, NMS_THRES, evaluate_model
 
@@ -60,15 +60,13 @@ DEFAULT_CALIB_IMAGES = default("calib_images")  # the schema's (utils/core/schem
 
 def calibration_images(data, split: Optional[str], class_names: Sequence[str], count: int = DEFAULT_CALIB_IMAGES,
                        data_format: Optional[str] = None, images_dir=None) -> List[Path]:
-    """`count` image paths spread evenly over `split` of `data` (default split: the training split,
-    utils.data.voc.default_split(data, 'train'); `data`, `data_format` and `images_dir` as
-    utils.data.voc.resolve_data takes them)."""
+    """`count` image paths spread evenly over `split` of `data` (default split: its training split); `data`: a
+    utils.data.layouts.Dataset, or what open_dataset takes with `data_format` and `images_dir`."""
 
     if count < 1:
         raise ValueError(f"--calib-images must be at least 1, found {count}")
-    options = {"data_format": data_format, "images_dir": images_dir}
-    data_path = resolve_data(data, **options)
-    samples = load_samples(data_path, split or default_split(data_path, "train", **options), class_names, **options)
+    dataset = open_dataset(data, data_format, images_dir)
+    samples = load_samples(dataset, split or dataset.default_split("train"), class_names)
     picks = np.unique(np.linspace(0, len(samples) - 1, min(count, len(samples))).round().astype(int))
     return [Path(samples[i].image_path) for i in picks]
 
@@ -206,16 +204,15 @@ def compare(args) -> List[tuple]:
     size = list(parse_input_size(args.input_size)) if args.input_size else None
     model, spec = load_detector(args.weights, class_names=names, attention=args.attention, input_size=size)
     model.eval()
-    options = data_options(args)
-    data_path = resolve_data(args.data, **options)
-    split = args.split or default_split(data_path, "eval", **options)
-    calib = calibration_images(data_path, args.calib_split, list(spec.class_names), args.calib_images, **options)
-    samples = load_samples(data_path, split, list(spec.class_names), **options)
+    dataset = dataset_of(args)  # its layout detected once
+    split = args.split or dataset.default_split("eval")
+    calib = calibration_images(dataset, args.calib_split, list(spec.class_names), args.calib_images)
+    samples = load_samples(dataset, split, list(spec.class_names))
     out = Path(args.out)
     fp32 = export_onnx(fuse_model(model), fp32_path(out, args.fp32_out), spec.input_size, metadata=onnx_metadata(spec))
     int8 = quantize_onnx(fp32, out, calib, per_channel=args.per_channel, head_fp32=args.head_fp32,
                          method=args.calib_method, weight_bits=args.weight_bits)
-    print(f"wrote {fp32} and {int8} (int8: {len(calib)} calibration images from {data_path})")
+    print(f"wrote {fp32} and {int8} (int8: {len(calib)} calibration images from {dataset.path})")
     device = select_device(args.device)
     torch_eval = dict(spec=spec, batch_size=args.batch_size, device=device, progress=False)
     names = list(spec.class_names)
@@ -226,7 +223,7 @@ def compare(args) -> List[tuple]:
                                                                       **torch_eval)))
     for name, path in (("onnx fp32", fp32), ("onnx int8", int8)):
         rows.append((name, evaluate_onnx(path, samples, names, batch_size=args.batch_size, progress=False)))
-    print(f"{data_path} [{split}], {len(samples)} images, input {spec.input_size[0]}x{spec.input_size[1]}, "
+    print(f"{dataset.path} [{split}], {len(samples)} images, input {spec.input_size[0]}x{spec.input_size[1]}, "
           f"calibration: {len(calib)} images, {args.calib_method}, {args.weight_bits}-bit weights, "
           f"per-channel {'on' if args.per_channel else 'off'}, output convs {'fp32' if args.head_fp32 else 'int8'}")
     return rows

@@ -24,8 +24,8 @@ from utils.core.settings import add_flags, check_overrides
 from utils.data.anchors import box_sizes, format_anchors, refit_anchors
 from utils.data.demo_data import demo_classes_file
 from utils.data.label_plots import plot_labels
-from utils.data.layouts import data_options
-from utils.data.voc import default_split, load_eval_samples, load_samples, resolve_classes, resolve_data
+from utils.data.layouts import dataset_of
+from utils.data.voc import load_eval_samples, load_samples, resolve_classes
 from utils.engine import distributed as dist
 from utils.engine.build import build_loss, build_model, build_state
 from utils.engine.checkpoint import read_checkpoint
@@ -50,17 +50,17 @@ class RunData(NamedTuple):
 
 
 def load_data(values: dict) -> RunData:
-    """Class names and samples of the run's splits; an unreadable validation image stops the run."""
-    options = data_options(values)
-    data = resolve_data(values["data"], **options)
-    used = {"data": str(data),
-            "classes": str(resolve_classes(data, values["classes"] or MODEL_DATA / "voc_classes.txt", **options)),
-            "train_split": values["train_split"] or default_split(data, "train", **options),
-            "val_split": values["val_split"] or default_split(data, "eval", **options)}
+    """Class names and samples of the run's splits; an unreadable validation image stops the run. The dataset's
+    layout is detected once (utils.data.layouts.dataset_of) and its Dataset read from then on."""
+    data = dataset_of(values)
+    used = {"data": str(data.path),
+            "classes": str(resolve_classes(data, values["classes"] or MODEL_DATA / "voc_classes.txt")),
+            "train_split": values["train_split"] or data.default_split("train"),
+            "val_split": values["val_split"] or data.default_split("eval")}
     class_names = read_classes(used["classes"])
-    train = load_samples(data, used["train_split"], class_names, **options)
-    val, _ = load_eval_samples(data, used["val_split"], class_names, **options)
-    return RunData(class_names, train, val, demo_classes_file(data) is not None, used)
+    train = load_samples(data, used["train_split"], class_names)
+    val, _ = load_eval_samples(data, used["val_split"], class_names)
+    return RunData(class_names, train, val, demo_classes_file(data.path) is not None, used)
 
 
 def start_run(values: dict, make_parser: ParserFactory, explicit: Optional[dict] = None,

@@ -28,7 +28,7 @@ from utils.core.fileio import write_json_atomic, write_text_atomic
 from utils.core.paths import REPO_ROOT
 from utils.core.settings import add_flags, settings_class, tool_settings
 from utils.data.demo_data import demo_classes_file
-from utils.data.voc import default_split, resolve_data
+from utils.data.layouts import open_dataset
 from utils.eval import ablation_table as table
 from utils.eval import detect
 from utils.eval.ablation_variants import Variant, parse_variants
@@ -150,18 +150,15 @@ class RunScorer:
     """Scores a run's last.pth on the evaluation split as get_map.py does (utils.eval.scoring, its defaults)."""
 
     def __init__(self, data: str, split: Optional[str], device: str, workers: int, data_format=None, images=None):
-        self.options = {"data_format": data_format, "images_dir": images}
-        self.data = resolve_data(data, **self.options)
-        self.split = split or default_split(self.data, "eval", **self.options)
+        self.dataset = open_dataset(data, data_format, images)  # its layout detected once, for every run
+        self.split = split or self.dataset.default_split("eval")
         self.device, self.workers = device, workers
 
     def __call__(self, weights: Path) -> Dict:
         """The record's scores; the detections go to DETECTIONS_FILE next to `weights`."""
         # get_map.py's defaults for `weights` on this split; only where and how fast it runs is set
-        result, detections, samples, names, _ = score(weights=str(weights), data=str(self.data), split=self.split,
-                                                      device=self.device, workers=self.workers,
-                                                      data_format=self.options["data_format"],
-                                                      images=self.options["images_dir"])
+        result, detections, samples, names = score(weights=str(weights), data=self.dataset, split=self.split,
+                                                   device=self.device, workers=self.workers)[:4]
         detect.write_coco_results(weights.parent / DETECTIONS_FILE, detections, detect.image_keys(samples), names)
         ckpt = read_checkpoint(weights)
         config = {k: v for k, v in (ckpt.get("args") or {}).items() if k not in PER_RUN_KEYS}
@@ -172,7 +169,7 @@ class RunScorer:
 
     def samples(self, class_names: List[str]):
         """The evaluation split's samples, in the order the detections files were written."""
-        return load_split(self.data, self.split, class_names, options=self.options)[0]
+        return load_split(self.dataset, self.split, class_names)[0]
 
 
 def dataset_named(data: Path) -> str:
@@ -273,7 +270,7 @@ def write_tables(plan: AblationPlan, command: str, variants: List[Variant], reco
         torch.set_num_threads(previous)
     boot, boot_seeds = bootstrap_differences(plan, done, records, baseline, evaluate)
     rows = table.compare(table.summarise(done, records, bench), records, baseline, boot, boot_seeds)
-    notes = table.table_notes(plan, command, records, budget, threads, dataset_named(evaluate.data))
+    notes = table.table_notes(plan, command, records, budget, threads, dataset_named(evaluate.dataset.path))
     notes += table.interval_notes(rows, baseline, plan.bootstrap, records[0]["eval_images"])
     paths = table.write_outputs(Path(plan.out), rows, records, notes, baseline, plan.seeds)
     print(paths[0].read_text(encoding="utf-8"))

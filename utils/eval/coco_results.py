@@ -26,16 +26,17 @@ import numpy as np
 from utils.core.fileio import read_json, write_json_atomic
 from utils.data.annotations import DatasetError
 from utils.data.formats import coco_category_ids
-from utils.data.layouts import coco_root_splits, dataset_layout
+from utils.data.layouts import as_dataset, coco_root_splits
 
 Categories = Dict[int, str]  # {category id: name} of a COCO JSON
 
 
-def dataset_categories(data_path, split: str, data_format: Optional[str] = None,
+def dataset_categories(data, split: str, data_format: Optional[str] = None,
                        images_dir=None) -> Optional[Categories]:
-    """{category id: name} of the COCO JSON(s) the split is read from, None for a dataset of another format."""
-    path = Path(data_path)
-    layout = dataset_layout(path, data_format, images_dir)
+    """{category id: name} of the COCO JSON(s) the split is read from, None for a dataset of another format.
+    `data`: a utils.data.layouts.Dataset, or a path whose layout is detected for this call."""
+    dataset = as_dataset(data, data_format, images_dir)
+    path, layout = dataset.path, dataset.layout
     if layout == "coco":
         files = [path]
     elif layout == "coco-root":

@@ -90,14 +90,14 @@ def write_outputs(out: Path, result, class_names, plots: bool) -> None:
         map_plots.plot_f1_curve(result["per_class"], result["curves"], out / "f1_curve.png")
 
 
-def save_results(out: Path, scored, data_options, plots: bool = True) -> None:
+def save_results(out: Path, scored, plots: bool = True) -> None:
     """The results folder of a utils.eval.scoring.Scored: summary.json, per_class.csv, the plots, and for a model
     run detections.json, in a COCO JSON's own image and category ids so pycocotools can score it too.
-    `data_options`: the data_format and images_dir keywords the split was read with."""
-    result, detections, samples, names, _ = scored
+    Its COCO categories are those of the Dataset the split was read from (Scored.dataset)."""
+    result, detections, samples, names = scored[:4]
     st = result["settings"]
     if "detections" not in st:
-        categories = detect.dataset_categories(st["data"], st["split"], **data_options)
+        categories = detect.dataset_categories(scored.dataset, st["split"])
         detect.write_coco_results(out / "detections.json", detections, detect.result_image_ids(samples), names,
                                   categories)
     write_outputs(out, result, names, plots=plots)

@@ -22,8 +22,8 @@ from utils.core.cli import UserError
 from utils.core.config import parse_input_size, read_classes
 from utils.core.paths import MODEL_DATA, REPO_ROOT, newest_best
 from utils.core.settings import check_overrides, settings_class, tool_settings
-from utils.data.voc import (DatasetError, ScanStats, UnreadableImagesError, default_split, load_eval_samples,
-                            resolve_classes, resolve_data)
+from utils.data.layouts import Dataset, open_dataset
+from utils.data.voc import DatasetError, ScanStats, UnreadableImagesError, load_eval_samples, resolve_classes
 from utils.eval import detect
 from utils.eval import evaluator as ev
 
@@ -34,17 +34,13 @@ SCRIPT_ONLY = ("out", "no_plots")  # where get_map.py writes its results, not wh
 MODEL_OVERRIDES = ("anchors", "scale_x_y")  # YOLO's, for files that do not carry them; get_map.py has no flag
 
 
-def _data_options(self) -> Dict[str, Optional[str]]:
-    """The data_format and images_dir keywords of resolve_data, default_split, load_eval_samples..."""
-    return {"data_format": self.data_format, "images_dir": self.images}
-
-
 EvalSettings = settings_class(
     "EvalSettings", [s for s in tool_settings("get_map") if s.name not in SCRIPT_ONLY], tool="get_map",
     extra=[(name, Any, field(default=None)) for name in MODEL_OVERRIDES],
-    namespace={"data_options": property(_data_options), "__module__": __name__, "__doc__": (
+    namespace={"__module__": __name__, "__doc__": (
         "What get_map.py's flags set, under the same names and with the same defaults (the schema's, "
-        "utils/core/schema_tools.py: `python get_map.py --help`). weights: checkpoint, reference .pth or darknet "
+        "utils/core/schema_tools.py: `python get_map.py --help`). data: a path, or a utils.data.layouts.Dataset "
+        "(open_dataset: its format and image folder then come with it); weights: checkpoint, reference .pth or darknet "
         ".weights (None: the newest ./logs/**/best.pth); detections: a COCO results file scored instead of a model; "
         "classes: a classes file or a list of names; phi / attention, input_size (416, (h, w) or '384,640'), "
         "anchors, scale_x_y: for files that do not carry them (our checkpoints do).")})
@@ -60,7 +56,8 @@ def eval_settings(**settings) -> EvalSettings:
         raise ValueError(f"{where}: {taken[0]} is where get_map.py writes; evaluate returns the result "
                          "(utils.eval.report.save_results writes a results folder)")
     as_given = {k: v for k, v in settings.items()
-                if k in MODEL_OVERRIDES or (k == "classes" and not isinstance(v, (str, Path, type(None))))}
+                if k in MODEL_OVERRIDES or (k == "classes" and not isinstance(v, (str, Path, type(None))))
+                or (k == "data" and isinstance(v, Dataset))}
     checked = check_overrides({k: v for k, v in settings.items() if k not in as_given}, where, tool="get_map")
     s = EvalSettings(**checked, **as_given)
     for name in ("conf", "nms", "iou", "score_thr"):
@@ -78,10 +75,11 @@ class Scored(NamedTuple):
     samples: list
     class_names: List[str]
     base: Path
+    dataset: Optional[Dataset] = None  # what the split was read from (utils.data.layouts.open_dataset)
 
 
-def default_classes_file(data_path: Path, s: EvalSettings) -> Path:
-    return resolve_classes(data_path, MODEL_DATA / "voc_classes.txt", **s.data_options)
+def default_classes_file(dataset: Dataset) -> Path:
+    return resolve_classes(dataset, MODEL_DATA / "voc_classes.txt")
 
 
 def given_classes(s: EvalSettings) -> Optional[List[str]]:
@@ -90,7 +88,7 @@ def given_classes(s: EvalSettings) -> Optional[List[str]]:
     return read_classes(s.classes) if isinstance(s.classes, (str, Path)) else list(s.classes)
 
 
-def build_model(s: EvalSettings, data_path: Path):
+def build_model(s: EvalSettings, dataset: Dataset):
     """(model, its DetectorSpec, is_our_checkpoint) with the class names checked against `classes`."""
     weights = Path(s.weights)
     ckpt = {} if weights.suffix == ".weights" else read_checkpoint(weights)
@@ -100,7 +98,7 @@ def build_model(s: EvalSettings, data_path: Path):
         raise UserError(f"--classes {s.classes} ({len(given)}: {', '.join(given[:6])}...) differs from the "
                         f"{len(own_names)} classes {weights} was trained on ({', '.join(own_names[:6])}...); "
                         "leave out --classes to use the checkpoint's")
-    names = None if own_names else (given or read_classes(default_classes_file(data_path, s)))
+    names = None if own_names else (given or read_classes(default_classes_file(dataset)))
     attention = s.attention if s.attention is not None else s.phi
     if own_names and attention is not None:
         print(f"note: {weights} records its attention; --phi/--attention ignored")
@@ -128,18 +126,16 @@ def scan_failure(error, stats, where: str, class_names) -> str:
     return str(error)
 
 
-def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool = False, options=None,
-               stats=None):
+def load_split(dataset: Dataset, split: str, class_names, skip_unreadable: bool = False, stats=None):
     """(samples, left_out): the split's samples and the utils.data.voc.LeftOut entries of the images that cannot
     be read or hold invalid ground truth (an error unless skip_unreadable); an error when no object of the classes
     is annotated. Objects of other classes are not scored, their images are (as the VOC devkit and pycocotools
-    score a subset of classes); the objects are named. `options`: the data_format and images_dir keywords
-    (utils.data.layouts.data_options); `stats`: a utils.data.voc.ScanStats to fill."""
-    where = f"{data_path} [{split}]"
+    score a subset of classes); the objects are named. `dataset`: a utils.data.layouts.Dataset (open_dataset);
+    `stats`: a utils.data.voc.ScanStats to fill."""
+    where = f"{dataset} [{split}]"
     stats = stats if stats is not None else ScanStats()
     try:
-        samples, left_out = load_eval_samples(data_path, split, class_names, skip_unreadable, stats=stats,
-                                              **(options or {}))
+        samples, left_out = load_eval_samples(dataset, split, class_names, skip_unreadable, stats=stats)
     except UnreadableImagesError as e:
         raise UserError(str(e)) from None
     except DatasetError as e:
@@ -149,14 +145,14 @@ def load_split(data_path: Path, split: str, class_names, skip_unreadable: bool =
     return samples, left_out
 
 
-def run_model(s: EvalSettings, data_path: Path, split: str, stats=None):
+def run_model(s: EvalSettings, dataset: Dataset, split: str, stats=None):
     """Detections from the model: (detections, samples, left_out, class_names, results base folder, settings);
     `stats`: the split's ScanStats to fill."""
-    model, spec, ours = build_model(s, data_path)
+    model, spec, ours = build_model(s, dataset)
     if spec.input_size[0] % 32 or spec.input_size[1] % 32:
         raise UserError(f"input size {list(spec.input_size)} is not a multiple of 32")
     names = list(spec.class_names)
-    samples, left_out = load_split(data_path, split, names, s.skip_unreadable, s.data_options, stats)
+    samples, left_out = load_split(dataset, split, names, s.skip_unreadable, stats)
     device = select_device(s.device)
     amp = resolve_amp(s.amp, device)
     detections = detect.detect_samples(model.to(device), samples, spec=spec, conf_thres=s.conf, nms_thres=s.nms,
@@ -170,10 +166,10 @@ def run_model(s: EvalSettings, data_path: Path, split: str, stats=None):
     return detections, samples, left_out + unread, names, base, settings
 
 
-def load_detections(s: EvalSettings, data_path: Path, split: str, stats=None):
-    names = given_classes(s) or read_classes(default_classes_file(data_path, s))
-    samples, left_out = load_split(data_path, split, names, s.skip_unreadable, s.data_options, stats)
-    categories = detect.dataset_categories(data_path, split, **s.data_options)  # None unless a COCO JSON
+def load_detections(s: EvalSettings, dataset: Dataset, split: str, stats=None):
+    names = given_classes(s) or read_classes(default_classes_file(dataset))
+    samples, left_out = load_split(dataset, split, names, s.skip_unreadable, stats)
+    categories = detect.dataset_categories(dataset, split)  # None unless a COCO JSON
     detections = detect.read_coco_results(s.detections, samples, names, categories)
     return detections, samples, left_out, names, RESULTS_BASE, {"detections": str(s.detections)}
 
@@ -188,16 +184,16 @@ def score_settings(s: EvalSettings) -> Scored:
     """score for settings already built (eval_settings)."""
     if not s.detections and not s.weights:
         s = replace(s, weights=str(newest_best()))
-    data_path = resolve_data(s.data, **s.data_options)
-    split = s.split or default_split(data_path, "eval", **s.data_options)
+    dataset = open_dataset(s.data, s.data_format, s.images)  # its layout detected here, once
+    split = s.split or dataset.default_split("eval")
     source = load_detections if s.detections else run_model
     stats = ScanStats()
-    detections, samples, left_out, names, base, settings = source(s, data_path, split, stats)
+    detections, samples, left_out, names, base, settings = source(s, dataset, split, stats)
     result = ev.evaluate_detections(detections, samples, names, metric=s.metric, iou_thres=s.iou,
                                     score_thr=s.score_thr, coco_backend=s.coco_backend, left_out=left_out)
     result["left_out"].update(unlisted_summary(stats))
-    result["settings"].update(settings, data=str(data_path), split=split)
-    return Scored(result, detections, samples, names, base)
+    result["settings"].update(settings, data=str(dataset.path), split=split)
+    return Scored(result, detections, samples, names, base, dataset)
 
 
 def score(**settings) -> Scored:
