@@ -77,6 +77,7 @@ def test_refit_keeps_anchors_that_already_fit():
     assert fitted is current and new_iou == old_iou == 1.0
 
 
+@pytest.mark.slow
 def test_auto_anchors_refit_at_the_start_reach_the_checkpoint_and_survive_a_resume(tmp_path, capsys, monkeypatch,
                                                                                   scan_cache):
     import train

@@ -127,6 +127,7 @@ def test_unknown_assigner_is_refused():
         YOLOLoss(ANCHOR, 1, [[0]], (32,), settings(assigner="simota"), 128, (1.0,))
 
 
+@pytest.mark.slow
 def test_train_py_trains_with_the_aligned_assigner_and_records_its_settings(tmp_path, monkeypatch):
     import train
     from tests.helpers.voc import write_tiny_voc

@@ -70,6 +70,7 @@ def test_gradients_reach_every_parameter_and_the_input(name):
     assert x.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
 def test_onnx_export_matches_onnxruntime(name):
     block = perturb(make_block(name, 32, 13, 9)).eval()

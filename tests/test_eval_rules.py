@@ -87,6 +87,7 @@ def test_the_scan_to_train_on_skips_the_image_the_scan_to_score_keeps(voc, capsy
     assert "1 no objects of known classes" in out and "green (1)" in out
 
 
+@pytest.mark.slow
 def test_training_and_get_map_print_the_same_map_on_a_split_with_an_image_of_other_classes(voc, tmp_path, capsys):
     args = ["--data", voc, "--classes", voc / "classes.txt", "--input-size", 64, "--batch-size", 2, "--workers", 0,
             "--save-dir", tmp_path, "--quiet", "--epochs", 1, "--eval-period", 1]

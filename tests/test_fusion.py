@@ -174,6 +174,7 @@ def test_split_fusion_refuses(bad, message):
         split_fusion(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["gated", "msf"])
 def test_onnx_export_matches_torch(fusion, tmp_path):
     torch.manual_seed(0)

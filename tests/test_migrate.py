@@ -66,6 +66,7 @@ def one_epoch_run(tmp_path_factory):
     return read_checkpoint(root / "logs" / "exp" / "epoch_1.pth")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_checkpoint_of_every_format_resumes(version, one_epoch_run, tmp_path, scan_cache):
     own = one_epoch_run["args"]

@@ -33,6 +33,7 @@ def model():
     return model
 
 
+@pytest.mark.slow
 def test_raw_graph_matches_torch(model, tmp_path):
     path = export_onnx(fuse_model(model), tmp_path / "raw.onnx", HW)
     graph = onnx.load(path)
@@ -43,6 +44,7 @@ def test_raw_graph_matches_torch(model, tmp_path):
         assert max_abs_error(model, path, torch.rand(batch, 3, *HW)) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph", ["nms", "detector"])
 def test_nms_graph_matches_torch_postprocess(model, tmp_path, graph):
     """export_onnx_nms (float NCHW in) and detector_graph (the raw graph behind uint8 NHWC, as YOLO runs it)."""
@@ -69,6 +71,7 @@ def test_nms_graph_matches_torch_postprocess(model, tmp_path, graph):
         assert np.allclose(mine[order_m], exp.numpy()[order_e], atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph", ["nms", "detector"])
 def test_candidate_cap_is_the_same_in_torch_and_onnx(model, tmp_path, graph):
     """More candidates than max_nms: torch (RawToDetections run eagerly, as YOLO's torch backend selects) and
@@ -106,6 +109,7 @@ def test_nms_graph_with_no_detections(model, tmp_path):
     assert found.shape == (0, 7)
 
 
+@pytest.mark.slow
 def test_onnx_backend_detects_like_torch(tmp_path):
     checkpoint = make_checkpoint(tmp_path / "c.pth", HW)
     image = rgb(70, 150)

@@ -155,6 +155,7 @@ def test_fps(ckpt, tmp_path, capsys, monkeypatch):
         assert line in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nms", [False, True])
 def test_export_onnx(ckpt, tmp_path, nms):
     import onnx
@@ -218,6 +219,7 @@ def test_int8_needs_the_raw_export(ckpt, tmp_path, capsys):
     assert "--int8 quantizes the raw graph" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_int8_calibration_reads_data_in_the_format_asked(ckpt, tmp_path, monkeypatch):
     seen = {}
 

@@ -70,6 +70,7 @@ def test_calibration_images_spread_over_the_training_split(voc):
         quantize.calibration_images(voc, None, CLASSES, 0)
 
 
+@pytest.mark.slow
 def test_int8_graph_is_quantized_except_the_output_convs(int8):
     graph = onnx.load(str(int8))
     ops = [n.op_type for n in graph.graph.node]
@@ -94,6 +95,7 @@ def int8_weight_range(path):
     return min(w.min() for w in weights), max(w.max() for w in weights)
 
 
+@pytest.mark.slow
 def test_int8_weights_fit_in_7_bits(int8):
     """ONNX Runtime's U8S8 kernels on AVX2-only CPUs sum pairs of uint8 x int8 products in int16: with
     weights in [-64, 64] no pair saturates (2 * 255 * 64 <= 32767). With full-range weights the int8 graph
@@ -102,6 +104,7 @@ def test_int8_weights_fit_in_7_bits(int8):
     assert read_onnx_metadata(int8)["calibration"]["weight_bits"] == 7
 
 
+@pytest.mark.slow
 def test_8_bit_weights_on_request(ckpt, tmp_path):
     fp32 = YOLO(ckpt, amp="off").export_onnx(tmp_path / "fp32.onnx")
     images = [scene(*HW, seed=s) for s in range(2)]
@@ -112,6 +115,7 @@ def test_8_bit_weights_on_request(ckpt, tmp_path):
         quantize.quantize_onnx(fp32, tmp_path / "int4.onnx", images, weight_bits=4)
 
 
+@pytest.mark.slow
 def test_int8_raw_outputs_follow_fp32(int8, ckpt):
     """On 4 scenes not used for calibration: the int8 graph's raw outputs are off the fp32 model's by at most
     half of how much those outputs vary from image to image (RMS; measured 0.32-0.35 on a VNNI CPU and
@@ -139,6 +143,7 @@ def matched(det, other, min_iou: float = 0.5) -> np.ndarray:
     return (iou * same).max(axis=1) >= min_iou
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [7, 8])
 def test_int8_model_detects_like_fp32(int8, ckpt, seed):
     """At least 2/3 of the confident detections (score >= 0.4) of either model are found by the other at
@@ -159,6 +164,7 @@ def test_int8_model_detects_like_fp32(int8, ckpt, seed):
     assert yolo.heatmap(image).shape == image.shape
 
 
+@pytest.mark.slow
 def test_evaluate_onnx_scores_like_evaluate_model(ckpt, voc, tmp_path):
     yolo = YOLO(ckpt, amp="off")
     path = yolo.export_onnx(tmp_path / "fp32.onnx")
@@ -174,6 +180,7 @@ def test_evaluate_onnx_scores_like_evaluate_model(ckpt, voc, tmp_path):
         quantize.evaluate_onnx(path, samples, ["a", "b", "c"])
 
 
+@pytest.mark.slow
 def test_cli_prints_one_table(ckpt, voc, tmp_path, capsys):
     argv = ["--weights", str(ckpt), "--data", str(voc), "--calib-images", "2",
             "--out", str(tmp_path / "m_int8.onnx"), "--amp", "off", "--weight-bits", "8"]

@@ -47,6 +47,7 @@ def test_flags_that_would_change_the_run_are_refused_naming_them(tmp_path, capsy
     assert read_checkpoint(run / "last.pth")["epoch"] == 0 and (run / "last.pth").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_more_epochs_extend_the_run_at_the_final_lr_of_its_schedule(tmp_path, capsys):
     _, run = tiny_run(tmp_path)
     assert resume(run, "--epochs", 2) == 0
@@ -61,6 +62,7 @@ def test_more_epochs_extend_the_run_at_the_final_lr_of_its_schedule(tmp_path, ca
     assert resume(run) == 0 and read_checkpoint(run / "last.pth")["epoch"] == 1  # done: nothing more to train
 
 
+@pytest.mark.slow
 def test_a_moved_dataset_resumes_from_its_new_place_and_another_one_is_refused(tmp_path, capsys):
     data, run = tiny_run(tmp_path)
     moved = data.rename(tmp_path / "elsewhere")  # classes.txt moves with it

@@ -83,6 +83,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(tmp_path, dead_
             FolderLock(tmp_path).__enter__()
 
 
+@pytest.mark.slow
 def test_start_up_removes_only_the_temporaries_of_dead_writers(tiny_voc, tmp_path, live_pid, dead_pid, capsys):
     assert train.main(run_args(tiny_voc, tmp_path, "--epochs", 1, "--eval-period", 0)) == 0
     run = tmp_path / "exp"

@@ -223,6 +223,7 @@ def test_cbam_joint_refuses_another_size():
     assert YoloBody(ANCHORS_MASK, 2, attention="se", input_size=64).fixed_input_size is None  # other blocks: any size
 
 
+@pytest.mark.slow
 def test_onnx_export_of_a_model_with_every_seed_system_matches_torch(tmp_path):
     torch.manual_seed(0)
     spec = "feat1=enc,csp2=cbam_joint,upsample=cbam_joint,stage2=dia"

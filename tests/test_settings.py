@@ -195,6 +195,7 @@ def test_no_default_of_a_setting_is_written_again_in_the_product_code():
         "CONF_THRES=0.001", "conf_thres=0.5", "max_det=300", "topk=10"]
 
 
+@pytest.mark.slow
 def test_train_takes_h_w_as_every_script_does(tmp_path, monkeypatch):
     """train.py --input-size 96,128 trains at 96 x 128; its record repeats the run and its checkpoint says so."""
     import train

@@ -85,5 +85,7 @@ def test_the_slow_marker_is_registered(pytestconfig):
     assert ini.has_option("pytest", "markers"), "expected pytest.ini with a [pytest] markers list, found none"
     registered = [line.split(":")[0].strip() for line in pytestconfig.getini("markers")]
     assert "slow" in registered, f"expected the slow marker registered in pytest.ini, found {registered}"
+    marked = [p.name for p in suite_files() if "@pytest.mark.slow" in p.read_text(encoding="utf-8")]
+    assert marked, "expected the end-to-end runs (training, ablations, exports) marked @pytest.mark.slow, found none"
     assert "addopts" not in ini["pytest"] or "slow" not in ini["pytest"]["addopts"], \
         "pytest.ini deselects the slow tests by default: `python -m pytest` (CI) must run them all"

@@ -33,6 +33,7 @@ def epoch_losses(run_dir: Path) -> list:
     return [row["train_loss"] for row in read_checkpoint(run_dir / "last.pth")["results"]]
 
 
+@pytest.mark.slow
 def test_overfits_a_few_images(tiny_voc, tmp_path, capsys):
     args = base_args(tiny_voc, tmp_path, "--epochs", 40, "--eval-period", 40, "--batch-size", 4, "--mosaic", 0,
                      "--jitter", 0, "--scale", 1, 1, "--flip", 0, "--hsv", 0, 0, 0, "--warmup-epochs", 2,
@@ -47,6 +48,7 @@ def test_overfits_a_few_images(tiny_voc, tmp_path, capsys):
     assert final_map > 0.9, out
 
 
+@pytest.mark.slow
 def test_printed_map_equals_get_map_on_the_checkpoint(tiny_voc, tmp_path, capsys):
     assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 2, "--eval-period", 1)) == 0
     printed = float(re.search(r"last evaluation .*?mAP@0\.5 ([0-9.]+)", capsys.readouterr().out).group(1))
@@ -68,6 +70,7 @@ def checkpoint_tensors(ckpt: dict) -> dict:
     return flat
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_as_an_uninterrupted_run(tiny_voc, tmp_path):
     import torch
     full = tmp_path / "full"
@@ -92,12 +95,14 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tiny_voc, tmp_path):
     assert read_checkpoint(killed / "last.pth")["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses(tiny_voc, tmp_path):
     for name in ("a", "b"):
         assert train.main(base_args(tiny_voc, tmp_path / name, "--epochs", 1, "--eval-period", 0)) == 0
     assert epoch_losses(tmp_path / "a" / "exp") == epoch_losses(tmp_path / "b" / "exp")
 
 
+@pytest.mark.slow
 def test_partial_load_reports_what_it_skipped(tiny_voc, tmp_path, capsys):
     from nets.yolo import YoloBody
     from utils.engine.checkpoint import save_atomic
@@ -111,6 +116,7 @@ def test_partial_load_reports_what_it_skipped(tiny_voc, tmp_path, capsys):
     assert "yolo_headP5.1.weight (shape" in out and "feat1_att.fc.0.weight (not in this model)" in out
 
 
+@pytest.mark.slow
 def test_checkpoint_is_enough_for_prediction(tiny_voc, tmp_path):
     assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 1, "--eval-period", 0, "--phi", 3)) == 0
     ckpt = read_checkpoint(tmp_path / "exp" / "last.pth")
@@ -125,6 +131,7 @@ def test_checkpoint_is_enough_for_prediction(tiny_voc, tmp_path):
     assert (tmp_path / "exp" / "loss.png").exists() and (tmp_path / "exp" / "run_args.yaml").exists()
 
 
+@pytest.mark.slow
 def test_no_val_loss_skips_validation_and_best_pth(tiny_voc, tmp_path, monkeypatch, capsys):
     import utils.engine.loop as loop
 
@@ -170,6 +177,7 @@ def identical_images_voc(root: Path, n: int) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_torchrun_shards_are_disjoint_and_match_one_process(tmp_path):
     """Two gloo ranks of batch 2 train on disjoint halves of each global batch and end with identical
     weights, the weights one process with batch 4 ends with. For that to hold exactly the data are
@@ -247,6 +255,7 @@ def assert_image(path: Path, fmt: str) -> None:
         image.verify()
 
 
+@pytest.mark.slow
 def test_pictures_of_the_data_leave_the_losses_unchanged(tiny_voc, tmp_path, monkeypatch):
     """labels.png and train_batch0.jpg are in the run folder; the batch picture is drawn once (of the epoch's
     two batches), and a run that draws it trains exactly as one that does not."""
@@ -265,6 +274,7 @@ def test_pictures_of_the_data_leave_the_losses_unchanged(tiny_voc, tmp_path, mon
     assert rows[0] == rows[1] and len(rows[0]) == 1
 
 
+@pytest.mark.slow
 def test_resume_keeps_labels_png_and_draws_no_batch_picture(tiny_voc, tmp_path):
     flags = ["--epochs", 2, "--eval-period", 0, "--save-period", 1, "--input-size", 64]
     assert train.main(base_args(tiny_voc, tmp_path, *flags)) == 0
@@ -298,6 +308,7 @@ def test_data_format_and_images_reach_the_scan_and_stay_in_the_run_settings(tiny
         load_data(vars(train.parse_args(["--data", str(coco_json), "--data-format", "voc"])))
 
 
+@pytest.mark.slow
 def test_a_gated_run_with_the_se_loss_trains_and_its_checkpoint_loads_for_prediction(tiny_voc, tmp_path, capsys):
     from utils.engine.checkpoint import model_from_weights
     assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 1, "--eval-period", 0, "--input-size", 64,
@@ -315,6 +326,7 @@ def test_a_gated_run_with_the_se_loss_trains_and_its_checkpoint_loads_for_predic
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["model"].items())
 
 
+@pytest.mark.slow
 def test_joint_cbam_and_dia_train_and_load_at_the_trained_input_size_only(tiny_voc, tmp_path, capsys):
     from utils.engine.checkpoint import model_from_weights
     assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 1, "--eval-period", 0, "--input-size", 64,

@@ -100,6 +100,7 @@ def test_validation_loss_is_nan_not_zero_when_no_batch_is_finite():
     assert math.isnan(validation_loss(state.model, state.loss_fn, loader, state))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_non_finite_weights_is_never_written(tiny_voc, tmp_path, monkeypatch, capsys):
     epoch_of = loop.train_one_epoch
 
@@ -130,6 +131,7 @@ def fake_validation(monkeypatch, losses: dict) -> None:
     monkeypatch.setattr(loop, "validation_loss", lambda *a: losses[current["epoch"]])
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_checkpoint_writes_never_leaves_best_stale(tiny_voc, tmp_path, monkeypatch):
     fake_validation(monkeypatch, {0: 2.0, 1: 1.0, 2: 3.0})  # epoch 2 (index 1) is the best
     save = loop.save_atomic
@@ -152,6 +154,7 @@ def test_a_kill_between_the_checkpoint_writes_never_leaves_best_stale(tiny_voc, 
     assert last["epoch"] == 2 and [r["best"] for r in last["results"]] == [True, True, False]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_validation_leaves_that_epoch_incomplete(tiny_voc, tmp_path, monkeypatch, capsys):
     evaluate = loop.evaluate
     calls = []
@@ -177,6 +180,7 @@ def test_ctrl_c_during_validation_leaves_that_epoch_incomplete(tiny_voc, tmp_pat
     assert len(calls) == 4  # the interrupted evaluation was done again
 
 
+@pytest.mark.slow
 def test_resume_removes_temporaries_a_killed_write_left(tiny_voc, tmp_path, capsys):
     assert train.main(run_args(tiny_voc, tmp_path, "--epochs", 1, "--eval-period", 0)) == 0
     run = tmp_path / "exp"
@@ -255,6 +259,7 @@ def test_reference_init_is_normal_002():
     assert not torch.allclose(model.yolo_headP5[1].bias, prior_bias)
 
 
+@pytest.mark.slow
 def test_an_unreadable_validation_image_stops_training_naming_it(tmp_path, capsys):
     data = write_tiny_voc(tmp_path / "VOCbroken", 4)
     (data / "JPEGImages" / "img01.png").write_bytes(b"not an image")

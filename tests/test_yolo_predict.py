@@ -85,6 +85,7 @@ def test_bad_predict_calls_say_what_to_do(yolo, tmp_path, source, options, messa
         yolo.predict(tmp_path / source, **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nms, outputs", [(False, ["out0", "out1"]), (True, ["detections"])])
 def test_export_is_predict_py_export(ckpt, tmp_path, nms, outputs):
     path = YOLO(ckpt).export("onnx", export_onnx_nms=nms)
@@ -97,6 +98,7 @@ def test_export_is_predict_py_export(ckpt, tmp_path, nms, outputs):
     assert api.metadata_props == script.metadata_props
 
 
+@pytest.mark.slow
 def test_int8_export_is_predict_py_int8(ckpt, tmp_path, scan_cache):
     voc = write_scene_voc(tmp_path / "VOC")
     path = YOLO(ckpt).export("onnx", int8=True, data=voc, calib_images=3, path=tmp_path / "api_int8.onnx")

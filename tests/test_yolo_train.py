@@ -17,6 +17,7 @@ FLAGS = ["--input-size", "64", "--batch-size", "2", "--workers", "0", "--quiet",
 TIMING = ("seconds",)
 
 
+@pytest.mark.slow
 def test_yolo_train_makes_the_run_train_py_makes_with_the_same_settings_and_seed(tiny_voc, tmp_path):
     classes = str(tiny_voc / "classes.txt")
     assert train.main(["--data", str(tiny_voc), "--classes", classes, "--save-dir", str(tmp_path / "script"),
@@ -41,6 +42,7 @@ def test_yolo_train_refuses_an_unknown_or_mistyped_setting_naming_it(tmp_path):
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.slow
 def test_yolo_train_resumes_a_run_with_its_recorded_data_and_extends_it(tiny_voc, tmp_path):
     first = YOLO.train(data=str(tiny_voc), classes=str(tiny_voc / "classes.txt"), save_dir=str(tmp_path),
                        **{**SETTINGS, "epochs": 1, "eval_period": 0})
