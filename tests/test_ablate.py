@@ -12,21 +12,20 @@ import torch
 import ablate
 from nets.yolo import YoloBody
 from tests.conftest import ANCHORS_MASK
-from tests.tiny_voc import write_tiny_voc
+from tests.helpers.voc import write_tiny_voc
 from utils.eval import ablation_runs as runs
 from utils.eval import ablation_table as table
 from utils.eval.ablation_runs import AblationPlan
 from utils.eval import detect
 from utils.eval.stats import Interval
 
+
+pytestmark = pytest.mark.usefixtures("scan_cache")
+
+
 def plan_of(args):
     """The library's settings of an ablation (utils/eval/ablation_runs.py) from ablate.py's parsed flags."""
     return AblationPlan(**vars(args))
-
-
-@pytest.fixture(autouse=True)
-def scan_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "scan_cache"))
 
 
 def test_variants_parse_phi_names_and_site_specs():
@@ -192,9 +191,10 @@ def test_runs_are_scored_by_get_map_with_its_defaults(tmp_path, monkeypatch):
     """ablate.py's score of a run is `python get_map.py --weights last.pth`'s: same function, same settings."""
     import get_map
     import utils.eval.detect
-    from tests.test_get_map import CLASSES, save_random_checkpoint, write_voc
+    from tests.helpers.models import save_random_checkpoint
+    from tests.helpers.voc import MAP_CLASSES as CLASSES, write_map_voc
     monkeypatch.setattr("utils.core.amp.cpu_supports_bf16", lambda *args: True)  # --amp auto is bf16 on such CPUs
-    voc = write_voc(tmp_path)
+    voc = write_map_voc(tmp_path)
     weights = tmp_path / "run" / "last.pth"
     save_random_checkpoint(weights, CLASSES)
     calls, detect = [], utils.eval.detect.detect_samples
@@ -338,9 +338,9 @@ def test_bootstrap_pairs_the_saved_detections_of_one_seed(tmp_path):
     """phi3 finds the two boxes of the first of 3 images and nothing else, phi0 and phi1 nothing: phi3's interval
     is the percentile bootstrap written out here, 40 resamples (--bootstrap) of numpy seed 0, each scored by
     evaluate_detections on the resampled lists; it spans from 0 (no copy of the first image) upwards."""
-    from tests.test_get_map import CLASSES, split_samples, write_voc
+    from tests.helpers.voc import MAP_CLASSES as CLASSES, split_samples, write_map_voc
     from utils.eval.evaluator import evaluate_detections
-    voc = write_voc(tmp_path)
+    voc = write_map_voc(tmp_path)
     out = tmp_path / "abl"
     variants = ablate.parse_variants(["0", "1", "3"])
     truth = split_samples(voc)
@@ -372,9 +372,10 @@ def test_bootstrap_pairs_the_saved_detections_of_one_seed(tmp_path):
 
 
 def test_an_old_record_is_rescored_from_last_pth_without_training(tmp_path, monkeypatch, capsys):
-    from tests.test_get_map import CLASSES, save_random_checkpoint, write_voc
+    from tests.helpers.models import save_random_checkpoint
+    from tests.helpers.voc import MAP_CLASSES as CLASSES, write_map_voc
     from utils.eval.evaluator import evaluate_detections
-    voc = write_voc(tmp_path)
+    voc = write_map_voc(tmp_path)
     out = tmp_path / "abl"
     save_random_checkpoint(out / "runs" / "phi0_s0" / "last.pth", CLASSES)
     old = {"variant": "phi0", "attention": "none", "seed": 0, "run": "logs/ablation/runs/phi0_s0",

@@ -13,10 +13,8 @@ from PIL import Image
 import get_map
 import train
 from tests.conftest import ROOT
-from tests.test_get_map import save_random_checkpoint
-from tests.test_labelme import voc_to_labelme
-from tests.test_voc import exif_image
-from tests.tiny_voc import CLASSES, write_tiny_voc
+from tests.helpers.models import save_random_checkpoint
+from tests.helpers.voc import TINY_CLASSES as CLASSES, exif_image, voc_to_labelme, write_tiny_voc, write_xml
 from utils.core.config import read_classes
 from utils.data import convert, writers
 from utils.data.layouts import dataset_of
@@ -26,9 +24,7 @@ from utils.eval import scoring
 from utils.eval.scoring import load_split
 
 
-@pytest.fixture(autouse=True)
-def _scan_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("scan_cache")
 
 
 def set_xml(voc: Path, stem: str, old: str, new: str) -> None:
@@ -41,11 +37,7 @@ def set_xml(voc: Path, stem: str, old: str, new: str) -> None:
 def add_image(voc: Path, stem: str, size, objects) -> None:
     """A grey PNG of `size` (w, h) with its XML; objects (name, x1, y1, x2, y2)."""
     Image.new("RGB", size, (120, 120, 120)).save(voc / "JPEGImages" / f"{stem}.png")
-    xml = "".join(f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
-                  f"<xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>" for n, a, b, c, d in objects)
-    (voc / "Annotations" / f"{stem}.xml").write_text(
-        f"<annotation><filename>{stem}.png</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
-        f"</size>{xml}</annotation>")
+    write_xml(voc / "Annotations" / f"{stem}.xml", f"{stem}.png", size, [(*o, 0) for o in objects])
 
 
 def varied_voc(root: Path) -> Path:
@@ -207,7 +199,7 @@ def test_an_interrupted_conversion_leaves_no_destination(tmp_path, capsys, monke
             convert.convert(voc, tmp_path / "dst", "voc", "coco")
     # written into a hidden sibling of DST, never into DST itself
     assert len(copied) == 3 and all(p.relative_to(tmp_path).parts[0].startswith(".dst.") for p in copied)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "voc"]  # no DST, no temporary folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan_cache", "voc"]  # no DST, no temporary folder
     assert hashes(voc) == before
 
 
