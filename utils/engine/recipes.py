@@ -71,7 +71,9 @@ def config_defaults(config: Mapping[str, Any], where: Optional[str], recipe_give
     if not isinstance(config, Mapping):
         raise ValueError(f"{where}: expected a mapping of setting names to values (name: value lines), found "
                          f"{type(config).__name__}")
-    config = {k: v for k, v in config.items() if k != "config"}
+    # A run's record of how it was started (--config, and --resume once resumed) is not a setting to repeat.
+    dropped = ("config", "resume") if is_run_record(config) else ("config",)
+    config = {k: v for k, v in config.items() if k not in dropped}
     values = migrate(config, where) if is_run_record(config) else check_overrides(rename_values(config), where)
     recipe = recipe_given or values.get("recipe") or "default"
     if recipe not in RECIPES:
