@@ -133,6 +133,7 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_tiny_ablation_writes_one_row_per_variant_and_skips_finished_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # train.py subprocesses: tiny tensors gain nothing from threads
     voc = write_tiny_voc(tmp_path / "VOCtiny", 4)
@@ -411,6 +412,7 @@ def test_a_negative_bootstrap_count_is_refused(tmp_path, capsys):
     assert "--bootstrap >= 0, got 1 and -1" in capsys.readouterr().err and not (tmp_path / "abl").exists()
 
 
+@pytest.mark.slow
 def test_data_format_and_images_reach_train_and_the_scorer_and_leave_an_old_budget_as_it_was(tmp_path):
     old = runs.budget_flags(plan_of(ablate.make_parser().parse_args(["--epochs", "2"])))
     assert old == ["--data", "VOCdevkit", "--epochs", "2"]  # the budget of a comparison started before the flags
