@@ -1,14 +1,16 @@
 """The README's other commands run as written (Inference and Evaluation: tests/test_readme_predict.py and
 tests/test_readme_get_map.py). Every ```bash and ```python block outside those two sections, and every inline
 `python ...` command, is read from README.md: each command line runs through its script's main(argv) in a folder
-holding the files it names, with tiny-size flags appended (TINY); the few that cannot run here (NOT_RUN: more
+holding the files it names, with tiny-size flags appended (TINY); the few that cannot run here (not_run: more
 processes, a benchmark of minutes, many trainings) have their flags parsed by the script's own parser."""
 import argparse
 import dataclasses
-import importlib
+import importlib.util
+import json
 import re
 import shlex
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
@@ -26,7 +28,6 @@ from tests.conftest import ANCHORS_MASK, ROOT
 from utils.data import demo_data
 from utils.data import convert
 from utils.eval import ablation_runs, scoring
-from utils.eval.ablation_variants import parse_variants
 from yolo import YOLO
 
 COVERED_ELSEWHERE = ("## Inference", "## Evaluation")
@@ -37,7 +38,8 @@ TINY = {  # flags appended to each command of a script (a later flag overrides t
     "train.py": TRAIN_TINY,
     "get_map.py": ["--no-plots"],
     "predict.py": ["--conf", "0.001"],  # a model trained one tiny epoch: detections to draw CAMs of
-    "ablate.py": [f for f in TRAIN_TINY if f not in ("--amp", "off")] + ["--seeds", "1", "--bench-size", "64", "--latency-runs", "1", "--latency-warmup", "0",
+    "ablate.py": [f for f in TRAIN_TINY if f not in ("--amp", "off")] + [  # ablate.py takes no --amp
+        "--seeds", "1", "--bench-size", "64", "--latency-runs", "1", "--latency-warmup", "0",
                                "--bootstrap", "10", "--device", "cpu"],
     "utils.data.convert": [],
     "utils.data.demo_data": [],
@@ -49,13 +51,15 @@ API_TINY = {"epochs": 1, "input_size": 64, "batch_size": 4, "workers": 0, "eval_
 RESUME_TINY = ["--epochs", "2", "--workers", "0", "--quiet"]  # a resume refuses flags that change the run
 MAX_ABLATION_RUNS = 3
 # The README ran these on the demo run's checkpoint with no VOCdevkit/ (the demo's classes): run so here too.
-ON_THE_DEMO = ("python get_map.py --weights logs/exp/best.pth", "python -m utils.deploy.quantize --weights logs/exp/best.pth")
+ON_THE_DEMO = ("python get_map.py --weights logs/exp/best.pth",
+               "python -m utils.deploy.quantize --weights logs/exp/best.pth")
 
 
 def not_run(script: str, argv: list):
     """Why a command is only parsed, not run (None: it runs)."""
     if script == "torchrun":
-        return "starts 2 processes (DistributedDataParallel); DDP on gloo is tested by tests/test_train*.py"
+        return ("starts 2 processes (DistributedDataParallel); tests/test_train.py::"
+                "test_torchrun_shards_are_disjoint_and_match_one_process runs torchrun with 2 gloo ranks")
     if script == "bench/bench_vs_peer.py":
         return "installs ultralytics into bench/.venv-peer and trains 4 models x 2 datasets for 25 epochs"
     if script.startswith("bench/"):
@@ -162,8 +166,6 @@ def write_voc_year(year: Path, n: int = 4, splits=("train", "val", "trainval", "
 
 def write_labelme(folder: Path, year: Path) -> None:
     """The VOC year's images as a labelme folder (one JSON of rectangles per image) with classes.txt."""
-    import json
-    import xml.etree.ElementTree as ET
     folder.mkdir()
     for xml in sorted((year / "Annotations").glob("*.xml")):
         shutil.copy(year / "JPEGImages" / f"{xml.stem}.jpg", folder / f"{xml.stem}.jpg")
@@ -273,7 +275,8 @@ def test_readme_commands_run_at_tiny_size(workdir, capsys):
     setup = shell_commands(fenced_blocks(text)[0][1])
     assert [argv for argv in setup if argv in commands] == [["python", "train.py", "--phi", "2"]]
     run_command(setup[-1], workdir, capsys)
-    assert (workdir / "demo_data" / "demo" / "JPEGImages").is_dir() and (workdir / "logs" / "exp" / "best.pth").is_file()
+    assert (workdir / "demo_data" / "demo" / "JPEGImages").is_dir()
+    assert (workdir / "logs" / "exp" / "best.pth").is_file()
     write_datasets(workdir)
     for argv in commands[1:]:
         run_command(argv, workdir, capsys)
