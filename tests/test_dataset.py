@@ -75,3 +75,46 @@ def test_a_dataset_given_is_used_as_it_is(voc, detections):
     assert len(load_samples(dataset, "train", CLASSES)) == 3
     assert len(load_eval_samples(dataset, "val", CLASSES)[0]) == 3
     assert detections[0] == 0
+
+
+def _toy_layout():
+    """A new format of one Layout: a folder holding boxes.txt, annotation lines (`image x1,y1,x2,y2,cls ...`) of
+    images beside it, read by the VOC lines reader; seeded train/val split."""
+    from utils.data.annotations import parse_line
+    from utils.data.layout_base import Layout, Source, seeded_pick
+
+    def read(source, class_names):
+        return parse_line(source.line, source.where, source.images_dir, class_names)
+
+    def sources(path, split, seed, val_fraction, images_dir=None):
+        lines = [line for line in (path / "boxes.txt").read_text().splitlines() if line.strip()]
+        keep = seeded_pick([str(n) for n in range(len(lines))], split, seed, val_fraction, str(path))
+        return [Source(key=f"{path}:{n}", line=lines[int(n)], images_dir=path, where=f"{path} box line {n}",
+                       kind="line", read=read) for n in keep]
+
+    return Layout("toy", "toy", "a folder with boxes.txt", "boxes.txt lines", 45,
+                  fits=lambda p: (p / "boxes.txt").is_file(), sources=sources)
+
+
+def test_a_format_is_one_module_of_layouts_and_one_registry_entry(voc, tmp_path, monkeypatch):
+    """With a registry entry the new format is detected, asked for with --data-format, scanned (with the cache),
+    split and trained on; nothing else is edited."""
+    registry = {**layouts.REGISTRY, "toy": (_toy_layout(),)}
+    monkeypatch.setattr(layouts, "REGISTRY", registry)
+    for name, value in zip(("DATA_FORMATS", "DETECTION", "LAYOUT", "LAYOUTS"), layouts.indexed(registry)):
+        monkeypatch.setattr(layouts, name, value)
+    toy = tmp_path / "toy"
+    toy.mkdir()
+    lines = []
+    for image in sorted((voc / "JPEGImages").glob("*.png")):
+        (toy / image.name).write_bytes(image.read_bytes())
+        lines.append(f"{image.name} 10,10,60,60,{len(lines) % 2}")
+    (toy / "boxes.txt").write_text("\n".join(lines) + "\n")
+    dataset = open_dataset(str(toy), "toy")
+    assert (dataset.layout, dataset.format, dataset.default_split("eval")) == ("toy", "toy", "val")
+    with pytest.raises(Exception, match="does not fit: it is a VOC year folder"):
+        open_dataset(str(voc), "toy")
+    values = {"data": str(toy), "data_format": None, "images": None, "classes": str(voc / "classes.txt"),
+              "train_split": "all", "val_split": "all"}
+    data = load_data(values)
+    assert len(data.train) == len(data.val) == 3 and [s.labels.tolist() for s in data.train] == [[0], [1], [0]]

@@ -37,13 +37,11 @@ from utils.core.settings import add_flags
 from utils.core.config import read_classes
 from utils.core.paths import MODEL_DATA
 from utils.data.annotations import DatasetError, Sample
-from utils.data.formats import coco_tag, read_data_yaml
-from utils.data.layouts import (DATA_FORMATS, LAYOUTS, Dataset, split_names, year_dirs, coco_root_splits,
-                                dataset_layout)
+from utils.data.formats import coco_tag
+from utils.data.layouts import DATA_FORMATS, LAYOUT, LAYOUTS, Dataset, dataset_layout
 from utils.data.voc import ScanStats, load_samples, resolve_classes
 from utils.data.writers import WRITE_FORMATS, Report, check_destination, write_dataset
 
-SEEDED_SPLITS = ("train", "val")
 VOC_CLASSES = MODEL_DATA / "voc_classes.txt"
 
 
@@ -73,19 +71,9 @@ def check_source(src: Path, data_format: str, images_dir=None) -> str:
 
 
 def listed_splits(src: Path, layout: str) -> List[str]:
-    """The splits SRC lists (see the module docstring); the seeded train and val where it lists none."""
-    if layout == "year":
-        return split_names(src)
-    if layout == "devkit":
-        return sorted({s for year in year_dirs(src) for s in split_names(year)})
-    if layout == "yolo-yaml":
-        return list(read_data_yaml(src).splits)
-    if layout == "coco-root":
-        return list(coco_root_splits(src))
-    if layout == "yolo":
-        folders = sorted(p.name for p in (src / "images").iterdir() if p.is_dir())
-        return folders or list(SEEDED_SPLITS)
-    return list(SEEDED_SPLITS)
+    """The splits SRC lists (see the module docstring; its Layout's listed_splits); the seeded train and val
+    where it lists none."""
+    return LAYOUT[layout].listed_splits(src)
 
 
 def source_splits(src: Path, layout: str, wanted: Optional[Sequence[str]] = None) -> List[SourceSplit]:

@@ -1,6 +1,9 @@
 """Dataset layouts and splits: which images a `--data` path and a split name stand for.
 
-`--data` may be (format in brackets; detection takes the first that fits, in this order, files by suffix):
+`--data` may be (format in brackets; detection takes the first that fits, in this order, files by suffix). Each
+format is one module of Layouts (utils/data/layout_voc.py, layout_yolo.py, layout_coco.py, layout_labelme.py;
+what a Layout answers: utils/data/layout_base.py) and one entry of REGISTRY below; a Layout's rank places it in
+the detection order:
   * [voc] one year folder: `Annotations/`, `JPEGImages/`, `ImageSets/Main/<split>.txt`; or without
     `ImageSets/Main`: seeded train/val split;
   * [yolo] a bare YOLO folder (`images/` + `labels/`), or a YOLO data YAML (`*.yaml`/`*.yml`: path, train,
@@ -29,70 +32,47 @@ Split names:
   Annotation-lines files and COCO JSON default to `all` for both; a COCO root to its last `train*` and `val*`
   splits by name (`train2017`, `val2017`). The demo dataset has train and val.
 """
-import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from utils.core.paths import REPO_ROOT
-from utils.data import demo_data, formats, labelme
+from utils.data import demo_data, formats, layout_coco, layout_labelme, layout_voc, layout_yolo
 from utils.data.annotations import DatasetError
+from utils.data.layout_base import Layout, Names, Source, _seeded_val, seeded_pick  # noqa: F401 (re-exported)
+from utils.data.layout_coco import coco_root_splits  # noqa: F401 (re-exported)
+from utils.data.layout_voc import split_names, year_dirs  # noqa: F401 (re-exported)
+from utils.data.layout_yolo import folder_names  # noqa: F401 (re-exported)
 
 DEFAULT_DATA = "VOCdevkit"
-DATA_FORMATS = ("voc", "yolo", "coco", "labelme")
-# every layout dataset_layout returns: its format and how an error message names it
-LAYOUTS = {"lines": ("voc", "an annotation-lines file"), "year": ("voc", "a VOC year folder with ImageSets"),
-           "flat": ("voc", "a VOC folder (Annotations/, JPEGImages/) without ImageSets"),
-           "devkit": ("voc", "a VOCdevkit root"), "yolo-yaml": ("yolo", "a YOLO data YAML"),
-           "yolo": ("yolo", "a YOLO folder (images/ + labels/)"), "coco": ("coco", "a JSON file, read as COCO"),
-           "coco-root": ("coco", "a COCO root (annotations/instances_*.json)"),
-           "labelme": ("labelme", "a folder of labelme JSON files")}
+# the formats, in the order --data-format lists them: {format: its module's Layouts}. A new format is one module
+# of Layouts and one entry here (and its name in --data-format's choices, utils/core/schema_train.py)
+REGISTRY = {"voc": layout_voc.LAYOUTS, "yolo": layout_yolo.LAYOUTS, "coco": layout_coco.LAYOUTS,
+            "labelme": layout_labelme.LAYOUTS}
+
+
+def indexed(registry: Dict[str, Tuple[Layout, ...]]):
+    """(DATA_FORMATS, DETECTION: the layouts by rank, LAYOUT: {name: Layout}, LAYOUTS: {name: (format, what)})
+    of a registry."""
+    detection = tuple(sorted((x for group in registry.values() for x in group), key=lambda x: x.rank))
+    return (tuple(registry), detection, {x.name: x for x in detection},
+            {x.name: (x.format, x.what) for x in detection})
+
+
+# LAYOUT: every layout dataset_layout returns, by name; LAYOUTS: its format and how an error message names it
+DATA_FORMATS, DETECTION, LAYOUT, LAYOUTS = indexed(REGISTRY)
 EXPECTED = ("a VOCdevkit root (VOC*/Annotations), a year folder (Annotations/, JPEGImages/), an annotation-lines "
             "file, a YOLO data YAML or folder (images/ + labels/), a COCO JSON or root (annotations/instances_*.json), "
             "or a folder of labelme JSON files")
 
 
-def _has_folder(path: Path, name: str) -> bool:
-    """A sub-folder of exactly this name, also where file names ignore case (Annotations/ vs annotations/)."""
-    return (path / name).is_dir() and name in os.listdir(path)
-
-
-def year_dirs(root: Path) -> List[Path]:
-    """The year folders (those holding Annotations/) of a VOCdevkit root."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and _has_folder(p, "Annotations"))
-
-
-def _is_yolo_folder(path: Path) -> bool:
-    return (path / "images").is_dir() and (path / "labels").is_dir()
-
-
-def coco_root_splits(root: Path) -> Dict[str, Path]:
-    """{split: JSON} of a COCO root folder: `annotations/instances_<split>.json`; {} for other paths."""
-    if not root.is_dir() or not _has_folder(root, "annotations"):
-        return {}
-    found = sorted(p for p in (root / "annotations").glob(f"{formats.COCO_PREFIX}*.json") if p.is_file())
-    return {formats.coco_tag(p): p for p in found}
-
-
-def _layouts(path: Path) -> Iterator[str]:
-    """Every layout `path` fits, in the order of the module docstring; the first is the one detected."""
-    if path.is_file():
-        suffix = path.suffix.lower()
-        yield "yolo-yaml" if suffix in formats.YAML_SUFFIXES else "coco" if suffix == ".json" else "lines"
-        return
-    if not path.is_dir():
-        return
-    if _has_folder(path, "Annotations"):
-        yield "year" if (path / "ImageSets" / "Main").is_dir() else "flat"
-    if _is_yolo_folder(path):
-        yield "yolo"
-    if coco_root_splits(path):
-        yield "coco-root"
-    if labelme.is_labelme_folder(path):
-        yield "labelme"
-    if year_dirs(path):
-        yield "devkit"
+def _layouts(path: Path):
+    """Every layout `path` fits, in detection order (a file fits one: the first); the first is the one detected."""
+    for layout in DETECTION:
+        if layout.fits(path):
+            yield layout.name
+            if path.is_file():
+                return
 
 
 def _check_images_dir(path: Path, layout: str, images_dir) -> None:
@@ -124,41 +104,6 @@ def dataset_layout(path: Path, data_format: Optional[str] = None, images_dir=Non
     return None
 
 
-def split_names(year: Path) -> List[str]:
-    """The split names of a year folder: its ImageSets/Main lists, or the seeded train, val and all."""
-    main = year / "ImageSets" / "Main"
-    if not main.is_dir():
-        return ["train", "val", "all"]
-    return sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem)
-
-
-def _coco_root_default(root: Path, purpose: str) -> str:
-    splits = sorted(coco_root_splits(root))
-    trains, vals = [s for s in splits if s.startswith("train")], [s for s in splits if s.startswith("val")]
-    train = trains[-1] if trains else splits[0]
-    return train if purpose == "train" else vals[-1] if vals else train
-
-
-def _default_split(path: Path, layout: Optional[str], purpose: str) -> str:
-    if purpose not in ("train", "eval"):
-        raise ValueError(f"purpose must be 'train' or 'eval', got {purpose!r}")
-    if layout in ("lines", "coco"):
-        return "all"
-    if layout == "coco-root":
-        return _coco_root_default(path, purpose)
-    if layout in ("yolo", "yolo-yaml", "labelme"):
-        return "train" if purpose == "train" else "val"
-    years = year_dirs(path) if layout == "devkit" else [path]
-    with_test = [y for y in years if "test" in split_names(y)]
-    if not with_test:
-        return "train" if purpose == "train" else "val"
-    if purpose == "train":
-        return "trainval"
-    if layout == "devkit":
-        return "+".join(f"{y.name}/test" for y in with_test)
-    return "test"
-
-
 def default_split(data, purpose: str, data_format: Optional[str] = None, images_dir=None) -> str:
     """The split scripts use by default: purpose 'train' or 'eval' (see the module docstring). `data`: a Dataset,
     or a path (with the format and image folder asked for) whose layout is detected for this call."""
@@ -183,13 +128,31 @@ class Dataset:
         """One of DATA_FORMATS: the detected layout's format."""
         return LAYOUTS[self.layout][0] if self.layout else None
 
+    @property
+    def kind(self) -> Layout:
+        """The registry's Layout (a VOC year folder's for a path that is no dataset)."""
+        return LAYOUT.get(self.layout, layout_voc.YEAR)
+
     def default_split(self, purpose: str) -> str:
         """The split scripts use by default for `purpose` 'train' or 'eval' (see the module docstring)."""
-        return _default_split(self.path, self.layout, purpose)
+        if purpose not in ("train", "eval"):
+            raise ValueError(f"purpose must be 'train' or 'eval', got {purpose!r}")
+        return self.kind.default_split(self.path, purpose)
 
-    def declared_names(self) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
+    def declared_names(self) -> Names:
         """(class names, their classes file or None) the dataset declares; (None, None) for VOC."""
-        return _declared_names(self.path, self.layout)
+        return self.kind.declared_names(self.path) if self.layout else (None, None)
+
+    def sources(self, split: str, seed: int, val_fraction: float) -> List[Source]:
+        """One Source per image of `split` (see the module docstring), under the resolved path."""
+        if self.layout is None:
+            raise DatasetError(f"{self.path.resolve()}: not a dataset; expected {EXPECTED}")
+        images_dir = Path(self.images_dir).resolve() if self.images_dir is not None else None
+        return self.kind.sources(self.path.resolve(), split, seed, val_fraction, images_dir)
+
+    def coco_files(self, split: str) -> Optional[List[Path]]:
+        """The COCO JSON(s) `split` is read from, None for a dataset of another format."""
+        return self.kind.coco_files(self.path, split) if self.layout and self.kind.coco_files else None
 
     def __str__(self) -> str:
         return str(self.path)
@@ -236,58 +199,16 @@ def resolve_data(data=DEFAULT_DATA, data_format: Optional[str] = None, images_di
     return open_dataset(data, data_format, images_dir).path
 
 
-def _classes_txt(root: Path) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
-    """(names, file) of a classes.txt (one name a line) in `root`; (None, None) without one."""
-    file = root / "classes.txt"
-    if not file.is_file():
-        return None, None
-    names = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return formats.check_names(names, str(file)), file
-
-
-def folder_names(root: Path) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
-    """(names, classes file) a bare YOLO folder declares in classes.txt or data.yaml; (None, None) if neither."""
-    if (root / "classes.txt").is_file():
-        return _classes_txt(root)
-    for name in ("data.yaml", "data.yml"):
-        if (root / name).is_file():
-            return formats.read_data_yaml(root / name).names, None
-    return None, None
-
-
-def _declared_names(path: Path, layout: Optional[str]) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
-    if layout == "yolo-yaml":
-        return formats.read_data_yaml(path).names, None
-    if layout == "coco":
-        return formats.read_coco(path)[0], None
-    if layout == "coco-root":
-        return formats.read_coco(coco_root_splits(path)[_coco_root_default(path, "eval")])[0], None
-    if layout == "yolo":
-        return folder_names(path)
-    if layout == "labelme":
-        return _classes_txt(path)
-    return None, None
-
-
-def declared_names(data, data_format: Optional[str] = None,
-                   images_dir=None) -> Tuple[Optional[Tuple[str, ...]], Optional[Path]]:
+def declared_names(data, data_format: Optional[str] = None, images_dir=None) -> Names:
     """(class names, their classes file or None) a YOLO, COCO or labelme dataset declares; (None, None) for VOC
     and for a labelme folder without classes.txt. A COCO root declares its default evaluation JSON's categories.
     `data`: a Dataset, or a path whose layout is detected for this call."""
     return as_dataset(data, data_format, images_dir).declared_names()
 
 
-def _seeded_val(stem: str, seed: int, val_fraction: float) -> bool:
-    digest = hashlib.sha1(f"{seed}:{stem}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < val_fraction
-
-
-def seeded_pick(stems: Sequence[str], split: str, seed: int, val_fraction: float, where: str) -> List[str]:
-    if split == "all":
-        return list(stems)
-    if split not in ("train", "val"):
-        raise DatasetError(f"{where}: unknown split {split!r}; valid: train, val, all (seeded split)")
-    return [s for s in stems if _seeded_val(s, seed, val_fraction) == (split == "val")]
+def find_sources(dataset: Dataset, split: str, seed: int, val_fraction: float) -> List[Source]:
+    """One Source per image of `split` of `dataset` (Dataset.sources: its layout is not detected again)."""
+    return dataset.sources(split, seed, val_fraction)
 
 
 def dataset_of(values) -> Dataset:

@@ -32,13 +32,11 @@ from utils.core.fileio import atomic_open
 from utils.core.paths import REPO_ROOT
 from utils.data import demo_data
 from utils.data.annotations import NO_KNOWN_OBJECTS, DatasetError, Record, Sample, parse_line, parse_xml
-from utils.data.coco_records import parse_coco
-from utils.data.formats import (COCO_IMAGE_MISSING, NO_IMAGE_NOTE, UNREADABLE_LABEL, label_files_without_image,
-                                parse_yolo)
-from utils.data.labelme import MALFORMED_JSON, parse_labelme
+from utils.data.formats import COCO_IMAGE_MISSING, NO_IMAGE_NOTE, UNREADABLE_LABEL, label_files_without_image
+from utils.data.labelme import MALFORMED_JSON
 from utils.data.scan_cache import StaleCache, dumps, loads
-from utils.data.layouts import DEFAULT_DATA, as_dataset, default_split, resolve_data
-from utils.data.sources import Source, find_sources
+from utils.data.layout_base import Source
+from utils.data.layouts import DEFAULT_DATA, as_dataset, default_split, find_sources, resolve_data
 
 __all__ = ["CACHE_VERSION", "DEFAULT_DATA", "DatasetError", "LeftOut", "REPO_ROOT", "Record", "Sample", "ScanStats",
            "UNREADABLE_REASONS", "UnreadableImagesError", "default_split", "load_eval_samples", "load_samples",
@@ -160,15 +158,8 @@ def _warn(message: str) -> None:
 
 
 def _parse(source: Source, class_names: Sequence[str]) -> Record:
-    if source.kind == "yolo":
-        return parse_yolo(source.image, source.annotation, source.names, class_names)
-    if source.kind == "coco":
-        return parse_coco(source.coco, source.annotation, class_names, source.images_dir)
-    if source.kind == "labelme":
-        return parse_labelme(source.annotation, class_names)
-    if source.line is not None:
-        return parse_line(source.line, source.where, source.images_dir, class_names)
-    return parse_xml(source.annotation, source.images_dir, class_names)
+    """The record of one image, read by its format's reader (Source.read, set by its Layout)."""
+    return source.read(source, class_names)
 
 
 @dataclass
@@ -246,12 +237,6 @@ def as_scanned(record: Record, evaluation: bool) -> Record:
     return replace(record, warnings=warnings) if record.invalid else record
 
 
-_LOOKED_AT = {"lines": "annotation lines", "year": "Annotations/*.xml with images in JPEGImages/",
-              "yolo": "images/ with label files in labels/", "yolo-yaml": "the YAML's images with their label files",
-              "coco": "the JSON's images and annotations", "coco-root": "the split's JSON, its images and annotations",
-              "labelme": "the labelme JSON files and their images"}
-
-
 def _count_label_files_without_image(sources: Sequence[Source], stats: "ScanStats") -> None:
     for label in label_files_without_image([(s.image, s.annotation) for s in sources if s.kind == "yolo"]):
         _warn(f"{label}: no image of the split has this label file (looked for {label.stem}.* beside the images); "
@@ -300,7 +285,7 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
     print(stats.summary(f"{path} [{split}]", class_names))
     if stats.used == 0:
         raise DatasetError(f"no usable image in {path} split {split!r}: looked at {len(sources)} entries "
-                           f"({_LOOKED_AT.get(dataset.layout, _LOOKED_AT['year'])}); "
+                           f"({dataset.kind.looked_at}); "
                            f"skipped: {dict(stats.skipped) or 'none listed'}")
     return [r.sample for r in used if r.sample is not None]
 

@@ -26,7 +26,7 @@ import numpy as np
 from utils.core.fileio import read_json, write_json_atomic
 from utils.data.annotations import DatasetError
 from utils.data.formats import coco_category_ids
-from utils.data.layouts import as_dataset, coco_root_splits
+from utils.data.layouts import as_dataset
 
 Categories = Dict[int, str]  # {category id: name} of a COCO JSON
 
@@ -35,14 +35,8 @@ def dataset_categories(data, split: str, data_format: Optional[str] = None,
                        images_dir=None) -> Optional[Categories]:
     """{category id: name} of the COCO JSON(s) the split is read from, None for a dataset of another format.
     `data`: a utils.data.layouts.Dataset, or a path whose layout is detected for this call."""
-    dataset = as_dataset(data, data_format, images_dir)
-    path, layout = dataset.path, dataset.layout
-    if layout == "coco":
-        files = [path]
-    elif layout == "coco-root":
-        splits = coco_root_splits(path)
-        files = [splits[part] for part in split.split("+") if part in splits]
-    else:
+    files = as_dataset(data, data_format, images_dir).coco_files(split)
+    if files is None:
         return None
     table: Categories = {}
     for f in files:
