@@ -469,3 +469,13 @@ def test_train_and_ablate_are_thin_and_import_no_other_script(script):
     from tests.conftest import ROOT
     assert len((ROOT / f"{script}.py").read_text().splitlines()) <= 150
     assert not script_imports(script) & ({"train", "get_map", "predict", "ablate"} - {script})
+
+
+def test_runs_train_in_the_working_directory(tmp_path, monkeypatch):
+    """train.py runs where ablate.py was started, so a relative --data is the dataset the runs are scored on."""
+    from utils.eval.ablation_runs import run_logged
+
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "run.log"
+    assert run_logged([sys.executable, "-c", "import os; print(os.getcwd())"], log, echo=False) == 0
+    assert log.read_text().splitlines()[-1] == str(tmp_path)

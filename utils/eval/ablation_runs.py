@@ -103,7 +103,8 @@ def check_budget(out: Path, budget: Dict) -> None:
 
 
 def run_logged(cmd: List[str], log_path: Path, echo: bool) -> int:
-    """Run `cmd` in the repository root, appending its output to `log_path` (and echoing it); returns the exit code.
+    """Run `cmd` in the working directory (so a relative --data or --train-args path means what it means to the
+    scorer and the user), appending its output to `log_path` (and echoing it); returns the exit code.
 
     On Ctrl-C train.py saves last.pth and exits; this waits for it, or sends it SIGINT after a grace period.
     """
@@ -111,7 +112,7 @@ def run_logged(cmd: List[str], log_path: Path, echo: bool) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:  # line-buffered: tail -f works
         log.write(f"$ {shlex.join(cmd)}\n")
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
         try:
             for line in proc.stdout:
