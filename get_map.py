@@ -1,6 +1,7 @@
 """Score a detector on a dataset split: VOC AP per class (devkit rules) and COCO mAP, with plots.
 
   python get_map.py                                  # the newest ./logs/**/best.pth on the default eval split
+                                                     # (no best.pth: the newest last.pth or interrupted.pth)
   python get_map.py --weights logs/exp/best.pth --metric voc07
   python get_map.py --detections results.json        # score a saved COCO results file, no model
 

@@ -53,8 +53,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def build_yolo(args) -> YOLO:
-    """The detector the model flags name: --weights (default the newest best.pth under --logs) and overrides."""
-    weights = find_weights(args.weights, args.logs)
+    """The detector the model flags name: --weights (default: the newest best.pth under --logs, else its newest
+    last.pth or interrupted.pth; the file loaded is printed) and overrides."""
+    weights, why = find_weights(args.weights, args.logs)
+    print(f"weights {weights} ({why})")
     classes = args.classes or (str(COCO_CLASSES) if weights.suffix == ".weights" else None)
     return YOLO(weights, classes=classes, attention=args.attention if args.attention is not None else args.phi,
                 input_size=args.input_size, conf=args.conf, nms=args.nms,

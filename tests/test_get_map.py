@@ -106,6 +106,25 @@ def test_no_weights_says_how_to_get_them(tmp_path, capsys, monkeypatch):
     assert rc == 1 and "python train.py" in err and "--weights" in err
 
 
+def test_without_weights_a_best_pth_then_a_last_pth_is_scored_and_named(map_voc, tmp_path, capsys, monkeypatch):
+    """No --weights: the newest best.pth under ./logs; a run that left none (stopped before its first
+    evaluation) is scored from its last.pth, and the line before the table says which file and why."""
+    last = save_random_checkpoint(tmp_path / "logs" / "short" / "last.pth", CLASSES)
+    best = save_random_checkpoint(tmp_path / "best.pth", CLASSES)  # (the anchors file is read from the repo root)
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(map_voc), "--classes", str(tmp_path / "classes.txt"), "--no-plots"]
+    rc, out, err = run_cli(args + ["--out", "o1"], capsys)
+    assert rc == 0, err
+    assert "weights logs/short/last.pth (no best.pth under logs/" in out
+    assert json.loads((tmp_path / "o1" / "summary.json").read_text())["settings"]["weights"] == "logs/short/last.pth"
+    (tmp_path / "logs" / "old").mkdir()
+    best = best.rename(tmp_path / "logs" / "old" / "best.pth")
+    os.utime(best, (1, 1))  # older than last.pth, still preferred
+    rc, out, err = run_cli(args + ["--out", "o2"], capsys)
+    assert rc == 0 and "weights logs/old/best.pth (the newest best.pth under logs/)" in out, err
+    assert last.is_file()
+
+
 def test_dataset_classes_the_weights_lack_are_not_scored_and_named(map_voc, tmp_path, capsys):
     weights = tmp_path / "run" / "best.pth"
     save_random_checkpoint(weights, ["cat", "horse"])  # the dataset also annotates dog, which these weights lack

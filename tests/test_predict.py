@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -10,7 +11,7 @@ from PIL import Image
 
 import predict
 from tests.helpers.models import CLASSES, make_checkpoint, rgb
-from utils.core.paths import newest_best
+from utils.core.paths import default_weights
 from utils.ops.image import read_image
 from yolo import YOLO
 
@@ -197,13 +198,39 @@ def test_script_errors_are_one_line(root, tmp_path):
 
 
 def test_default_weights_is_newest_best(tmp_path):
-    older, newer = tmp_path / "a" / "best.pth", tmp_path / "b" / "best.pth"
-    for path in (older, newer):
+    older, newer, last = tmp_path / "a" / "best.pth", tmp_path / "b" / "best.pth", tmp_path / "c" / "last.pth"
+    for path in (older, newer, last):
         path.parent.mkdir()
         path.write_bytes(b"x")
-    import os
     os.utime(older, (1, 1))
-    assert newest_best(tmp_path) == newer
+    assert default_weights(tmp_path)[0] == newer  # a best.pth beats a newer last.pth
+
+
+def test_a_short_run_s_last_pth_is_found_and_named(images, tmp_path, capsys):
+    """A run stopped before its first evaluation leaves last.pth (and on Ctrl-C interrupted.pth), no best.pth:
+    predict loads the newest of them and says which and why."""
+    logs = tmp_path / "logs"
+    last = make_checkpoint(logs / "exp1" / "last.pth")
+    rc = predict.main(["--img", str(images / "tiny.bmp"), "--logs", str(logs), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"weights {last} (no best.pth under {logs}/" in out
+    interrupted = make_checkpoint(logs / "exp1" / "interrupted.pth")
+    os.utime(last, (1, 1))
+    assert default_weights(logs) == (interrupted, default_weights(logs)[1])
+    assert "interrupted" in default_weights(logs)[1]
+
+
+def test_no_usable_weights_names_the_other_checkpoints(images, tmp_path, capsys):
+    (tmp_path / "logs" / "exp1").mkdir(parents=True)
+    (tmp_path / "logs" / "exp1" / "epoch_3.pth").write_bytes(b"x")
+    rc = predict.main(["--img", str(images / "tiny.bmp"), "--logs", str(tmp_path / "logs")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no best.pth, last.pth or interrupted.pth" in err and "epoch_3.pth" in err
+
+
+def test_given_weights_are_named(ckpt, images, tmp_path, capsys):
+    assert run(ckpt, tmp_path, "--img", str(images / "tiny.bmp")) == 0
+    assert f"weights {ckpt} (--weights)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("native, line", [(False, "precision off (fp32) (--amp auto)"),

@@ -83,7 +83,8 @@ PREDICT = (
     Setting("count", False, "print the objects per class", "outputs", P, kind="flag"),
     Setting("max_frames", 0, "stop a video after this many frames; 0 = all", "outputs", P, type=int),
     Setting("show", False, "also show results in a window (needs a GUI OpenCV)", "outputs", P, kind="flag"),
-    Setting("logs", "logs", "where to look for best.pth without --weights", "run", P,
+    Setting("logs", "logs", "where to look for weights without --weights (the newest best.pth, else the newest "
+            "last.pth or interrupted.pth)", "run", P,
             default_text="logs, in the working directory"),
     Setting("backend", None, "inference engine", "run", P, choices=("torch", "onnx"),
             default_text="torch; onnx for .onnx weights, which run only there"),

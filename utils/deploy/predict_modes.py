@@ -18,7 +18,7 @@ import numpy as np
 
 from utils.core.cli import UserError
 from utils.core.fileio import write_bytes_atomic
-from utils.core.paths import LOGS, newest_best
+from utils.core.paths import LOGS, default_weights
 from utils.deploy.drawing import save_image
 from utils.deploy.predict_outputs import (PredictOutputs, Shower, annotated_name, as_array, describe, format_counts,
                                           image_id, output_names, write_extras)
@@ -30,15 +30,16 @@ Source = Union[str, int, Path]
 INT8_RAW_ONLY = "--int8 quantizes the raw graph: use it with --export-onnx PATH and without --export-onnx-nms"
 
 
-def find_weights(weights, logs=LOGS) -> Path:
-    """The weights file to load: `weights`, or without it the newest best.pth under `logs`; UserError for a
-    folder or a file that does not exist."""
-    path = Path(weights) if weights else newest_best(logs)
+def find_weights(weights, logs=LOGS) -> Tuple[Path, str]:
+    """(the weights file to load, why): `weights`, or without it utils.core.paths.default_weights under `logs`
+    (the newest best.pth, else the newest last.pth or interrupted.pth); UserError for a folder or a file that
+    does not exist."""
+    path, why = (Path(weights), "--weights") if weights else default_weights(logs)
     if path.is_dir():
         raise UserError(f"--weights {path} is a folder; give a weights file in it (.pth, .weights or .onnx)")
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist")
-    return path
+    return path, why
 
 
 def read_or_skip(path: Path, several: bool) -> Optional[np.ndarray]:

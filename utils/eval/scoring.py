@@ -20,7 +20,7 @@ from nets.checkpoint import load_detector, read_checkpoint
 from utils.core.amp import amp_name, resolve_amp, select_device
 from utils.core.cli import UserError
 from utils.core.config import parse_input_size, read_classes
-from utils.core.paths import MODEL_DATA, REPO_ROOT, newest_best
+from utils.core.paths import MODEL_DATA, REPO_ROOT, default_weights
 from utils.core.settings import check_overrides, settings_class, tool_settings
 from utils.data.layouts import Dataset, open_dataset
 from utils.data.voc import DatasetError, ScanStats, UnreadableImagesError, load_eval_samples, resolve_classes
@@ -41,7 +41,8 @@ EvalSettings = settings_class(
         "What get_map.py's flags set, under the same names and with the same defaults (the schema's, "
         "utils/core/schema_tools.py: `python get_map.py --help`). data: a path, or a utils.data.layouts.Dataset "
         "(open_dataset: its format and image folder then come with it); weights: checkpoint, reference .pth or darknet "
-        ".weights (None: the newest ./logs/**/best.pth); detections: a COCO results file scored instead of a model; "
+        ".weights (None: the newest ./logs/**/best.pth, else the newest last.pth or interrupted.pth); detections: a "
+        "COCO results file scored instead of a model; "
         "classes: a classes file or a list of names; phi / attention, input_size (416, (h, w) or '384,640'), "
         "anchors, scale_x_y: for files that do not carry them (our checkpoints do).")})
 SETTING_NAMES = tuple(f.name for f in fields(EvalSettings))
@@ -183,7 +184,9 @@ def unlisted_summary(stats) -> dict:
 def score_settings(s: EvalSettings) -> Scored:
     """score for settings already built (eval_settings)."""
     if not s.detections and not s.weights:
-        s = replace(s, weights=str(newest_best()))
+        weights, why = default_weights()
+        print(f"weights {weights} ({why})")
+        s = replace(s, weights=str(weights))
     dataset = open_dataset(s.data, s.data_format, s.images)  # its layout detected here, once
     split = s.split or dataset.default_split("eval")
     source = load_detections if s.detections else run_model
