@@ -38,6 +38,22 @@ def test_perfect_results_file_scores_one(map_voc, tmp_path, capsys, by_name, bac
     assert "APs n/a  APm 1.0000  APl n/a" in text
 
 
+def test_a_results_file_covering_part_of_the_split_is_flagged(map_voc, tmp_path, capsys):
+    """Rows for 1 of the 3 test images: scored (the other 2 as images with no detections), with a warning and
+    a line in the summary naming the 2 images without a row; summary.json counts them."""
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([r for r in perfect_results() if r["image_id"] == "000001"]))
+    args = ["--detections", str(results), "--data", str(map_voc), "--classes", str(tmp_path / "classes.txt"),
+            "--out", str(tmp_path / "out"), "--no-plots"]
+    with pytest.warns(UserWarning, match="no results row for 2 of the 3 images") as caught:
+        rc, text, err = run_cli(args, capsys)
+    assert rc == 0, err
+    assert "scored as images with no detections" in str(caught[0].message)
+    assert "WARNING: 2 of the 3 images have no row in" in text
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["settings"]["images_without_results"] == 2 and summary["map"] < 1
+
+
 def test_results_file_errors_are_one_line(map_voc, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"image_id": "000001", "category_id": 0, "bbox": [0, 0, 5, 5], "score": 0.5}]))

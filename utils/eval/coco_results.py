@@ -13,13 +13,15 @@ What the ids mean:
   `category_name`, the name, beside it (the two must agree); `image_id` is the file stem (image_keys),
   file name or path, or the stem as an int.
 Results of a JSON category outside the class list are not part of the benchmark: skipped, counted in a
-warning. Results of images outside the split are skipped the same way. A score or box that is not a
-finite number (NaN, inf) is refused, naming the row: it has no rank and no overlap to score.
+warning. Results of images outside the split are skipped the same way. Images of the split without a row
+are scored as images with no detections, with a warning counting them (a file made on part of the split).
+A score or box that is not a finite number (NaN, inf) is refused, naming the row: it has no rank and no
+overlap to score.
 """
 import math
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -205,8 +207,15 @@ def read_coco_results(path, samples, class_names: Sequence[str],
 
     `categories`: the COCO JSON's {category id: name} when the ground truth is one (dataset_categories), which
     decides what category_id means (module docstring). Results for images not in the samples, and of
-    categories outside the class list, are skipped with one warning that counts them.
+    categories outside the class list, are skipped with one warning that counts them; samples with no row
+    are images with no detections, counted in a warning (read_coco_file also returns how many).
     """
+    return read_coco_file(path, samples, class_names, categories)[0]
+
+
+def read_coco_file(path, samples, class_names: Sequence[str],
+                   categories: Optional[Categories] = None) -> Tuple[List[np.ndarray], int]:
+    """(read_coco_results, how many samples have no row in the file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"detections file {path} does not exist")
@@ -218,9 +227,10 @@ def read_coco_results(path, samples, class_names: Sequence[str],
     classes = row_classes(rows, class_names, categories, path)
     by_id, aliases = _image_lookup(samples)
     per_image = [[] for _ in samples]
-    unknown, outside, both = [], 0, []
+    unknown, outside, both, covered = [], 0, [], set()
     for (image_id, (x, y, w, h, score)), c in zip(boxes, classes):
         i = by_id.get(image_id, aliases.get(image_id))
+        covered.add(i)
         if i is None:
             unknown.append(image_id)
         elif c is None:
@@ -238,4 +248,9 @@ def read_coco_results(path, samples, class_names: Sequence[str],
                       f"as pycocotools reads it, not {samples[aliases[both[0]]].image_path})")
     if outside:
         warnings.warn(f"{path}: {outside} results are of categories outside the class list; not scored")
-    return [np.asarray(d, dtype=np.float64).reshape(-1, 6) for d in per_image]
+    without = len(samples) - len(covered - {None})
+    if without:
+        warnings.warn(f"{path}: no results row for {without} of the {len(samples)} images of this split; they are "
+                      "scored as images with no detections (right where the model found nothing; a file made on "
+                      "part of the split scores lower than the model would)")
+    return [np.asarray(d, dtype=np.float64).reshape(-1, 6) for d in per_image], without

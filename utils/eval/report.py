@@ -52,6 +52,10 @@ def headline(result) -> str:
     lines = [f"mAP@{iou:g} VOC all-point: {result['map_voc']:.4f}", f"mAP@{iou:g} VOC07 11-point: {result['map_voc07']:.4f}"]
     if result["left_out"]["images"]:
         lines.insert(0, f"WARNING: {left_out_text(result)}")
+    st = result["settings"]
+    if st.get("images_without_results"):  # get_map.py --detections with a file covering part of the split
+        lines.insert(0, f"WARNING: {st['images_without_results']} of the {st['images']} images have no row in "
+                        f"{st['detections']}: scored as images with no detections")
     if result["coco"] is not None:
         c = {k: "n/a" if v is None else num(v) for k, v in result["coco"].items()}  # None: no such objects
         lines.append(f"COCO mAP@[.5:.95]: {c['map50_95']}  @.5: {c['map50']}  @.75: {c['map75']}  "

@@ -26,6 +26,7 @@ from utils.data.layouts import Dataset, open_dataset
 from utils.data.voc import DatasetError, ScanStats, UnreadableImagesError, load_eval_samples, resolve_classes
 from utils.eval import detect
 from utils.eval import evaluator as ev
+from utils.eval.coco_results import read_coco_file
 
 RESULTS_BASE = REPO_ROOT / "map_out"  # results of weights outside a run folder, and of --detections
 
@@ -171,8 +172,9 @@ def load_detections(s: EvalSettings, dataset: Dataset, split: str, stats=None):
     names = given_classes(s) or read_classes(default_classes_file(dataset))
     samples, left_out = load_split(dataset, split, names, s.skip_unreadable, stats)
     categories = detect.dataset_categories(dataset, split)  # None unless a COCO JSON
-    detections = detect.read_coco_results(s.detections, samples, names, categories)
-    return detections, samples, left_out, names, RESULTS_BASE, {"detections": str(s.detections)}
+    detections, without = read_coco_file(s.detections, samples, names, categories)  # warns when without > 0
+    settings = {"detections": str(s.detections), "images_without_results": without}
+    return detections, samples, left_out, names, RESULTS_BASE, settings
 
 
 def unlisted_summary(stats) -> dict:
