@@ -6,11 +6,9 @@ processes, a benchmark of minutes, many trainings) have their flags parsed by th
 import argparse
 import dataclasses
 import importlib.util
-import json
 import re
 import shlex
 import shutil
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
@@ -25,6 +23,7 @@ import train
 from nets.darknet import save_darknet_weights
 from nets.yolo import YoloBody
 from tests.conftest import ANCHORS_MASK, ROOT
+from tests.helpers.voc import encoded, rectangle, voc_objects, write_labelme, write_voc
 from utils.data import demo_data
 from utils.data import convert
 from utils.eval import ablation_runs, scoring
@@ -145,35 +144,23 @@ def main_of(script: str):
 
 def write_voc_year(year: Path, n: int = 4, splits=("train", "val", "trainval", "test")) -> Path:
     """A VOC year folder of n 96x96 images holding a cat and a dog (VOC class names), every split all images."""
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (year / sub).mkdir(parents=True, exist_ok=True)
-    stems = [f"{i:06d}" for i in range(n)]
-    for i, stem in enumerate(stems):
+    items = {}
+    for i in range(n):
         image = np.full((96, 96, 3), 110 + 10 * i, np.uint8)
-        boxes = [("cat", 8, 10, 44 + i, 60), ("dog", 50, 30, 90, 88 - i)]
-        for k, (_, x1, y1, x2, y2) in enumerate(boxes):
+        boxes = [("cat", 8, 10, 44 + i, 60, False), ("dog", 50, 30, 90, 88 - i, False)]
+        for k, (_, x1, y1, x2, y2, _) in enumerate(boxes):
             cv2.rectangle(image, (x1, y1), (x2, y2), (40, 200, 40) if k else (200, 40, 40), -1)
-        cv2.imwrite(str(year / "JPEGImages" / f"{stem}.jpg"), image)
-        objects = "".join(f"<object><name>{c}</name><difficult>0</difficult><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
-                          f"<xmax>{x}</xmax><ymax>{y}</ymax></bndbox></object>" for c, a, b, x, y in boxes)
-        (year / "Annotations" / f"{stem}.xml").write_text(
-            f"<annotation><filename>{stem}.jpg</filename><size><width>96</width><height>96</height>"
-            f"<depth>3</depth></size>{objects}</annotation>")
-    for split in splits:
-        (year / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems) + "\n")
-    return year
+        items[f"{i:06d}"] = (encoded(image, ".jpg"), f"{i:06d}.jpg", (96, 96), boxes)
+    return write_voc(year, items, splits={split: list(items) for split in splits})
 
 
-def write_labelme(folder: Path, year: Path) -> None:
+def write_labelme_folder(folder: Path, year: Path) -> None:
     """The VOC year's images as a labelme folder (one JSON of rectangles per image) with classes.txt."""
     folder.mkdir()
-    for xml in sorted((year / "Annotations").glob("*.xml")):
-        shutil.copy(year / "JPEGImages" / f"{xml.stem}.jpg", folder / f"{xml.stem}.jpg")
-        shapes = [{"label": o.findtext("name"), "shape_type": "rectangle",
-                   "points": [[float(o.findtext(f"bndbox/{k}")) for k in pair]
-                              for pair in (("xmin", "ymin"), ("xmax", "ymax"))]} for o in ET.parse(xml).iter("object")]
-        (folder / f"{xml.stem}.json").write_text(json.dumps(
-            {"shapes": shapes, "imagePath": f"{xml.stem}.jpg", "imageWidth": 96, "imageHeight": 96}))
+    for stem, (filename, size, objects) in voc_objects(year).items():
+        shutil.copy(year / "JPEGImages" / filename, folder / filename)
+        write_labelme(folder / f"{stem}.json", filename, [rectangle(n, a, b, c, d) for n, a, b, c, d, _ in objects],
+                      size)
     (folder / "classes.txt").write_text("cat\ndog\n")
 
 
@@ -188,7 +175,7 @@ def write_datasets(root: Path) -> None:
                          str(root / "my_classes.txt")]) == 0
     shutil.copy(root / "coco" / "annotations" / "instances_train2017.json", root / "instances_val.json")
     shutil.copytree(root / "coco" / "train2017", root / "imgs")
-    write_labelme(root / "labelme_folder", year)
+    write_labelme_folder(root / "labelme_folder", year)
     save_darknet_weights(YoloBody(ANCHORS_MASK, 80), root / "yolov4-tiny.weights")
 
 

@@ -10,6 +10,7 @@ import torch
 import get_map
 from tests.conftest import ANCHORS_MASK, ROOT
 from tests.reference_model import ReferenceYoloBody, randomize
+from tests.helpers.readme import section_blocks
 from tests.helpers.models import save_random_checkpoint
 from tests.helpers.voc import MAP_CLASSES as CLASSES, MAP_IMAGES as IMAGES, write_map_voc
 from utils.core.config import read_classes
@@ -18,10 +19,7 @@ from utils.eval import scoring
 
 def evaluation_blocks():
     """(bash lines, python text) of the README's Evaluation section."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Evaluation"):].split("\n## ")[0]
-    bash = section.split("```bash\n")[1].split("```")[0]
-    python = section.split("```python\n")[1].split("```")[0]
+    bash, python = section_blocks("Evaluation")
     return [line.split("#")[0].split() for line in bash.splitlines() if line.strip()], python
 
 

@@ -13,15 +13,13 @@ from nets.darknet import save_darknet_weights
 from tests.conftest import ANCHORS_MASK, ROOT
 from tests.reference_model import ReferenceYoloBody, randomize
 from tests.helpers.voc import write_scene_voc
+from tests.helpers.readme import section_blocks
 from tests.helpers.models import make_checkpoint, random_model, rgb
 
 
 def inference_blocks():
     """(bash lines, python text) of the README's Inference section."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Inference"):].split("\n## ")[0]
-    bash = section.split("```bash\n")[1].split("```")[0]
-    python = section.split("```python\n")[1].split("```")[0]
+    bash, python = section_blocks("Inference")
     return [line.split("#")[0].strip() for line in bash.splitlines() if line.strip()], python
 
 
