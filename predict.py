@@ -99,7 +99,8 @@ def run(args) -> None:
     else:
         found = predict_images(yolo, [Path(args.img)] if args.img else list_images(Path(args.dir)), out, options)
     if args.count:
-        counts = Counter(yolo.class_names[c] for _, det in found for c in det.class_ids)
+        names = yolo.class_names
+        counts = Counter(names[c] for _, det in found for c in det.class_ids)
         print("total: " + (format_counts(counts) or "no objects"))
     print(f"results in {out}")
 

@@ -12,7 +12,7 @@ from tests.helpers.voc import TINY_CLASSES, scene, voc_to_coco, write_scene_voc,
 from utils.deploy import quantize
 from utils.engine.checkpoint import model_from_weights, read_checkpoint, save_atomic
 from utils.eval.evaluator import evaluate_model
-from utils.deploy.export import read_onnx_metadata
+from utils.deploy.export import read_onnx_spec
 from utils.ops.boxes import box_iou
 from utils.ops.image import to_tensor_batch, to_unit_float
 from utils.data.voc import load_samples
@@ -83,9 +83,9 @@ def test_int8_graph_is_quantized_except_the_output_convs(int8):
     assert [name for name, weight in convs.items() if weight not in dequantized] == heads
     for name in heads:  # fp32 weights straight from an initializer
         assert inits[convs[name]].data_type == onnx.TensorProto.FLOAT
-    meta = read_onnx_metadata(int8)
-    assert meta["precision"] == "int8" and meta["calibration"]["images"] == 3
-    assert meta["class_names"] == CLASSES and meta["input_size"] == list(HW)
+    spec, extras = read_onnx_spec(int8)
+    assert extras["precision"] == "int8" and extras["calibration"]["images"] == 3
+    assert list(spec.class_names) == CLASSES and list(spec.input_size) == list(HW)
 
 
 def int8_weight_range(path):
@@ -101,7 +101,7 @@ def test_int8_weights_fit_in_7_bits(int8):
     weights in [-64, 64] no pair saturates (2 * 255 * 64 <= 32767). With full-range weights the int8 graph
     was 2.7x further from fp32 there than on a VNNI CPU (test_int8_raw_outputs_follow_fp32 failed in CI)."""
     assert int8_weight_range(int8) == (-64, 64)
-    assert read_onnx_metadata(int8)["calibration"]["weight_bits"] == 7
+    assert read_onnx_spec(int8)[1]["calibration"]["weight_bits"] == 7
 
 
 @pytest.mark.slow
@@ -110,7 +110,7 @@ def test_8_bit_weights_on_request(ckpt, tmp_path):
     images = [scene(*HW, seed=s) for s in range(2)]
     path = quantize.quantize_onnx(fp32, tmp_path / "int8.onnx", images, weight_bits=8)
     assert int8_weight_range(path) == (-127, 127)
-    assert read_onnx_metadata(path)["calibration"]["weight_bits"] == 8
+    assert read_onnx_spec(path)[1]["calibration"]["weight_bits"] == 8
     with pytest.raises(ValueError, match="weight_bits must be one of"):
         quantize.quantize_onnx(fp32, tmp_path / "int4.onnx", images, weight_bits=4)
 

@@ -56,7 +56,7 @@ class RawToDetections(nn.Module):
         self.register_buffer("anchors", anchors.float().clone())
         self.anchors_mask = [list(m) for m in anchors_mask]
         self.input_hw = tuple(input_hw)
-        self.scale_x_y, self.conf, self.nms, self.max_det, self.max_nms = scale_x_y, conf, nms, max_det, max_nms
+        self.scale_x_y, self.thresholds, self.max_nms = scale_x_y, Thresholds(conf, nms, max_det), max_nms
 
     @classmethod
     def from_spec(cls, spec: DetectorSpec, thresholds: Thresholds, max_nms: int = MAX_NMS) -> "RawToDetections":
@@ -65,7 +65,7 @@ class RawToDetections(nn.Module):
 
     def forward(self, out0: Tensor, out1: Tensor) -> Tensor:
         return decode_select([out0, out1], self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y,
-                             Thresholds(self.conf, self.nms, self.max_det), out0.shape[0], self.max_nms)
+                             self.thresholds, out0.shape[0], self.max_nms)
 
 
 class DecodeNMS(nn.Module):
@@ -101,13 +101,6 @@ def read_onnx_spec(path) -> Tuple[DetectorSpec, Dict]:
     before strides and letterbox were recorded read as DetectorSpec.from_record reads older records."""
     props = _read_props(path)
     return DetectorSpec.from_record(props, YoloBody.strides, str(path)), {k: props[k] for k in EXTRA_KEYS if k in props}
-
-
-def read_onnx_metadata(path) -> Dict:
-    """read_onnx_spec as one dict: the spec's record with anchors as Tensor[A, 2], format, precision and
-    calibration (int8)."""
-    spec, extras = read_onnx_spec(path)
-    return {**spec.record(), "anchors": spec.anchor_tensor(), **extras}
 
 
 def _read_props(path) -> Dict:

@@ -90,7 +90,8 @@ def predict_images(yolo, paths: List[Path], out: Optional[Path], options: Predic
         if options.verbose:
             describe(det, yolo.class_names, str(path))
         if options.count:
-            print("  counts: " + (format_counts(Counter(yolo.class_names[c] for c in det.class_ids)) or "none"))
+            names = yolo.class_names
+            print("  counts: " + (format_counts(Counter(names[c] for c in det.class_ids)) or "none"))
         found.append((path, det))
         if drawn is not None:
             show(drawn)
