@@ -39,10 +39,7 @@ from typing import Dict, List, Optional, Tuple
 from utils.core.paths import REPO_ROOT
 from utils.data import demo_data, formats, layout_coco, layout_labelme, layout_voc, layout_yolo
 from utils.data.annotations import DatasetError
-from utils.data.layout_base import Layout, Names, Source, _seeded_val, seeded_pick  # noqa: F401 (re-exported)
-from utils.data.layout_coco import coco_root_splits  # noqa: F401 (re-exported)
-from utils.data.layout_voc import split_names, year_dirs  # noqa: F401 (re-exported)
-from utils.data.layout_yolo import folder_names  # noqa: F401 (re-exported)
+from utils.data.layout_base import Layout, Names, Source, _seeded_val  # noqa: F401 (_seeded_val re-exported)
 
 DEFAULT_DATA = "VOCdevkit"
 # the formats, in the order --data-format lists them: {format: its module's Layouts}. A new format is one module
@@ -197,18 +194,6 @@ def open_dataset(data=DEFAULT_DATA, data_format: Optional[str] = None, images_di
 def resolve_data(data=DEFAULT_DATA, data_format: Optional[str] = None, images_dir=None) -> Path:
     """The dataset folder or file to read: open_dataset(...).path."""
     return open_dataset(data, data_format, images_dir).path
-
-
-def declared_names(data, data_format: Optional[str] = None, images_dir=None) -> Names:
-    """(class names, their classes file or None) a YOLO, COCO or labelme dataset declares; (None, None) for VOC
-    and for a labelme folder without classes.txt. A COCO root declares its default evaluation JSON's categories.
-    `data`: a Dataset, or a path whose layout is detected for this call."""
-    return as_dataset(data, data_format, images_dir).declared_names()
-
-
-def find_sources(dataset: Dataset, split: str, seed: int, val_fraction: float) -> List[Source]:
-    """One Source per image of `split` of `dataset` (Dataset.sources: its layout is not detected again)."""
-    return dataset.sources(split, seed, val_fraction)
 
 
 def dataset_of(values) -> Dataset:

@@ -36,7 +36,7 @@ from utils.data.formats import COCO_IMAGE_MISSING, NO_IMAGE_NOTE, UNREADABLE_LAB
 from utils.data.labelme import MALFORMED_JSON
 from utils.data.scan_cache import StaleCache, dumps, loads
 from utils.data.layout_base import Source
-from utils.data.layouts import DEFAULT_DATA, as_dataset, default_split, find_sources, resolve_data
+from utils.data.layouts import DEFAULT_DATA, as_dataset, default_split, resolve_data
 
 __all__ = ["CACHE_VERSION", "DEFAULT_DATA", "DatasetError", "LeftOut", "REPO_ROOT", "Record", "Sample", "ScanStats",
            "UNREADABLE_REASONS", "UnreadableImagesError", "default_split", "load_eval_samples", "load_samples",
@@ -117,7 +117,7 @@ def _written_classes(path: Path, names: Sequence[str]) -> Path:
 
 def resolve_classes(data, classes, data_format: Optional[str] = None, images_dir=None) -> Path:
     """The classes file to use. When `classes` is the VOC default (voc_classes.txt): the demo's own for a demo
-    dataset, the names a YOLO, COCO or labelme dataset declares (layouts.declared_names: a classes.txt in a YOLO
+    dataset, the names a YOLO, COCO or labelme dataset declares (Dataset.declared_names: a classes.txt in a YOLO
     or labelme folder, or a file written to the scan cache folder for the YAML's `names` / the JSON's categories
     in ascending id order); else `classes`. `data`: a Dataset (or a path, its layout detected for this call)."""
     if Path(classes).name != "voc_classes.txt":
@@ -257,7 +257,7 @@ def load_samples(data, split: str, class_names: Sequence[str], cache_dir=None, u
     """
     dataset = as_dataset(data, data_format, images_dir)
     path = dataset.path
-    sources = find_sources(dataset, split, seed, val_fraction)
+    sources = dataset.sources(split, seed, val_fraction)
     cache_file = _cache_path(path, split, class_names, seed, val_fraction, cache_dir, dataset.data_format,
                              dataset.images_dir)
     cache = _read_cache(cache_file) if use_cache else {}
