@@ -4,8 +4,8 @@ are re-exported here for the training code and older callers."""
 import torch
 
 from utils.core.fileio import atomic_open
-from nets.checkpoint import (CHECKPOINT_FORMAT, FORMAT_FAMILY, READS, check_weights_file,  # noqa: F401 (re-exported)
-                             load_matching, load_weights, model_from_weights, read_checkpoint, read_state_dict)
+from nets.checkpoint import (CHECKPOINT_FORMAT, load_matching, load_weights, model_from_weights,  # noqa: F401 (re-exported)
+                             read_checkpoint)
 
 
 def save_atomic(obj, path) -> None:

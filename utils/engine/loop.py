@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from utils.core.cli import UserError
-from utils.core.config import DEFAULT_ANCHORS_MASK
+from utils.core.config import DEFAULT_ANCHORS_MASK, parse_input_size
 from utils.core.detector_spec import DetectorSpec
 from nets.yolo import YoloBody
 from utils.data.augment import AugmentConfig
@@ -58,9 +58,8 @@ def evaluate(config: TrainConfig, model, val_samples, class_names, anchors, stat
 
 def training_spec(config: TrainConfig, class_names, anchors) -> DetectorSpec:
     """The DetectorSpec of the detector a run trains: what its checkpoints record and its evaluation decodes with."""
-    size = config.input_size
     return DetectorSpec(class_names, anchors, DEFAULT_ANCHORS_MASK, YoloBody.strides,
-                        tuple(size) if isinstance(size, (list, tuple)) else (size, size), config.scale_x_y,
+                        parse_input_size(config.input_size), config.scale_x_y,
                         letterbox=True, attention=config.attention, fusion=config.fusion, se_loss=config.se_loss > 0)
 
 

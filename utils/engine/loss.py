@@ -92,7 +92,6 @@ class YOLOLoss(nn.Module):
         s = settings
         check_loss_settings(s)
         h, w = parse_input_size(input_size)
-        self.settings = s
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False)
         self.num_classes = num_classes
         self.anchors_mask = [list(m) for m in anchors_mask]

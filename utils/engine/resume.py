@@ -37,12 +37,6 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]
     return vars(known)
 
 
-def recorded_values(parser: argparse.ArgumentParser, ckpt: Mapping) -> Dict[str, Any]:
-    """The resumed run's settings: what its checkpoint records, migrated from its version (utils/core/migrate.py:
-    what it lacks takes the value runs had before the setting existed, else today's default)."""
-    return migrate(ckpt["args"], "the run arguments the checkpoint records")
-
-
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
@@ -56,7 +50,8 @@ def resumed_values(parser: argparse.ArgumentParser, ckpt: Mapping, explicit: Map
                    path) -> Dict[str, Any]:
     """The settings of the resumed run `path`: the recorded ones, with the flags given that may change
     (see the module docstring); UserError naming every flag that would change the run."""
-    recorded = recorded_values(parser, ckpt)
+    # what the checkpoint records, migrated from its version (what it lacks: the value before the setting existed)
+    recorded = migrate(ckpt["args"], "the run arguments the checkpoint records")
     changed = {k: v for k, v in explicit.items() if _plain(v) != _plain(recorded.get(k))}
     refused = [k for k in changed if k not in RUNTIME_FLAGS + DATA_FLAGS + ("epochs",)]
     if refused:

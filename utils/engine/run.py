@@ -75,9 +75,10 @@ def start_run(values: dict, make_parser: ParserFactory, explicit: Optional[dict]
     if ckpt.get("optimizer") is None or ckpt.get("args") is None:
         raise ValueError(f"{resume} cannot be resumed: it holds no optimizer state or run arguments "
                          "(use --weights to start a new run from it)")
+    parser = make_parser()
     if explicit is None:  # called without the command line: the settings whose value is not the default
-        explicit = {k: v for k, v in values.items() if v != make_parser().get_default(k)}
-    settled = resumed_values(make_parser(), ckpt, {**explicit, "resume": resume}, resume)
+        explicit = {k: v for k, v in values.items() if v != parser.get_default(k)}
+    settled = resumed_values(parser, ckpt, {**explicit, "resume": resume}, resume)
     return Path(resume).resolve().parent, ckpt, settled
 
 
