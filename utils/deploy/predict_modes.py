@@ -90,8 +90,8 @@ def predict_images(yolo, paths: List[Path], out: Optional[Path], options: Predic
         if options.verbose:
             describe(det, yolo.class_names, str(path))
         if options.count:
-            names = yolo.class_names
-            print("  counts: " + (format_counts(Counter(names[c] for c in det.class_ids)) or "none"))
+            class_names = yolo.class_names
+            print("  counts: " + (format_counts(Counter(class_names[c] for c in det.class_ids)) or "none"))
         found.append((path, det))
         if drawn is not None:
             show(drawn)
