@@ -145,6 +145,19 @@ def coco_one(tmp_path, images=None, annotations=None, categories=None):
     return root / "val.json"
 
 
+def test_coco_json_is_parsed_once_per_version_of_the_file(tmp_path, monkeypatch):
+    from utils.data import formats
+    data = coco_one(tmp_path)
+    reads = []
+    monkeypatch.setattr(formats, "read_json", lambda p: reads.append(p) or json.loads(Path(p).read_text()))
+    formats.read_coco(data)
+    assert formats.coco_category_ids(data) == {1: "red", 2: "blue"} and len(reads) == 1
+    doc = json.loads(data.read_text())
+    doc["categories"][1]["name"] = "green, a longer name"  # a new version of the file is read again, never stale
+    data.write_text(json.dumps(doc))
+    assert formats.coco_category_ids(data) == {1: "red", 2: "green, a longer name"} and len(reads) == 2
+
+
 def test_coco_annotation_with_unknown_image_id(tmp_path):
     data = coco_one(tmp_path, annotations=[{"id": 5, "image_id": 9, "category_id": 1, "bbox": [1, 1, 5, 5]}])
     with pytest.raises(DatasetError, match=r"val\.json: 1 annotations refer to an image_id .*annotation 5 \(image_id 9\)"):

@@ -24,6 +24,7 @@ COCO detection JSON (https://cocodataset.org/#format-data): `images`, `annotatio
   image_id or category_id does not exist, stop the scan naming the JSON.
 Untrusted input: YAML is read with yaml.safe_load, JSON with json.
 """
+import functools
 import json
 import math
 import os
@@ -269,6 +270,18 @@ class CocoImage:
 
 
 def _load_json(path: Path) -> dict:
+    """The checked COCO JSON at `path`, parsed once per version of the file: one get_map run reads it for the
+    scan, the category ids and the results (treat the returned dict as read-only)."""
+    try:
+        stat = os.stat(path)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the JSON ({e.strerror})") from None
+    return _load_json_version(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_json_version(path: str, mtime_ns: int, size: int) -> dict:
+    path = Path(path)
     try:
         data = read_json(path)
     except (OSError, ValueError) as e:  # read_json's ValueError (not JSON, nested too deep) starts with the path
