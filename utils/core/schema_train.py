@@ -105,6 +105,12 @@ LOSS = (
     Setting("box_weight", 0.4, "weight of the box loss (the reference: 0.05)", "loss", T, type=float),
     Setting("obj_weight", 1.0, "weight of the objectness loss", "loss", T, type=float),
     Setting("cls_weight", 0.5, "weight of the class loss", "loss", T, type=float),
+    Setting("cls_weights", None, "a weight per class on the class loss's BCE: auto (inverse class frequency of the "
+            "training split's objects, to --cls-weights-power, normalised to mean 1), a file of one weight per class "
+            "(one number a line, in the classes file's order) or w1,w2,...", "loss", T, metavar="auto|FILE|W1,W2,...",
+            default_text="none: every class 1"),
+    Setting("cls_weights_power", 1.0, "power of --cls-weights auto's inverse class frequency (0.5: its square root, "
+            "0: all ones)", "loss", T, type=float),
     Setting("se_loss", 0.0, "weight of EncNet's SE-loss (which classes each image holds, from every enc block's "
             "encoded vector); needs an enc block in --attention (0: off)", "loss", T, type=float, metavar="WEIGHT"),
     Setting("obj_size_scale", False, "multiply the objectness weight by (input / 416)^2, as the reference", "loss",

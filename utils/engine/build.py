@@ -2,7 +2,7 @@
 
 `seeded_model` is the ablation pairing: variants trained with one seed start alike outside their blocks.
 """
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 
@@ -10,6 +10,7 @@ from nets.yolo import YoloBody
 from utils.core.config import DEFAULT_ANCHORS_MASK
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import load_weights
+from utils.engine.class_weights import describe_class_weights, run_class_weights
 from utils.engine.ema import ModelEMA
 from utils.engine.loss import HEAD_BALANCE, YOLOLoss, loss_settings
 from utils.engine.optim import build_optimizer
@@ -61,9 +62,21 @@ def build_model(config: TrainConfig, num_classes: int, device: torch.device) -> 
     return model
 
 
-def build_loss(config: TrainConfig, anchors: torch.Tensor, num_classes: int) -> YOLOLoss:
+def build_loss(config: TrainConfig, anchors: torch.Tensor, num_classes: int,
+               class_weights: Optional[Sequence[float]] = None) -> YOLOLoss:
+    """The run's loss; `class_weights`: the per-class weights `loss_class_weights` gives (None: every class 1)."""
     return YOLOLoss(anchors, num_classes, DEFAULT_ANCHORS_MASK, YoloBody.strides, loss_settings(config),
-                    config.input_size, HEAD_BALANCE)
+                    config.input_size, HEAD_BALANCE, class_weights=class_weights)
+
+
+def loss_class_weights(config: TrainConfig, class_names: Sequence[str], train_samples: Sequence,
+                       resume: Optional[dict] = None) -> Optional[Tuple[float, ...]]:
+    """The weights of --cls-weights (a resumed run's recorded ones), printed by the main process per class name."""
+    weights, how = run_class_weights(config.cls_weights, config.cls_weights_power, class_names, train_samples,
+                                     resume, config.classes)
+    if weights is not None and dist.is_main():
+        print(describe_class_weights(weights, class_names, how))
+    return weights
 
 
 def build_state(config: TrainConfig, model, loss_fn, device: torch.device, amp_dtype,

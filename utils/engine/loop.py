@@ -63,12 +63,15 @@ def training_spec(config: TrainConfig, class_names, anchors) -> DetectorSpec:
                         letterbox=True, attention=config.attention, fusion=config.fusion, se_loss=config.se_loss > 0)
 
 
-def checkpoint_meta(config: TrainConfig, class_names, anchors, data_record: Optional[dict] = None) -> dict:
+def checkpoint_meta(config: TrainConfig, class_names, anchors, data_record: Optional[dict] = None,
+                    class_weights=None) -> dict:
     """What a checkpoint holds besides the training state, so that predict.py and get_map.py need nothing else:
-    the detector's spec (utils/core/detector_spec.py, DetectorSpec.record()), the run's arguments, and the
-    fingerprint of its data that a resumed run checks (utils/engine/resume.py)."""
+    the detector's spec (utils/core/detector_spec.py, DetectorSpec.record()), the run's arguments, the
+    fingerprint of its data that a resumed run checks (utils/engine/resume.py), and the class loss's weights
+    per class that a resumed run takes back (utils/engine/class_weights.py; None: every class 1)."""
     return {**training_spec(config, class_names, anchors).record(), "args": config.to_dict(),
-            "data_fingerprint": data_record}
+            "data_fingerprint": data_record,
+            "class_weights": None if class_weights is None else [float(w) for w in class_weights]}
 
 
 class EpochLoop:
@@ -79,7 +82,8 @@ class EpochLoop:
         self.config, self.state, self.run_dir = config, state, run_dir
         self.class_names, self.anchors = class_names, anchors
         self.train_samples, self.val_samples = train_samples, val_samples
-        self.meta = checkpoint_meta(config, class_names, anchors, data_record)
+        self.meta = checkpoint_meta(config, class_names, anchors, data_record,
+                                    getattr(state.loss_fn, "class_weights", None))
         self.best = resume.get("best_fitness") if resume else None
         self.start_epoch = resume["epoch"] + 1 if resume else 0
         self.last_completed = self.start_epoch - 1

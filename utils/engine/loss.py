@@ -38,6 +38,8 @@ def check_loss_settings(s: "LossSettings") -> None:
         raise ValueError(f"--bce-clip must be in [0, 0.5), got {s.bce_clip}; the reference uses 1e-7, 0 turns it off")
     if s.se_loss < 0:
         raise ValueError(f"--se-loss must be >= 0 (0 turns the SE-loss off), got {s.se_loss}")
+    if not s.cls_weights_power >= 0:
+        raise ValueError(f"--cls-weights-power must be >= 0, got {s.cls_weights_power}")
 
 
 def loss_settings(values) -> "LossSettings":
@@ -81,13 +83,18 @@ class YOLOLoss(nn.Module):
             se_loss (weight of EncNet's SE-loss; forward then needs the logits of YoloBody(..., se_loss=True)
             .collect_se_logits); assigner ("shape", or "aligned": of those positives and the cells inside each
             truth at its anchor slots, the `topk` whose prediction aligns best, utils/engine/assign.py, TOOD /
-            YOLOv8); iou_cls (class target at positives the predicted box's IoU, so the score ranks tight boxes).
+            YOLOv8); iou_cls (class target at positives the predicted box's IoU, so the score ranks tight boxes);
+            cls_weights and cls_weights_power say how `class_weights` were found (the loss reads those).
         input_size: the training input, an int or (h, w) (for obj_size_scale).
         balance: objectness weight per head (HEAD_BALANCE for YOLOv4-tiny's two).
+        class_weights: a weight >= 0 per class (train.py --cls-weights, resolved by
+            utils/engine/class_weights.py), multiplying that class's column of the class BCE (or focal loss)
+            before it is averaged; None: every class 1, the loss without weights.
     """
 
     def __init__(self, anchors: Tensor, num_classes: int, anchors_mask: Sequence[Sequence[int]],
-                 strides: Sequence[int], settings: "LossSettings", input_size, balance: Sequence[float]):
+                 strides: Sequence[int], settings: "LossSettings", input_size, balance: Sequence[float],
+                 class_weights: Optional[Sequence[float]] = None):
         super().__init__()
         s = settings
         check_loss_settings(s)
@@ -108,6 +115,7 @@ class YOLOLoss(nn.Module):
         self.se_weight = s.se_loss
         self.assigner, self.topk, self.iou_cls = s.assigner, s.topk, s.iou_cls
         self.used_anchors = used_anchors(self.anchors_mask)
+        self.register_buffer("class_weights", checked_class_weights(class_weights, num_classes), persistent=False)
 
     def forward(self, outputs: Sequence[Tensor], targets: Tensor,
                 se_logits: Sequence[Tensor] = ()) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -247,8 +255,23 @@ class YOLOLoss(nn.Module):
             eps = self.label_smoothing
             target = target * (1 - eps) + eps / (self.num_classes if self.smooth_by_classes else 2)
         if self.focal:
-            return sigmoid_focal_loss(logits, target, reduction="sum") / max(len(labels), 1)
-        return binary_cross_entropy(logits, target, self.bce_clip).mean()
+            return self.weighted(sigmoid_focal_loss(logits, target, reduction="none")).sum() / max(len(labels), 1)
+        return self.weighted(binary_cross_entropy(logits, target, self.bce_clip)).mean()
+
+    def weighted(self, loss: Tensor) -> Tensor:
+        """Tensor[N, C] of element-wise class losses, each column times its class's weight (when given)."""
+        return loss if self.class_weights is None else loss * self.class_weights.to(loss.dtype)
+
+
+def checked_class_weights(weights: Optional[Sequence[float]], num_classes: int) -> Optional[Tensor]:
+    """Tensor[C] float32 of per-class weights, or None; ValueError unless one finite weight >= 0 per class."""
+    if weights is None:
+        return None
+    w = torch.as_tensor(weights, dtype=torch.float32).flatten()
+    if len(w) != num_classes or not bool(torch.isfinite(w).all() and (w >= 0).all()):
+        raise ValueError(f"class weights: expected {num_classes} finite weights >= 0, one per class, found "
+                         f"{[float(v) for v in w]}")
+    return w
 
 
 def binary_cross_entropy(logits: Tensor, target: Tensor, clip: float = 0.0) -> Tensor:

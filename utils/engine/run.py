@@ -27,7 +27,7 @@ from utils.data.label_plots import plot_labels
 from utils.data.layouts import dataset_of
 from utils.data.voc import load_eval_samples, load_samples, resolve_classes
 from utils.engine import distributed as dist
-from utils.engine.build import build_loss, build_model, build_state
+from utils.engine.build import build_loss, build_model, build_state, loss_class_weights
 from utils.engine.checkpoint import read_checkpoint
 from utils.engine.recipes import config_defaults
 from utils.engine.loop import EpochLoop
@@ -150,8 +150,9 @@ class Trainer:
         config = make_config({**values, **data.used}, data.is_demo, amp_name(amp_dtype))
         anchors = run_anchors(config, data, resume)
         model = build_model(config, len(data.class_names), device)
-        state = build_state(config, model, build_loss(config, anchors, len(data.class_names)), device, amp_dtype,
-                            schedule_epochs(resume) if resume else None)
+        loss_fn = build_loss(config, anchors, len(data.class_names),
+                             loss_class_weights(config, data.class_names, data.train, resume))
+        state = build_state(config, model, loss_fn, device, amp_dtype, schedule_epochs(resume) if resume else None)
         if resume:
             restore_checkpoint(state, resume, self.values["resume"])
         if dist.is_main():
