@@ -4,6 +4,7 @@
     python predict.py --dir img/ --save-json --crop --count
     python predict.py --video clip.mp4                      # or --video 0 for the first camera
     python predict.py --fps --backend onnx                  # ms for pre, forward, post and FPS
+    python predict.py --img big.jpg --slice 320 --overlap 0.2   # small objects: tiles, merged (SAHI)
     python predict.py --export-onnx model.onnx [--export-onnx-nms]
     python predict.py --export-onnx model_int8.onnx --int8 [--data VOCdevkit --calib-images 100]
     python predict.py --weights model_int8.onnx --img a.jpg        # an exported graph, run by ONNX Runtime
@@ -26,6 +27,7 @@ from utils.deploy.predict_modes import (INT8_RAW_ONLY, export_model, find_weight
                                         predict_video, report_speed)
 from utils.deploy.predict_outputs import PredictOutputs, format_counts, numbered_folder
 from utils.ops.image import read_image
+from utils.ops.slicing import Slicing, as_slicing
 from yolo import YOLO
 
 ROOT = Path(__file__).resolve().parent
@@ -41,7 +43,8 @@ FLAG_GROUPS = (
     ("export (--export-onnx)", ("export_onnx_nms", "int8", "data", "split", "data_format", "images", "calib_images")),
     ("model", ("weights", "logs", "classes", "phi", "attention", "input_size", "scale_x_y", "backend", "amp",
                "device")),
-    ("detection", ("conf", "nms", "max_det", "letterbox")),
+    ("detection", ("conf", "nms", "max_det", "letterbox", "agnostic_nms")),
+    ("sliced inference for small objects (--slice)", ("slice", "overlap", "slice_full")),
 )
 
 
@@ -61,7 +64,12 @@ def build_yolo(args) -> YOLO:
     return YOLO(weights, classes=classes, attention=args.attention if args.attention is not None else args.phi,
                 input_size=args.input_size, conf=args.conf, nms=args.nms,
                 letterbox=args.letterbox, device=args.device, backend=args.backend, max_det=args.max_det,
-                scale_x_y=args.scale_x_y, amp=args.amp)
+                scale_x_y=args.scale_x_y, amp=args.amp, agnostic_nms=args.agnostic_nms, slice=slicing_of_args(args))
+
+
+def slicing_of_args(args):
+    """--slice, --overlap and --slice-full as YOLO's `slice` (None without --slice); ValueError when out of range."""
+    return as_slicing(Slicing(args.slice, args.overlap, args.slice_full), (1, 1)) if args.slice else None
 
 
 def check_args(args) -> None:

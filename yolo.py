@@ -35,6 +35,7 @@ from utils.deploy.cam import DEFAULT_METHOD, DEFAULT_TOP_K, HEAD_LAYER, CamDetec
 from utils.deploy.predict_modes import export_model, export_path, predict_source
 from utils.deploy.predict_outputs import PredictOutputs
 from utils.deploy.quantize import DEFAULT_CALIB_IMAGES, export_int8
+from utils.deploy.sliced import slicing_of, yolo_detect_sliced
 from utils.eval.scoring import evaluate
 
 BACKENDS = ("torch", "onnx")
@@ -85,7 +86,8 @@ class YOLO:
         classes: class names or a classes file; needed unless the file names its classes.
         attention: phi integer or attention spec for files that do not carry it.
         input_size: network input, int or (h, w), multiples of 32; default the file's (or 416).
-        conf: score threshold; nms: NMS IoU threshold; max_det: most detections per image.
+        conf: score threshold; nms: NMS IoU threshold (across classes with agnostic_nms); max_det: most per image.
+        slice: sliced inference for every detect() (what detect's `slice` takes; utils/ops/slicing.py).
         letterbox: keep aspect ratio with grey padding (True) or stretch (False); default: the weights' spec
             (True for every file this project writes).
         device: 'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'...
@@ -102,7 +104,8 @@ class YOLO:
     def __init__(self, weights, classes=None, attention=None, input_size=None, conf: float = default("conf"),
                  nms: float = default("nms"), letterbox: Optional[bool] = None, device: str = "auto",
                  backend: Optional[str] = None, max_det: int = default("max_det"), anchors=None,
-                 scale_x_y: Optional[float] = None, amp: str = "auto"):
+                 scale_x_y: Optional[float] = None, amp: str = "auto",
+                 agnostic_nms: bool = default("agnostic_nms"), slice=None):
         is_onnx = str(weights).lower().endswith(".onnx")
         backend = backend or ("onnx" if is_onnx else "torch")
         if backend not in BACKENDS:
@@ -126,7 +129,7 @@ class YOLO:
         parse_input_size(spec.input_size)  # a multiple of 32
         self.spec: DetectorSpec = spec.replace(letterbox=letterbox)
         self.anchors = self.spec.anchor_tensor()
-        self.conf, self.nms, self.max_det = conf, nms, max_det
+        self.conf, self.nms, self.max_det, self.agnostic_nms, self.slice = conf, nms, max_det, agnostic_nms, slice
         amp_dtype = resolve_amp(amp, self.device)
         self.amp = amp_dtype if backend == "torch" else None
         # channels-last measured faster on CPU for this network, fp32 and bf16 (bench/bench_infer.py)
@@ -168,8 +171,8 @@ class YOLO:
 
     @property
     def thresholds(self) -> Thresholds:
-        """conf, nms and max_det as utils.ops.pipeline takes them."""
-        return Thresholds(self.conf, self.nms, self.max_det)
+        """conf, nms, max_det and agnostic_nms as utils.ops.pipeline takes them."""
+        return Thresholds(self.conf, self.nms, self.max_det, self.agnostic_nms)
 
     @property
     def precision(self) -> str:
@@ -229,25 +232,23 @@ class YOLO:
     def finish(self, result, lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
         """infer()'s result -> Detections in image pixels."""
         if self.backend == "onnx":
-            return self._to_image(result[:, 1:], lb, image_hw)
+            return _detections(detections_to_image(result[:, 1:], lb, image_hw))
         return self.postprocess(result, lb, image_hw)
 
     def postprocess(self, outputs: Sequence[torch.Tensor], lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
         """Decode raw outputs, threshold, NMS and map boxes back to the image (utils.ops.pipeline's pieces)."""
         with torch.inference_mode():
             det = spec_decode_select(outputs, self.spec, self.thresholds, 1, self.anchors)
-            return self._to_image(det[:, 1:].cpu(), lb, image_hw)
+            return _detections(detections_to_image(det[:, 1:].cpu(), lb, image_hw))  # clipped, empty boxes dropped
 
-    @staticmethod
-    def _to_image(det: torch.Tensor, lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
-        """Tensor[K, 6] (x1, y1, x2, y2 input pixels, score, class) -> Detections in image pixels (clipped,
-        boxes without area dropped)."""
-        return _detections(detections_to_image(det, lb, image_hw))
-
-    def detect(self, image: ImageLike) -> Detections:
+    def detect(self, image: ImageLike, slice=None) -> Detections:
         """Detect objects in a path or an HxWx3 uint8 RGB array: utils.ops.pipeline.detect_images with the torch
-        backend, the graph's own decoding and NMS with onnx."""
+        backend, the graph's own decoding and NMS with onnx. `slice` (None: the detector's): sliced inference, True
+        (tiles of the input size), N, (h, w) or a utils.ops.slicing.Slicing (overlap, whole image too); 0: off."""
         image = as_rgb_array(image)
+        slicing = slicing_of(self, slice)
+        if slicing is not None:
+            return _detections(yolo_detect_sliced(self, image, slicing))
         if self.backend == "torch":
             return _detections(detect_images(self.model, [image], self.spec, self.thresholds, self.device, self.amp,
                                              self.anchors)[0])

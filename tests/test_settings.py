@@ -140,7 +140,7 @@ def test_overrides_refuse_an_unknown_key_with_the_nearest_name_and_a_wrong_type(
 def test_add_flags_groups_by_concern_and_tools_are_known():
     p = argparse.ArgumentParser()
     actions = add_flags(p, "get_map", concerns=("detection",))
-    assert set(actions) == {"conf", "nms"} and p.parse_args([]).conf == 0.001
+    assert set(actions) == {"conf", "nms", "agnostic_nms"} and p.parse_args([]).conf == 0.001
     assert [g.title for g in p._action_groups][-1] == "detection"
     with pytest.raises(ValueError, match="unknown tool"):
         tool_settings("tarin")
@@ -190,9 +190,9 @@ def test_no_default_of_a_setting_is_written_again_in_the_product_code():
     found = [hit for path in product_files() if "core/schema" not in path.as_posix()
              for hit in repeated_defaults(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))]
     assert found == [], found
-    planted = "def f(x, conf_thres=0.5, max_det=300, seed=0, topk=10):\n    pass\nCONF_THRES = 0.001\n"
+    planted = "def f(x, conf_thres=0.25, max_det=300, seed=0, topk=10):\n    pass\nCONF_THRES = 0.001\n"
     assert sorted(h.split(" ")[1] for h in repeated_defaults(planted, "x.py")) == [
-        "CONF_THRES=0.001", "conf_thres=0.5", "max_det=300", "topk=10"]
+        "CONF_THRES=0.001", "conf_thres=0.25", "max_det=300", "topk=10"]
 
 
 @pytest.mark.slow

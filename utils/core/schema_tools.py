@@ -24,6 +24,16 @@ DETECTION = (
     Setting("max_det", 300, "most detections per image", "detection", P, type=int),
     Setting("letterbox", True, "keep aspect ratio with grey padding; --no-letterbox stretches", "detection",
             ("predict", "anchors"), kind="switch"),
+    Setting("agnostic_nms", False, "class-agnostic NMS: a box suppresses overlapping lower-scoring boxes of every "
+            "class, not only of its own (also inside --export-onnx-nms graphs)", "detection", ("get_map", "predict"),
+            kind="flag"),
+    Setting("slice", 0, "sliced inference for small objects (SAHI): detect in overlapping tiles of N x N image "
+            "pixels, each letterboxed to the input size, and merge across tiles; 0 = off", "slicing",
+            ("get_map", "predict"), type=int, metavar="N"),
+    Setting("overlap", 0.2, "with --slice: how much neighbouring tiles overlap, a fraction of the tile in [0, 1)",
+            "slicing", ("get_map", "predict"), type=float),
+    Setting("slice_full", True, "with --slice: also detect in the whole image and merge it with the tiles (large "
+            "objects); --no-slice-full: tiles only", "slicing", ("get_map", "predict"), kind="switch"),
 )
 EVALUATION = (
     Setting("iou", 0.5, "IoU a detection must exceed to match for VOC AP", "evaluation", M, type=float),

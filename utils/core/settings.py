@@ -31,7 +31,8 @@ SETTINGS: Mapping[str, Setting] = _by_name(TRAINING + TOOLS_SETTINGS)
 CONCERN_TITLES = {
     "recipe": "recipe and config file", "model": "model", "data": "data", "schedule": "schedule and optimizer", "augmentation": "augmentation",
     "loss": "loss and label assignment", "run": "the run: weights, folders, devices, precision",
-    "detection": "detection", "evaluation": "evaluation", "source": "what to detect in", "export": "export",
+    "detection": "detection", "slicing": "sliced inference for small objects (--slice)",
+    "evaluation": "evaluation", "source": "what to detect in", "export": "export",
     "speed": "speed (--fps)", "maps": "maps per image", "outputs": "outputs per image", "ablation": "ablation",
     "anchors": "anchors", "convert": "conversion", "demo": "demo dataset", "quantize": "quantization",
 }

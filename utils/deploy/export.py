@@ -4,8 +4,9 @@ Two graphs can be written:
   raw: input `images` Tensor[B, 3, H, W] float in [0, 1]; outputs `out0`, `out1`, the raw head logits
        exactly as YoloBody.forward returns them (decode them with utils.ops.boxes.decode_candidates).
   nms: same input; one output `detections` Tensor[K, 7]: batch index, x1, y1, x2, y2 (input pixels),
-       score, class id, with decoding, score threshold, candidate cap, class-aware NMS and max_det per
-       image inside: utils.ops.boxes.select_detections traced, the function the torch backend runs.
+       score, class id, with decoding, score threshold, candidate cap, NMS (class-aware, or class-agnostic
+       with Thresholds.agnostic: --agnostic-nms) and max_det per image inside: utils.ops.boxes.select_detections
+       traced, the function the torch backend runs.
 H and W are fixed at export time (the input size); only the batch is dynamic.
 The onnx backend of yolo.YOLO runs a third, made in memory from a raw graph (detector_graph): input
 `images` Tensor[B, H, W, 3] uint8, outputs `detections`, out0 and out1.
@@ -51,17 +52,19 @@ class RawToDetections(nn.Module):
 
     def __init__(self, anchors: Tensor, anchors_mask: Sequence[Sequence[int]], input_hw: Tuple[int, int],
                  scale_x_y: float = 1.0, conf: float = default("conf"), nms: float = default("nms"), max_det: int = default("max_det"),
-                 max_nms: int = MAX_NMS):
+                 max_nms: int = MAX_NMS, agnostic: bool = default("agnostic_nms")):
         super().__init__()
         self.register_buffer("anchors", anchors.float().clone())
         self.anchors_mask = [list(m) for m in anchors_mask]
         self.input_hw = tuple(input_hw)
-        self.scale_x_y, self.thresholds, self.max_nms = scale_x_y, Thresholds(conf, nms, max_det), max_nms
+        self.scale_x_y, self.thresholds, self.max_nms = scale_x_y, Thresholds(conf, nms, max_det, agnostic), max_nms
 
     @classmethod
     def from_spec(cls, spec: DetectorSpec, thresholds: Thresholds, max_nms: int = MAX_NMS) -> "RawToDetections":
-        """The decoding and selection of the detector `spec` describes, with `thresholds`."""
-        return cls(spec.anchor_tensor(), spec.anchors_mask, spec.input_size, spec.scale_x_y, *thresholds, max_nms)
+        """The decoding and selection of the detector `spec` describes, with `thresholds` (class-agnostic NMS in
+        the graph when thresholds.agnostic)."""
+        return cls(spec.anchor_tensor(), spec.anchors_mask, spec.input_size, spec.scale_x_y, thresholds.conf,
+                   thresholds.nms, thresholds.max_det, max_nms, thresholds.agnostic)
 
     def forward(self, out0: Tensor, out1: Tensor) -> Tensor:
         return decode_select([out0, out1], self.anchors, self.anchors_mask, self.input_hw, self.scale_x_y,

@@ -11,18 +11,21 @@ from utils.core.config import parse_input_size
 from utils.core.detector_spec import DetectorSpec
 from utils.ops.image import ImageReadError, letterbox_image, read_image
 from utils.ops.pipeline import Letterboxed, Thresholds, detect_letterboxed
+from utils.ops.slicing import Slicing, as_slicing, detect_sliced
 from utils.data.voc import LeftOut, UnreadableImagesError
 from utils.eval.coco_results import (coco_result_rows, dataset_categories, image_keys,  # noqa: F401 (re-exported)
                                      read_coco_results, result_image_ids, write_coco_results)
 
 
 class LetterboxedSamples(Dataset):
-    """Each item: (input image HxWx3 uint8 or None when unreadable, Letterbox, (h, w) of the image, path)."""
+    """Each item: (input image HxWx3 uint8 or None when unreadable, Letterbox, (h, w) of the image, path);
+    with `whole`, the image itself in place of the input and None for the Letterbox (sliced inference)."""
 
-    def __init__(self, samples, input_hw, letterbox: bool = True):
+    def __init__(self, samples, input_hw, letterbox: bool = True, whole: bool = False):
         self.samples = samples
         self.input_hw = tuple(input_hw)
         self.letterbox = letterbox
+        self.whole = whole
 
     def __len__(self):
         return len(self.samples)
@@ -33,6 +36,8 @@ class LetterboxedSamples(Dataset):
             image = read_image(s.image_path, apply_exif=getattr(s, "exif_transpose", True))
         except ImageReadError as e:
             return None, None, None, str(e)
+        if self.whole:
+            return image, None, image.shape[:2], str(s.image_path)
         inp, lb = letterbox_image(image, self.input_hw, self.letterbox)
         return inp, lb, image.shape[:2], str(s.image_path)
 
@@ -52,12 +57,14 @@ def detect_samples(model, samples, input_size=None, anchors=None, anchors_mask=N
                    scale_x_y: float = 1.0, letterbox: bool = True, batch_size: int = 8,
                    workers: int = 0, device="cpu", amp: Optional[torch.dtype] = None, progress: bool = True,
                    skip_unreadable: bool = False, spec: Optional[DetectorSpec] = None,
-                   max_det: int = default("max_det")) -> List[Optional[np.ndarray]]:
+                   max_det: int = default("max_det"), agnostic_nms: bool = default("agnostic_nms"),
+                   slicing: Optional[Slicing] = None) -> List[Optional[np.ndarray]]:
     """Detect objects in every sample's image with the pipeline of utils/ops/pipeline.py (detect_letterboxed).
 
     The detector's facts come from `spec`, or, for callers that hold them apart, from input_size, anchors,
     anchors_mask, scale_x_y and letterbox (decoding_spec). Images are read and letterboxed in a DataLoader
-    (`workers` processes); the network runs under
+    (`workers` processes), or with `slicing` (utils.ops.slicing.as_slicing's values) read whole and detected
+    tile by tile, merged across tiles (utils.ops.slicing.detect_sliced); the network runs under
     autocast with dtype `amp` when given; decoding and NMS run in fp32. Images that cannot be read
     raise UnreadableImagesError naming every one after the pass, or, with `skip_unreadable`, get None
     in place of their detections (drop_unreadable takes them out of scoring and counts them).
@@ -68,8 +75,10 @@ def detect_samples(model, samples, input_size=None, anchors=None, anchors_mask=N
     from tqdm import tqdm
 
     spec = spec if spec is not None else decoding_spec(input_size, anchors, anchors_mask, scale_x_y, letterbox)
-    thresholds, device = Thresholds(conf_thres, nms_thres, max_det), torch.device(device)
-    loader = DataLoader(LetterboxedSamples(samples, spec.input_size, spec.letterbox), batch_size=batch_size,
+    thresholds, device = Thresholds(conf_thres, nms_thres, max_det, agnostic_nms), torch.device(device)
+    slicing = as_slicing(slicing, spec.input_size)
+    loader = DataLoader(LetterboxedSamples(samples, spec.input_size, spec.letterbox, slicing is not None),
+                        batch_size=batch_size,
                         shuffle=False, num_workers=workers, collate_fn=collate_letterboxed)
     was_training = model.training
     model.eval()
@@ -77,7 +86,7 @@ def detect_samples(model, samples, input_size=None, anchors=None, anchors_mask=N
     try:
         for batch in tqdm(loader, desc="detect", unit="batch", disable=not progress, leave=False):
             failures += [(len(results) + k, item[3]) for k, item in enumerate(batch) if item[0] is None]
-            results.extend(_detect_batch(model, batch, spec, thresholds, device, amp))
+            results.extend(_detect_batch(model, batch, spec, thresholds, device, amp, slicing))
     finally:
         model.train(was_training)
     if failures and not skip_unreadable:
@@ -107,8 +116,15 @@ def drop_unreadable(detections: Sequence[Optional[np.ndarray]], samples) -> Tupl
     return [detections[i] for i in kept], [samples[i] for i in kept], left_out
 
 
-def _detect_batch(model, batch, spec: DetectorSpec, thresholds: Thresholds, device, amp) -> List[Optional[np.ndarray]]:
-    """Detections per item of a LetterboxedSamples batch; None for an image that could not be read."""
-    ok = [Letterboxed(*item[:3]) for item in batch if item[0] is not None]
-    found = iter(detect_letterboxed(model, ok, spec, thresholds, device, amp, float_on_device=False) if ok else [])
+def _detect_batch(model, batch, spec: DetectorSpec, thresholds: Thresholds, device, amp,
+                  slicing: Optional[Slicing] = None) -> List[Optional[np.ndarray]]:
+    """Detections per item of a LetterboxedSamples batch (whole images with `slicing`); None for an image that
+    could not be read."""
+    def run(items):
+        return detect_letterboxed(model, items, spec, thresholds, device, amp, float_on_device=False)
+    if slicing is not None:
+        found = iter([detect_sliced(item[0], spec, thresholds, slicing, run) for item in batch if item[0] is not None])
+    else:
+        ok = [Letterboxed(*item[:3]) for item in batch if item[0] is not None]
+        found = iter(run(ok) if ok else [])
     return [None if item[0] is None else next(found).numpy().astype(np.float32) for item in batch]

@@ -2,7 +2,8 @@
 
 Conventions: boxes are xyxy in pixels unless a name says otherwise; sizes are (height, width).
 Contents: letterbox mapping (image <-> input), box formats, decoding of head logits (pixels or grid
-units), the score threshold + candidate cap + class-aware NMS + max detections of every backend, and
+units), the score threshold + candidate cap + NMS (class-aware, or class-agnostic) + max detections of every
+backend, and
 every IoU (torch: pairwise, paired, batched, shape-only; numpy for the numpy evaluators).
 """
 import math
@@ -196,9 +197,9 @@ def candidate_sources(outputs: Sequence[Tensor], anchors_mask: Sequence[Sequence
 
 def select_detections(pred: Tensor, image: Tensor, num_images: int, conf_thres: float = default("conf"),
                       nms_thres: float = default("nms"), max_det: int = default("max_det"),
-                      max_nms: int = MAX_NMS) -> Tensor:
-    """Score threshold, candidate cap, class-aware NMS and max detections: the one definition, run by the
-    torch backends and traced into the ONNX graphs (utils.deploy.export).
+                      max_nms: int = MAX_NMS, agnostic: bool = default("agnostic_nms")) -> Tensor:
+    """Score threshold, candidate cap, NMS and max detections: the one definition, run by the torch backends
+    and traced into the ONNX graphs (utils.deploy.export).
 
     Args:
         pred: Tensor[N, 5+C] x1, y1, x2, y2 (input pixels), objectness, class probabilities (decode_candidates).
@@ -207,6 +208,8 @@ def select_detections(pred: Tensor, image: Tensor, num_images: int, conf_thres: 
         nms_thres: IoU above which a lower-scoring box of the same image and class is suppressed.
         max_det: most detections kept per image.
         max_nms: most candidates per image (by score) that enter NMS.
+        agnostic: class-agnostic NMS: a box suppresses the lower-scoring boxes of every class (each keeps its
+            own class id), not only of its own.
 
     Returns:
         Tensor[K, 7]: image index, x1, y1, x2, y2 (input pixels), score, class id; each image's rows by
@@ -214,23 +217,24 @@ def select_detections(pred: Tensor, image: Tensor, num_images: int, conf_thres: 
         NMS over all images runs instead (export-friendly: no loop over a dynamic batch), with the same result.
     """
     return rows_to_detections(pred, image, detection_rows(pred, image, num_images, conf_thres, nms_thres, max_det,
-                                                          max_nms))
+                                                          max_nms, agnostic))
 
 
 def detection_rows(pred: Tensor, image: Tensor, num_images: int, conf_thres: float = default("conf"),
                    nms_thres: float = default("nms"), max_det: int = default("max_det"),
-                   max_nms: int = MAX_NMS) -> Tensor:
+                   max_nms: int = MAX_NMS, agnostic: bool = default("agnostic_nms")) -> Tensor:
     """Tensor[K] int64: the rows of `pred` that select_detections keeps (same arguments), in its order."""
     pred = pred.float()
     cls_prob, cls_id = pred[:, 5:].max(dim=1)
     score = pred[:, 4] * cls_prob
     keep = torch.nonzero(score >= conf_thres).view(-1)
     boxes, score, cls_id, image = pred[keep, :4], score[keep], cls_id[keep], image[keep]
-    if torch.jit.is_tracing():  # NMS within each (image, class) pair, all at once
-        kept = _nms_traceable(boxes, score, image * (pred.shape[1] - 5) + cls_id, image, num_images, nms_thres,
+    group = torch.zeros_like(cls_id) if agnostic else cls_id  # the NMS groups within an image
+    if torch.jit.is_tracing():  # NMS within each (image, group) pair, all at once
+        kept = _nms_traceable(boxes, score, image * (pred.shape[1] - 5) + group, image, num_images, nms_thres,
                               max_det, max_nms)
-    else:  # image by image, NMS within each class
-        kept = _nms_per_image(boxes, score, cls_id, image, num_images, nms_thres, max_det, max_nms)
+    else:  # image by image, NMS within each group
+        kept = _nms_per_image(boxes, score, group, image, num_images, nms_thres, max_det, max_nms)
     return keep[kept]
 
 
@@ -249,15 +253,16 @@ def split_by_image(det: Tensor, num_images: int) -> List[Tensor]:
     return [det[det[:, 0] == i, 1:] for i in range(num_images)]
 
 
-def _nms_per_image(boxes: Tensor, score: Tensor, cls_id: Tensor, image: Tensor, num_images: int,
+def _nms_per_image(boxes: Tensor, score: Tensor, group: Tensor, image: Tensor, num_images: int,
                    nms_thres: float, max_det: int, max_nms: int) -> Tensor:
-    """select_detections' eager NMS: indices of the kept rows, image by image, each by descending score."""
+    """select_detections' eager NMS: indices of the kept rows, image by image, each by descending score;
+    group: Tensor[N] the NMS group of each row (its class, or 0 for all with class-agnostic NMS)."""
     kept = []
     for i in range(num_images):
         idx = torch.nonzero(image == i).view(-1) if num_images > 1 else torch.arange(len(image), device=image.device)
         if idx.numel() > max_nms:
             idx = idx[score[idx].topk(max_nms).indices]
-        kept.append(idx[torchvision.ops.batched_nms(boxes[idx], score[idx], cls_id[idx], nms_thres)[:max_det]])
+        kept.append(idx[torchvision.ops.batched_nms(boxes[idx], score[idx], group[idx], nms_thres)[:max_det]])
     return torch.cat(kept) if kept else image.new_zeros(0)
 
 
@@ -271,7 +276,7 @@ def _first_per_image(image: Tensor, num_images: int, k: int) -> Tensor:
 def _nms_traceable(boxes: Tensor, score: Tensor, group: Tensor, image: Tensor, num_images, nms_thres: float,
                    max_det: int, max_nms: int) -> Tensor:
     """select_detections' NMS for tracing: indices of the kept rows, by descending score over all images.
-    group: Tensor[N] the (image, class) pair of each row as one integer."""
+    group: Tensor[N] the (image, NMS group) pair of each row as one integer."""
     order = score.argsort(descending=True)
     order = order[_first_per_image(image[order], num_images, max_nms)]  # the candidate cap
     boxes = boxes[order]

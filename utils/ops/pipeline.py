@@ -22,11 +22,13 @@ from utils.ops.image import letterbox_image, to_unit_float
 
 
 class Thresholds(NamedTuple):
-    """Which decoded boxes become detections: score >= conf, class-aware NMS at IoU nms, at most max_det per image."""
+    """Which decoded boxes become detections: score >= conf, NMS at IoU nms (class-aware; with `agnostic`, across
+    classes), at most max_det per image."""
 
     conf: float = default("conf")
     nms: float = default("nms")
     max_det: int = default("max_det")
+    agnostic: bool = default("agnostic_nms")
 
 
 class Letterboxed(NamedTuple):
@@ -68,14 +70,16 @@ def decode_select_rows(outputs: Sequence[Tensor], anchors: Tensor, anchors_mask,
                        max_nms: int = MAX_NMS) -> Tuple[Tensor, Tensor, Tensor]:
     """(decode_candidates' pred and image index, the rows select_detections keeps, in its order)."""
     pred, image = decode_candidates(outputs, anchors, anchors_mask, input_hw, scale_x_y, thresholds.conf)
-    rows = detection_rows(pred, image, num_images, thresholds.conf, thresholds.nms, thresholds.max_det, max_nms)
+    rows = detection_rows(pred, image, num_images, thresholds.conf, thresholds.nms, thresholds.max_det, max_nms,
+                          thresholds.agnostic)
     return pred, image, rows
 
 
 def decode_select(outputs: Sequence[Tensor], anchors: Tensor, anchors_mask, input_hw: Tuple[int, int],
                   scale_x_y: float, thresholds: Thresholds, num_images: int, max_nms: int = MAX_NMS) -> Tensor:
     """Raw outputs -> select_detections' Tensor[K, 7] (image index, x1, y1, x2, y2 input pixels, score, class id):
-    decoding, score threshold, candidate cap, class-aware NMS, max_det. Traceable (the exported graphs)."""
+    decoding, score threshold, candidate cap, NMS (class-aware unless thresholds.agnostic), max_det. Traceable (the
+    exported graphs)."""
     pred, image, rows = decode_select_rows(outputs, anchors, anchors_mask, input_hw, scale_x_y, thresholds,
                                            num_images, max_nms)
     return rows_to_detections(pred, image, rows)
