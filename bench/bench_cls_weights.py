@@ -94,8 +94,8 @@ def train_command(data: Path, logs: Path, name: str, variant: str, seed: int, ar
     extra = VARIANTS[variant] + (["--cls-weights-power", str(args.power)] if variant == "auto" else [])
     return [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--classes", str(data / "classes.txt"),
             "--train-split", "train", "--val-split", "val", "--epochs", str(args.epochs), "--input-size",
-            str(args.input_size), "--eval-period", str(args.epochs), "--seed", str(seed), "--save-dir", str(logs),
-            "--name", name, "--quiet", *extra]
+            str(args.input_size), "--eval-period", "0", "--no-val-loss", "--seed", str(seed), "--save-dir", str(logs),
+            "--name", name, "--quiet", *extra]  # scored once afterwards (score), so no evaluation during the run
 
 
 def finished(run: Path, epochs: int) -> bool:
