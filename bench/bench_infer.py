@@ -12,13 +12,19 @@ sees. Paths timed:
   onnx (the fp32 raw graph) and onnx int8 (the raw graph quantized by utils/deploy/quantize.py, run by
   YOLO("model_int8.onnx")). Their forward rows run the raw graph file as exported (float NCHW in, raw
   outputs out); detect() runs it as YOLO does, behind uint8 NHWC input with decoding and NMS added
-  to the graph (utils.deploy.export.detector_graph).
+  to the graph (utils.deploy.export.detector_graph);
+  openvino and openvino int8: the same two graphs run by OpenVINO's CPU plugin (--backend openvino,
+  utils/deploy/openvino_backend.py: fp32 precision hint, latency hint).
+Threads: torch rows use --threads; ONNX Runtime and OpenVINO rows both use --runtime-threads (default 0:
+each runtime's default, one thread per physical core: ONNX Runtime's intra_op_num_threads 0, OpenVINO's
+latency hint; the count OpenVINO took is printed), so the two runtimes compete on equal terms.
 The int8 graph is calibrated on --calib-images images from --data, or on random images without
 --data (the speed does not depend on them). On a CPU without native bf16 the bf16 rows are emulated
 and slow. A random model finds nothing at --conf 0.5, so NMS is nearly free here; with trained
 weights NMS adds a little. Ratios printed:
   detect/forward per path (target <= 1.15); plain eager forward / best forward (target >= 1.3);
-  fastest detect() / fp32 ONNX Runtime forward of the raw graph (target <= 0.7).
+  fastest detect() / fp32 ONNX Runtime forward of the raw graph (target <= 0.7);
+  OpenVINO / ONNX Runtime, forward and detect(), fp32 and int8 (below 1: OpenVINO is faster).
 Run it on a quiet machine (check `uptime`): while other processes keep a core busy, torch's rows
 (OpenMP, --threads threads, each parallel op waiting for every thread) were measured 10-40x slower,
 ONNX Runtime's forwards about 1.5x slower.
@@ -41,6 +47,7 @@ from utils.core.amp import cpu_supports_bf16  # noqa: E402
 from utils.engine.checkpoint import CHECKPOINT_FORMAT, model_from_weights, save_atomic  # noqa: E402
 from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors  # noqa: E402
 from utils.deploy.export import export_onnx, ort_session  # noqa: E402
+from utils.deploy.openvino_backend import import_openvino, openvino_session  # noqa: E402
 from utils.ops.image import read_image  # noqa: E402
 from utils.deploy.quantize import calibration_images  # noqa: E402
 from yolo import YOLO  # noqa: E402
@@ -53,7 +60,11 @@ PATHS = {
     "torch bf16": ("forward fused channels-last bf16 [torch]", "detect() torch bf16"),
     "onnx": ("forward ONNX Runtime fp32 raw graph [onnx]", "detect() onnx"),
     "onnx int8": ("forward ONNX Runtime int8 raw graph [onnx int8]", "detect() onnx int8"),
+    "openvino": ("forward OpenVINO fp32 raw graph [openvino]", "detect() openvino"),
+    "openvino int8": ("forward OpenVINO int8 raw graph [openvino int8]", "detect() openvino int8"),
 }
+# (OpenVINO path, the ONNX Runtime path it is compared with)
+RUNTIME_PAIRS = (("openvino", "onnx"), ("openvino int8", "onnx int8"))
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -65,6 +76,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=50, help="timed rounds, one call per row each (default: 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default: 5)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--runtime-threads", type=int, default=0, help="ONNX Runtime and OpenVINO threads of the forward "
+                   "rows, the same for both (default: 0, each runtime's default: one per physical core)")
     p.add_argument("--pause", type=float, default=0.02, help="idle seconds before each timed call (default: 0.02)")
     p.add_argument("--data", help="dataset for the int8 calibration images (default: none, random images)")
     p.add_argument("--calib-images", type=int, default=8, help="int8 calibration images (default: 8)")
@@ -93,17 +106,22 @@ def int8_graph(weights: Path, input_size: int, folder: Path, data, calib_images:
     return fp32.export_onnx(folder / "int8.onnx", calibration_images=images)
 
 
-def build_rows(weights: Path, input_size: int, image: np.ndarray, int8_path: Path, folder: Path):
-    """[(name, callable)]: each callable runs one timed call."""
+def build_rows(weights: Path, input_size: int, image: np.ndarray, int8_path: Path, folder: Path, threads: int = 0):
+    """[(name, callable)]: each callable runs one timed call; `threads`: the runtimes' threads (0: default)."""
     dets = {"torch": YOLO(weights, input_size=input_size, device="cpu", amp="off"),
             "torch bf16": YOLO(weights, input_size=input_size, device="cpu", amp="bf16"),
-            "onnx": YOLO(weights, input_size=input_size, backend="onnx", device="cpu"), "onnx int8": YOLO(int8_path)}
+            "onnx": YOLO(weights, input_size=input_size, backend="onnx", device="cpu"), "onnx int8": YOLO(int8_path),
+            "openvino": YOLO(weights, input_size=input_size, backend="openvino", device="cpu"),
+            "openvino int8": YOLO(int8_path, backend="openvino")}
     eager = model_from_weights(weights, input_size=[input_size, input_size])[0].eval()
     x = torch.rand(1, 3, input_size, input_size)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     fused_nchw = dets["torch"]._cpu_model()
-    raw_fp32 = ort_session(export_onnx(fused_nchw, folder / "fp32.onnx", (input_size, input_size)))
-    raw_int8 = ort_session(int8_path)
+    fp32_path = export_onnx(fused_nchw, folder / "fp32.onnx", (input_size, input_size))
+    raw_fp32, raw_int8 = ort_session(fp32_path, threads=threads), ort_session(int8_path, threads=threads)
+    ov_fp32, ov_int8 = openvino_session(fp32_path, threads=threads), openvino_session(int8_path, threads=threads)
+    print(f"OpenVINO threads: {ov_fp32.threads} (forward rows), {dets['openvino'].session.threads} (detect() rows); "
+          f"ONNX Runtime: {threads or 'its default, one per physical core'}")
 
     def no_grad(fn):
         def run():
@@ -118,6 +136,8 @@ def build_rows(weights: Path, input_size: int, image: np.ndarray, int8_path: Pat
         (PATHS["torch bf16"][0], lambda: dets["torch bf16"].forward(x_cl)),
         (PATHS["onnx"][0], lambda: raw_fp32.run(None, {"images": x.numpy()})),
         (PATHS["onnx int8"][0], lambda: raw_int8.run(None, {"images": x.numpy()})),
+        (PATHS["openvino"][0], lambda: ov_fp32.run(None, {"images": x.numpy()})),
+        (PATHS["openvino int8"][0], lambda: ov_int8.run(None, {"images": x.numpy()})),
     ] + [(PATHS[name][1], lambda det=det: det.detect(image)) for name, det in dets.items()]
 
 
@@ -147,12 +167,15 @@ def ratios(ms, col: int) -> None:
     ratio = ms[PATHS[fastest][1]][col] / forwards["onnx"]
     print(f"  fastest detect() ({fastest}) / fp32 ONNX Runtime forward: {ratio:.2f} "
           f"(target <= 0.7) {'ok' if ratio <= 0.7 else 'MISSED'}")
+    for ov, ort in RUNTIME_PAIRS:
+        rows = [ms[PATHS[ov][i]][col] / ms[PATHS[ort][i]][col] for i in (0, 1)]
+        print(f"  {ov} / {ort}: forward {rows[0]:.3f}, detect() {rows[1]:.3f} (below 1: OpenVINO faster)")
 
 
 def report(ms) -> None:
-    print(f"{'row':<42}{'best ms':>9}{'median ms':>11}{'eager/row (best)':>18}")
+    print(f"{'row':<50}{'best ms':>9}{'median ms':>11}{'eager/row (best)':>18}")
     for name, (best, median) in ms.items():
-        print(f"{name:<42}{best:>9.2f}{median:>11.2f}{ms[EAGER][0] / best:>17.2f}x")
+        print(f"{name:<50}{best:>9.2f}{median:>11.2f}{ms[EAGER][0] / best:>17.2f}x")
     print("ratios on the best times (least disturbed by other processes):")
     ratios(ms, 0)
     print("ratios on the medians:")
@@ -160,12 +183,13 @@ def report(ms) -> None:
 
 
 def main(args) -> None:
+    import_openvino()  # one line naming `pip install openvino` when it is missing
     torch.set_num_threads(args.threads)
     image = read_image(args.img) if args.img else np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(args.weights) if args.weights else random_checkpoint(Path(tmp), args.num_classes, args.input_size)
         int8 = int8_graph(weights, args.input_size, Path(tmp), args.data, args.calib_images)
-        rows = build_rows(weights, args.input_size, image, int8, Path(tmp))
+        rows = build_rows(weights, args.input_size, image, int8, Path(tmp), args.runtime_threads)
     print(f"input {args.input_size}x{args.input_size}, batch 1, {args.threads} torch threads, image "
           f"{image.shape[1]}x{image.shape[0]}, {args.rounds} rounds (median), {args.pause * 1000:.0f} ms pause, "
           f"torch {torch.__version__}, "
@@ -174,4 +198,7 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    main(make_parser().parse_args())
+    try:
+        main(make_parser().parse_args())
+    except ValueError as e:  # bad input or a missing optional package: one line
+        sys.exit(f"bench_infer.py: {e}")

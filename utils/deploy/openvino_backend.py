@@ -1,0 +1,132 @@
+"""The openvino backend: the same ONNX graphs as the onnx backend (fp32, or int8 with QDQ nodes from
+utils/deploy/quantize.py), run by OpenVINO's CPU plugin instead of ONNX Runtime.
+
+`openvino_session` takes what utils.deploy.export.ort_session takes (a path or the serialized bytes of a
+graph, the device, the thread count) and returns an object with the part of an ONNX Runtime
+InferenceSession that the project calls: run(output_names, feeds), get_inputs(), get_outputs(). So
+yolo.YOLO runs detector_graph (uint8 NHWC in, decoding and NMS inside) on either runtime through
+GRAPH_SESSIONS, and the rest of the pipeline does not know which.
+
+Settings, so that the comparison with ONNX Runtime is fair and the outputs match its own:
+  - INFERENCE_PRECISION_HINT f32: on CPUs with native bf16 (AVX512_BF16, AMX) the CPU plugin's default is
+    bf16, which moves the raw outputs by ~1e-2; ONNX Runtime computes in fp32. An int8 graph still runs its
+    quantized convolutions in int8 (the hint only concerns what is not quantized).
+  - PERFORMANCE_HINT LATENCY (one stream, batch 1), as ONNX Runtime runs a session call.
+  - threads: 0 leaves both runtimes at their default, one thread per physical core (ONNX Runtime's
+    intra_op_num_threads 0, OpenVINO's latency hint); N sets INFERENCE_NUM_THREADS, as ort_session sets
+    intra_op_num_threads.
+One rewrite before OpenVINO reads a graph (broadcast_free): OpenVINO 2026.4's CPU plugin gives
+`ConstantOfShape(Shape(x)) + scalar` the shape [1] where x has 0 rows (it fuses the broadcast into the
+add and takes max(rows, 1)); torch.full_like traces to that pattern in decode_candidates, so an image with no
+candidate stopped the detector graph with a shape error. Each ConstantOfShape(Shape(x), value v) becomes
+Cast(Cast(x, bool), type of v) * 0 + v: the same tensor (x's shape, every element v, NaN or inf in x
+included) from element-wise ops only.
+OpenVINO is optional (requirements-extra.txt); without it the backend stops with one line naming
+`pip install openvino`.
+"""
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from utils.deploy.export import load_onnx_graph, ort_session
+
+OPENVINO_MISSING = "the openvino backend needs OpenVINO, which is not installed: pip install openvino"
+
+
+def import_openvino():
+    """The openvino module, or a ValueError of one line naming what to install."""
+    try:
+        import openvino
+    except ImportError:
+        raise ValueError(OPENVINO_MISSING) from None
+    return openvino
+
+
+def ov_config(threads: int = 0) -> Dict[str, str]:
+    """The CPU plugin's settings (see the module docstring): fp32, latency, `threads` (0: its default)."""
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = str(int(threads))
+    return config
+
+
+def broadcast_free(graph):
+    """A copy of the onnx.ModelProto `graph` with each ConstantOfShape(Shape(x)) made element-wise (see the module
+    docstring); other ConstantOfShape nodes and every other node stay as they are."""
+    import onnx
+    from onnx import helper, numpy_helper
+    graph = onnx.ModelProto.FromString(graph.SerializeToString())
+    made_by = {name: node for node in graph.graph.node for name in node.output}
+    nodes = []
+    for node in graph.graph.node:
+        shape = made_by.get(node.input[0]) if node.op_type == "ConstantOfShape" else None
+        if shape is None or shape.op_type != "Shape" or len(shape.attribute):  # Shape with start/end: left as is
+            nodes.append(node)
+            continue
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        value = numpy_helper.from_array(np.zeros(1, np.float32)) if value is None else value  # ONNX's default
+        v, name = numpy_helper.to_array(value).reshape(()), node.output[0]
+        graph.graph.initializer.extend([numpy_helper.from_array(np.zeros((), v.dtype), f"{name}/ov_zero"),
+                                        numpy_helper.from_array(v, f"{name}/ov_value")])
+        nodes += [helper.make_node("Cast", [shape.input[0]], [f"{name}/ov_bool"], to=onnx.TensorProto.BOOL),
+                  helper.make_node("Cast", [f"{name}/ov_bool"], [f"{name}/ov_number"], to=value.data_type),
+                  helper.make_node("Mul", [f"{name}/ov_number", f"{name}/ov_zero"], [f"{name}/ov_zeros"]),
+                  helper.make_node("Add", [f"{name}/ov_zeros", f"{name}/ov_value"], [name])]
+    del graph.graph.node[:]
+    graph.graph.node.extend(nodes)
+    return graph
+
+
+class IoInfo:
+    """What get_inputs()/get_outputs() of an ONNX Runtime session give: a name and a type ('tensor(float)')."""
+
+    def __init__(self, name: str, element_type: str):
+        self.name, self.type = name, f"tensor({ {'f32': 'float', 'u8': 'uint8'}.get(element_type, element_type)})"
+
+
+class OpenVinoSession:
+    """A compiled OpenVINO model called like an ONNX Runtime InferenceSession (see the module docstring)."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+
+    @property
+    def threads(self) -> int:
+        """The threads the CPU plugin runs inference on."""
+        return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    def get_inputs(self) -> List[IoInfo]:
+        return [IoInfo(p.get_any_name(), p.get_element_type().get_type_name()) for p in self.compiled.inputs]
+
+    def get_outputs(self) -> List[IoInfo]:
+        return [IoInfo(p.get_any_name(), p.get_element_type().get_type_name()) for p in self.compiled.outputs]
+
+    def run(self, output_names, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        """Outputs `output_names` (None: all) for the inputs `feeds` {name: array}, as numpy arrays (copies)."""
+        results = self.request.infer({name: np.ascontiguousarray(a) for name, a in feeds.items()})
+        by_name = {port.get_any_name(): value for port, value in results.items()}
+        names: Sequence[str] = output_names or [o.get_any_name() for o in self.compiled.outputs]
+        return [np.array(by_name[name], copy=True) for name in names]
+
+
+def openvino_session(model, device: str = "cpu", threads: int = 0) -> OpenVinoSession:
+    """An OpenVinoSession of `model` (a path to an .onnx file, or the serialized bytes of an ONNX graph) on
+    OpenVINO's CPU plugin. `device` must be the CPU: this backend does not run on CUDA."""
+    if not str(device).startswith("cpu"):
+        raise ValueError(f"the openvino backend runs on the CPU; found device {device}: give --device cpu "
+                         "(or use --backend onnx or torch on CUDA)")
+    ov = import_openvino()
+    import onnx
+    where = "the ONNX graph" if isinstance(model, bytes) else str(model)
+    graph = onnx.load_from_string(model) if isinstance(model, bytes) else load_onnx_graph(model)
+    core = ov.Core()
+    try:
+        read = core.read_model(broadcast_free(graph).SerializeToString(), b"")
+        return OpenVinoSession(core.compile_model(read, "CPU", ov_config(threads)))
+    except RuntimeError as e:  # OpenVINO raises its errors (unreadable graph, unsupported op) as RuntimeError
+        raise ValueError(f"{where}: OpenVINO cannot load it ({str(e).strip().splitlines()[0][:300]})") from None
+
+
+# backend name -> (session factory, what runs the graph), for the backends that run an ONNX graph
+GRAPH_SESSIONS = {"onnx": (ort_session, "ONNX Runtime"), "openvino": (openvino_session, "OpenVINO")}
