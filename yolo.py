@@ -27,7 +27,8 @@ from utils.core.detector_spec import DetectorSpec
 from utils.core.settings import default
 from utils.deploy.drawing import draw_detections, heatmap_overlay
 from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, load_onnx_graph, onnx_metadata,
-                                  ort_session, raw_graph, read_onnx_spec)
+                                  raw_graph, read_onnx_spec)
+from utils.deploy.openvino_backend import GRAPH_SESSIONS
 from utils.ops.image import read_image
 from utils.ops.pipeline import Thresholds, detect_images, forward_fp32, input_batch, letterbox_input, spec_decode_select
 from utils.deploy.attention_maps import attention_maps
@@ -38,7 +39,7 @@ from utils.deploy.quantize import DEFAULT_CALIB_IMAGES, export_int8
 from utils.deploy.sliced import slicing_of, yolo_detect_sliced
 from utils.eval.scoring import evaluate
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch",) + tuple(GRAPH_SESSIONS)  # torch, onnx (ONNX Runtime), openvino (OpenVINO)
 ImageLike = Union[str, Path, np.ndarray]
 
 
@@ -91,8 +92,8 @@ class YOLO:
         letterbox: keep aspect ratio with grey padding (True) or stretch (False); default: the weights' spec
             (True for every file this project writes).
         device: 'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'...
-        backend: 'torch' (BN folded, channels-last, autocast) or 'onnx' (ONNX Runtime); default torch,
-            and onnx for .onnx files, the only backend they run on.
+        backend: 'torch' (BN folded, channels-last, autocast), 'onnx' (ONNX Runtime) or 'openvino' (the same graph
+            on OpenVINO's CPU plugin, utils/deploy/openvino_backend.py); default torch, onnx for .onnx files.
         amp: autocast for the torch backend, 'auto' | 'off' | 'bf16' | 'fp16' (utils.core.amp.resolve_amp: auto is
             bf16 on CPUs with native bf16 and on CUDA, else fp32); decoding and NMS always run in fp32.
         anchors, scale_x_y: override the file's (darknet files default to scale_x_y 1.05).
@@ -110,11 +111,11 @@ class YOLO:
         backend = backend or ("onnx" if is_onnx else "torch")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-        if is_onnx and backend != "onnx":
-            raise ValueError(f"{weights} is an ONNX graph: it runs on the onnx backend (ONNX Runtime), not {backend}")
+        if is_onnx and backend == "torch":
+            raise ValueError(f"{weights} is an ONNX graph: it runs on the onnx or openvino backend, not torch")
         names = read_classes(classes) if isinstance(classes, (str, Path)) else classes
         hw = parse_input_size(input_size) if input_size is not None else None
-        self.device = select_device(device)
+        self.device = select_device("cpu" if backend == "openvino" and device == "auto" else device)  # CPU plugin
         self.backend = backend
         self._session, self._session_key, self._raw = None, None, None
         self._source = str(weights)
@@ -134,7 +135,7 @@ class YOLO:
         self.amp = amp_dtype if backend == "torch" else None
         # channels-last measured faster on CPU for this network, fp32 and bf16 (bench/bench_infer.py)
         self.model = None if model is None else fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
-        if backend == "onnx":
+        if backend != "torch":
             _ = self.session  # built now, so a graph that cannot serve fails here
 
     def _load_onnx(self, path, names, hw, anchors, scale_x_y) -> DetectorSpec:
@@ -177,19 +178,19 @@ class YOLO:
     @property
     def precision(self) -> str:
         """What runs the network: 'bf16 autocast', 'off (fp32)' (torch), 'int8 ONNX Runtime', ..."""
-        if self.backend == "onnx":
-            return f"{self._precision} ONNX Runtime"
+        if self.backend != "torch":
+            return f"{self._precision} {GRAPH_SESSIONS[self.backend][1]}"
         return f"{amp_name(self.amp)} autocast" if self.amp is not None else amp_name(None)
 
     @property
     def session(self):
-        """The ONNX Runtime session of the onnx backend (None for torch): the raw graph (the .onnx file, or
+        """The ONNX Runtime (onnx) or OpenVINO (openvino) session, None for torch: the raw graph (the .onnx file, or
         exported from the weights) with uint8 NHWC input, decoding and NMS inside (utils.deploy.export.detector_graph),
         rebuilt when conf, nms or max_det change."""
         key = self.thresholds
-        if self.backend == "onnx" and self._session_key != key:
-            graph = detector_graph(self._raw_graph(), self.spec, key, where=self._source)
-            self._session, self._session_key = ort_session(graph.SerializeToString(), str(self.device)), key
+        if self.backend != "torch" and self._session_key != key:
+            graph = detector_graph(self._raw_graph(), self.spec, key, where=self._source).SerializeToString()
+            self._session, self._session_key = GRAPH_SESSIONS[self.backend][0](graph, str(self.device)), key
         return self._session
 
     def _raw_graph(self):
@@ -209,7 +210,7 @@ class YOLO:
         For the onnx backend the batch is Tensor[1, h, w, 3] uint8: the graph converts it (see session).
         """
         item = letterbox_input(image, self.spec)
-        if self.backend == "onnx":
+        if self.backend != "torch":
             return torch.from_numpy(item.input[None]), item.lb
         return input_batch([item.input], self.device), item.lb  # channels-last, no copy besides the float conversion
 
@@ -218,20 +219,20 @@ class YOLO:
 
         The torch backend runs the network under autocast with self.amp; the outputs come back as fp32.
         """
-        if self.backend == "onnx":
+        if self.backend != "torch":
             return [torch.from_numpy(o) for o in self.session.run(["out0", "out1"], {"images": batch.numpy()})]
         with torch.inference_mode():
             return forward_fp32(self.model, batch, self.amp)
 
     def infer(self, batch: torch.Tensor):
         """What the backend computes: raw outputs (torch), or Tensor[K, 7] detections in input pixels (onnx)."""
-        if self.backend == "onnx":
+        if self.backend != "torch":
             return torch.from_numpy(self.session.run(["detections"], {"images": batch.numpy()})[0])
         return self.forward(batch)
 
     def finish(self, result, lb: Letterbox, image_hw: Tuple[int, int]) -> Detections:
         """infer()'s result -> Detections in image pixels."""
-        if self.backend == "onnx":
+        if self.backend != "torch":
             return _detections(detections_to_image(result[:, 1:], lb, image_hw))
         return self.postprocess(result, lb, image_hw)
 

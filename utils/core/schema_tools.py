@@ -96,8 +96,9 @@ PREDICT = (
     Setting("logs", "logs", "where to look for weights without --weights (the newest best.pth, else the newest "
             "last.pth or interrupted.pth)", "run", P,
             default_text="logs, in the working directory"),
-    Setting("backend", None, "inference engine", "run", P, choices=("torch", "onnx"),
-            default_text="torch; onnx for .onnx weights, which run only there"),
+    Setting("backend", None, "inference engine: torch, onnx (ONNX Runtime) or openvino (the same ONNX graph on "
+            "OpenVINO's CPU plugin, fp32 or int8; pip install openvino)", "run", P,
+            choices=("torch", "onnx", "openvino"), default_text="torch; onnx for .onnx weights (or openvino)"),
 )
 ABLATE = (
     Setting("variants", None, "variants, one per argument: a phi integer, a block name or a per-site spec, each may "
