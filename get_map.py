@@ -15,15 +15,23 @@ Training reports its mAP with the same evaluator and defaults (utils/eval/evalua
 Exit codes (utils/core/cli.py): 0 done, 1 bad input, 130 interrupted.
 """
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
+from utils.core.amp import set_threads
 from utils.core.cli import run_main
 from utils.core.settings import add_flags
-from utils.engine.run_logger import new_run_dir
-from utils.eval import scoring
-from utils.eval.report import report_text, save_results
-from utils.eval.scoring import SETTING_NAMES
+
+# torch and the evaluator are imported when scoring starts, so that --help and flag errors are quick
+_LAZY = {"scoring": "utils.eval.scoring"}
+
+
+def __getattr__(name):
+    """get_map.scoring: the module utils.eval.scoring, imported on first use."""
+    if name in _LAZY:
+        return importlib.import_module(_LAZY[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -35,6 +43,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def output_dir(out, base: Path) -> Path:
     """--out, or a new map* folder under `base` (the weights' run folder, or map_out/)."""
+    from utils.engine.run_logger import new_run_dir
+
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -44,11 +54,20 @@ def output_dir(out, base: Path) -> Path:
 
 def settings_of(args) -> dict:
     """The evaluation settings (utils.eval.scoring.EvalSettings) among the parsed flags."""
+    from utils.eval.scoring import SETTING_NAMES
+
     return {k: v for k, v in vars(args).items() if k in SETTING_NAMES}
 
 
 def run(args) -> None:
     """Score, write the results folder and print the table, the headline and the settings."""
+    from nets.attention import parse_attention
+    from utils.eval import scoring
+    from utils.eval.report import report_text, save_results
+
+    set_threads(args.threads)
+    if args.attention is not None or args.phi is not None:  # a bad --phi or --attention: said before the scan
+        parse_attention(args.attention if args.attention is not None else args.phi)
     scored = scoring.score(**settings_of(args))
     out = output_dir(args.out, scored.base)
     save_results(out, scored, plots=not args.no_plots)

@@ -20,29 +20,26 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from utils.core.amp import set_threads
 from utils.core.cli import UserError, run_main
 from utils.core.settings import add_flags
-from utils.deploy.cam import cam_layers
-from utils.deploy.predict_modes import (INT8_RAW_ONLY, export_model, find_weights, list_images, predict_images,
-                                        predict_video, report_speed)
-from utils.deploy.predict_outputs import PredictOutputs, format_counts, numbered_folder
-from utils.ops.image import read_image
-from utils.ops.slicing import Slicing, as_slicing
-from yolo import YOLO
 
+# torch, the model and the modes are imported by the functions that use them, so that --help and flag errors are
+# quick (tests/test_first_hour.py)
 ROOT = Path(__file__).resolve().parent
 COCO_CLASSES = ROOT / "model_data" / "coco_classes.txt"
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
 
 # predict.py's flag groups: what to run, then each mode's flags; every flag is its schema entry (utils/core/settings.py)
 FLAG_GROUPS = (
-    ("what to run (one of)", ("img", "dir", "video", "export_onnx")),
+    ("what to run (one of)", ("img", "dir", "video", "source", "export_onnx")),
     ("outputs of --img, --dir and --video", ("out", "save_txt", "save_json", "crop", "count", "max_frames", "show")),
     ("maps, per image", ("heatmap", "attention_map", "cam", "cam_method", "cam_layer", "cam_top")),
     ("speed (--fps)", ("fps", "fps_runs", "warmup")),
     ("export (--export-onnx)", ("export_onnx_nms", "int8", "data", "split", "data_format", "images", "calib_images")),
     ("model", ("weights", "logs", "classes", "phi", "attention", "input_size", "scale_x_y", "backend", "amp",
-               "device")),
+               "device", "threads")),
     ("detection", ("conf", "nms", "max_det", "letterbox", "agnostic_nms")),
     ("sliced inference for small objects (--slice)", ("slice", "overlap", "slice_full")),
 )
@@ -55,9 +52,12 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_yolo(args) -> YOLO:
-    """The detector the model flags name: --weights (default: the newest best.pth under --logs, else its newest
-    last.pth or interrupted.pth; the file loaded is printed) and overrides."""
+def build_yolo(args):
+    """The detector (yolo.YOLO) the model flags name: --weights (default: the newest best.pth under --logs, else its
+    newest last.pth or interrupted.pth; the file loaded is printed) and overrides."""
+    from utils.deploy.predict_modes import find_weights
+    from yolo import YOLO
+
     weights, why = find_weights(args.weights, args.logs)
     print(f"weights {weights} ({why})")
     classes = args.classes or (str(COCO_CLASSES) if weights.suffix == ".weights" else None)
@@ -69,11 +69,30 @@ def build_yolo(args) -> YOLO:
 
 def slicing_of_args(args):
     """--slice, --overlap and --slice-full as YOLO's `slice` (None without --slice); ValueError when out of range."""
+    from utils.ops.slicing import Slicing, as_slicing
+
     return as_slicing(Slicing(args.slice, args.overlap, args.slice_full), (1, 1)) if args.slice else None
+
+
+def dispatch_source(args) -> None:
+    """--source (ultralytics' flag) as the flag of this project it stands for: a folder is --dir; a camera index, a
+    stream URL (rtsp://, http://, ...) or a video file (by its suffix) is --video; anything else is --img."""
+    source, args.source = args.source, None
+    if source is None:
+        return
+    if Path(source).is_dir():
+        args.dir = source
+    elif source.isdigit() or "://" in source or Path(source).suffix.lower() in VIDEO_SUFFIXES:
+        args.video = source
+    else:
+        args.img = source
 
 
 def check_args(args) -> None:
     """One line for flags that do not fit together or name no file."""
+    from utils.deploy.predict_modes import INT8_RAW_ONLY
+
+    dispatch_source(args)
     if not (args.img or args.dir or args.video or args.export_onnx or args.fps):
         raise UserError("nothing to do: give --img, --dir, --video, --fps or --export-onnx (see --help)")
     if args.img and Path(args.img).is_dir():
@@ -85,7 +104,13 @@ def check_args(args) -> None:
 
 
 def run(args) -> None:
+    from utils.deploy.cam import cam_layers
+    from utils.deploy.predict_modes import export_model, list_images, predict_images, predict_video, report_speed
+    from utils.deploy.predict_outputs import PredictOutputs, format_counts, numbered_folder
+    from utils.ops.image import read_image
+
     check_args(args)
+    set_threads(args.threads)
     options = PredictOutputs.from_mapping(vars(args))  # the Namespace stops here
     yolo = build_yolo(args)
     if args.cam:

@@ -8,15 +8,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.core.cli import run_main
+from utils.core.cli import UserError, run_main
 from utils.core.settings import add_flags
-from utils.engine import distributed as dist
 from utils.engine.recipes import config_defaults
 from utils.engine.resume import explicit_flags
-from utils.engine.run import Trainer
-from utils.engine.run_logger import read_yaml
-from utils.engine.trainer import TrainingDiverged
 
+# torch, the model and the data are imported by `train` (utils/engine/run.py), so that --help and flag errors
+# are quick: tests/test_first_hour.py checks that --help imports no torch
 ROOT = Path(__file__).resolve().parent
 
 
@@ -32,20 +30,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     the file is checked and, when it is a run's record, migrated (utils/engine/recipes.config_defaults)."""
     parser = make_parser()
     args, _ = parser.parse_known_args(argv)
-    config = read_yaml(args.config) if args.config else {}
+    config = {}
+    if args.config:
+        from utils.engine.run_logger import read_yaml
+        config = read_yaml(args.config)
     given = args.recipe if args.recipe != parser.get_default("recipe") else None
     parser.set_defaults(**config_defaults(config, args.config, given))
     return parser.parse_args(argv)
 
 
+def train(argv=None) -> int:
+    """Parse `argv`, then train (utils/engine/run.py); a run that diverged is one line (exit code 1)."""
+    values = vars(parse_args(argv))
+    from utils.engine.run import Trainer
+    from utils.engine.trainer import TrainingDiverged
+
+    try:
+        return Trainer(values, make_parser, explicit_flags(make_parser(), argv)).fit()
+    except TrainingDiverged as e:
+        raise UserError(str(e)) from None
+
+
 def main(argv=None) -> int:
     """train.py with `argv` (default: the command line); returns the exit code (utils/core/cli.py)."""
     try:
-        return run_main("train.py", lambda: Trainer(vars(parse_args(argv)), make_parser,
-                                                    explicit_flags(make_parser(), argv)).fit(),
-                        failures=(TrainingDiverged,))
+        return run_main("train.py", lambda: train(argv))
     finally:
-        dist.teardown()
+        if "utils.engine.distributed" in sys.modules:  # imported once training started
+            sys.modules["utils.engine.distributed"].teardown()
 
 
 if __name__ == "__main__":

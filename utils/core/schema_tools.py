@@ -17,8 +17,9 @@ P = ("predict",)
 M = ("get_map",)
 A = ("ablate",)
 DETECTION = (
-    Setting("conf", 0.5, "score threshold before NMS", "detection", ("get_map", "predict"), type=float,
-            tool_defaults={"get_map": 0.001}),
+    Setting("conf", 0.25, "score threshold before NMS (predict.py and YOLO: ultralytics' 0.25, so that a briefly "
+            "trained model still shows boxes; raise it for fewer false ones)", "detection", ("get_map", "predict"),
+            type=float, tool_defaults={"get_map": 0.001}),
     Setting("nms", 0.3, "NMS IoU threshold", "detection", ("get_map", "predict"), type=float,
             tool_defaults={"get_map": 0.5}),
     Setting("max_det", 300, "most detections per image", "detection", P, type=int),
@@ -60,6 +61,9 @@ PREDICT = (
     Setting("dir", None, "folder of images; unreadable files are skipped with a warning", "source", P,
             exclusive="source"),
     Setting("video", None, "video file, or a camera index such as 0", "source", P, exclusive="source"),
+    Setting("source", None, "what to detect in, as ultralytics names it: a folder runs as --dir; a camera index, a "
+            "stream URL or a video file (.mp4, .avi, .mov, .mkv, ...) as --video; anything else as --img", "source", P,
+            exclusive="source"),
     Setting("export_onnx", None, "write an ONNX graph (opset 17, dynamic batch) and exit", "export", P,
             metavar="PATH", exclusive="source"),
     Setting("export_onnx_nms", False, "with --export-onnx: put decoding, --conf, --nms and --max-det inside the "
@@ -121,7 +125,9 @@ ABLATE = (
     Setting("bench_size", 416, "input size for params, GFLOPs and latency", "ablation", A, type=int),
     Setting("latency_runs", 20, "timed forward passes per variant; the median is reported", "ablation", A, type=int),
     Setting("latency_warmup", 3, "untimed forward passes per variant first", "ablation", A, type=int),
-    Setting("threads", 0, "CPU threads for the latency timing (0: PyTorch's choice)", "ablation", A, type=int),
+    Setting("threads", 0, "CPU threads PyTorch computes with (torch.set_num_threads); on a machine shared with other "
+            "work give fewer than its cores; ablate.py: the threads of the latency timing only", "run",
+            ("train", "get_map", "predict", "ablate"), type=int, default_text="0, PyTorch's choice: one per core"),
 )
 MODULES = (
     Setting("clusters", None, "number of anchors", "anchors", ("anchors",), type=int,

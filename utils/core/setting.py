@@ -62,6 +62,7 @@ class Setting:
     tool_defaults: Mapping[str, Any] = field(default_factory=dict)
     tool_choices: Mapping[str, Tuple[Any, ...]] = field(default_factory=dict)  # more choices a tool takes
     aliases: Tuple[str, ...] = ()        # older option strings that still work (renamed flags)
+    habits: Tuple[Tuple[str, str], ...] = ()  # (option, project): another project's name for it, accepted too
     exclusive: Optional[str] = None      # a mutually exclusive group of a tool's flags
 
     def __post_init__(self):
@@ -85,15 +86,16 @@ class Setting:
 
     def help_text(self) -> str:
         """The help, the same in every tool: the text, then the default and each tool's own."""
-        shown = self.default_text or _shown(self.default, self.kind)
+        shown = self.default_text or _shown(self.default, self.kind, self.name)
         own = [f"{TOOLS[t]}: {'required' if v is REQUIRED else _shown(v, self.kind)}"
                for t, v in self.tool_defaults.items()]
         former = f"; {', '.join(self.aliases)}, its former name, works for one more release" if self.aliases else ""
-        return f"{self.help} (default: {'; '.join([shown] + own)}){former}"
+        habits = "".join(f"; {option} (the name {project} uses) works too" for option, project in self.habits)
+        return f"{self.help} (default: {'; '.join([shown] + own)}){former}{habits}"
 
     def add_to(self, parser, tool: str) -> argparse.Action:
         """Add this setting's flag to an argparse parser or group, with `tool`'s default."""
-        names = [self.option, *self.aliases]
+        names = [self.option, *self.aliases, *(option for option, _ in self.habits)]
         extra = {"dest": self.name} if self.flag else {}
         if self.kind == "flag":
             return parser.add_argument(*names, action="store_true", help=self.help_text(), **extra)
@@ -158,9 +160,11 @@ def _expected(s: Setting) -> str:
     return f"a list of {s.nargs} values, each {what}" if s.nargs is not None else what
 
 
-def _shown(value: Any, kind: str) -> str:
-    if kind in ("flag", "switch", "negated"):
-        return "on" if (value if kind != "negated" else True) else "off"
+def _shown(value: Any, kind: str, name: str = "") -> str:
+    if kind == "negated":  # --no-x: not given by default, so x is on
+        return f"not given, so {name} is true"
+    if kind in ("flag", "switch"):
+        return "on" if value else "off"
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
     return "none" if value is None else str(value)

@@ -18,6 +18,7 @@ from utils.data.dataloader import YoloDataset, build_dataloader, mosaic_enabled
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import save_atomic
 from utils.engine.distributed import unwrap
+from utils.engine.eta import RunClock
 from utils.engine.optim import scaled_lr
 from utils.engine.run_logger import ResultsLog
 from utils.engine.train_config import TrainConfig
@@ -91,9 +92,11 @@ class EpochLoop:
         self.best_epoch = max((r["epoch"] for r in self.results.rows if r.get("best")), default=None) if self.results else None
         self.phase = None
         self.loaders = None
+        self.clock = RunClock(config.epochs, config.eval_period)  # the time left, at the end of each epoch's line
 
     def run(self) -> None:
         for epoch in range(self.start_epoch, self.config.epochs):
+            self.clock.start_epoch()
             self.enter_phase(epoch)
             train_loader, val_loader = self.loaders
             train_loader.set_epoch(epoch)
@@ -140,7 +143,9 @@ class EpochLoop:
             row["val_loss"] = validation_loss(eval_model, state.loss_fn, val_loader, state)
         last = epoch + 1 == config.epochs
         if config.eval_period and ((epoch + 1) % config.eval_period == 0 or last):
+            started = self.clock.clock()
             metrics = evaluate(config, eval_model, self.val_samples, self.class_names, self.anchors, state)
+            self.clock.evaluated(self.clock.clock() - started)
             row.update(map50=metrics["map50"], map50_95=metrics["map50_95"])
             fitness = map_fitness(row)
         else:
@@ -158,7 +163,7 @@ class EpochLoop:
         if config.save_period and (epoch + 1) % config.save_period == 0:
             save_atomic(ckpt, self.run_dir / f"epoch_{epoch + 1}.pth")
         self.results.append(row)
-        print(format_row(row, config.epochs))
+        print(format_row(row, config.epochs, self.clock.end_epoch(epoch + 1)))
         return bool(config.patience and self.best_epoch and epoch + 1 - self.best_epoch >= config.patience
                     and config.eval_period)
 
@@ -213,7 +218,8 @@ def map_fitness(row: dict) -> float:
     return 0.1 * row["map50"] + 0.9 * row["map50_95"]
 
 
-def format_row(row: dict, epochs: int) -> str:
+def format_row(row: dict, epochs: int, eta: str = "") -> str:
+    """An epoch's line of the log; `eta` (utils.engine.eta.RunClock.end_epoch) goes before the ' *' of a best."""
     se = f", se {row['se']:.4f}" if "se" in row else ""
     text = (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} (box {row['box']:.4f}, obj {row['obj']:.4f}, "
             f"cls {row['cls']:.4f}{se}), ")
@@ -222,6 +228,6 @@ def format_row(row: dict, epochs: int) -> str:
     text += f"lr {row['lr']:.2e}, {row['seconds']:.0f}s"
     if row.get("map50") is not None:
         text += f"; mAP@0.5 {row['map50']:.4f}, mAP@0.5:0.95 {row['map50_95']:.4f}"
-    return text + (" *" if row.get("best") else "")
+    return text + eta + (" *" if row.get("best") else "")
 
 

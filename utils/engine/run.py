@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 import numpy as np
 import torch
 
-from utils.core.amp import amp_name, resolve_amp, select_device
+from utils.core.amp import amp_name, resolve_amp, select_device, set_threads
 from utils.core.cli import EXIT_INTERRUPTED, EXIT_OK
 from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors, read_classes, used_anchors
 from utils.core.fileio import remove_stale_temporaries, write_text_atomic
@@ -33,7 +33,7 @@ from utils.engine.recipes import config_defaults
 from utils.engine.loop import EpochLoop
 from utils.engine.resume import check_resumed_data, resumed_values, run_data_record, schedule_epochs
 from utils.engine.run_logger import describe_run, read_yaml, run_folder, write_yaml
-from utils.engine.train_config import TrainConfig, make_config
+from utils.engine.train_config import TrainConfig, check_model, make_config
 from utils.engine.trainer import restore_checkpoint
 
 ParserFactory = Callable[[], argparse.ArgumentParser]
@@ -120,6 +120,22 @@ def write_run_files(run_dir: Path, config: TrainConfig, device, data: RunData, a
     print(f"run folder: {run_dir}")
 
 
+def announce(config: TrainConfig, resume: Optional[dict], path) -> None:
+    """Where a resumed run goes on ('resuming at epoch N of M from PATH'); a warning for a new run whose epochs all
+    fall inside the learning-rate warmup."""
+    if resume:
+        next_epoch = resume["epoch"] + 2
+        if next_epoch > config.epochs:
+            print(f"{path} has finished all its {config.epochs} epochs: nothing left to train (give --epochs more "
+                  "than that to train on)")
+        else:
+            print(f"resuming at epoch {next_epoch} of {config.epochs} from {path}")
+    elif config.epochs <= config.warmup_epochs:
+        warnings.warn(f"--epochs {config.epochs} ends inside the {config.warmup_epochs:g}-epoch learning-rate warmup "
+                      "(--warmup-epochs): the learning rate never reaches its full value and the run stops before "
+                      "it learns much; give more epochs or a shorter --warmup-epochs", stacklevel=2)
+
+
 class Trainer:
     """Train (or resume, values["resume"]) one run, holding its folder (FolderLock) meanwhile.
 
@@ -134,6 +150,7 @@ class Trainer:
 
     def fit(self) -> int:
         """Train; returns EXIT_OK, or EXIT_INTERRUPTED after Ctrl-C (last.pth at the last complete epoch)."""
+        set_threads(self.values.get("threads"))  # before any parallel work, so that the inter-op count is set too
         folder = run_folder(self.values["resume"], self.values["save_dir"], self.values["name"])
         with FolderLock(folder) if folder else contextlib.nullcontext():
             run_dir, resume, values = start_run(self.values, self.make_parser, self.explicit, folder)
@@ -141,6 +158,7 @@ class Trainer:
             return self._train(run_dir, resume, values)
 
     def _train(self, run_dir: Optional[Path], resume: Optional[dict], values: dict) -> int:
+        check_model(values)  # a bad --phi, --attention or --fusion: said before the dataset scan
         device = dist.setup(select_device(values["device"]))
         amp_dtype = resolve_amp(values["amp"], device)
         data = load_data(values)
@@ -156,6 +174,7 @@ class Trainer:
         if resume:
             restore_checkpoint(state, resume, self.values["resume"])
         if dist.is_main():
+            announce(config, resume, self.values["resume"])
             write_run_files(run_dir, config, device, data, anchors, state.schedule_end)
         loop = EpochLoop(config, state, run_dir, data.class_names, anchors, data.train, data.val, resume, record)
         try:
