@@ -13,6 +13,8 @@ timed round-robin over all variants at the end. In --out:
                                             the difference from the baseline with its intervals
   ablation_per_class.csv, .png              AP@0.5 difference from the baseline per class and variant
   runs/<variant>_s<seed>/                   train.py's run folders, with eval_detections.json (scored detections)
+                                            and, with --logger tensorboard, the run's events (one run of
+                                            tensorboard --logdir OUT/runs each)
   logs/<variant>_s<seed>.log                train.py's output
   done/<variant>_s<seed>.json               a finished run's scores; a re-run skips it (and re-scores last.pth
                                             when the record predates eval_detections.json or per-class AP)
@@ -24,19 +26,16 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import List
 
+from yolo import YOLO
 from utils.core.cli import EXIT_FAILURE, EXIT_OK, run_main
 from utils.core.settings import add_flags
-
-# torch, the model and the runs' machinery are imported by the functions that use them, so that --help and flag
-# errors are quick; ablate.parse_variants (utils.eval.ablation_variants.parse_variants) is looked up on first use
-
-
-def __getattr__(name):
-    if name == "parse_variants":
-        from utils.eval.ablation_variants import parse_variants
-        return parse_variants
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from utils.deploy.cam import write_variant_cams
+from utils.eval import ablation_runs as runs
+from utils.eval.ablation_runs import AblationPlan
+from utils.eval.ablation_variants import Variant, parse_variants, sweep_variants
+from utils.engine.tb_logger import summary_writer_class
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -46,11 +45,8 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def variants_from_args(args) -> list:
-    """The variants (utils.eval.ablation_variants.Variant) of --variants or --sweep-sites (with --pairs)."""
-    from utils.eval import ablation_runs as runs
-    from utils.eval.ablation_variants import parse_variants, sweep_variants
-
+def variants_from_args(args) -> List[Variant]:
+    """The variants of --variants or --sweep-sites (with --pairs)."""
     if args.pairs and not args.sweep_sites:
         raise ValueError("--pairs goes with --sweep-sites BLOCK: it sweeps BLOCK over every pair of sites")
     if args.sweep_sites:
@@ -60,9 +56,6 @@ def variants_from_args(args) -> list:
 
 def run_all(args: argparse.Namespace, command: str) -> int:
     """Train and score every (variant, seed) not done yet, then write the tables and the CAMs."""
-    from utils.eval import ablation_runs as runs
-    from utils.eval.ablation_runs import AblationPlan
-
     variants = variants_from_args(args)
     baseline = runs.pick_baseline(variants, args.baseline)
     plan = AblationPlan(**vars(args))
@@ -72,6 +65,10 @@ def run_all(args: argparse.Namespace, command: str) -> int:
     if missing:
         raise ValueError(f"--cam-images: no such file: {', '.join(missing)}")
     budget = runs.budget_flags(plan)
+    if plan.logger == "tensorboard":  # without the package: one line before any run starts
+        summary_writer_class()
+        print(f"tensorboard: every run's events under {Path(args.out) / 'runs'}; view them overlaid with "
+              f"tensorboard --logdir {Path(args.out) / 'runs'}")
     evaluate = runs.RunScorer(args.data, args.eval_split, args.device, args.workers, args.data_format, args.images)
     runs.check_budget(Path(args.out), {"train_flags": budget, "eval_split": evaluate.split})
     records, failed = [], []
@@ -92,12 +89,8 @@ def run_all(args: argparse.Namespace, command: str) -> int:
     return EXIT_OK
 
 
-def write_cams(args, variants: list) -> None:
+def write_cams(args, variants: List[Variant]) -> None:
     """--cam-images: one panel per image, the variants (baseline first) whose seed-0 run finished side by side."""
-    from utils.deploy.cam import write_variant_cams
-    from utils.eval import ablation_runs as runs
-    from yolo import YOLO
-
     last = [(v.label, Path(args.out) / "runs" / runs.run_name(v, 0) / "last.pth") for v in variants]
     models = [(label, YOLO(str(weights), device=args.device, amp="off"))
               for label, weights in last if weights.is_file()]

@@ -18,9 +18,9 @@ from utils.data.dataloader import YoloDataset, build_dataloader, mosaic_enabled
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import save_atomic
 from utils.engine.distributed import unwrap
-from utils.engine.eta import RunClock
 from utils.engine.optim import scaled_lr
 from utils.engine.run_logger import ResultsLog
+from utils.engine.tb_logger import NoBoard, open_board
 from utils.engine.train_config import TrainConfig
 from utils.engine.trainer import (TrainState, TrainingDiverged, make_checkpoint, nonfinite_tensors, train_one_epoch,
                                   validation_loss)
@@ -90,13 +90,20 @@ class EpochLoop:
         self.last_completed = self.start_epoch - 1
         self.results = ResultsLog(run_dir, resume.get("results", []) if resume else []) if dist.is_main() else None
         self.best_epoch = max((r["epoch"] for r in self.results.rows if r.get("best")), default=None) if self.results else None
+        # --logger: opened before training (a missing package stops the run here); the main process's only
+        self.board = (open_board(config.logger, run_dir, self.results.rows, self.start_epoch + 1)
+                      if self.results is not None else NoBoard())
         self.phase = None
         self.loaders = None
-        self.clock = RunClock(config.epochs, config.eval_period)  # the time left, at the end of each epoch's line
 
     def run(self) -> None:
+        try:
+            self.epochs()
+        finally:
+            self.board.close()
+
+    def epochs(self) -> None:
         for epoch in range(self.start_epoch, self.config.epochs):
-            self.clock.start_epoch()
             self.enter_phase(epoch)
             train_loader, val_loader = self.loaders
             train_loader.set_epoch(epoch)
@@ -142,10 +149,9 @@ class EpochLoop:
         if config.val_loss:
             row["val_loss"] = validation_loss(eval_model, state.loss_fn, val_loader, state)
         last = epoch + 1 == config.epochs
+        metrics = None
         if config.eval_period and ((epoch + 1) % config.eval_period == 0 or last):
-            started = self.clock.clock()
             metrics = evaluate(config, eval_model, self.val_samples, self.class_names, self.anchors, state)
-            self.clock.evaluated(self.clock.clock() - started)
             row.update(map50=metrics["map50"], map50_95=metrics["map50_95"])
             fitness = map_fitness(row)
         else:
@@ -154,6 +160,7 @@ class EpochLoop:
         if improved:
             self.best, self.best_epoch = fitness, epoch + 1
         row["best"] = improved
+        self.board.epoch(row, metrics)  # before the checkpoints: on a resume, purge_step drops it if they are lost
         ckpt = self.checkpoint(epoch, self.results.rows + [row])
         # best.pth before last.pth: a kill in between leaves last.pth at the previous epoch, so the
         # resumed run redoes this epoch and writes best.pth again; the other order would leave it stale
@@ -163,7 +170,7 @@ class EpochLoop:
         if config.save_period and (epoch + 1) % config.save_period == 0:
             save_atomic(ckpt, self.run_dir / f"epoch_{epoch + 1}.pth")
         self.results.append(row)
-        print(format_row(row, config.epochs, self.clock.end_epoch(epoch + 1)))
+        print(format_row(row, config.epochs))
         return bool(config.patience and self.best_epoch and epoch + 1 - self.best_epoch >= config.patience
                     and config.eval_period)
 
@@ -218,8 +225,7 @@ def map_fitness(row: dict) -> float:
     return 0.1 * row["map50"] + 0.9 * row["map50_95"]
 
 
-def format_row(row: dict, epochs: int, eta: str = "") -> str:
-    """An epoch's line of the log; `eta` (utils.engine.eta.RunClock.end_epoch) goes before the ' *' of a best."""
+def format_row(row: dict, epochs: int) -> str:
     se = f", se {row['se']:.4f}" if "se" in row else ""
     text = (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} (box {row['box']:.4f}, obj {row['obj']:.4f}, "
             f"cls {row['cls']:.4f}{se}), ")
@@ -228,6 +234,6 @@ def format_row(row: dict, epochs: int, eta: str = "") -> str:
     text += f"lr {row['lr']:.2e}, {row['seconds']:.0f}s"
     if row.get("map50") is not None:
         text += f"; mAP@0.5 {row['map50']:.4f}, mAP@0.5:0.95 {row['map50_95']:.4f}"
-    return text + eta + (" *" if row.get("best") else "")
+    return text + (" *" if row.get("best") else "")
 
 

@@ -73,6 +73,16 @@ def read_yaml(path) -> Dict:
     return data
 
 
+NOT_SCALARS = ("epoch", "best")  # the step of a row, and whether it made best.pth
+
+
+def scalar_columns(row: Dict) -> Dict[str, float]:
+    """The numbers of a results.csv row by column, in column order: what --logger tensorboard plots at step
+    row['epoch'] (utils/engine/tb_logger.py); columns a row leaves out (no evaluation that epoch) are absent."""
+    return {k: float(v) for k, v in row.items()
+            if k not in NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class ResultsLog:
     """results.csv with one row per epoch; rewritten whole (atomically) so rows are never torn.
 

@@ -40,7 +40,7 @@ RESERVED_TRAIN_FLAGS = ("--phi", "--attention", "--fusion", "--seed", "--save-di
                         "--config")
 # Per-run fields of run_args.yaml that may differ between runs of a fair comparison.
 PER_RUN_KEYS = {"attention", "fusion", "phi", "seed", "save_dir", "name", "resume", "workers", "device", "quiet",
-                "config"}
+                "config", "logger"}
 INTERRUPT_GRACE_S = 60
 DEFAULT_VARIANTS = ["0", "1", "2", "3", "4"]
 DETECTIONS_FILE = "eval_detections.json"  # in each run's folder: the detections its record was scored from
@@ -134,7 +134,8 @@ def train_command(plan: AblationPlan, variant: Variant, seed: int, budget: List[
     """train.py's command line: --resume when the run left a last.pth, else a fresh run (stale folder removed)."""
     runs = Path(plan.out) / "runs"
     name = f"{variant.slug}_s{seed}"
-    common = ["--workers", str(plan.workers), "--device", plan.device, "--quiet"]
+    # --logger: each run's events in its own folder, so `tensorboard --logdir OUT/runs` overlays every run
+    common = ["--workers", str(plan.workers), "--device", plan.device, "--quiet", "--logger", plan.logger]
     last = runs / name / "last.pth"
     if last.is_file():
         print(f"{name}: resuming {last}")
