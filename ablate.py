@@ -26,16 +26,19 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import List
 
-from yolo import YOLO
 from utils.core.cli import EXIT_FAILURE, EXIT_OK, run_main
 from utils.core.settings import add_flags
-from utils.deploy.cam import write_variant_cams
-from utils.eval import ablation_runs as runs
-from utils.eval.ablation_runs import AblationPlan
-from utils.eval.ablation_variants import Variant, parse_variants, sweep_variants
-from utils.engine.tb_logger import summary_writer_class
+
+# torch, the model and the runs' machinery are imported by the functions that use them, so that --help and flag
+# errors are quick; ablate.parse_variants (utils.eval.ablation_variants.parse_variants) is looked up on first use
+
+
+def __getattr__(name):
+    if name == "parse_variants":
+        from utils.eval.ablation_variants import parse_variants
+        return parse_variants
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -45,8 +48,11 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def variants_from_args(args) -> List[Variant]:
-    """The variants of --variants or --sweep-sites (with --pairs)."""
+def variants_from_args(args) -> list:
+    """The variants (utils.eval.ablation_variants.Variant) of --variants or --sweep-sites (with --pairs)."""
+    from utils.eval import ablation_runs as runs
+    from utils.eval.ablation_variants import parse_variants, sweep_variants
+
     if args.pairs and not args.sweep_sites:
         raise ValueError("--pairs goes with --sweep-sites BLOCK: it sweeps BLOCK over every pair of sites")
     if args.sweep_sites:
@@ -56,6 +62,10 @@ def variants_from_args(args) -> List[Variant]:
 
 def run_all(args: argparse.Namespace, command: str) -> int:
     """Train and score every (variant, seed) not done yet, then write the tables and the CAMs."""
+    from utils.eval import ablation_runs as runs
+    from utils.engine.tb_logger import summary_writer_class
+    from utils.eval.ablation_runs import AblationPlan
+
     variants = variants_from_args(args)
     baseline = runs.pick_baseline(variants, args.baseline)
     plan = AblationPlan(**vars(args))
@@ -89,8 +99,12 @@ def run_all(args: argparse.Namespace, command: str) -> int:
     return EXIT_OK
 
 
-def write_cams(args, variants: List[Variant]) -> None:
+def write_cams(args, variants: list) -> None:
     """--cam-images: one panel per image, the variants (baseline first) whose seed-0 run finished side by side."""
+    from utils.deploy.cam import write_variant_cams
+    from utils.eval import ablation_runs as runs
+    from yolo import YOLO
+
     last = [(v.label, Path(args.out) / "runs" / runs.run_name(v, 0) / "last.pth") for v in variants]
     models = [(label, YOLO(str(weights), device=args.device, amp="off"))
               for label, weights in last if weights.is_file()]

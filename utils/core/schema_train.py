@@ -39,8 +39,9 @@ MODEL = (
             tool_defaults={"summary": None}, default_text="concat"),
     Setting("input_size", None, "network input size: a multiple of 32 (square) or H,W", "model",
             ("train", "get_map", "predict", "ablate", "anchors", "quantize", "summary"), type=input_size,
-            default_text="416, or the checkpoint's; train.py: 320 on the demo dataset, ablate.py: train.py's",
-            tool_defaults={"anchors": 416, "summary": 416}),
+            default_text="train.py: 320 on the demo dataset, else 416; get_map.py, predict.py and "
+            "utils.deploy.quantize: the checkpoint's (416 for one that records none); ablate.py: train.py's",
+            tool_defaults={"anchors": 416, "summary": 416}, habits=(("--imgsz", "ultralytics"),)),
 )
 DATA = (
     Setting("data", "VOCdevkit", "dataset: a VOCdevkit root, a VOC year folder, an annotation-lines file, a YOLO "
@@ -150,8 +151,8 @@ RUN = (
     Setting("resume", None, "continue the run of this last.pth exactly where it stopped, in its folder and with its "
             "recorded settings; with it, only --epochs (more epochs: the recorded schedule is kept and the added "
             "epochs train at its final lr), --data, --images, --data-format and --classes (the dataset moved: its "
-            "scan must match the recorded one), --workers, --device, --amp, --channels-last, --save-period, "
-            "--quiet and --logger may be given; other flags are refused", "run", T),
+            "scan must match the recorded one), --workers, --threads, --device, --amp, --channels-last, "
+            "--save-period, --quiet and --logger may be given; other flags are refused", "run", T),
     Setting("save_dir", "logs", "folder of the run folders", "run", T),
     Setting("name", "exp", "run folder name (exp, exp2, ... when taken)", "run", T),
     Setting("save_period", 0, "also keep epoch_N.pth every N epochs (0: off)", "run", T, type=int),

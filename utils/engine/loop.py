@@ -18,6 +18,7 @@ from utils.data.dataloader import YoloDataset, build_dataloader, mosaic_enabled
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import save_atomic
 from utils.engine.distributed import unwrap
+from utils.engine.eta import RunClock
 from utils.engine.optim import scaled_lr
 from utils.engine.run_logger import ResultsLog
 from utils.engine.tb_logger import NoBoard, open_board
@@ -95,6 +96,7 @@ class EpochLoop:
                       if self.results is not None else NoBoard())
         self.phase = None
         self.loaders = None
+        self.clock = RunClock(config.epochs, config.eval_period)  # the time left, at the end of each epoch's line
 
     def run(self) -> None:
         try:
@@ -104,6 +106,7 @@ class EpochLoop:
 
     def epochs(self) -> None:
         for epoch in range(self.start_epoch, self.config.epochs):
+            self.clock.start_epoch()
             self.enter_phase(epoch)
             train_loader, val_loader = self.loaders
             train_loader.set_epoch(epoch)
@@ -151,7 +154,9 @@ class EpochLoop:
         last = epoch + 1 == config.epochs
         metrics = None
         if config.eval_period and ((epoch + 1) % config.eval_period == 0 or last):
+            started = self.clock.clock()
             metrics = evaluate(config, eval_model, self.val_samples, self.class_names, self.anchors, state)
+            self.clock.evaluated(self.clock.clock() - started)
             row.update(map50=metrics["map50"], map50_95=metrics["map50_95"])
             fitness = map_fitness(row)
         else:
@@ -170,7 +175,7 @@ class EpochLoop:
         if config.save_period and (epoch + 1) % config.save_period == 0:
             save_atomic(ckpt, self.run_dir / f"epoch_{epoch + 1}.pth")
         self.results.append(row)
-        print(format_row(row, config.epochs))
+        print(format_row(row, config.epochs, self.clock.end_epoch(epoch + 1)))
         return bool(config.patience and self.best_epoch and epoch + 1 - self.best_epoch >= config.patience
                     and config.eval_period)
 
@@ -225,7 +230,8 @@ def map_fitness(row: dict) -> float:
     return 0.1 * row["map50"] + 0.9 * row["map50_95"]
 
 
-def format_row(row: dict, epochs: int) -> str:
+def format_row(row: dict, epochs: int, eta: str = "") -> str:
+    """An epoch's line of the log; `eta` (utils.engine.eta.RunClock.end_epoch) goes before the ' *' of a best."""
     se = f", se {row['se']:.4f}" if "se" in row else ""
     text = (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} (box {row['box']:.4f}, obj {row['obj']:.4f}, "
             f"cls {row['cls']:.4f}{se}), ")
@@ -234,6 +240,6 @@ def format_row(row: dict, epochs: int) -> str:
     text += f"lr {row['lr']:.2e}, {row['seconds']:.0f}s"
     if row.get("map50") is not None:
         text += f"; mAP@0.5 {row['map50']:.4f}, mAP@0.5:0.95 {row['map50_95']:.4f}"
-    return text + (" *" if row.get("best") else "")
+    return text + eta + (" *" if row.get("best") else "")
 
 
