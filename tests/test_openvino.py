@@ -153,3 +153,12 @@ def test_onnx_graphs_refuse_the_torch_backend(int8):
     with pytest.raises(ValueError, match="onnx or openvino backend, not torch"):
         YOLO(int8, backend="torch")
     assert torch.is_tensor(YOLO(int8, backend="openvino").infer(torch.from_numpy(rgb(64, 96)[None])))
+
+
+@needs_openvino
+def test_sliced_detect_is_the_same_on_openvino(ckpt):
+    """detect(image, slice=...) sends batches of tiles through the session: the same boxes as ONNX Runtime's."""
+    image = rgb(150, 200, 3)
+    a, b = (YOLO(ckpt, backend=k, device="cpu", conf=0.3).detect(image, slice=64) for k in ("onnx", "openvino"))
+    assert len(a) == len(b) >= 10
+    assert np.abs(a.boxes - b.boxes).max() < 1e-3 and (a.class_ids == b.class_ids).all()
