@@ -294,9 +294,10 @@ def test_variants_explain_the_first_variants_top_detection(yolo, variants):
 
 
 def test_variant_panel_has_one_column_per_variant(variants, tmp_path):
-    """One row of 320-pixel-wide panels, 4 white pixels apart, each showing its own variant (PNG: no JPEG ringing)."""
+    """One row of panels, 320-pixel images with a 42-pixel colour scale, 4 white pixels apart, each showing its own
+    variant (PNG: no JPEG ringing)."""
     panel = read_image(write_variant_cams(tmp_path / "cam_x.png", rgb(90, 160), variants)).astype(int)
-    width, gap = 320, 4
+    width, gap = 320 + 42, 4
     assert panel.shape[1] == 3 * width + 2 * gap and panel.shape[0] < 2 * 180  # one row of 180-pixel images
     for i in (1, 2):
         assert (panel[:, i * (width + gap) - gap:i * (width + gap)] == 255).all()

@@ -50,7 +50,7 @@ def test_image_with_every_extra(ckpt, images, tmp_path, capsys):
     counts = ", ".join(f"{n} {names.count(n)}" for n in sorted(set(names)))
     assert f"  counts: {counts}" in out and f"total: {counts}" in out
     assert Image.open(out_dir / "17.jpg").size == (160, 90)
-    assert Image.open(out_dir / "17_heatmap.jpg").size == (160, 90)
+    assert Image.open(out_dir / "17_heatmap.jpg").size == (160 + 27, 90 + 21)  # the colour scale 0..1, a title
     lines = [line.split() for line in (out_dir / "labels" / "17.txt").read_text().splitlines()]
     assert [line[0] for line in lines] == names
     assert np.allclose([[float(v) for v in line[2:]] for line in lines], expected.boxes, atol=0.06)
@@ -102,11 +102,12 @@ def test_images_sharing_a_stem_keep_apart(ckpt, tmp_path, capsys):
 
 
 def test_cam_writes_one_panel_per_detection(ckpt, images, tmp_path, capsys):
-    """17.jpg (160x90) with --cam-top 3: one row of three 320x180 panels under two caption lines (38 px), 4 px apart."""
+    """17.jpg (160x90) with --cam-top 3: one row of three 320x180 panels, each with a colour scale 42 px wide on its
+    right, under two caption lines (38 px), 4 px apart."""
     assert len(YOLO(ckpt, conf=0.3).detect(images / "17.jpg")) > 3
     assert run(ckpt, tmp_path, "--img", str(images / "17.jpg"), "--conf", "0.3", "--cam", "--cam-top", "3",
                "--cam-method", "layercam", "--amp", "off") == 0
-    assert read_image(tmp_path / "out" / "17_cam.jpg").shape == (180 + 38, 3 * 320 + 2 * 4, 3)
+    assert read_image(tmp_path / "out" / "17_cam.jpg").shape == (180 + 38, 3 * (320 + 42) + 2 * 4, 3)
     assert run(ckpt, tmp_path, "--img", str(images / "gray.png"), "--conf", "0.9999", "--cam") == 0
     assert "gray: no detections, so no CAM" in capsys.readouterr().out
     assert not (tmp_path / "out" / "gray_cam.jpg").exists()

@@ -64,7 +64,8 @@ PREDICT = (
     Setting("source", None, "what to detect in, as ultralytics names it: a folder runs as --dir; a camera index, a "
             "stream URL or a video file (.mp4, .avi, .mov, .mkv, ...) as --video; anything else as --img", "source", P,
             exclusive="source"),
-    Setting("export_onnx", None, "write an ONNX graph (opset 17, dynamic batch) and exit", "export", P,
+    Setting("export_onnx", None, "write an ONNX graph (opset 17, dynamic batch) and exit; a bare file name "
+            "(m.onnx) goes beside the weights, a path with a folder where it says", "export", P,
             metavar="PATH", exclusive="source"),
     Setting("export_onnx_nms", False, "with --export-onnx: put decoding, --conf, --nms and --max-det inside the "
             "graph", "export", P, kind="flag"),

@@ -312,8 +312,23 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+LAYOUTS = {"voc": "Annotations/, JPEGImages/, ImageSets/Main/<split>.txt",
+           "yolo": "data.yaml, classes.txt, images/<split>/, labels/<split>/",
+           "coco": "annotations/instances_<split>.json, images in <split>/"}
+
+
+def describe_demo(path: Path, style: str, data_format: str) -> List[str]:
+    """What the demo command says of the dataset at `path`: what is there, and how the scripts read it."""
+    spec = _style(style)
+    return [f"the {style} dataset in {data_format} format is in {path}: {LAYOUTS[data_format]}; splits train "
+            f"({spec.n_train} images) and val ({spec.n_val}); classes {', '.join(spec.classes)}",
+            f"use it with --data: python train.py --data {path} (get_map.py and ablate.py take the same --data)"]
+
+
 def _run(args: argparse.Namespace) -> None:
-    print(ensure_demo_dataset(args.root, args.style, args.demo_format))
+    path = ensure_demo_dataset(args.root, args.style, args.demo_format)
+    print("\n".join(describe_demo(path, args.style, args.demo_format)))
+    print(path)
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.deploy.drawing import heatmap_overlay, save_image
+from utils.deploy.drawing import heatmap_overlay, labelled_heat, save_image
 from utils.core.plotting import plt, save_figure
 
 
@@ -83,15 +83,22 @@ def attention_maps(model: nn.Module, batch: torch.Tensor) -> Dict[str, Tuple[str
     return maps
 
 
+def attention_title(site: str) -> str:
+    """The title of a spatial attention map: the site first, so that a narrow image's cut title still names it."""
+    return f"{site}: attention gate, mean over channels"
+
+
 def save_attention_maps(out: Path, stem: str, image: np.ndarray, maps: Dict[str, Tuple[str, np.ndarray]]) -> list:
-    """Write `<stem>_att_<site>.jpg` (spatial map over the image) or `.png` (channel weights); returns the paths."""
+    """Write `<stem>_att_<site>.jpg` (spatial map over the image, titled with the site, its colour scale from the
+    map's lowest to its highest gate on the right) or `.png` (channel weights); returns the paths."""
     written = []
     for site, (kind, values) in maps.items():
         if kind == "spatial":
             span = float(values.max() - values.min())
             heat = (values - values.min()) / span if span > 0 else np.zeros_like(values)
             path = Path(out) / f"{stem}_att_{site}.jpg"
-            save_image(path, heatmap_overlay(image, heat))
+            save_image(path, labelled_heat(heatmap_overlay(image, heat), attention_title(site),
+                                           f"{values.min():.2f}", f"{values.max():.2f}"))
         else:
             fig, ax = plt.subplots(figsize=(8, 2.5))
             ax.bar(np.arange(len(values)), values, width=1.0)

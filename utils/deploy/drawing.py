@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from utils.core.fileio import write_bytes_atomic
 
 Color = Tuple[int, int, int]
+Rect = Tuple[float, float, float, float]  # x1, y1, x2, y2 pixels
 
 
 def class_colors(num_classes: int) -> List[Color]:
@@ -39,49 +40,102 @@ def _text_color(background: Color) -> Color:
     return (0, 0, 0) if luminance > 150 else (255, 255, 255)
 
 
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_label(box: Sequence[float], label_wh: Tuple[float, float], image_hw: Tuple[int, int],
+                taken: Sequence[Rect]) -> Rect:
+    """The (x1, y1, x2, y2) pixels of a box's label that covers none of the labels `taken`: above the box, else
+    inside it at the top, below it, inside at the bottom, else the first of these moved down (then up) until
+    free; within the image where it fits. When nothing is free it sits above the box (or inside, at the top)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    (tw, th), (h, w) = label_wh, image_hw
+    tx = min(max(0.0, x1), max(0.0, w - tw))
+    fits = [y for y in (y1 - th, y1, max(y1, y2), max(y1, y2) - th) if 0 <= y <= h - th]
+    start = fits[0] if fits else max(0.0, min(y1, h - th))
+    steps = [start + k * th for k in range(1, int(h // max(th, 1)) + 1)]
+    steps += [start - k * th for k in range(1, int(h // max(th, 1)) + 1)]
+    for y in fits + [y for y in steps if 0 <= y <= h - th]:
+        if not any(_overlaps((tx, y, tx + tw, y + th), other) for other in taken):
+            return tx, y, tx + tw, y + th
+    return tx, start, tx + tw, start + th
+
+
 def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
                     class_names: Sequence[str]) -> np.ndarray:
     """A copy of HxWx3 uint8 RGB `image` with boxes (Tensor-like [K, 4] xyxy image pixels) and
-    'name score' labels in the class colour; labels sit above the box, or inside it at the top edge."""
+    'name score' labels in the class colour; a label sits above its box (or inside it at the top edge), and
+    elsewhere (place_label) where it would cover the label of an earlier detection."""
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
     h, w = image.shape[:2]
-    size = font_size((h, w))
-    font = label_font(size)
+    font = label_font(font_size((h, w)))
     thickness = max(1, round(min(h, w) / 300))
     colors = class_colors(len(class_names))
+    taken: List[Rect] = []
+    for box, score, cls in zip(np.asarray(boxes), np.asarray(scores), np.asarray(class_ids)):
+        x1, y1, x2, y2 = [float(v) for v in box]
+        draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=colors[int(cls)], width=thickness)
     for box, score, cls in zip(np.asarray(boxes), np.asarray(scores), np.asarray(class_ids)):
         color = colors[int(cls)]
-        x1, y1, x2, y2 = [float(v) for v in box]
-        draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=color, width=thickness)
         text = f"{class_names[int(cls)]} {float(score):.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left + 4, bottom - top + 4
-        ty = y1 - th if y1 - th >= 0 else y1
-        tx = min(max(0.0, x1), max(0.0, w - tw))
-        draw.rectangle([tx, ty, tx + tw, ty + th], fill=color)
-        draw.text((tx + 2 - left, ty + 2 - top), text, fill=_text_color(color), font=font)
+        rect = place_label(box, (right - left + 4, bottom - top + 4), (h, w), taken)
+        taken.append(rect)
+        draw.rectangle([rect[0], rect[1], rect[2] - 1, rect[3] - 1], fill=color)  # the corner pixels inclusive
+        draw.text((rect[0] + 2 - left, rect[1] + 2 - top), text, fill=_text_color(color), font=font)
     return np.asarray(pil)
+
+
+def heat_colors(heat8: np.ndarray) -> np.ndarray:
+    """uint8 values (any shape) -> their heatmap colours, RGB uint8 (OpenCV's JET: 0 blue, 255 red)."""
+    return cv2.cvtColor(cv2.applyColorMap(heat8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
 def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend a heatmap (HxW float in [0, 1], any size; resized to the image) over HxWx3 uint8 RGB."""
     heat = cv2.resize(heat.astype(np.float32), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     heat8 = np.clip(heat * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    colored = cv2.cvtColor(cv2.applyColorMap(heat8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    return cv2.addWeighted(image, 1.0 - alpha, colored, alpha, 0.0)
+    return cv2.addWeighted(image, 1.0 - alpha, heat_colors(heat8), alpha, 0.0)
+
+
+SCALE_BAR = (3, 12)  # the colour scale's left margin and bar width, pixels
+
+
+def with_color_scale(image: np.ndarray, low: str, high: str, size: int = 11) -> np.ndarray:
+    """HxWx3 uint8 RGB with the heatmap's colour scale on its right, on white: a bar from `high` (red, top)
+    to `low` (blue, bottom), each end labelled with its value."""
+    font = label_font(size)
+    h = image.shape[0]
+    margin, bar = SCALE_BAR
+    width = margin + bar + 3 + max(round(font.getlength(t)) for t in (low, high)) + 3
+    pil = Image.new("RGB", (width, h), "white")
+    ramp = np.linspace(255, 0, h).round().astype(np.uint8)[:, None].repeat(bar, axis=1)  # top: the high end
+    pil.paste(Image.fromarray(heat_colors(ramp)), (margin, 0))
+    draw = ImageDraw.Draw(pil)
+    for text, y in ((high, 0), (low, max(0, h - size - 3))):
+        draw.text((margin + bar + 3, y), text, fill=(0, 0, 0), font=font)
+    return np.concatenate([image, np.asarray(pil)], axis=1)
+
+
+def labelled_heat(overlay: np.ndarray, title: str, low: str, high: str) -> np.ndarray:
+    """A heatmap overlay (HxWx3 uint8 RGB) with its colour scale from `low` to `high` on the right (with_color_scale)
+    and `title` above it: what the map is and where in the network it comes from."""
+    return captioned(with_color_scale(overlay, low, high), [title])
 
 
 def heat_panel(image: np.ndarray, heat: np.ndarray, box: np.ndarray, score: float, class_id: int,
                class_names: Sequence[str], lines: Sequence[str], side: int = 320) -> np.ndarray:
-    """HxWx3 uint8 RGB resized to `side` pixels on its longer side, with `heat` (HxW in [0, 1]) overlaid and
-    one box ([4] xyxy image pixels) drawn, under a caption of `lines`."""
+    """HxWx3 uint8 RGB resized to `side` pixels on its longer side, with `heat` (HxW in [0, 1] of its maximum)
+    overlaid, its colour scale on the right and one box ([4] xyxy image pixels) drawn, under a caption of `lines`."""
     h, w = image.shape[:2]
     scale = side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     boxes = np.asarray(box, np.float32).reshape(1, 4) * scale
-    return captioned(draw_detections(heatmap_overlay(small, heat), boxes, [score], [class_id], class_names), lines)
+    drawn = draw_detections(heatmap_overlay(small, heat), boxes, [score], [class_id], class_names)
+    return captioned(with_color_scale(drawn, "0", "max"), lines)
 
 
 def captioned(image: np.ndarray, lines: Sequence[str], size: int = 13) -> np.ndarray:

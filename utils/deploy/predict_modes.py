@@ -211,12 +211,19 @@ def export_path(weights, export_format: str, nms: bool = False, int8: bool = Fal
     return weights.with_name(f"{weights.stem}{suffix}.{export_format}")
 
 
+def export_destination(path, weights) -> Path:
+    """Where an export named `path` goes: a bare file name ('m.onnx') beside the weights it comes from (so that
+    exports stay with their run under logs/, not in the working folder); a path with a folder part as given."""
+    return Path(weights).parent / path if not os.path.dirname(str(path)) else Path(path)
+
+
 def export_model(yolo, path, nms: bool = False, int8: bool = False, data=None, split: Optional[str] = None,
                  calib_images: int = DEFAULT_CALIB_IMAGES, data_format: Optional[str] = None,
                  images_dir=None) -> Tuple[Path, str]:
     """Write `yolo` as an ONNX graph at `path`: raw head outputs, with decoding and NMS inside (`nms`), or
     (`int8`) the raw graph quantized with `calib_images` calibration images of `split` of `data`
-    (utils.deploy.quantize.calibration_images). Returns the path and a few words on what it holds."""
+    (utils.deploy.quantize.calibration_images); a bare file name goes beside the weights (export_destination).
+    Returns the path and a few words on what it holds."""
     if int8 and nms:
         raise ValueError(INT8_RAW_ONLY)
     calibration = None
@@ -225,7 +232,7 @@ def export_model(yolo, path, nms: bool = False, int8: bool = False, data=None, s
             raise ValueError("int8 needs calibration images: give the dataset they come from (data=...)")
         calibration = calibration_images(data, split, yolo.class_names, calib_images, data_format=data_format,
                                          images_dir=images_dir)
-    written = yolo.export_onnx(path, nms=nms, calibration_images=calibration)
+    written = yolo.export_onnx(export_destination(path, yolo._source), nms=nms, calibration_images=calibration)
     kind = (f"int8 raw head outputs, calibrated on {len(calibration)} images" if int8 else
             "with decoding and NMS" if nms else "raw head outputs, checked against torch")
     return written, kind

@@ -15,10 +15,11 @@ from utils.core.fileio import write_bytes_atomic
 from utils.core.settings import check_overrides, nearest, settings_class, tool_settings
 from utils.deploy.attention_maps import save_attention_maps
 from utils.deploy.cam import cam_grid
-from utils.deploy.drawing import save_image
+from utils.deploy.drawing import labelled_heat, save_image
 
 # the options that write a file per image besides the annotated image, so need an output folder
 FILE_OUTPUTS = ("heatmap", "attention_map", "cam", "save_txt", "save_json", "crop")
+OBJECTNESS_TITLE = "objectness: highest of any anchor, P5 and P4 heads"
 
 
 def _check(self) -> None:
@@ -128,7 +129,7 @@ class Shower:
 def write_maps(yolo, image: np.ndarray, name: str, out: Path, options: PredictOutputs) -> None:
     """The per-image maps chosen: objectness heatmap, CAMs, attention maps."""
     if options.heatmap:
-        save_image(out / f"{name}_heatmap.jpg", yolo.heatmap(image))
+        save_image(out / f"{name}_heatmap.jpg", labelled_heat(yolo.heatmap(image), OBJECTNESS_TITLE, "0", "1"))
     if options.cam:
         cams = yolo.cam(image, options.cam_method, options.cam_layer, options.cam_top)
         if cams:

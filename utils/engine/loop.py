@@ -89,7 +89,8 @@ class EpochLoop:
         self.best = resume.get("best_fitness") if resume else None
         self.start_epoch = resume["epoch"] + 1 if resume else 0
         self.last_completed = self.start_epoch - 1
-        self.results = ResultsLog(run_dir, resume.get("results", []) if resume else []) if dist.is_main() else None
+        self.results = (ResultsLog(run_dir, resume.get("results", []) if resume else [], config.eval_period,
+                                   config.epochs) if dist.is_main() else None)
         self.best_epoch = max((r["epoch"] for r in self.results.rows if r.get("best")), default=None) if self.results else None
         # --logger: opened before training (a missing package stops the run here); the main process's only
         self.board = (open_board(config.logger, run_dir, self.results.rows, self.start_epoch + 1)

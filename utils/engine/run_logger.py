@@ -90,9 +90,11 @@ class ResultsLog:
     and cls, then se in a run with an SE-loss only, so that the columns of other runs stay as they were.
     """
 
-    def __init__(self, run_dir: Path, rows: List[Dict] = ()):
+    def __init__(self, run_dir: Path, rows: List[Dict] = (), eval_period: Optional[int] = None,
+                 epochs: Optional[int] = None):
         self.path = Path(run_dir) / "results.csv"
         self.rows = [dict(r) for r in rows]
+        self.eval_period, self.epochs = eval_period, epochs  # what map.png says before the first mAP
 
     def append(self, row: Dict) -> None:
         self.rows.append(dict(row))
@@ -119,4 +121,16 @@ class ResultsLog:
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend()
+            elif filename == "map.png":
+                ax.text(0.5, 0.5, self.no_map_note(), ha="center", va="center", transform=ax.transAxes, wrap=True)
             save_figure(fig, self.path.parent / filename)
+
+    def no_map_note(self) -> str:
+        """What map.png says while it has no mAP: the epoch of the next evaluation, or that evaluation is off."""
+        if self.eval_period == 0:
+            return "evaluation is off (--eval-period 0): no mAP to plot"
+        if not self.eval_period:
+            return "no mAP yet"
+        done = max((int(r["epoch"]) for r in self.rows), default=0)
+        upcoming = (done // self.eval_period + 1) * self.eval_period
+        return f"no mAP yet: first evaluation at epoch {min(upcoming, self.epochs or upcoming)}"

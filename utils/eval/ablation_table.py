@@ -25,6 +25,7 @@ import numpy as np
 
 from utils.core.fileio import write_text_atomic
 from utils.core.plotting import plt, save_figure
+from utils.eval.ablation_variants import shown_name
 from utils.eval.stats import Interval, ResampledMap, distinguishable, paired_bootstrap, paired_t_interval
 
 NA = "n/a"
@@ -256,8 +257,7 @@ def markdown_text(rows: List[Dict], notes: List[str], baseline: str) -> str:
     boot = f"bootstrap, seed {boot_seeds.pop()}" if len(boot_seeds) == 1 else "bootstrap"
     lines += ["", f"## Difference from {baseline} (variant - {baseline}, 95% intervals)", "",
               f"| variant | Δ mAP@0.5 (seeds) | Δ mAP@0.5:0.95 (seeds) | Δ mAP@0.5 ({boot}) "
-              f"| Δ mAP@0.5:0.95 ({boot}) |",
-              "|---|---:|---:|---:|---:|"]
+              f"| Δ mAP@0.5:0.95 ({boot}) |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['variant']} | " + " | ".join(difference_cells(r, baseline)) + " |" for r in rows]
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
@@ -305,7 +305,7 @@ def chart_figure(rows: List[Dict], seeds: int, baseline: str):
     ax_ms.bar(x, [r["latency_ms"] for r in rows], 0.6, color="tab:gray")
     ax_ms.set_title("CPU latency, batch 1 (ms)")
     for ax in (ax_map, ax_diff, ax_ms):
-        ax.set_xticks(x, [r["variant"] for r in rows], rotation=30, ha="right")
+        ax.set_xticks(x, [shown_name(r["variant"], r["attention"]) for r in rows], rotation=30, ha="right")
     fig.tight_layout()
     return fig
 
@@ -335,14 +335,15 @@ def per_class_figure(classes: List[str], table: Dict[str, List[Optional[float]]]
 def write_outputs(out: Path, rows: List[Dict], records: List[Dict], notes: List[str], baseline: str,
                   seeds: int) -> List[Path]:
     """Write ablation.md, .csv, .png and ablation_per_class.csv, .png into `out`; returns their paths."""
-    paths = [out / name for name in ("ablation.md", "ablation.csv", "ablation.png", "ablation_per_class.csv",
-                                     "ablation_per_class.png")]
+    paths = [out / f"ablation{name}" for name in (".md", ".csv", ".png", "_per_class.csv", "_per_class.png")]
     classes, per_class = per_class_differences(records, [r["variant"] for r in rows], baseline)
     write_text_atomic(paths[0], markdown_text(rows, notes, baseline))
     write_csv(rows, paths[1])
     save_figure(chart_figure(rows, seeds, baseline), paths[2])
     write_per_class_csv(classes, per_class, paths[3])
-    save_figure(per_class_figure(classes, per_class, baseline), paths[4])
+    shown = {r["variant"]: shown_name(r["variant"], r["attention"]) for r in rows}  # as on ablation.png
+    save_figure(per_class_figure(classes, {shown[k]: v for k, v in per_class.items()}, shown.get(baseline, baseline)),
+                paths[4])
     return paths
 
 

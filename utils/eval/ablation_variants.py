@@ -20,6 +20,13 @@ class Variant:
         return re.sub(r"[^a-z0-9_]+", "-", self.label)
 
 
+def shown_name(label: str, attention: str) -> str:
+    """A variant's name on the ablation pictures: a phi label with its block, 'phi2 (cbam)', as the table's
+    variant and attention columns read together; other labels name their blocks already."""
+    phi = re.fullmatch(r"phi\d+(,.*)?", label)
+    return f"{label} ({attention})" if phi else label
+
+
 def parse_variants(items: List[str]) -> List[Variant]:
     """Variants from --variants; ValueError for an unknown name or a variant listed twice."""
     words = [w.strip() for item in items for w in (item.split(",") if "=" not in item else [item]) if w.strip()]
