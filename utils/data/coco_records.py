@@ -12,8 +12,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from utils.data.annotations import Record, finish_record, open_record_image
-from utils.data.formats import COCO_IMAGE_MISSING, CocoImage, coco_image_dirs, find_coco_image
+from utils.data.annotations import DatasetError, Record, finish_record, open_record_image
+from utils.data.formats import COCO_IMAGE_MISSING, CocoImage, coco_tag, inside
 
 
 def _coco_box(bbox) -> Optional[List[float]]:
@@ -69,3 +69,30 @@ def parse_coco(image: CocoImage, json_path: Path, class_names: Sequence[str],
         rec.sample.coco_id = image.id
         rec.sample.coco_truth = np.array(truth, dtype=np.float64).reshape(-1, 7)
     return rec
+
+
+def coco_image_dirs(json_path: Path, images_dir: Optional[Path] = None) -> List[Path]:
+    """The folders the images of a COCO JSON are looked for in, in order (see the module docstring)."""
+    if images_dir is not None:
+        return [Path(images_dir)]
+    base, tag = json_path.parent, coco_tag(json_path)
+    return [base, base / "images", base.parent / tag, base.parent / "images" / tag]
+
+
+def find_coco_image(json_path: Path, file_name: str, images_dir: Optional[Path] = None) -> Optional[Path]:
+    """The image of an entry: `file_name`, then its last component, in each of coco_image_dirs; None when
+    there is none. Untrusted input: a `file_name` that leads out of a folder (`../`, an absolute path) is not
+    looked for there, only its last component is; when it leads out of every folder and that finds nothing,
+    DatasetError names the JSON and the entry (`--images` with the folder that holds it reads it)."""
+    folders = coco_image_dirs(json_path, images_dir)
+    for folder in folders:
+        own = [folder / file_name] if inside(folder, file_name) else []
+        for candidate in dict.fromkeys(own + [folder / Path(file_name).name]):
+            if candidate.is_file():
+                return candidate
+    if file_name and not any(inside(folder, file_name) for folder in folders):
+        where = f"--images {folders[0]}" if images_dir is not None else ", ".join(str(f) for f in folders)
+        raise DatasetError(f"{json_path}: image entry file_name {file_name!r} leads outside the dataset's image "
+                           f"folders ({where}); refused, nothing outside is read. Pass --images with the folder "
+                           "that holds it, or fix file_name")
+    return None

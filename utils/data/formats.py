@@ -16,7 +16,7 @@ YOLO (darknet / ultralytics, https://docs.ultralytics.com/datasets/detect/):
 COCO detection JSON (https://cocodataset.org/#format-data): `images`, `annotations`, `categories`;
   `bbox` is [x, y, width, height] in pixels; `iscrowd` objects become difficult (left out of training
   targets, ignored in evaluation); COCO mAP scores the annotations as the file gives them, `area` included
-  (utils/data/coco_records.py). Images are looked for in `images_dir` (`--images`) when given, else
+  (utils/data/coco_records.py, which also finds the images). Images are looked for in `images_dir` (`--images`) when given, else
   beside the JSON, in `images/` beside it, and in the COCO download layout: for
   `coco/annotations/instances_val2017.json`, in `coco/val2017/` and `coco/images/val2017/` (the JSON stem
   without `instances_`). An image entry whose file is in none of them is skipped as "COCO image missing",
@@ -366,14 +366,6 @@ def read_coco(path: Path) -> Tuple[Tuple[str, ...], List[CocoImage]]:
     return names, [CocoImage(i, f, s, tuple(objects.get(i, ()))) for i, (f, s) in images.items()]
 
 
-def coco_image_dirs(json_path: Path, images_dir: Optional[Path] = None) -> List[Path]:
-    """The folders the images of a COCO JSON are looked for in, in order (see the module docstring)."""
-    if images_dir is not None:
-        return [Path(images_dir)]
-    base, tag = json_path.parent, coco_tag(json_path)
-    return [base, base / "images", base.parent / tag, base.parent / "images" / tag]
-
-
 def coco_tag(json_path: Path) -> str:
     """The split a COCO JSON names: its stem without `instances_` (instances_val2017.json -> val2017); a stem
     that is `instances_` alone is kept, since an empty name is no split."""
@@ -386,22 +378,3 @@ def inside(folder: Path, name: str) -> bool:
     links inside the folder are the dataset's own and are followed)."""
     base = os.path.normpath(os.path.abspath(folder))
     return os.path.normpath(os.path.join(base, name)).startswith(base.rstrip(os.sep) + os.sep)
-
-
-def find_coco_image(json_path: Path, file_name: str, images_dir: Optional[Path] = None) -> Optional[Path]:
-    """The image of an entry: `file_name`, then its last component, in each of coco_image_dirs; None when
-    there is none. Untrusted input: a `file_name` that leads out of a folder (`../`, an absolute path) is not
-    looked for there, only its last component is; when it leads out of every folder and that finds nothing,
-    DatasetError names the JSON and the entry (`--images` with the folder that holds it reads it)."""
-    folders = coco_image_dirs(json_path, images_dir)
-    for folder in folders:
-        own = [folder / file_name] if inside(folder, file_name) else []
-        for candidate in dict.fromkeys(own + [folder / Path(file_name).name]):
-            if candidate.is_file():
-                return candidate
-    if file_name and not any(inside(folder, file_name) for folder in folders):
-        where = f"--images {folders[0]}" if images_dir is not None else ", ".join(str(f) for f in folders)
-        raise DatasetError(f"{json_path}: image entry file_name {file_name!r} leads outside the dataset's image "
-                           f"folders ({where}); refused, nothing outside is read. Pass --images with the folder "
-                           "that holds it, or fix file_name")
-    return None
