@@ -152,7 +152,7 @@ RUN = (
             "recorded settings; with it, only --epochs (more epochs: the recorded schedule is kept and the added "
             "epochs train at its final lr), --data, --images, --data-format and --classes (the dataset moved: its "
             "scan must match the recorded one), --workers, --threads, --device, --amp, --channels-last, "
-            "--save-period, --quiet and --logger may be given; other flags are refused", "run", T),
+            "--save-period, --quiet, --logger, --compile and --cache may be given; other flags are refused", "run", T),
     Setting("save_dir", "logs", "folder of the run folders", "run", T),
     Setting("name", "exp", "run folder name (exp, exp2, ... when taken)", "run", T),
     Setting("save_period", 0, "also keep epoch_N.pth every N epochs (0: off)", "run", T, type=int),
@@ -179,6 +179,12 @@ RUN = (
             "gradients is always skipped", "run", T, type=float),
     Setting("quiet", False, "no progress bars (ablate.py: train.py's output is not echoed; it is still in logs/)",
             "run", TA, kind="flag"),
+    Setting("compile", False, "compile the model's forward and backward pass with torch.compile (inductor, needs a "
+            "C++ compiler) for training and the mAP evaluation; the first steps take longer (compiling); where "
+            "compiling fails the run goes on eagerly, said once; may change on --resume", "run", T, kind="switch"),
+    Setting("cache", "none", "ram: decode the training and validation images once, before the first epoch, and "
+            "keep them in memory (refused before it is filled when they would not fit in the memory available; "
+            "the batches are the same as without it); may change on --resume", "run", T, choices=("none", "ram")),
     Setting("logger", "none", "also log results.csv's columns (steps: epochs) and the run's pictures (labels.png, "
             "train_batch0.jpg, the F1 and PR curves of each evaluation) as TensorBoard events in the run folder; "
             "needs `pip install tensorboard`; view with tensorboard --logdir logs (ablate.py: --logdir OUT/runs, "

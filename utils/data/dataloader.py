@@ -46,11 +46,12 @@ class YoloDataset(Dataset):
         mixup: probability of blending a mosaic with another augmented image, as the reference does.
         augment: the other knobs (see utils.data.augment.AugmentConfig); None for the defaults.
         seed: base of every random choice.
+        cache: decoded images kept in memory (utils/data/image_cache.py, --cache ram); None reads each time.
     """
 
     def __init__(self, samples: Sequence[Sample], input_size: Union[int, Sequence[int]], train: bool,
                  mosaic: float = default("mosaic"), mixup: float = 0.5, augment: Optional[AugmentConfig] = None,
-                 seed: int = 0):
+                 seed: int = 0, cache=None):
         if not samples:
             raise ValueError("YoloDataset needs at least one sample")
         self.samples = list(samples)
@@ -60,6 +61,7 @@ class YoloDataset(Dataset):
         self.mixup_prob = mixup
         self.cfg = augment if augment is not None else AugmentConfig()
         self.seed = seed
+        self.cache = cache
         self.epoch = 0
         self.use_mosaic = True
 
@@ -80,7 +82,9 @@ class YoloDataset(Dataset):
     def load(self, index: int, keep_difficult: bool = False):
         """(image, boxes [N, 4] xyxy image pixels, labels [N]) of sample `index`, without difficult objects."""
         s = self.samples[index]
-        image = read_image(s.image_path, apply_exif=s.exif_transpose)
+        image = self.cache.get(s) if self.cache is not None else None
+        if image is None:
+            image = read_image(s.image_path, apply_exif=s.exif_transpose)
         keep = np.ones(len(s.labels), bool) if keep_difficult else ~s.difficult
         return image, s.boxes[keep].astype(np.float32), s.labels[keep]
 

@@ -10,6 +10,7 @@ from nets.yolo import YoloBody
 from utils.core.config import DEFAULT_ANCHORS_MASK
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import load_weights
+from utils.engine.compile import compile_model
 from utils.engine.class_weights import describe_class_weights, run_class_weights
 from utils.engine.ema import ModelEMA
 from utils.engine.loss import HEAD_BALANCE, YOLOLoss, loss_settings
@@ -82,13 +83,17 @@ def loss_class_weights(config: TrainConfig, class_names: Sequence[str], train_sa
 def build_state(config: TrainConfig, model, loss_fn, device: torch.device, amp_dtype,
                 schedule_end: Optional[int] = None) -> TrainState:
     """What one training step touches; base_lr is set by the loop for each phase's batch size.
-    `schedule_end`: the epochs of the lr schedule, when a resumed run was extended beyond it."""
-    return TrainState(model=model, loss_fn=loss_fn.to(device),
-                      optimizer=build_optimizer(model, config.optimizer, config.lr, config.momentum,
-                                                config.weight_decay),
-                      device=device, amp_dtype=amp_dtype, base_lr=0.0, epochs=config.epochs,
-                      warmup_epochs=config.warmup_epochs, min_lr_ratio=config.min_lr / config.lr,
-                      lr_schedule=config.lr_schedule, channels_last=config.channels_last_on,
-                      grad_clip=config.grad_clip, schedule_epochs=schedule_end,
-                      ema=ModelEMA(model, tau=config.ema_tau) if config.ema and dist.is_main() else None,
-                      scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
+    `schedule_end`: the epochs of the lr schedule, when a resumed run was extended beyond it. With --compile the
+    model's forward is compiled in place (utils/engine/compile.py) after the EMA copied it."""
+    state = TrainState(model=model, loss_fn=loss_fn.to(device),
+                       optimizer=build_optimizer(model, config.optimizer, config.lr, config.momentum,
+                                                 config.weight_decay),
+                       device=device, amp_dtype=amp_dtype, base_lr=0.0, epochs=config.epochs,
+                       warmup_epochs=config.warmup_epochs, min_lr_ratio=config.min_lr / config.lr,
+                       lr_schedule=config.lr_schedule, channels_last=config.channels_last_on,
+                       grad_clip=config.grad_clip, schedule_epochs=schedule_end,
+                       ema=ModelEMA(model, tau=config.ema_tau) if config.ema and dist.is_main() else None,
+                       scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
+    if config.compile:
+        compile_model(model)
+    return state

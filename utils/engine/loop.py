@@ -15,8 +15,10 @@ from nets.yolo import YoloBody
 from utils.data.augment import AugmentConfig
 from utils.data.batch_picture import save_batch_picture
 from utils.data.dataloader import YoloDataset, build_dataloader, mosaic_enabled
+from utils.data.image_cache import build_image_cache
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import save_atomic
+from utils.engine.compile import compile_model
 from utils.engine.distributed import unwrap
 from utils.engine.eta import RunClock
 from utils.engine.optim import scaled_lr
@@ -28,13 +30,14 @@ from utils.engine.trainer import (TrainState, TrainingDiverged, make_checkpoint,
 from utils.eval.evaluator import evaluate_model
 
 
-def build_loaders(config: TrainConfig, train_samples, val_samples, batch_size: int):
-    """(train loader, val loader): augmented, sharded across ranks under torchrun; letterbox only."""
+def build_loaders(config: TrainConfig, train_samples, val_samples, batch_size: int, cache=None):
+    """(train loader, val loader): augmented, sharded across ranks under torchrun; letterbox only. `cache`: the
+    decoded images of --cache ram (utils/data/image_cache.py), filled before the workers fork."""
     size = config.input_size  # an int or (h, w)
     augment = AugmentConfig(jitter=config.jitter, scale=config.scale, flip=config.flip, hsv=config.hsv)
     train_set = YoloDataset(train_samples, size, train=True, mosaic=config.mosaic, mixup=config.mixup, augment=augment,
-                            seed=config.seed)
-    val_set = YoloDataset(val_samples, size, train=False, seed=config.seed)
+                            seed=config.seed, cache=cache)
+    val_set = YoloDataset(val_samples, size, train=False, seed=config.seed, cache=cache)
     distributed = dist.world_size() > 1
     train_loader = build_dataloader(train_set, batch_size, config.workers, shuffle=True, seed=config.seed,
                                     distributed=distributed, drop_last=len(train_set) >= 2 * batch_size)
@@ -54,6 +57,8 @@ def evaluate(config: TrainConfig, model, val_samples, class_names, anchors, stat
     evaluator's batch size), so both print the same numbers.
     """
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    if config.compile:
+        model = compile_model(model)
     return evaluate_model(model, val_samples, class_names, spec=training_spec(config, class_names, anchors),
                           workers=config.workers, device=state.device, amp=state.amp_dtype, progress=not config.quiet)
 
@@ -98,6 +103,7 @@ class EpochLoop:
         self.phase = None
         self.loaders = None
         self.clock = RunClock(config.epochs, config.eval_period)  # the time left, at the end of each epoch's line
+        self.image_cache = None  # --cache ram: filled when the first loaders are built
 
     def run(self) -> None:
         try:
@@ -143,7 +149,9 @@ class EpochLoop:
             ids = [self.state.device.index] if self.state.device.type == "cuda" else None
             self.state.model = torch.nn.parallel.DistributedDataParallel(bare, device_ids=ids)
         self.state.base_lr = scaled_lr(self.config.lr, batch * dist.world_size())
-        self.loaders = build_loaders(self.config, self.train_samples, self.val_samples, batch)
+        if self.config.cache == "ram" and self.image_cache is None:
+            self.image_cache = build_image_cache([*self.train_samples, *self.val_samples], self.config.workers)
+        self.loaders = build_loaders(self.config, self.train_samples, self.val_samples, batch, self.image_cache)
 
     def end_of_epoch(self, epoch: int, stats: dict, val_loader) -> bool:
         """Validate, log, save; returns True when early stopping says stop."""

@@ -1,0 +1,134 @@
+"""--compile: torch.compile (inductor) of the model's forward and backward pass, with its eager fallback.
+
+The first test compiles YoloBody once (input 64, batch 2, fp32): about a minute on 2 cores with a cold inductor
+cache, seconds with a warm one (~/.cache or /tmp/torchinductor_$USER); the other tests reuse that compilation or
+compile nothing.
+"""
+import shutil
+
+import pytest
+import torch
+
+import train
+from utils.engine import compile as compile_mod
+from utils.engine.checkpoint import read_checkpoint
+from utils.engine.compile import GuardedForward, compile_model, is_compiled
+from utils.engine.trainer import TrainState, train_step
+
+pytestmark = pytest.mark.usefixtures("scan_cache")
+
+# compiled and eager fp32 losses of the same run agree to this (relative) over its first epochs
+LOSS_RTOL = 1e-4
+
+
+def run_args(data, save_dir, *extra) -> list:
+    return ["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64", "--batch-size", "2",
+            "--workers", "0", "--save-dir", str(save_dir), "--quiet", "--amp", "off", "--eval-period", "0",
+            "--epochs", "2", *map(str, extra)]
+
+
+def losses(ckpt) -> list:
+    return [row[k] for row in ckpt["results"] for k in ("train_loss", "val_loss", "box", "obj", "cls")]
+
+
+@pytest.fixture
+def said(monkeypatch):
+    """The fallback lines printed in this test (the once-per-process record starts empty)."""
+    record = []
+    monkeypatch.setattr(compile_mod, "_said", record)
+    return record
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(compile_mod.no_compiler_reason() is not None, reason="no C++ compiler: inductor cannot run")
+def test_compiled_run_matches_eager_and_resumes_exactly(tiny_voc, tmp_path, said):
+    eager, full = tmp_path / "eager", tmp_path / "full"
+    assert train.main(run_args(tiny_voc, eager)) == 0
+    assert train.main(run_args(tiny_voc, full, "--compile", "--save-period", 1)) == 0
+    assert not said, said  # compiled, no fallback
+    straight = read_checkpoint(full / "exp" / "last.pth")
+    assert straight["args"]["compile"] is True
+    for key in ("model", "train_model"):
+        assert not [k for k in straight[key] if "_orig_mod" in k]
+        assert straight[key].keys() == read_checkpoint(eager / "exp" / "last.pth")[key].keys()
+    assert losses(straight) == pytest.approx(losses(read_checkpoint(eager / "exp" / "last.pth")), rel=LOSS_RTOL)
+    killed = tmp_path / "killed" / "exp"
+    killed.mkdir(parents=True)
+    shutil.copy(full / "exp" / "epoch_1.pth", killed / "last.pth")
+    assert train.main(["--resume", str(killed / "last.pth"), "--quiet", "--workers", "0", "--compile"]) == 0
+    resumed = read_checkpoint(killed / "last.pth")
+    assert losses(resumed) == losses(straight)
+    for key in ("model", "train_model"):
+        for name, tensor in straight[key].items():
+            assert torch.equal(resumed[key][name], tensor), (key, name)
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return y, y.mean((2, 3))
+
+
+def tiny_loss(outputs, targets):
+    loss = outputs[0].square().mean() + (outputs[1] - targets).abs().mean()
+    return loss, {"box": loss.detach()}
+
+
+def tiny_steps(model, steps=2):
+    torch.manual_seed(0)
+    state = TrainState(model=model, loss_fn=tiny_loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                       device=torch.device("cpu"), amp_dtype=None, base_lr=0.1, epochs=1, warmup_epochs=0.0,
+                       min_lr_ratio=0.01, lr_schedule="cos")
+    x, t = torch.rand(2, 3, 8, 8), torch.rand(2, 4)
+    return [train_step(state, x, t)["loss"] for _ in range(steps)]
+
+
+def fresh_tiny():
+    torch.manual_seed(0)
+    return Tiny()
+
+
+def test_a_compiler_error_falls_back_to_eager_said_once(monkeypatch, said, capsys):
+    def failing_backend(graph, example_inputs):
+        raise RuntimeError("inductor: unsupported operator aten.boom")
+
+    monkeypatch.setattr(compile_mod, "BACKEND", failing_backend)
+    eager_model = fresh_tiny()
+    expected = tiny_steps(eager_model)
+    model = compile_model(fresh_tiny())
+    assert isinstance(model.forward, GuardedForward)
+    assert tiny_steps(model) == expected  # the eager result, BatchNorm statistics counted once
+    assert torch.equal(model.bn.running_mean, eager_model.bn.running_mean)
+    assert torch.equal(model.bn.num_batches_tracked, eager_model.bn.num_batches_tracked)
+    assert not is_compiled(model)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "--compile" in line]
+    assert len(lines) == 1 and "compiling the model failed" in lines[0] and "eagerly" in lines[0], lines
+    assert "aten.boom" in lines[0]
+    compile_model(fresh_tiny())(torch.rand(1, 3, 8, 8))  # another failure in this process: not said again
+    assert len(said) == 1
+
+
+def test_without_a_cpp_compiler_the_model_stays_eager(monkeypatch, said, capsys):
+    monkeypatch.setattr(compile_mod.shutil, "which", lambda name: None)
+    model = compile_model(fresh_tiny())
+    assert not is_compiled(model) and not isinstance(model.forward, GuardedForward)
+    assert tiny_steps(model) == tiny_steps(fresh_tiny())
+    out = capsys.readouterr().out
+    assert out.count("--compile: no C++ compiler") == 1, out
+
+
+def test_a_copy_of_a_compiled_model_runs_its_own_weights():
+    import copy
+    model = compile_model(fresh_tiny())
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        clone.conv.weight.zero_()
+        clone.conv.bias.zero_()
+    out = clone.eval()(torch.rand(1, 3, 8, 8))[0]
+    assert torch.count_nonzero(out - out.flatten()[0]) == 0  # the zeroed copy ran, not the original
+    assert not [k for k in clone.state_dict() if "_orig_mod" in k]

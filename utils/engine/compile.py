@@ -1,0 +1,98 @@
+"""`--compile`: a model's forward pass compiled with torch.compile (inductor), eager where compiling fails.
+
+`compile_model(model)` compiles the module in place: its `forward` becomes a `GuardedForward`, so its
+state_dict keys stay those of the bare model (no `_orig_mod.` prefix: checkpoints are the same with or without
+--compile), the optimizer holds the same parameters, and a DistributedDataParallel wrapper or a forward hook still
+sees the module it wraps. Autograd compiles the backward pass of the same graph (AOTAutograd), so a training
+step's forward and backward are both compiled; the loss (its assignment of positives changes shape with every
+batch's objects) and the optimizer step stay eager.
+
+Compiling happens on the first call of each new input shape or mode (train / eval). When it fails (no C++
+compiler, an operator inductor does not support, any error of the compiler), the call is made again eagerly,
+with the module's buffers (BatchNorm statistics) and the random state as they were before it, so the result is
+the eager one; one line says so, once per process, and the module stays eager from then on.
+"""
+import copy
+import shutil
+import types
+from typing import Callable, List, Optional
+
+import torch
+
+BACKEND = "inductor"
+_said: List[str] = []  # the fallback line printed in this process (printed once)
+
+
+def say_once(line: str) -> None:
+    """Print `line` the first time a fallback happens in this process."""
+    if not _said:
+        _said.append(line)
+        print(line, flush=True)
+
+
+def no_compiler_reason() -> Optional[str]:
+    """Why inductor cannot compile for the CPU here (it needs a C++ compiler), or None."""
+    if shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"):
+        return None
+    return "no C++ compiler (g++, c++ or clang++) on PATH"
+
+
+def _first_line(error: BaseException) -> str:
+    """The innermost cause of a compiler error (dynamo wraps the backend's in BackendCompilerFailed), one line."""
+    for _ in range(10):  # a chain of causes, never a loop
+        inner = getattr(error, "inner_exception", None) or error.__cause__
+        if inner is None:
+            break
+        error = inner
+    text = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
+
+
+class GuardedForward:
+    """A module's forward through torch.compile; eager (and from then on eager) when compiling raises."""
+
+    def __init__(self, module: torch.nn.Module, eager: Callable):
+        self.module, self.eager = module, eager
+        self.compiled: Optional[Callable] = torch.compile(eager, backend=BACKEND, dynamic=False)
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is None:
+            return self.eager(*args, **kwargs)
+        buffers = list(self.module.buffers())
+        saved = [b.clone() for b in buffers]
+        rng = torch.get_rng_state()
+        try:
+            return self.compiled(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 -- any failure of the compiler: the eager pass decides
+            with torch.no_grad():
+                for buffer, value in zip(buffers, saved):
+                    buffer.copy_(value)
+            torch.set_rng_state(rng)
+            out = self.eager(*args, **kwargs)  # an error of the model itself is raised here, as without --compile
+            self.compiled = None
+            say_once(f"--compile: compiling the model failed ({_first_line(error)}); training and evaluating eagerly")
+            return out
+
+    def __deepcopy__(self, memo):
+        # a copy of the module (the EMA, an evaluation copy) gets its own eager forward, never this module's
+        copied = memo.get(id(self.module))
+        if copied is None:
+            copied = copy.deepcopy(self.module, memo)
+        return types.MethodType(type(copied).forward, copied)
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """`model`, its forward compiled in place (see the module docstring); eager, said once, without a compiler."""
+    reason = no_compiler_reason()
+    if reason is not None:
+        say_once(f"--compile: {reason}; training and evaluating eagerly")
+        return model
+    if not isinstance(model.forward, GuardedForward):
+        model.forward = GuardedForward(model, model.forward)
+    return model
+
+
+def is_compiled(model: torch.nn.Module) -> bool:
+    """Whether `model`'s forward still goes through torch.compile (False after a fallback)."""
+    forward = getattr(model, "forward", None)
+    return isinstance(forward, GuardedForward) and forward.compiled is not None
