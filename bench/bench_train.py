@@ -210,9 +210,10 @@ def main(args) -> None:
     rows = [r for r in rows if args.only is None or r[0] in args.only]
     print(f"input {args.input_size}, batch {args.batch_size}, {args.workers} workers, {args.threads} threads, "
           f"phi {args.phi}, {args.warmup} warm-up and {args.steps} timed steps per row")
-    print(f"| precision | setting | images/s | vs {rows[0][0]} | waiting for data | forward | loss incl. targets | "
-          "backward | optimizer | warm-up (compiling) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if rows:
+        print(f"| precision | setting | images/s | vs {rows[0][0]} | waiting for data | forward | loss incl. targets "
+              "| backward | optimizer | warm-up (compiling) |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for precision, amp_dtype in precisions:
         base = None
         for _, compiled, cached in rows:

@@ -12,7 +12,7 @@ import torch
 import train
 from utils.engine import compile as compile_mod
 from utils.engine.checkpoint import read_checkpoint
-from utils.engine.compile import GuardedForward, compile_model, is_compiled
+from utils.engine.compile import GuardedForward, compile_model, compile_training, is_compiled
 from utils.engine.trainer import TrainState, train_step
 
 pytestmark = pytest.mark.usefixtures("scan_cache")
@@ -132,3 +132,11 @@ def test_a_copy_of_a_compiled_model_runs_its_own_weights():
     out = clone.eval()(torch.rand(1, 3, 8, 8))[0]
     assert torch.count_nonzero(out - out.flatten()[0]) == 0  # the zeroed copy ran, not the original
     assert not [k for k in clone.state_dict() if "_orig_mod" in k]
+
+
+def test_an_se_loss_run_trains_eagerly_said_once(said, capsys):
+    assert not isinstance(compile_training(fresh_tiny(), se_loss=0.2).forward, GuardedForward)
+    if compile_mod.no_compiler_reason() is None:
+        assert isinstance(compile_training(fresh_tiny(), se_loss=0.0).forward, GuardedForward)
+    out = capsys.readouterr().out
+    assert out.count("--compile: with --se-loss the training step stays eager") == 1, out

@@ -10,7 +10,7 @@ from nets.yolo import YoloBody
 from utils.core.config import DEFAULT_ANCHORS_MASK
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import load_weights
-from utils.engine.compile import compile_model
+from utils.engine.compile import compile_training
 from utils.engine.class_weights import describe_class_weights, run_class_weights
 from utils.engine.ema import ModelEMA
 from utils.engine.loss import HEAD_BALANCE, YOLOLoss, loss_settings
@@ -95,5 +95,5 @@ def build_state(config: TrainConfig, model, loss_fn, device: torch.device, amp_d
                        ema=ModelEMA(model, tau=config.ema_tau) if config.ema and dist.is_main() else None,
                        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
     if config.compile:
-        compile_model(model)
+        compile_training(model, config.se_loss)
     return state

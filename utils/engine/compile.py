@@ -92,6 +92,17 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def compile_training(model: torch.nn.Module, se_loss: float) -> torch.nn.Module:
+    """The training model of a --compile run: compiled, except with an SE-loss, whose logits are collected by
+    forward hooks registered anew for every step (YoloBody.collect_se_logits), which a compiled graph would
+    trace again at every step; that run trains eagerly, said once (its mAP evaluation is still compiled)."""
+    if se_loss > 0:
+        say_once("--compile: with --se-loss the training step stays eager (its logits are collected by hooks that a "
+                 "compiled graph would trace again at every step); the mAP evaluation is compiled")
+        return model
+    return compile_model(model)
+
+
 def is_compiled(model: torch.nn.Module) -> bool:
     """Whether `model`'s forward still goes through torch.compile (False after a fallback)."""
     forward = getattr(model, "forward", None)
