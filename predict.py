@@ -24,11 +24,9 @@ from utils.core.amp import set_threads
 from utils.core.cli import UserError, run_main
 from utils.core.settings import add_flags
 
-# torch, the model and the modes are imported by the functions that use them, so that --help and flag errors are
-# quick (tests/test_first_hour.py)
+# torch, the model and the modes are imported where used: --help and flag errors are quick (tests/test_first_hour.py)
 ROOT = Path(__file__).resolve().parent
 COCO_CLASSES = ROOT / "model_data" / "coco_classes.txt"
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
 
 # predict.py's flag groups: what to run, then each mode's flags; every flag is its schema entry (utils/core/settings.py)
@@ -74,25 +72,13 @@ def slicing_of_args(args):
     return as_slicing(Slicing(args.slice, args.overlap, args.slice_full), (1, 1)) if args.slice else None
 
 
-def dispatch_source(args) -> None:
-    """--source (ultralytics' flag) as the flag of this project it stands for: a folder is --dir; a camera index, a
-    stream URL (rtsp://, http://, ...) or a video file (by its suffix) is --video; anything else is --img."""
-    source, args.source = args.source, None
-    if source is None:
-        return
-    if Path(source).is_dir():
-        args.dir = source
-    elif source.isdigit() or "://" in source or Path(source).suffix.lower() in VIDEO_SUFFIXES:
-        args.video = source
-    else:
-        args.img = source
-
-
 def check_args(args) -> None:
     """One line for flags that do not fit together or name no file."""
     from utils.deploy.predict_modes import INT8_RAW_ONLY
+    from utils.deploy.source_flag import source_flag
 
-    dispatch_source(args)
+    if args.source is not None:  # ultralytics' --source: as --dir, --video or --img
+        setattr(args, source_flag(args.source), args.source)
     if not (args.img or args.dir or args.video or args.export_onnx or args.fps):
         raise UserError("nothing to do: give --img, --dir, --video, --fps or --export-onnx (see --help)")
     if args.img and Path(args.img).is_dir():
@@ -120,7 +106,7 @@ def run(args) -> None:
     if args.export_onnx:
         path, kind = export_model(yolo, args.export_onnx, args.export_onnx_nms, args.int8, args.data, args.split,
                                   args.calib_images, data_format=args.data_format, images_dir=args.images)
-        print(f"wrote {path.resolve()} ({path.stat().st_size / 1e6:.1f} MB, {kind})")
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {kind})")
         return
     out = Path(args.out) if args.out else numbered_folder(ROOT / "out" / "predict")
     out.mkdir(parents=True, exist_ok=True)

@@ -77,8 +77,8 @@ def test_source_runs_as_the_flag_it_stands_for(tmp_path):
              (str(image), "img")]
     for source, dest in cases:
         args = parser.parse_args(["--source", source])
-        predict.dispatch_source(args)
-        assert getattr(args, dest) == source and args.source is None, (source, vars(args))
+        predict.check_args(args)
+        assert getattr(args, dest) == source, (source, vars(args))
     with pytest.raises(SystemExit):  # one source: --source and --img exclude each other
         parser.parse_args(["--source", "x.jpg", "--img", "y.jpg"])
 

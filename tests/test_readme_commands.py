@@ -30,6 +30,7 @@ from utils.eval import ablation_runs, scoring
 from yolo import YOLO
 
 COVERED_ELSEWHERE = ("## Inference", "## Evaluation")
+QUICK_START = "### Quick start on a CPU"
 EXEMPT = (["pip", "install"], ["python", "-m", "pytest"])
 TRAIN_TINY = ["--epochs", "1", "--input-size", "64", "--batch-size", "4", "--workers", "0", "--eval-period", "0",
               "--amp", "off", "--quiet"]
@@ -198,6 +199,12 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+def quick_start_commands(text: str):
+    """The argv lists of the Quick start's bash block (Set-up's subsection)."""
+    section = text[text.index(QUICK_START):].split("\n## ")[0]
+    return [argv for lang, body in fenced_blocks(section) if lang == "bash" for argv in shell_commands(body)]
+
+
 def readme_commands(text: str):
     """(bash argv lists, python blocks) of the README outside the sections other tests run, inline commands last."""
     blocks = fenced_blocks(text)
@@ -264,9 +271,16 @@ def test_readme_commands_run_at_tiny_size(workdir, capsys):
     run_command(setup[-1], workdir, capsys)
     assert (workdir / "demo_data" / "demo" / "JPEGImages").is_dir()
     assert (workdir / "logs" / "exp" / "best.pth").is_file()
+    quick = quick_start_commands(text)  # then the Quick start, on the demo dataset as a newcomer runs it
+    assert [script_of(argv)[0] for argv in quick] == ["train.py", "predict.py", "get_map.py"]
+    for argv in quick:
+        run_command(argv, workdir, capsys)
+    assert (workdir / "logs" / "exp2" / "best.pth").is_file() and (workdir / quick[1][-1]).is_file()
+    assert any((workdir / "out" / "predict").glob(f"exp*/{Path(quick[1][-1]).name}"))
     write_datasets(workdir)
     for argv in commands[1:]:
-        run_command(argv, workdir, capsys)
+        if argv not in quick:
+            run_command(argv, workdir, capsys)
     assert (workdir / "datasets" / "voc07-yolo" / "data.yaml").is_file()
     assert (workdir / "demo_data" / "demo-yolo").is_dir() and any(workdir.glob("**/*int8*.onnx"))
     assert (workdir / "camdemo" / "pred" / "val_00003_heatmap.jpg").is_file()
