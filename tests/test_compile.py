@@ -140,3 +140,33 @@ def test_an_se_loss_run_trains_eagerly_said_once(said, capsys):
         assert isinstance(compile_training(fresh_tiny(), se_loss=0.0).forward, GuardedForward)
     out = capsys.readouterr().out
     assert out.count("--compile: with --se-loss the training step stays eager") == 1, out
+
+
+class Broken(Tiny):
+    """Two graphs: the first (with the BatchNorm update) runs before the second fails to compile."""
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        torch._dynamo.graph_break()
+        return y, y.mean((2, 3))
+
+
+def test_a_failure_after_part_of_the_model_ran_counts_the_batchnorm_update_once(monkeypatch, said):
+    calls = []
+
+    def second_graph_fails(graph, example_inputs):
+        calls.append(graph)
+        if len(calls) > 1:
+            raise RuntimeError("the second graph does not compile")
+        return graph.forward
+
+    monkeypatch.setattr(compile_mod, "BACKEND", second_graph_fails)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = Broken()
+    torch.manual_seed(0)
+    model = compile_model(Broken())
+    assert tiny_steps(model) == tiny_steps(eager)
+    assert len(calls) == 2 and len(said) == 1
+    assert torch.equal(model.bn.running_mean, eager.bn.running_mean)
+    assert torch.equal(model.bn.num_batches_tracked, eager.bn.num_batches_tracked)

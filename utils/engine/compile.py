@@ -70,7 +70,7 @@ class GuardedForward:
             torch.set_rng_state(rng)
             out = self.eager(*args, **kwargs)  # an error of the model itself is raised here, as without --compile
             self.compiled = None
-            say_once(f"--compile: compiling the model failed ({_first_line(error)}); training and evaluating eagerly")
+            say_once(f"--compile: compiling the model failed ({_first_line(error)}); running it eagerly")
             return out
 
     def __deepcopy__(self, memo):
@@ -85,7 +85,7 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     """`model`, its forward compiled in place (see the module docstring); eager, said once, without a compiler."""
     reason = no_compiler_reason()
     if reason is not None:
-        say_once(f"--compile: {reason}; training and evaluating eagerly")
+        say_once(f"--compile: {reason}; running the model eagerly")
         return model
     if not isinstance(model.forward, GuardedForward):
         model.forward = GuardedForward(model, model.forward)
