@@ -123,3 +123,23 @@ def test_predict_slice_flags(ckpt, tmp_path, capsys):
     assert len(lines) == len(YOLO(ckpt, conf=0.3, amp="off").detect(str(tmp_path / "big.png"), slice=64))
     assert predict.main(base + ["--slice", "64", "--overlap", "1.5"]) == 1
     assert "--overlap 1.5: expected a fraction of the tile in [0, 1)" in capsys.readouterr().err
+
+
+def test_get_map_slice_and_agnostic_flags_score_what_yolo_detects(map_voc, tmp_path, capsys):
+    import json
+    import get_map
+    from tests.helpers.models import save_random_checkpoint
+    from tests.helpers.voc import MAP_CLASSES, split_samples
+    weights = save_random_checkpoint(tmp_path / "run" / "best.pth", MAP_CLASSES)
+    base = ["--weights", str(weights), "--data", str(map_voc), "--amp", "off", "--no-plots", "--slice", "32"]
+    counts = {}
+    for extra in ([], ["--agnostic-nms"]):
+        out = tmp_path / f"map{len(extra)}"
+        assert get_map.main(base + extra + ["--out", str(out)]) == 0, capsys.readouterr().err
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["settings"]["slice"] == {"tile": [32, 32], "overlap": 0.2, "full": True}
+        assert summary["settings"]["agnostic_nms"] == bool(extra)
+        counts[bool(extra)] = len(json.loads((out / "detections.json").read_text()))
+    yolo = YOLO(weights, conf=0.001, nms=0.5, amp="off", slice=32)
+    assert counts[False] == sum(len(yolo.detect(str(s.image_path))) for s in split_samples(map_voc)) > 0
+    assert counts[True] < counts[False]
