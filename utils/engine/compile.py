@@ -7,7 +7,9 @@ sees the module it wraps. Autograd compiles the backward pass of the same graph 
 step's forward and backward are both compiled; the loss (its assignment of positives changes shape with every
 batch's objects) and the optimizer step stay eager.
 
-Compiling happens on the first call of each new input shape or mode (train / eval). When it fails (no C++
+Compiling happens on the first call of each mode (training or evaluation, with or without autograd), for the
+input shape of that call; a call of the same mode with another shape (an epoch's or an evaluation's smaller last
+batch) runs eagerly rather than compiling again (about a minute on 2 cores). When it fails (no C++
 compiler, an operator inductor does not support, any error of the compiler), the call is made again eagerly,
 with the module's buffers (BatchNorm statistics) and the random state as they were before it, so the result is
 the eager one; one line says so, once per process, and the module stays eager from then on.
@@ -54,10 +56,14 @@ class GuardedForward:
     def __init__(self, module: torch.nn.Module, eager: Callable):
         self.module, self.eager = module, eager
         self.compiled: Optional[Callable] = torch.compile(eager, backend=BACKEND, dynamic=False)
+        self.shapes: dict = {}  # (training, autograd on) -> the input shape compiled for that mode
 
     def __call__(self, *args, **kwargs):
         if self.compiled is None:
             return self.eager(*args, **kwargs)
+        shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else None
+        if self.shapes.setdefault((self.module.training, torch.is_grad_enabled()), shape) != shape:
+            return self.eager(*args, **kwargs)  # a smaller last batch: not worth a compilation of its own
         buffers = list(self.module.buffers())
         saved = [b.clone() for b in buffers]
         rng = torch.get_rng_state()
