@@ -3,6 +3,7 @@
     python predict.py --img img/street.jpg                  # annotated image + one line per detection
     python predict.py --dir img/ --save-json --crop --count
     python predict.py --video clip.mp4                      # or --video 0 for the first camera
+    python predict.py --video rtsp://host/stream --track    # a stream; track ids drawn, tracks.csv
     python predict.py --fps --backend onnx                  # ms for pre, forward, post and FPS
     python predict.py --img big.jpg --slice 320 --overlap 0.2   # small objects: tiles, merged (SAHI)
     python predict.py --export-onnx model.onnx [--export-onnx-nms]
@@ -33,6 +34,7 @@ COCO_CLASSES = ROOT / "model_data" / "coco_classes.txt"
 FLAG_GROUPS = (
     ("what to run (one of)", ("img", "dir", "video", "source", "export_onnx")),
     ("outputs of --img, --dir and --video", ("out", "save_txt", "save_json", "crop", "count", "max_frames", "show")),
+    ("video, camera and stream (--video)", ("track", "track_thresh", "reconnect")),
     ("maps, per image", ("heatmap", "attention_map", "cam", "cam_method", "cam_layer", "cam_top")),
     ("speed (--fps)", ("fps", "fps_runs", "warmup")),
     ("export (--export-onnx)", ("export_onnx_nms", "int8", "data", "split", "data_format", "images", "calib_images")),
@@ -87,6 +89,12 @@ def check_args(args) -> None:
         raise UserError(f"--img {args.img}: file does not exist")
     if args.int8 and (not args.export_onnx or args.export_onnx_nms):
         raise UserError(INT8_RAW_ONLY)
+    if args.track and not args.video:
+        raise UserError("--track follows objects across the frames of a video: give --video (a file, a camera "
+                        "index or a stream URL)")
+    if args.track:
+        from utils.deploy.tracking import require_trackers
+        require_trackers()  # one line naming what to install, before the model loads
 
 
 def run(args) -> None:

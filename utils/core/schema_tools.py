@@ -60,7 +60,8 @@ PREDICT = (
     Setting("img", None, "image file to detect in", "source", P, exclusive="source"),
     Setting("dir", None, "folder of images; unreadable files are skipped with a warning", "source", P,
             exclusive="source"),
-    Setting("video", None, "video file, or a camera index such as 0", "source", P, exclusive="source"),
+    Setting("video", None, "video file, camera index such as 0, or stream URL (rtsp://, rtmp://, http://, https://)",
+            "source", P, exclusive="source"),
     Setting("source", None, "what to detect in, as ultralytics names it: a folder runs as --dir; a camera index, a "
             "stream URL or a video file (.mp4, .avi, .mov, .mkv, ...) as --video; anything else as --img", "source", P,
             exclusive="source"),
@@ -97,6 +98,13 @@ PREDICT = (
     Setting("crop", False, "write crops/<class>/<name>_<i>.jpg per detection", "outputs", P, kind="flag"),
     Setting("count", False, "print the objects per class", "outputs", P, kind="flag"),
     Setting("max_frames", 0, "stop a video after this many frames; 0 = all", "outputs", P, type=int),
+    Setting("track", False, "with --video: follow the objects across frames with ByteTrack (pip install trackers), "
+            "draw each box's track id and write tracks.csv (frame, id, x1, y1, x2, y2, score, class)", "outputs", P,
+            kind="flag"),
+    Setting("track_thresh", 0.5, "with --track: score a detection needs to start a track; detections between --conf "
+            "and it only continue tracks (ByteTrack's second stage)", "outputs", P, type=float),
+    Setting("reconnect", 5, "with --video of a camera or a stream URL: times a dropped stream is reopened, a second "
+            "apart, before prediction stops (0: never)", "outputs", P, type=int),
     Setting("show", False, "also show results in a window (needs a GUI OpenCV)", "outputs", P, kind="flag"),
     Setting("logs", "logs", "where to look for weights without --weights (the newest best.pth, else the newest "
             "last.pth or interrupted.pth)", "run", P,

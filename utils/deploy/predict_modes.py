@@ -1,6 +1,6 @@
 """Prediction's modes as library functions, used by predict.py and yolo.YOLO.predict / YOLO.export:
-images and folders (predict_images), videos and cameras (predict_video), any of them by what a source is
-(predict_source), speed (report_speed) and ONNX export with int8 calibration (export_model).
+images and folders (predict_images), videos, cameras and streams, with tracking (predict_video), any of them by
+what a source is (predict_source), speed (report_speed) and ONNX export with int8 calibration (export_model).
 
 `yolo` is a detector with yolo.YOLO's methods (this module does not import yolo.py, which is above it). Each
 function takes plain values and a PredictOutputs; `out` None writes no file. Results are (key, Detections)
@@ -20,8 +20,10 @@ from utils.core.cli import UserError
 from utils.core.fileio import write_bytes_atomic
 from utils.core.paths import LOGS, default_weights
 from utils.deploy.drawing import save_image
-from utils.deploy.predict_outputs import (PredictOutputs, Shower, annotated_name, as_array, describe, format_counts,
-                                          image_id, output_names, write_extras)
+from utils.deploy.predict_outputs import (PredictOutputs, Shower, VideoOutputs, annotated_name, as_array, describe,
+                                          format_counts, image_id, output_names, write_extras)
+from utils.deploy.tracking import Tracker, require_trackers
+from utils.deploy.video_source import VideoSource, is_camera, is_stream
 from utils.deploy.quantize import DEFAULT_CALIB_IMAGES, calibration_images
 from utils.eval.detect import write_coco_results
 from utils.ops.image import IMAGE_EXTENSIONS, ImageReadError, read_image
@@ -77,6 +79,9 @@ def predict_images(yolo, paths: List[Path], out: Optional[Path], options: Predic
     """Detect in every path, writing the annotated image and the extras under `out`; unreadable images are
     skipped with a warning when there are several, and UserError when none could be read."""
     check_outputs(options, out)
+    if options.track:
+        raise ValueError("track follows objects across the frames of a video: give a video file, a camera or a "
+                         "stream, or leave tracking off for images")
     found, show, names = [], Shower(options.show, out), output_names(paths)
     for path in paths:
         image = read_or_skip(path, len(paths) > 1)
@@ -104,75 +109,47 @@ def predict_images(yolo, paths: List[Path], out: Optional[Path], options: Predic
     return found
 
 
-def open_video(source: str):
-    """(cv2.VideoCapture, first BGR frame) for a camera index or a file; UserError when it cannot be read."""
-    if source.isdigit():
-        cap = cv2.VideoCapture(int(source))
-    else:
-        if not Path(source).is_file():
-            raise UserError(f"--video {source}: file does not exist")
-        cap = cv2.VideoCapture(source)
-    ok = cap.isOpened()
-    if ok:
-        ok, first = cap.read()
-    if not ok:
-        cap.release()
-        raise UserError(f"--video {source}: cannot be opened or holds no readable frames "
-                        "(not a video, unsupported codec, or no such camera)")
-    return cap, first
-
-
-def _frames(cap, first, max_frames: int):
-    """The BGR frames of an opened capture, from `first`, at most max_frames (0: all)."""
-    frame, n = first, 0
-    while frame is not None:
-        yield frame
-        n += 1
-        if max_frames and n >= max_frames:
-            return
-        ok, frame = cap.read()
-        frame = frame if ok else None
-
-
 def predict_video(yolo, source: str, out: Optional[Path], options: PredictOutputs) -> List[Tuple[int, object]]:
-    """Detect in every frame; with `out`, annotate them into out/<name>.mp4 (mp4v), written to a temporary name
-    and renamed at the end (also after Ctrl-C, which keeps the frames done)."""
-    cap, first = open_video(str(source))
-    name = f"camera{source}" if str(source).isdigit() else Path(source).stem
-    writer = final = partial = None
-    if out is not None:
-        final, partial = out / f"{name}.mp4", out / f".{name}.partial.mp4"
-        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), cap.get(cv2.CAP_PROP_FPS) or 25.0,
-                                 (first.shape[1], first.shape[0]))
-    found, show, start = [], Shower(options.show, out), time.perf_counter()
+    """Detect in every frame of a video file, a camera or a stream URL (utils.deploy.video_source: a dropped stream
+    is reopened up to options.reconnect times), with options.track following the objects (utils.deploy.tracking;
+    each frame's detections then carry track_ids). With `out`, writes what VideoOutputs says, also after Ctrl-C,
+    which keeps the frames done."""
+    check_outputs(options, out)
+    if options.track:
+        require_trackers()  # the line naming what to install comes before the video opens
+    video = VideoSource(str(source), options.reconnect)
+    tracker = Tracker(video.fps, options.track_thresh) if options.track else None
+    outputs = VideoOutputs(yolo, out, video.name, video.fps, video.size, options)
+    found, show, start, final = [], Shower(options.show, out), time.perf_counter(), None
     try:
-        for i, frame in enumerate(_frames(cap, first, options.max_frames)):
+        for i, frame in enumerate(video.frames(options.max_frames)):
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             det = yolo.detect(rgb)
+            if tracker is not None:
+                det = tracker.update(det)
             found.append((i, det))
-            if writer is not None or options.show:
-                drawn = yolo.draw(rgb, det)
-                if writer is not None:
-                    writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            drawn = outputs.draw(rgb, det)
+            outputs.write(i, rgb, det, drawn)
+            if drawn is not None:
                 show(drawn, wait=1)
     except KeyboardInterrupt:
         print("interrupted; keeping the frames done so far")
     finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-            os.replace(partial, final)
+        video.release()
+        final = outputs.close()
     seconds = time.perf_counter() - start
     if options.verbose:
-        print(f"{final or name}: {len(found)} frames, {len(found) / max(seconds, 1e-9):.1f} FPS, "
-              f"{sum(len(d) for _, d in found)} detections")
+        tracks = f", {len({t for _, d in found for t in d.track_ids if t > 0})} tracks" if tracker else ""
+        print(f"{final or video.name}: {len(found)} frames, {len(found) / max(seconds, 1e-9):.1f} FPS, "
+              f"{sum(len(d) for _, d in found)} detections{tracks}")
     return found
 
 
 def predict_source(yolo, source: Source, out: Optional[Path], options: PredictOutputs) -> list:
     """Detect in what `source` is: a folder (its images), an image file, a camera index (int or digits) or
-    another file (a video). (key, Detections) pairs as predict_images / predict_video return them."""
-    if isinstance(source, int) or str(source).isdigit():
+    another file (a video), or a stream URL (rtsp://, http://, ...). (key, Detections) pairs as predict_images /
+    predict_video return them."""
+    if is_camera(source) or is_stream(source):
         return predict_video(yolo, str(source), out, options)
     path = Path(source)
     if path.is_dir():

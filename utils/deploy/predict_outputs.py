@@ -3,6 +3,8 @@
 
 `yolo` below is a detector with the methods of yolo.YOLO (detect, draw, heatmap, cam, attention_maps,
 class_names); this module does not import it (yolo.py is above the library)."""
+import os
+import sys
 from collections import Counter
 from dataclasses import field, fields
 from pathlib import Path
@@ -11,11 +13,13 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
-from utils.core.fileio import write_bytes_atomic
+from utils.core.fileio import write_bytes_atomic, write_json_atomic
 from utils.core.settings import check_overrides, nearest, settings_class, tool_settings
 from utils.deploy.attention_maps import save_attention_maps
 from utils.deploy.cam import cam_grid
 from utils.deploy.drawing import labelled_heat, save_image
+from utils.deploy.tracking import TrackWriter, draw_tracks
+from utils.eval.coco_results import coco_result_rows
 
 # the options that write a file per image besides the annotated image, so need an output folder
 FILE_OUTPUTS = ("heatmap", "attention_map", "cam", "save_txt", "save_json", "crop")
@@ -27,6 +31,10 @@ def _check(self) -> None:
         raise ValueError(f"--cam-top {self.cam_top}: give the number of detections to explain, or 0 for all")
     if self.max_frames < 0:
         raise ValueError(f"--max-frames {self.max_frames}: give a number of frames, or 0 for all")
+    if self.reconnect < 0:
+        raise ValueError(f"--reconnect {self.reconnect}: give the number of tries at reopening a stream, or 0")
+    if not 0.0 <= self.track_thresh <= 1.0:
+        raise ValueError(f"--track-thresh {self.track_thresh}: expected a score between 0 and 1")
 
 
 def _from_mapping(cls, values: dict):
@@ -107,23 +115,33 @@ def format_counts(counts: Counter) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
+def no_display() -> bool:
+    """True on Linux without an X or Wayland display, where a GUI OpenCV's window (Qt) aborts the process."""
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 class Shower:
-    """cv2.imshow when enabled and OpenCV has a GUI; otherwise says so once and does nothing."""
+    """cv2.imshow when enabled, OpenCV has a GUI and there is a display; otherwise says so once and does nothing."""
 
     def __init__(self, enabled: bool, out: Optional[Path]):
         self.enabled, self.out = enabled, out
 
+    def _off(self, why: str) -> None:
+        where = f"results are in {self.out}" if self.out else "no window is shown"
+        print(f"--show: no window support here: {why}; {where}.")
+        self.enabled = False
+
     def __call__(self, rgb: np.ndarray, wait: int = 0) -> None:
         if not self.enabled:
             return
+        if no_display():
+            return self._off("no display (DISPLAY and WAYLAND_DISPLAY are unset)")
         try:
             cv2.imshow("predict", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             cv2.waitKey(wait)
         except cv2.error:
-            where = f"results are in {self.out}" if self.out else "no window is shown"
-            print(f"--show: this OpenCV build has no window support (opencv-python-headless); {where}. Install "
-                  "opencv-python instead of the headless build to see windows.")
-            self.enabled = False
+            self._off("this OpenCV build has none (opencv-python-headless); install opencv-python instead of the "
+                      "headless build to see windows")
 
 
 def write_maps(yolo, image: np.ndarray, name: str, out: Path, options: PredictOutputs) -> None:
@@ -156,3 +174,56 @@ def write_extras(yolo, image: np.ndarray, det, name: str, out: Path, options: Pr
             x1, y1, x2, y2 = np.round(box).astype(int)
             if x2 > x1 and y2 > y1:
                 save_image(out / "crops" / names[cls] / f"{name}_{i}.jpg", image[y1:y2, x1:x2])
+
+
+class VideoOutputs:
+    """What predict writes for a video under `out` (nothing when `out` is None): <name>.mp4 annotated (mp4v); per
+    frame the extras the options choose, named <name>_<frame> (labels/<name>_<frame>.txt, crops, maps; frames
+    count from 0); detections.json, one COCO results list whose rows also hold `frame` (and `track_id` with
+    tracking), image_id <name>_<frame>; with tracking, tracks.csv. The video and tracks.csv grow under hidden
+    partial names and take their names in close() (also after Ctrl-C or a dropped stream)."""
+
+    def __init__(self, yolo, out: Optional[Path], name: str, fps: float, size, options: PredictOutputs):
+        self.yolo, self.out, self.name, self.options, self.rows = yolo, out, name, options, []
+        self.writer = self.tracks = None
+        if out is not None:
+            self.final, self.partial = out / f"{name}.mp4", out / f".{name}.partial.mp4"
+            self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            if options.track:
+                self.tracks = TrackWriter(out / "tracks.csv", yolo.class_names)
+
+    def draw(self, rgb: np.ndarray, det) -> Optional[np.ndarray]:
+        """The annotated frame (track ids drawn when `det` has them), or None when nothing needs it."""
+        if self.writer is None and not self.options.show:
+            return None
+        track_ids = getattr(det, "track_ids", None)
+        return self.yolo.draw(rgb, det) if track_ids is None else draw_tracks(rgb, det, self.yolo.class_names)
+
+    def write(self, index: int, rgb: np.ndarray, det, drawn: Optional[np.ndarray]) -> None:
+        if self.out is None:
+            return
+        self.writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        frame_name = f"{self.name}_{index}"
+        write_extras(self.yolo, rgb, det, frame_name, self.out, self.options)
+        track_ids = getattr(det, "track_ids", None)
+        if self.tracks is not None:
+            self.tracks.write(index, det)
+        if self.options.save_json:
+            rows = coco_result_rows(frame_name, as_array(det), self.yolo.class_names)
+            for row, track in zip(rows, track_ids if track_ids is not None else [None] * len(rows)):
+                row["frame"] = index
+                if track is not None:
+                    row["track_id"] = int(track)
+            self.rows.extend(rows)
+
+    def close(self) -> Optional[Path]:
+        """Give the partial files their names and write detections.json; the video's path."""
+        if self.out is None:
+            return None
+        self.writer.release()
+        os.replace(self.partial, self.final)
+        if self.tracks is not None:
+            self.tracks.close()
+        if self.options.save_json:
+            write_json_atomic(self.out / "detections.json", self.rows)
+        return self.final
