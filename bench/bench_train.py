@@ -129,7 +129,7 @@ def row(bench: Bench, precision: str, amp_dtype, compiled: bool, cached: bool, b
                     args.warmup, args.steps)
     total = sum(t.values())
     rate = args.steps * args.batch_size / total
-    name = " + ".join([n for n, on in (("--compile", compiled), ("--cache ram", cached)) if on] or ["eager"])
+    name = " + ".join([n for n, on in (("--compile all", compiled), ("--cache ram", cached)) if on] or ["eager"])
     if compiled and not is_compiled(model):
         name += " (fell back to eager)"
     shares = " | ".join(f"{100 * t[k] / total:4.1f}%" for k in PHASES)

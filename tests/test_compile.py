@@ -12,7 +12,7 @@ import torch
 import train
 from utils.engine import compile as compile_mod
 from utils.engine.checkpoint import read_checkpoint
-from utils.engine.compile import GuardedForward, compile_model, compile_training, is_compiled
+from utils.engine.compile import GuardedForward, compile_model, compile_run, is_compiled
 from utils.engine.trainer import TrainState, train_step
 
 pytestmark = pytest.mark.usefixtures("scan_cache")
@@ -44,10 +44,10 @@ def said(monkeypatch):
 def test_compiled_run_matches_eager_and_resumes_exactly(tiny_voc, tmp_path, said):
     eager, full = tmp_path / "eager", tmp_path / "full"
     assert train.main(run_args(tiny_voc, eager)) == 0
-    assert train.main(run_args(tiny_voc, full, "--compile", "--save-period", 1)) == 0
+    assert train.main(run_args(tiny_voc, full, "--compile", "all", "--save-period", 1)) == 0
     assert not said, said  # compiled, no fallback
     straight = read_checkpoint(full / "exp" / "last.pth")
-    assert straight["args"]["compile"] is True
+    assert straight["args"]["compile"] == "all"
     for key in ("model", "train_model"):
         assert not [k for k in straight[key] if "_orig_mod" in k]
         assert straight[key].keys() == read_checkpoint(eager / "exp" / "last.pth")[key].keys()
@@ -55,7 +55,7 @@ def test_compiled_run_matches_eager_and_resumes_exactly(tiny_voc, tmp_path, said
     killed = tmp_path / "killed" / "exp"
     killed.mkdir(parents=True)
     shutil.copy(full / "exp" / "epoch_1.pth", killed / "last.pth")
-    assert train.main(["--resume", str(killed / "last.pth"), "--quiet", "--workers", "0", "--compile"]) == 0
+    assert train.main(["--resume", str(killed / "last.pth"), "--quiet", "--workers", "0", "--compile", "all"]) == 0
     resumed = read_checkpoint(killed / "last.pth")
     assert losses(resumed) == losses(straight)
     for key in ("model", "train_model"):
@@ -134,12 +134,36 @@ def test_a_copy_of_a_compiled_model_runs_its_own_weights():
     assert not [k for k in clone.state_dict() if "_orig_mod" in k]
 
 
+@pytest.mark.skipif(compile_mod.no_compiler_reason() is not None, reason="no C++ compiler: inductor cannot run")
 def test_an_se_loss_run_trains_eagerly_said_once(said, capsys):
-    assert not isinstance(compile_training(fresh_tiny(), se_loss=0.2).forward, GuardedForward)
-    if compile_mod.no_compiler_reason() is None:
-        assert isinstance(compile_training(fresh_tiny(), se_loss=0.0).forward, GuardedForward)
+    se, plain = fresh_tiny(), fresh_tiny()
+    compile_run("all", se, None, se_loss=0.2)
+    compile_run("all", plain, None, se_loss=0.0)
+    assert se.forward.training is False and plain.forward.training is True
     out = capsys.readouterr().out
     assert out.count("--compile: with --se-loss the training step stays eager") == 1, out
+
+
+def test_compile_eval_compiles_the_evaluation_passes_only(monkeypatch):
+    graphs = []
+
+    def counting(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    monkeypatch.setattr(compile_mod, "BACKEND", counting)
+    torch._dynamo.reset()
+    off, model, ema = fresh_tiny(), fresh_tiny(), fresh_tiny().eval()
+    compile_run("off", off, None, 0.0)
+    assert not isinstance(off.forward, GuardedForward)
+    compile_run("eval", model, ema, 0.0)
+    x = torch.rand(2, 3, 8, 8)
+    model(x)  # a training step: eager
+    assert graphs == [] and is_compiled(ema)
+    with torch.no_grad():
+        model.eval()(x)
+        ema(x)
+    assert len(graphs) >= 1
 
 
 class Broken(Tiny):

@@ -179,9 +179,10 @@ RUN = (
             "gradients is always skipped", "run", T, type=float),
     Setting("quiet", False, "no progress bars (ablate.py: train.py's output is not echoed; it is still in logs/)",
             "run", TA, kind="flag"),
-    Setting("compile", False, "compile the model's forward and backward pass with torch.compile (inductor, needs a "
-            "C++ compiler) for training and the mAP evaluation; the first steps take longer (compiling); where "
-            "compiling fails the run goes on eagerly, said once; may change on --resume", "run", T, kind="switch"),
+    Setting("compile", "off", "torch.compile (inductor, needs a C++ compiler) the model: eval for the validation "
+            "loss and the mAP evaluation, all for the training step (forward and backward) too; compiling takes "
+            "about a minute per mode; where it fails the run goes on eagerly, said once; may change on --resume",
+            "run", T, choices=("off", "eval", "all")),
     Setting("cache", "none", "ram: decode the training and validation images once, before the first epoch, and "
             "keep them in memory (refused before it is filled when they would not fit in the memory available; "
             "the batches are the same as without it); may change on --resume", "run", T, choices=("none", "ram")),

@@ -10,7 +10,7 @@ from nets.yolo import YoloBody
 from utils.core.config import DEFAULT_ANCHORS_MASK
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import load_weights
-from utils.engine.compile import compile_training
+from utils.engine.compile import compile_run
 from utils.engine.class_weights import describe_class_weights, run_class_weights
 from utils.engine.ema import ModelEMA
 from utils.engine.loss import HEAD_BALANCE, YOLOLoss, loss_settings
@@ -84,7 +84,7 @@ def build_state(config: TrainConfig, model, loss_fn, device: torch.device, amp_d
                 schedule_end: Optional[int] = None) -> TrainState:
     """What one training step touches; base_lr is set by the loop for each phase's batch size.
     `schedule_end`: the epochs of the lr schedule, when a resumed run was extended beyond it. With --compile the
-    model's forward is compiled in place (utils/engine/compile.py) after the EMA copied it."""
+    model's and the EMA's forward are compiled in place (utils/engine/compile.py) after the EMA copied the model."""
     state = TrainState(model=model, loss_fn=loss_fn.to(device),
                        optimizer=build_optimizer(model, config.optimizer, config.lr, config.momentum,
                                                  config.weight_decay),
@@ -94,6 +94,5 @@ def build_state(config: TrainConfig, model, loss_fn, device: torch.device, amp_d
                        grad_clip=config.grad_clip, schedule_epochs=schedule_end,
                        ema=ModelEMA(model, tau=config.ema_tau) if config.ema and dist.is_main() else None,
                        scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
-    if config.compile:
-        compile_training(model, config.se_loss)
+    compile_run(config.compile, model, state.ema.module if state.ema else None, config.se_loss)
     return state

@@ -51,15 +51,16 @@ def _first_line(error: BaseException) -> str:
 
 
 class GuardedForward:
-    """A module's forward through torch.compile; eager (and from then on eager) when compiling raises."""
+    """A module's forward through torch.compile; eager (and from then on eager) when compiling raises.
+    `training`: False compiles the calls in eval mode only (a training-mode call runs eagerly)."""
 
-    def __init__(self, module: torch.nn.Module, eager: Callable):
-        self.module, self.eager = module, eager
+    def __init__(self, module: torch.nn.Module, eager: Callable, training: bool = True):
+        self.module, self.eager, self.training = module, eager, training
         self.compiled: Optional[Callable] = torch.compile(eager, backend=BACKEND, dynamic=False)
         self.shapes: dict = {}  # (training, autograd on) -> the input shape compiled for that mode
 
     def __call__(self, *args, **kwargs):
-        if self.compiled is None:
+        if self.compiled is None or (self.module.training and not self.training):
             return self.eager(*args, **kwargs)
         shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else None
         if self.shapes.setdefault((self.module.training, torch.is_grad_enabled()), shape) != shape:
@@ -87,26 +88,33 @@ class GuardedForward:
         return types.MethodType(type(copied).forward, copied)
 
 
-def compile_model(model: torch.nn.Module) -> torch.nn.Module:
-    """`model`, its forward compiled in place (see the module docstring); eager, said once, without a compiler."""
+def compile_model(model: torch.nn.Module, training: bool = True) -> torch.nn.Module:
+    """`model`, its forward compiled in place (see the module docstring; `training` False: in eval mode only);
+    eager, said once, without a compiler."""
     reason = no_compiler_reason()
     if reason is not None:
         say_once(f"--compile: {reason}; running the model eagerly")
         return model
     if not isinstance(model.forward, GuardedForward):
-        model.forward = GuardedForward(model, model.forward)
+        model.forward = GuardedForward(model, model.forward, training)
     return model
 
 
-def compile_training(model: torch.nn.Module, se_loss: float) -> torch.nn.Module:
-    """The training model of a --compile run: compiled, except with an SE-loss, whose logits are collected by
-    forward hooks registered anew for every step (YoloBody.collect_se_logits), which a compiled graph would
-    trace again at every step; that run trains eagerly, said once (its mAP evaluation is still compiled)."""
-    if se_loss > 0:
+def compile_run(choice, model: torch.nn.Module, ema_module: Optional[torch.nn.Module], se_loss: float) -> None:
+    """--compile `choice` on a run's models: eval compiles the evaluation passes (the validation loss of the EMA
+    or, without EMA, of the model in eval mode); all the training step too, except with an SE-loss, whose
+    logits are collected by forward hooks registered anew for every step (YoloBody.collect_se_logits), which a
+    compiled graph would trace again at every step: that run trains eagerly, said once."""
+    if choice not in ("eval", "all"):  # off (an older record's False: off)
+        return
+    training = choice == "all"
+    if training and se_loss > 0:
         say_once("--compile: with --se-loss the training step stays eager (its logits are collected by hooks that a "
-                 "compiled graph would trace again at every step); the mAP evaluation is compiled")
-        return model
-    return compile_model(model)
+                 "compiled graph would trace again at every step); evaluation is compiled")
+        training = False
+    compile_model(model, training)
+    if ema_module is not None:
+        compile_model(ema_module, training=False)
 
 
 def is_compiled(model: torch.nn.Module) -> bool:

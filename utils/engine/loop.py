@@ -57,7 +57,7 @@ def evaluate(config: TrainConfig, model, val_samples, class_names, anchors, stat
     evaluator's batch size), so both print the same numbers.
     """
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-    if config.compile:
+    if config.compile in ("eval", "all"):
         model = compile_model(model)
     return evaluate_model(model, val_samples, class_names, spec=training_spec(config, class_names, anchors),
                           workers=config.workers, device=state.device, amp=state.amp_dtype, progress=not config.quiet)
