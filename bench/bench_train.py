@@ -44,7 +44,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="data loader workers")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--phi", type=int, default=0, help="attention phi of the model")
-    p.add_argument("--only", nargs="*", default=None, help="rows to run, e.g. eager compile (default: all four)")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="rows to run among eager compile cache both eval (default: all)")
     p.add_argument("--profile", action="store_true", help="also time one epoch of the demo set piece by piece")
     return p
 
@@ -138,6 +139,28 @@ def row(bench: Bench, precision: str, amp_dtype, compiled: bool, cached: bool, b
     return rate
 
 
+def eval_row(bench: Bench, precision: str, amp_dtype) -> None:
+    """Images/s of the evaluation forward pass (eval mode, no autograd, contiguous as the mAP evaluation runs it),
+    eager against `--compile eval`, interleaved on one batch so that other jobs slow both alike."""
+    images = next(iter(bench.loader(False)))[0].float().div_(255.0)
+    models = [bench.model(False, False).eval(), compile_model(bench.model(False, False).eval(), training=False)]
+
+    def forward(model) -> float:
+        start = time.perf_counter()
+        with torch.no_grad(), autocast(torch.device("cpu"), amp_dtype):
+            model(images)
+        return time.perf_counter() - start
+
+    warmup = sum(forward(models[1]) for _ in range(bench.args.warmup))
+    times = [[], []]
+    for i in range(bench.args.steps):
+        for k in ((0, 1) if i % 2 else (1, 0)):
+            times[k].append(forward(models[k]))
+    eager, compiled = (len(images) * len(t) / sum(t) for t in times)
+    print(f"| {precision} | evaluation forward: eager {eager:.2f}, --compile eval {compiled:.2f} images/s | "
+          f"{compiled / eager:.2f}x | | | | | | {warmup:5.1f} s |", flush=True)
+
+
 def profile_epoch(bench: Bench, amp_dtype) -> None:
     """Where one epoch's seconds go: the training process's phases, the data pipeline's (done by the workers,
     timed here in one process), and the evaluation after the epoch."""
@@ -219,6 +242,8 @@ def main(args) -> None:
         for _, compiled, cached in rows:
             rate = row(bench, precision, amp_dtype, compiled, cached, base)
             base = base or rate
+        if args.only is None or "eval" in args.only:
+            eval_row(bench, precision, amp_dtype)
     if args.profile:
         profile_epoch(bench, precisions[-1][1])
 
