@@ -57,6 +57,7 @@ class RunClock:
             untimed = f" + {evals} mAP evaluation{'s' if evals > 1 else ''}"
         text = f"; eta {minutes(seconds)}{untimed}"
         if len(self.epoch_seconds) == 1:
-            text += (f" (estimate for the {left} epochs left at {minutes(self.epoch_seconds[0])} each; "
-                     "each epoch's line updates it)")
+            epochs = f"{left} epochs" if left > 1 else "1 epoch"
+            text += (f" (estimate for the {epochs} left at {minutes(self.epoch_seconds[0])} each; each epoch's line "
+                     "updates it)")
         return text
