@@ -101,5 +101,7 @@ def build_image_cache(samples: Sequence, threads: int) -> ImageCache:
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     needed = check_fits(samples, available_memory(), processes)
     cache = ImageCache.fill(samples, threads)
-    print(f"--cache ram: {len(cache.images)} images decoded in memory, {needed / processes / GIB:.2f} GiB")
+    size = needed / processes
+    shown = f"{size / GIB:.2f} GiB" if size >= GIB else f"{size / 2 ** 20:.1f} MiB"
+    print(f"--cache ram: {len(cache.images)} images decoded in memory, {shown}")
     return cache
