@@ -62,8 +62,8 @@ def variants_from_args(args) -> list:
 
 def run_all(args: argparse.Namespace, command: str) -> int:
     """Train and score every (variant, seed) not done yet, then write the tables and the CAMs."""
-    from utils.eval import ablation_runs as runs
     from utils.engine.tb_logger import summary_writer_class
+    from utils.eval import ablation_runs as runs
     from utils.eval.ablation_runs import AblationPlan
 
     variants = variants_from_args(args)

@@ -114,7 +114,7 @@ def run(args) -> None:
     if args.export_onnx:
         path, kind = export_model(yolo, args.export_onnx, args.export_onnx_nms, args.int8, args.data, args.split,
                                   args.calib_images, data_format=args.data_format, images_dir=args.images)
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {kind})")
+        print(f"wrote {path.resolve()} ({path.stat().st_size / 1e6:.1f} MB, {kind})")
         return
     out = Path(args.out) if args.out else numbered_folder(ROOT / "out" / "predict")
     out.mkdir(parents=True, exist_ok=True)
