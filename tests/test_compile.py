@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import train
+from tests.helpers import samples
 from utils.engine import compile as compile_mod
 from utils.engine.checkpoint import read_checkpoint
 from utils.engine.compile import GuardedForward, compile_model, compile_run, is_compiled
@@ -21,10 +22,8 @@ pytestmark = pytest.mark.usefixtures("scan_cache")
 LOSS_RTOL = 1e-4
 
 
-def run_args(data, save_dir, *extra) -> list:
-    return ["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64", "--batch-size", "2",
-            "--workers", "0", "--save-dir", str(save_dir), "--quiet", "--amp", "off", "--eval-period", "0",
-            "--epochs", "2", *map(str, extra)]
+def short_run(data, save_dir, *extra) -> list:
+    return samples.run_args(data, save_dir, "--amp", "off", "--eval-period", "0", "--epochs", "2", *extra)
 
 
 def losses(ckpt) -> list:
@@ -43,8 +42,8 @@ def said(monkeypatch):
 @pytest.mark.skipif(compile_mod.no_compiler_reason() is not None, reason="no C++ compiler: inductor cannot run")
 def test_compiled_run_matches_eager_and_resumes_exactly(tiny_voc, tmp_path, said):
     eager, full = tmp_path / "eager", tmp_path / "full"
-    assert train.main(run_args(tiny_voc, eager)) == 0
-    assert train.main(run_args(tiny_voc, full, "--compile", "all", "--save-period", 1)) == 0
+    assert train.main(short_run(tiny_voc, eager)) == 0
+    assert train.main(short_run(tiny_voc, full, "--compile", "all", "--save-period", 1)) == 0
     assert not said, said  # compiled, no fallback
     straight = read_checkpoint(full / "exp" / "last.pth")
     assert straight["args"]["compile"] == "all"

@@ -197,7 +197,7 @@ def test_onnx_files_fail_clearly(ckpt, tmp_path):
     nms = yolo.export_onnx(tmp_path / "nms.onnx", nms=True)
     with pytest.raises(ValueError, match="expected a raw graph"):
         YOLO(nms)
-    with pytest.raises(ValueError, match="runs on the onnx backend"):
+    with pytest.raises(ValueError, match="runs on the onnx or openvino backend, not torch"):
         YOLO(nms, backend="torch")
     bare = onnx.load(str(nms))
     del bare.metadata_props[:]
