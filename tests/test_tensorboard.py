@@ -108,9 +108,11 @@ def test_without_the_package_train_and_ablate_stop_with_one_line_before_training
                                                                                  capsys):
     block_tensorboard(monkeypatch)
     assert train.main(tiny_run(tiny_voc, tmp_path, "--epochs", 1, "--logger", "tensorboard")) == 1
-    err = capsys.readouterr().err.strip()
+    said = capsys.readouterr()
+    err = said.err.strip()
     assert len(err.splitlines()) == 1 and "pip install tensorboard" in err and "--logger tensorboard" in err, err
-    assert not list(tmp_path.glob("exp/*.pth")) and not (tmp_path / "exp" / "results.csv").exists()
+    assert "scan" not in said.out, "said after the dataset scan instead of before it"
+    assert not list(tmp_path.glob("exp/*")), "the run wrote files before it stopped"
     out = tmp_path / "ablation"
     assert ablate.main(["--variants", "0", "--out", out, "--data", tiny_voc, "--epochs", "1",
                         "--logger", "tensorboard"]) == 1

@@ -33,6 +33,7 @@ from utils.engine.recipes import config_defaults
 from utils.engine.loop import EpochLoop
 from utils.engine.resume import check_resumed_data, resumed_values, run_data_record, schedule_epochs
 from utils.engine.run_logger import describe_run, read_yaml, run_folder, write_yaml
+from utils.engine.tb_logger import summary_writer_class
 from utils.engine.train_config import TrainConfig, check_model, make_config
 from utils.engine.trainer import restore_checkpoint
 
@@ -159,6 +160,8 @@ class Trainer:
 
     def _train(self, run_dir: Optional[Path], resume: Optional[dict], values: dict) -> int:
         check_model(values)  # a bad --phi, --attention or --fusion: said before the dataset scan
+        if values.get("logger") == "tensorboard":
+            summary_writer_class()  # the package missing: said before the scan, not after it
         device = dist.setup(select_device(values["device"]))
         amp_dtype = resolve_amp(values["amp"], device)
         data = load_data(values)
