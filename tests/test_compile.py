@@ -143,15 +143,21 @@ def test_an_se_loss_run_trains_eagerly_said_once(said, capsys):
     assert out.count("--compile: with --se-loss the training step stays eager") == 1, out
 
 
-def test_compile_eval_compiles_the_evaluation_passes_only(monkeypatch):
-    graphs = []
+@pytest.fixture
+def graphs(monkeypatch):
+    """The graphs compiled in this test: a backend that records each one and runs it as traced."""
+    compiled = []
 
     def counting(graph, example_inputs):
-        graphs.append(graph)
+        compiled.append(graph)
         return graph.forward
 
     monkeypatch.setattr(compile_mod, "BACKEND", counting)
     torch._dynamo.reset()
+    return compiled
+
+
+def test_compile_eval_compiles_the_evaluation_passes_only(graphs):
     off, model, ema = fresh_tiny(), fresh_tiny(), fresh_tiny().eval()
     compile_run("off", off, None, 0.0)
     assert not isinstance(off.forward, GuardedForward)
@@ -195,15 +201,7 @@ def test_a_failure_after_part_of_the_model_ran_counts_the_batchnorm_update_once(
     assert torch.equal(model.bn.num_batches_tracked, eager.bn.num_batches_tracked)
 
 
-def test_one_shape_per_mode_is_compiled_another_runs_eagerly(monkeypatch):
-    graphs = []
-
-    def counting(graph, example_inputs):
-        graphs.append(graph)
-        return graph.forward
-
-    monkeypatch.setattr(compile_mod, "BACKEND", counting)
-    torch._dynamo.reset()
+def test_one_shape_per_mode_is_compiled_another_runs_eagerly(graphs):
     model, eager = compile_model(fresh_tiny()), fresh_tiny()
     for batch in (2, 2, 1):  # the last batch of an epoch, smaller
         x = torch.rand(batch, 3, 8, 8)
