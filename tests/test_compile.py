@@ -30,11 +30,12 @@ def losses(ckpt) -> list:
     return [row[k] for row in ckpt["results"] for k in ("train_loss", "val_loss", "box", "obj", "cls")]
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def said(monkeypatch):
-    """The fallback lines printed in this test (the once-per-process record starts empty)."""
+    """The fallback lines printed in this test (the once-per-process records start empty: no failure yet)."""
     record = []
     monkeypatch.setattr(compile_mod, "_said", record)
+    monkeypatch.setattr(compile_mod, "_failed", [])
     return record
 
 
@@ -108,7 +109,9 @@ def test_a_compiler_error_falls_back_to_eager_said_once(monkeypatch, said, capsy
     lines = [line for line in capsys.readouterr().out.splitlines() if "--compile" in line]
     assert len(lines) == 1 and "compiling the model failed" in lines[0] and "eagerly" in lines[0], lines
     assert "aten.boom" in lines[0]
-    compile_model(fresh_tiny())(torch.rand(1, 3, 8, 8))  # another failure in this process: not said again
+    later = compile_model(fresh_tiny())  # an evaluation's fresh copy after the failure: not compiled again
+    assert not isinstance(later.forward, GuardedForward)
+    later(torch.rand(1, 3, 8, 8))
     assert len(said) == 1
 
 

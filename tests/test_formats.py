@@ -156,6 +156,10 @@ def test_coco_json_is_parsed_once_per_version_of_the_file(tmp_path, monkeypatch)
     doc["categories"][1]["name"] = "green, a longer name"  # a new version of the file is read again, never stale
     data.write_text(json.dumps(doc))
     assert formats.coco_category_ids(data) == {1: "red", 2: "green, a longer name"} and len(reads) == 2
+    monkeypatch.setattr(formats, "MEMO_BYTES", 10)  # a file too large to keep is parsed each time, never held
+    formats.read_coco(data)
+    formats.coco_category_ids(data)
+    assert len(reads) == 4
 
 
 def test_coco_annotation_with_unknown_image_id(tmp_path):

@@ -103,8 +103,8 @@ PREDICT = (
             kind="flag"),
     Setting("track_thresh", 0.5, "with --track: score a detection needs to start a track; detections between --conf "
             "and it only continue tracks (ByteTrack's second stage)", "outputs", P, type=float),
-    Setting("reconnect", 5, "with --video of a camera or a stream URL: times a dropped stream is reopened, a second "
-            "apart, before prediction stops (0: never)", "outputs", P, type=int),
+    Setting("reconnect", 5, "with --video of a camera or a stream URL: tries at reopening a dropped stream, a second "
+            "apart, after each drop, before prediction stops (0: never)", "outputs", P, type=int),
     Setting("show", False, "also show results in a window (needs a GUI OpenCV)", "outputs", P, kind="flag"),
     Setting("logs", "logs", "where to look for weights without --weights (the newest best.pth, else the newest "
             "last.pth or interrupted.pth)", "run", P,

@@ -269,19 +269,27 @@ class CocoImage:
     objects: Tuple[Tuple[object, object, str, bool, object], ...]
 
 
+MEMO_BYTES = 64 << 20  # COCO JSONs up to this size are parsed once per version of the file (a val2017 is 25 MB)
+
+
 def _load_json(path: Path) -> dict:
-    """The checked COCO JSON at `path`, parsed once per version of the file: one get_map run reads it for the
-    scan, the category ids and the results (treat the returned dict as read-only)."""
+    """The checked COCO JSON at `path`, parsed once per version of the file up to MEMO_BYTES: one get_map run
+    reads it for the scan, the category ids and the results (treat the returned dict as read-only)."""
     try:
         stat = os.stat(path)
     except OSError as e:
         raise DatasetError(f"{path}: cannot read the JSON ({e.strerror})") from None
+    if stat.st_size > MEMO_BYTES:  # e.g. train2017's 448 MB: held for the whole run (and by forked workers)
+        return _parse_coco_json(path)
     return _load_json_version(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=2)
 def _load_json_version(path: str, mtime_ns: int, size: int) -> dict:
-    path = Path(path)
+    return _parse_coco_json(Path(path))
+
+
+def _parse_coco_json(path: Path) -> dict:
     try:
         data = read_json(path)
     except (OSError, ValueError) as e:  # read_json's ValueError (not JSON, nested too deep) starts with the path

@@ -11,7 +11,7 @@ What each format holds, `<split>` for every split given:
     frame after EXIF orientation, so an image annotated in its stored pixels while its EXIF rotates it
     cannot be written (DatasetError naming the images).
   * coco: `annotations/instances_<split>.json` with the images in `<split>/` (the COCO download layout that
-    formats.find_coco_image reads); categories get ids 1..n in class order, images and annotations ids
+    coco_records.find_coco_image reads); categories get ids 1..n in class order, images and annotations ids
     1.. in split order; `width`, `height` are the Sample's; difficult objects are `iscrowd` 1.
 Images are copied byte for byte with their file names. Everything is written into a hidden sibling folder
 that is renamed to the destination at the end, so an interrupted write leaves no destination behind.

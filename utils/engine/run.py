@@ -151,10 +151,12 @@ class Trainer:
 
     def fit(self) -> int:
         """Train; returns EXIT_OK, or EXIT_INTERRUPTED after Ctrl-C (last.pth at the last complete epoch)."""
-        set_threads(self.values.get("threads"))  # before any parallel work, so that the inter-op count is set too
         folder = run_folder(self.values["resume"], self.values["save_dir"], self.values["name"])
         with FolderLock(folder) if folder else contextlib.nullcontext():
             run_dir, resume, values = start_run(self.values, self.make_parser, self.explicit, folder)
+            # the settled value (a resume's recorded one unless given), before any parallel work, so that the
+            # inter-op count is set too
+            set_threads(values.get("threads"))
             self.run_dir = run_dir
             return self._train(run_dir, resume, values)
 
