@@ -79,10 +79,11 @@ def test_the_class_term_is_the_hand_computed_weighted_bce(use_focal):
     heads = sum(len(p[0]) > 0 for p in loss.assign(targets, [(4, 4), (8, 8)]))
     assert heads == 2
     t = [eps / 2, 1 - eps / 2, eps / 2]
+    weight = [1 + (wc - 1) * tc for wc, tc in zip(w, t)]  # w_c on the positive target, 1 on the negative one
     if use_focal:
-        per_head = sum(wc * focal(xc, tc) for wc, xc, tc in zip(w, x, t))
+        per_head = sum(wt * focal(xc, tc) for wt, xc, tc in zip(weight, x, t))
     else:
-        per_head = sum(wc * bce(xc, tc) for wc, xc, tc in zip(w, x, t)) / 3
+        per_head = sum(wt * bce(xc, tc) for wt, xc, tc in zip(weight, x, t)) / 3
     _, parts = loss(constant_class_outputs(x), targets)
     assert settings.cls_weight == 0.5 and not settings.cls_count_scale
     assert parts["cls"].item() == pytest.approx(heads * per_head * 0.5, rel=1e-6)

@@ -84,12 +84,13 @@ class YOLOLoss(nn.Module):
             .collect_se_logits); assigner ("shape", or "aligned": of those positives and the cells inside each
             truth at its anchor slots, the `topk` whose prediction aligns best, utils/engine/assign.py, TOOD /
             YOLOv8); iou_cls (class target at positives the predicted box's IoU, so the score ranks tight boxes);
-            cls_weights and cls_weights_power say how `class_weights` were found (the loss reads those).
+            cls_weights and cls_weights_power say how `class_weights` were found (train.py resolves them).
         input_size: the training input, an int or (h, w) (for obj_size_scale).
         balance: objectness weight per head (HEAD_BALANCE for YOLOv4-tiny's two).
         class_weights: a weight >= 0 per class (train.py --cls-weights, resolved by
-            utils/engine/class_weights.py), multiplying that class's column of the class BCE (or focal loss)
-            before it is averaged; None: every class 1, the loss without weights.
+            utils/engine/class_weights.py): the weight of that class's positive targets in the class BCE (or
+            focal loss), as BCE's pos_weight (ultralytics' cls_pw) weighs them; None: every class 1, the loss
+            without weights.
     """
 
     def __init__(self, anchors: Tensor, num_classes: int, anchors_mask: Sequence[Sequence[int]],
@@ -255,12 +256,17 @@ class YOLOLoss(nn.Module):
             eps = self.label_smoothing
             target = target * (1 - eps) + eps / (self.num_classes if self.smooth_by_classes else 2)
         if self.focal:
-            return self.weighted(sigmoid_focal_loss(logits, target, reduction="none")).sum() / max(len(labels), 1)
-        return self.weighted(binary_cross_entropy(logits, target, self.bce_clip)).mean()
+            return self.weighted(sigmoid_focal_loss(logits, target, reduction="none"), target).sum() / max(len(labels), 1)
+        return self.weighted(binary_cross_entropy(logits, target, self.bce_clip), target).mean()
 
-    def weighted(self, loss: Tensor) -> Tensor:
-        """Tensor[N, C] of element-wise class losses, each column times its class's weight (when given)."""
-        return loss if self.class_weights is None else loss * self.class_weights.to(loss.dtype)
+    def weighted(self, loss: Tensor, target: Tensor) -> Tensor:
+        """Tensor[N, C] of element-wise class losses against `target`, the positive targets of class c weighing
+        w_c: each element times 1 + (w_c - 1) * target (w_c on a target of 1, 1 on a target of 0; between for a
+        smoothed or IoU target). A rare class's logit is otherwise pushed down by the many positives of the
+        other classes, which are its negatives; scaling its whole column would scale those too."""
+        if self.class_weights is None:
+            return loss
+        return loss * (1 + (self.class_weights.to(loss.dtype) - 1) * target)
 
 
 def checked_class_weights(weights: Optional[Sequence[float]], num_classes: int) -> Optional[Tensor]:
