@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping
 
 from utils.core.settings import DERIVED_KEYS, check_overrides, tool_settings
 
-SETTINGS_VERSION = 7
+SETTINGS_VERSION = 8
 ADDED: Mapping[int, tuple] = MappingProxyType({
     # 0: train.py of 2026-11-21 (a37edd0): the first checkpoints
     1: ("recipe", "init", "jitter", "scale", "flip", "hsv", "smooth_by_classes", "obj_size_scale", "cls_count_scale",
@@ -22,11 +22,13 @@ ADDED: Mapping[int, tuple] = MappingProxyType({
     5: ("val_loss",),                                                    # --no-val-loss (620af8b)
     6: ("box_loss",),                                                    # --box-loss (562c64b)
     7: (),                                                               # settings_version recorded (issue 28)
+    8: ("cls_weights", "cls_weights_power", "compile", "cache", "logger", "threads"),  # issues 29, 31, 33
 })
 # What a run from before a setting existed ran with, where that is not today's default.
 BEFORE_IT_EXISTED: Mapping[str, Any] = MappingProxyType({"iou_cls": False})
 RENAMED_VALUES: Mapping[str, Mapping[Any, Any]] = MappingProxyType({"channels_last": {"auto": "on"}})
 VERSION_KEY = "settings_version"
+FIRST_RECORDED = 7  # the first version that writes VERSION_KEY
 
 
 def is_run_record(values: Mapping) -> bool:
@@ -43,7 +45,7 @@ def record_version(record: Mapping, where: str) -> int:
                              "; a newer version wrote it: update the code, or give the settings as flags")
         return version
     version = 0
-    for v in range(1, SETTINGS_VERSION):
+    for v in range(1, FIRST_RECORDED):  # a record without settings_version is older than version 7
         if not all(k in record for k in ADDED[v]):
             break
         version = v
