@@ -22,11 +22,6 @@ from utils.core.migrate import migrate
 RUNTIME_FLAGS = ("resume", "workers", "threads", "device", "quiet", "amp", "channels_last", "save_period",
                  "logger", "compile", "cache")
 DATA_FLAGS = ("data", "images", "data_format", "classes")
-RESUME_HELP = ("continue the run of this last.pth exactly where it stopped, in its folder and with its recorded "
-               "settings; with it, only --epochs (more epochs: the recorded schedule is kept and the added epochs "
-               "train at its final lr), --data, --images, --data-format and --classes (the dataset moved: its scan "
-               "must match the recorded one), --workers, --threads, --device, --amp, --channels-last, "
-               "--save-period, --quiet, --logger, --compile and --cache may be given; other flags are refused")
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> Dict[str, Any]:
