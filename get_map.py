@@ -68,6 +68,9 @@ def run(args) -> None:
     set_threads(args.threads)
     if args.attention is not None or args.phi is not None:  # a bad --phi or --attention: said before the scan
         parse_attention(args.attention if args.attention is not None else args.phi)
+    if args.slice:  # a bad --slice or --overlap: said before the scan too
+        from utils.ops.slicing import Slicing, as_slicing
+        as_slicing(Slicing(args.slice, args.overlap, args.slice_full), (32, 32))
     scored = scoring.score(**settings_of(args))
     out = output_dir(args.out, scored.base)
     save_results(out, scored, plots=not args.no_plots)

@@ -89,6 +89,8 @@ def check_args(args) -> None:
         raise UserError(f"--img {args.img}: file does not exist")
     if args.int8 and (not args.export_onnx or args.export_onnx_nms):
         raise UserError(INT8_RAW_ONLY)
+    if args.fps and args.slice:
+        raise UserError("--fps times one pass over the whole image; it does not time --slice: leave one out")
     if args.track and not args.video:
         raise UserError("--track follows objects across the frames of a video: give --video (a file, a camera "
                         "index or a stream URL)")

@@ -123,6 +123,18 @@ def test_predict_slice_flags(ckpt, tmp_path, capsys):
     assert len(lines) == len(YOLO(ckpt, conf=0.3, amp="off").detect(str(tmp_path / "big.png"), slice=64))
     assert predict.main(base + ["--slice", "64", "--overlap", "1.5"]) == 1
     assert "--overlap 1.5: expected a fraction of the tile in [0, 1)" in capsys.readouterr().err
+    assert predict.main(base + ["--slice", "64", "--fps"]) == 1  # --fps times the whole image, never the tiles
+    assert "it does not time --slice" in capsys.readouterr().err
+
+
+def test_get_map_refuses_a_bad_slice_before_the_scan(map_voc, tmp_path, capsys):
+    import get_map
+    from tests.helpers.models import save_random_checkpoint
+    from tests.helpers.voc import MAP_CLASSES
+    weights = save_random_checkpoint(tmp_path / "run" / "best.pth", MAP_CLASSES)
+    assert get_map.main(["--weights", str(weights), "--data", str(map_voc), "--slice", "-3"]) == 1
+    said = capsys.readouterr()
+    assert "--slice -3: expected a tile size" in said.err and "scan" not in said.out
 
 
 def test_get_map_slice_and_agnostic_flags_score_what_yolo_detects(map_voc, tmp_path, capsys):

@@ -23,6 +23,7 @@ from utils.core.paths import MODEL_DATA
 from utils.core.settings import add_flags, check_overrides
 from utils.data.anchors import box_sizes, format_anchors, refit_anchors
 from utils.data.demo_data import demo_classes_file
+from utils.data.image_cache import check_cache_fits
 from utils.data.label_plots import plot_labels
 from utils.data.layouts import dataset_of
 from utils.data.voc import load_eval_samples, load_samples, resolve_classes
@@ -167,6 +168,8 @@ class Trainer:
         device = dist.setup(select_device(values["device"]))
         amp_dtype = resolve_amp(values["amp"], device)
         data = load_data(values)
+        if values.get("cache") == "ram":
+            check_cache_fits([*data.train, *data.val])  # refused before the run writes anything
         record = run_data_record(data.train, data.val, data.used["data"], values["images"])
         if resume:
             check_resumed_data(resume, self.values["resume"], {**values, **data.used}, data.class_names, record)
