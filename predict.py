@@ -77,10 +77,10 @@ def slicing_of_args(args):
 def check_args(args) -> None:
     """One line for flags that do not fit together or name no file."""
     from utils.deploy.predict_modes import INT8_RAW_ONLY
-    from utils.deploy.source_flag import source_flag
+    from utils.deploy.source_flag import source_kind
 
     if args.source is not None:  # ultralytics' --source: as --dir, --video or --img
-        setattr(args, source_flag(args.source), args.source)
+        setattr(args, source_kind(args.source), args.source)
     if not (args.img or args.dir or args.video or args.export_onnx or args.fps):
         raise UserError("nothing to do: give --img, --dir, --video, --fps or --export-onnx (see --help)")
     if args.img and Path(args.img).is_dir():

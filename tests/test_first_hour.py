@@ -74,7 +74,7 @@ def test_source_runs_as_the_flag_it_stands_for(tmp_path):
     image.write_bytes(b"")
     parser = predict.make_parser()
     cases = [(str(tmp_path), "dir"), ("0", "video"), ("clip.MP4", "video"), ("rtsp://host/stream", "video"),
-             (str(image), "img")]
+             (str(image), "img"), ("clip.3gp", "video"), ("HTTP://host/a.jpg", "video")]  # YOLO.predict's rule
     for source, dest in cases:
         args = parser.parse_args(["--source", source])
         predict.check_args(args)

@@ -25,6 +25,7 @@ from utils.deploy.predict_outputs import (PredictOutputs, Shower, VideoOutputs, 
 from utils.deploy.tracking import Tracker, require_trackers
 from utils.deploy.video_source import VideoSource, is_camera, is_stream
 from utils.deploy.quantize import DEFAULT_CALIB_IMAGES, calibration_images
+from utils.deploy.source_flag import source_kind
 from utils.eval.detect import write_coco_results
 from utils.ops.image import IMAGE_EXTENSIONS, ImageReadError, read_image
 
@@ -149,17 +150,15 @@ def predict_source(yolo, source: Source, out: Optional[Path], options: PredictOu
     """Detect in what `source` is: a folder (its images), an image file, a camera index (int or digits) or
     another file (a video), or a stream URL (rtsp://, http://, ...). (key, Detections) pairs as predict_images /
     predict_video return them."""
+    kind, path = source_kind(source), Path(source)
+    if kind == "dir":
+        return predict_images(yolo, list_images(path), out, options)
     if is_camera(source) or is_stream(source):
         return predict_video(yolo, str(source), out, options)
-    path = Path(source)
-    if path.is_dir():
-        return predict_images(yolo, list_images(path), out, options)
     if not path.is_file():
         raise ValueError(f"{path}: no such file or folder; give an image, a folder of images, a video or a "
                          "camera index")
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        return predict_images(yolo, [path], out, options)
-    return predict_video(yolo, str(path), out, options)
+    return predict_images(yolo, [path], out, options) if kind == "img" else predict_video(yolo, str(path), out, options)
 
 
 def report_speed(yolo, image: Optional[np.ndarray], runs: int, warmup: int, out: Path) -> dict:

@@ -1,14 +1,19 @@
-"""predict.py --source, ultralytics' flag: which of this project's flags (--dir, --video, --img) a source stands for."""
+"""What a source names, by one rule for predict.py --source (ultralytics' flag) and YOLO.predict: a folder of
+images, an image file, or a video (a camera index, a stream URL or any other file)."""
 from pathlib import Path
+from typing import Union
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+from utils.deploy.video_source import is_camera, is_stream
+from utils.ops.image import IMAGE_EXTENSIONS
 
 
-def source_flag(source: str) -> str:
-    """'dir' for a folder; 'video' for a camera index, a stream URL (rtsp://, http://, ...) or a video file (by its
-    suffix); 'img' for anything else."""
-    if Path(source).is_dir():
-        return "dir"
-    if source.isdigit() or "://" in source or Path(source).suffix.lower() in VIDEO_SUFFIXES:
+def source_kind(source: Union[str, int, Path]) -> str:
+    """'video' for a camera index or a stream URL (rtsp://, http://, ...); 'dir' for a folder; 'img' for a file
+    name with an image suffix; 'video' for any other file (OpenCV reads more video formats than a list could
+    name). The name of the predict.py flag that takes it."""
+    if is_camera(source) or is_stream(source):
         return "video"
-    return "img"
+    path = Path(source)
+    if path.is_dir():
+        return "dir"
+    return "img" if path.suffix.lower() in IMAGE_EXTENSIONS else "video"
