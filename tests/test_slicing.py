@@ -155,3 +155,5 @@ def test_get_map_slice_and_agnostic_flags_score_what_yolo_detects(map_voc, tmp_p
     yolo = YOLO(weights, conf=0.001, nms=0.5, amp="off", slice=32)
     assert counts[False] == sum(len(yolo.detect(str(s.image_path))) for s in split_samples(map_voc)) > 0
     assert counts[True] < counts[False]
+    settings = YOLO(weights, amp="off", slice=32, agnostic_nms=True).val(str(map_voc))["settings"]  # as it detects
+    assert settings["slice"] == {"tile": [32, 32], "overlap": 0.2, "full": True} and settings["agnostic_nms"] is True

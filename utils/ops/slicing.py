@@ -45,6 +45,17 @@ class Slicing(NamedTuple):
     full: bool = default("slice_full")
 
 
+def slice_settings(value, input_hw: Tuple[int, int]) -> dict:
+    """A detector's `slice` as get_map.py's flags (slice, overlap, slice_full); {} for no slicing. get_map.py slices
+    in square tiles: ValueError for another tile."""
+    s = as_slicing(value, input_hw)
+    if s is None:
+        return {}
+    if s.tile[0] != s.tile[1]:
+        raise ValueError(f"slice {s.tile}: get_map.py --slice scores square tiles (N x N); give one size")
+    return {"slice": int(s.tile[0]), "overlap": s.overlap, "slice_full": s.full}
+
+
 def as_slicing(value, input_hw: Tuple[int, int]) -> Optional[Slicing]:
     """What YOLO.detect's `slice` takes -> a Slicing with its tile as (h, w), or None for no slicing.
 
