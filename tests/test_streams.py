@@ -75,6 +75,14 @@ def test_a_file_end_is_not_a_drop(ckpt, tmp_path, monkeypatch, capsys, stand_in)
     assert "4 frames" in captured.out and "warning" not in captured.err and len(opened) == 1
 
 
+def test_the_end_of_a_file_served_by_a_url_is_not_a_drop(ckpt, tmp_path, monkeypatch, capsys, stand_in):
+    captures = FakeCaptures([[bgr(i) for i in range(4)]], counted=True)  # the URL tells its 4 frames
+    monkeypatch.setattr(cv2, "VideoCapture", captures)
+    assert run(ckpt, tmp_path, "--video", "http://10.0.0.2/clip.mp4", "--reconnect", "2") == 0
+    captured = capsys.readouterr()
+    assert "4 frames" in captured.out and "warning" not in captured.err and len(captures.opened) == 1
+
+
 def test_save_txt_and_json_per_frame_of_a_video(ckpt, tmp_path, capsys, stand_in):
     """labels/<video stem>_<frame>.txt per frame (from 0) and one detections.json whose rows hold their frame,
     image_id <video stem>_<frame>."""

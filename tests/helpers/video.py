@@ -68,31 +68,36 @@ def iou(a, b) -> float:
 
 class FakeCaptures:
     """Stand-in for cv2.VideoCapture: each open takes the next session, a list of BGR frames read in turn, after
-    which reads fail; an open past the sessions is not opened. `opened` records what each open was given."""
+    which reads fail; an open past the sessions is not opened. `opened` records what each open was given.
+    `counted`: each session tells its frame count (a URL serving a file), else 0 (a live stream)."""
 
-    def __init__(self, sessions):
-        self.sessions, self.opened = list(sessions), []
+    def __init__(self, sessions, counted: bool = False):
+        self.sessions, self.opened, self.counted = list(sessions), [], counted
 
     def __call__(self, source, *args):
         self.opened.append(source)
         frames = self.sessions.pop(0) if self.sessions else None
-        return _FakeCapture(frames)
+        return _FakeCapture(frames, self.counted)
 
 
 class _FakeCapture:
-    def __init__(self, frames):
+    def __init__(self, frames, counted: bool = False):
         self.frames = None if frames is None else list(frames)
+        self.count = len(self.frames) if counted and frames is not None else 0
+        self.position = 0
 
     def isOpened(self):
         return self.frames is not None
 
     def read(self):
         if self.frames:
+            self.position += 1
             return True, self.frames.pop(0)
         return False, None
 
     def get(self, prop):
-        return 10.0 if prop == cv2.CAP_PROP_FPS else 0.0
+        return {cv2.CAP_PROP_FPS: 10.0, cv2.CAP_PROP_FRAME_COUNT: float(self.count),
+                cv2.CAP_PROP_POS_FRAMES: float(self.position)}.get(prop, 0.0)
 
     def release(self):
         pass

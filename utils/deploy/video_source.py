@@ -93,10 +93,11 @@ class VideoSource:
         """(width, height) of the frames."""
         return self.first.shape[1], self.first.shape[0]
 
-    def _finite_end(self, done: int) -> bool:
-        """A URL may serve a file: its end (all its known frames read) is not a drop."""
+    def _finite_end(self) -> bool:
+        """A URL may serve a file: its end (every frame the open capture counts read) is not a drop. The capture's
+        own position, not the frames of every session: a file served again after a drop counts from 0."""
         total = self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0
-        return total > 0 and done >= total
+        return total > 0 and (self.cap.get(cv2.CAP_PROP_POS_FRAMES) or 0) >= total
 
     def _reopen(self, done: int) -> Optional[np.ndarray]:
         """After a failed read of a live source: reopen it, warning each try; its first frame, or None when every
@@ -127,7 +128,7 @@ class VideoSource:
             if max_frames and done >= max_frames:
                 return
             frame = _read(self.cap)
-            if frame is None and self.live and not self._finite_end(done):
+            if frame is None and self.live and not self._finite_end():
                 frame = self._reopen(done)
 
     def release(self) -> None:
