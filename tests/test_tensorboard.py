@@ -98,6 +98,17 @@ def test_events_equal_results_csv_hold_the_pictures_and_a_resume_appends_without
     assert "labels" in read_events(later).Tags()["images"]
 
 
+def test_epochs_trained_without_the_logger_are_logged_when_it_comes_back(tiny_voc, tmp_path):
+    base = tiny_run(tiny_voc, tmp_path, "--epochs", 1, "--logger", "tensorboard")
+    assert train.main(base) == 0
+    last = str(tmp_path / "exp" / "last.pth")
+    resume = ["--resume", last, "--quiet", "--workers", "0"]
+    assert train.main(resume + ["--epochs", "2", "--logger", "none"]) == 0
+    assert train.main(resume + ["--epochs", "3", "--logger", "tensorboard"]) == 0
+    rows = assert_events_equal_results(tmp_path / "exp")  # epoch 2, trained without events, is there too
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+
+
 def block_tensorboard(monkeypatch) -> None:
     """Both imports fail as they do where the package is not installed."""
     monkeypatch.setitem(sys.modules, "tensorboard", None)

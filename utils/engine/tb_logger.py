@@ -9,8 +9,9 @@ written, so the events are never behind last.pth.
 
 A resumed run appends a new event file to the folder, opened with TensorBoard's `purge_step` at the first epoch
 it trains: TensorBoard's readers drop what an earlier writer logged from that step on (a killed run's epoch that
-last.pth does not hold), so no step appears twice. A run folder with no event file yet (TensorBoard turned on at
-the resume) first gets the checkpoint's rows and the pictures. `tensorboard --logdir logs` shows every run of
+last.pth does not hold), so no step appears twice. Rows of the checkpoint that the events lack (a new folder, or
+epochs trained with --logger none in between) are logged first, and the writer's purge_step is the first of them,
+so the curves equal results.csv however the logger was turned on and off; the pictures not logged yet come too. `tensorboard --logdir logs` shows every run of
 logs/ (one per run folder) overlaid. TensorBoard is an optional dependency (requirements-extra.txt): without it
 the run stops before training with one line naming `pip install tensorboard`.
 """
@@ -40,6 +41,18 @@ def summary_writer_class():
     return SummaryWriter
 
 
+def logged_steps(run_dir: Path) -> Dict[str, set]:
+    """{tag: steps} of what the event files in `run_dir` hold, as written (before TensorBoard's purges)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps: Dict[str, set] = {}
+    for path in sorted(run_dir.glob(EVENTS_GLOB)):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                steps.setdefault(value.tag, set()).add(event.step)
+    return steps
+
+
 class NoBoard:
     """--logger none (and the processes other than the main one): logs nothing."""
 
@@ -57,11 +70,17 @@ class TensorBoard:
     def __init__(self, run_dir, rows: Sequence[Dict], first_step: int):
         writer_class = summary_writer_class()
         self.run_dir = Path(run_dir)
-        backfill = not any(self.run_dir.glob(EVENTS_GLOB))  # a new run, or TensorBoard turned on at a resume
-        self.writer = writer_class(str(self.run_dir), purge_step=None if backfill else first_step)
-        self.pending = list(PICTURES) if backfill else []
-        for row in rows if backfill else ():
-            self.scalars(row)
+        fresh = not any(self.run_dir.glob(EVENTS_GLOB))
+        steps = {} if fresh else logged_steps(self.run_dir)
+        # the rows from the first one the events lack (epochs trained with --logger none, or a new folder) are
+        # logged again, and what earlier writers logged from there on is purged (a killed run's unsaved epochs)
+        missing = [int(row["epoch"]) for row in rows if int(row["epoch"]) not in steps.get("train_loss", ())]
+        start = min(missing, default=first_step)
+        self.writer = writer_class(str(self.run_dir), purge_step=None if fresh else start)
+        self.pending = [name for name in PICTURES if start <= 1 or Path(name).stem not in steps]
+        for row in rows:
+            if int(row["epoch"]) >= start:
+                self.scalars(row)
         self.pictures(1)
         self.writer.flush()
 
