@@ -96,17 +96,21 @@ class ImageCache:
         return sum(image.nbytes for image in self.images.values())
 
 
+def local_processes() -> int:
+    """The processes torchrun starts on this machine, each with a cache of its own (1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def check_cache_fits(samples: Sequence) -> int:
-    """check_fits for this machine: its available memory, one cache per process torchrun starts on it."""
-    return check_fits(samples, available_memory(), int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    """check_fits for this machine: its available memory, one cache per local process."""
+    return check_fits(samples, available_memory(), local_processes())
 
 
 def build_image_cache(samples: Sequence, threads: int) -> ImageCache:
     """The filled cache of `samples` (train and validation), checked first against the available memory."""
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     needed = check_cache_fits(samples)
     cache = ImageCache.fill(samples, threads)
-    size = needed / processes
+    size = needed / local_processes()
     shown = f"{size / GIB:.2f} GiB" if size >= GIB else f"{size / 2 ** 20:.1f} MiB"
     print(f"--cache ram: {len(cache.images)} images decoded in memory, {shown}")
     return cache
