@@ -69,8 +69,8 @@ def run(args) -> None:
     if args.attention is not None or args.phi is not None:  # a bad --phi or --attention: said before the scan
         parse_attention(args.attention if args.attention is not None else args.phi)
     if args.slice:  # a bad --slice or --overlap: said before the scan too
-        from utils.ops.slicing import Slicing, as_slicing
-        as_slicing(Slicing(args.slice, args.overlap, args.slice_full), (32, 32))
+        from utils.ops.slicing import flag_slicing
+        flag_slicing(args.slice, args.overlap, args.slice_full)
     scored = scoring.score(**settings_of(args))
     out = output_dir(args.out, scored.base)
     save_results(out, scored, plots=not args.no_plots)

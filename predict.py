@@ -69,9 +69,9 @@ def build_yolo(args):
 
 def slicing_of_args(args):
     """--slice, --overlap and --slice-full as YOLO's `slice` (None without --slice); ValueError when out of range."""
-    from utils.ops.slicing import Slicing, as_slicing
+    from utils.ops.slicing import flag_slicing
 
-    return as_slicing(Slicing(args.slice, args.overlap, args.slice_full), (1, 1)) if args.slice else None
+    return flag_slicing(args.slice, args.overlap, args.slice_full)
 
 
 def check_args(args) -> None:

@@ -27,7 +27,7 @@ from utils.data.voc import DatasetError, ScanStats, UnreadableImagesError, load_
 from utils.eval import detect
 from utils.eval import evaluator as ev
 from utils.eval.coco_results import read_coco_file
-from utils.ops.slicing import Slicing, as_slicing
+from utils.ops.slicing import flag_slicing
 
 RESULTS_BASE = REPO_ROOT / "map_out"  # results of weights outside a run folder, and of --detections
 
@@ -158,7 +158,7 @@ def run_model(s: EvalSettings, dataset: Dataset, split: str, stats=None):
     samples, left_out = load_split(dataset, split, names, s.skip_unreadable, stats)
     device = select_device(s.device)
     amp = resolve_amp(s.amp, device)
-    slicing = as_slicing(Slicing(s.slice, s.overlap, s.slice_full), spec.input_size) if s.slice else None
+    slicing = flag_slicing(s.slice, s.overlap, s.slice_full)
     detections = detect.detect_samples(model.to(device), samples, spec=spec, conf_thres=s.conf, nms_thres=s.nms,
                                        batch_size=s.batch_size, workers=s.workers, device=device, amp=amp,
                                        skip_unreadable=s.skip_unreadable, agnostic_nms=s.agnostic_nms,

@@ -45,6 +45,12 @@ class Slicing(NamedTuple):
     full: bool = default("slice_full")
 
 
+def flag_slicing(slice: int, overlap: float, slice_full: bool) -> Optional[Slicing]:
+    """The flags --slice, --overlap and --slice-full (get_map.py's and predict.py's) as a Slicing, None without
+    --slice; ValueError when one is out of range."""
+    return as_slicing(Slicing(slice, overlap, slice_full), (1, 1)) if slice else None
+
+
 def slice_settings(value, input_hw: Tuple[int, int]) -> dict:
     """A detector's `slice` as get_map.py's flags (slice, overlap, slice_full); {} for no slicing. get_map.py slices
     in square tiles: ValueError for another tile."""
