@@ -14,6 +14,7 @@ from PIL import Image
 
 import ablate
 import train
+from tests.helpers import samples
 from utils.eval import ablation_runs
 
 pytestmark = pytest.mark.usefixtures("scan_cache")
@@ -21,9 +22,7 @@ EVERYTHING = {"scalars": 0, "images": 0, "tensors": 0}  # keep every event (the 
 
 
 def tiny_run(data: Path, save_dir: Path, *extra) -> list:
-    return ["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "64", "--batch-size", "2",
-            "--workers", "0", "--amp", "off", "--mosaic", "0", "--save-dir", str(save_dir), "--quiet",
-            *map(str, extra)]
+    return samples.run_args(data, save_dir, "--amp", "off", "--mosaic", "0", *extra)
 
 
 def read_events(folder: Path):
