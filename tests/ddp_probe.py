@@ -27,7 +27,7 @@ def main() -> int:
 
     def recording_getitem(dataset, key):
         if dataset.train:
-            index, epoch, _ = dataset.key(key) if isinstance(key, int) else key
+            index, epoch = (dataset.key(key) if isinstance(key, int) else key)[:2]
             seen.append((epoch, int(index)))
         return load(dataset, key)
 

@@ -204,12 +204,15 @@ def test_a_failure_after_part_of_the_model_ran_counts_the_batchnorm_update_once(
     assert torch.equal(model.bn.num_batches_tracked, eager.bn.num_batches_tracked)
 
 
-def test_one_shape_per_mode_is_compiled_another_runs_eagerly(graphs):
+def test_one_batch_size_per_mode_is_compiled_another_runs_eagerly(graphs):
     model, eager = compile_model(fresh_tiny()), fresh_tiny()
     for batch in (2, 2, 1):  # the last batch of an epoch, smaller
         x = torch.rand(batch, 3, 8, 8)
         torch.testing.assert_close(model(x), eager(x))
     assert len(graphs) == 1
+    x = torch.rand(2, 3, 16, 16)  # --progressive-size: the next epoch's larger images, same batch size
+    torch.testing.assert_close(model(x), eager(x))
+    assert len(graphs) == 2
     with torch.no_grad():
         model.eval()(torch.rand(1, 3, 8, 8))  # evaluation: a mode of its own, compiled at its first shape
-    assert len(graphs) == 2
+    assert len(graphs) == 3

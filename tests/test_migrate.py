@@ -50,8 +50,9 @@ def test_every_format_repeats_as_a_config_file(version, tmp_path):
 def test_a_record_with_an_unknown_key_or_a_newer_version_is_refused():
     with pytest.raises(ValueError, match=r"r.yaml: unknown setting 'box_wieght' \(did you mean box_weight\?\)"):
         migrate({**fixture(7), "box_wieght": 0.1}, "r.yaml")
-    with pytest.raises(ValueError, match="settings_version 9 is not one this code reads"):
-        migrate({**fixture(7), "settings_version": 9}, "r.yaml")
+    newer = SETTINGS_VERSION + 1
+    with pytest.raises(ValueError, match=f"settings_version {newer} is not one this code reads"):
+        migrate({**fixture(7), "settings_version": newer}, "r.yaml")
 
 
 @pytest.fixture(scope="module")

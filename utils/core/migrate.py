@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping
 
 from utils.core.settings import DERIVED_KEYS, check_overrides, tool_settings
 
-SETTINGS_VERSION = 8
+SETTINGS_VERSION = 9
 ADDED: Mapping[int, tuple] = MappingProxyType({
     # 0: train.py of 2026-11-21 (a37edd0): the first checkpoints
     1: ("recipe", "init", "jitter", "scale", "flip", "hsv", "smooth_by_classes", "obj_size_scale", "cls_count_scale",
@@ -23,6 +23,7 @@ ADDED: Mapping[int, tuple] = MappingProxyType({
     6: ("box_loss",),                                                    # --box-loss (562c64b)
     7: (),                                                               # settings_version recorded (issue 28)
     8: ("cls_weights", "cls_weights_power", "compile", "cache", "logger", "threads"),  # issues 29, 31, 33
+    9: ("progressive_size", "progressive_ratio"),                       # progressive resizing (issue 29)
 })
 # What a run from before a setting existed ran with, where that is not today's default.
 BEFORE_IT_EXISTED: Mapping[str, Any] = MappingProxyType({"iou_cls": False})

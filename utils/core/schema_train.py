@@ -85,6 +85,12 @@ SCHEDULE = (
     Setting("weight_decay", 5e-4, "weight decay (conv and linear weights only)", "schedule", T, type=float),
     Setting("lr_schedule", "cos", "learning-rate decay after warmup", "schedule", T, choices=("cos", "step")),
     Setting("warmup_epochs", 3.0, "linear warmup length in epochs", "schedule", T, type=float),
+    Setting("progressive_size", 0, "progressive resizing: the first epoch trains at this input size (its longer "
+            "side, a multiple of 32 below --input-size's), which grows in steps of 32 to --input-size by "
+            "--progressive-ratio of the epochs; validation and mAP stay at --input-size (0: off)", "schedule", T,
+            type=int),
+    Setting("progressive_ratio", 0.5, "share of the epochs over which --progressive-size grows to --input-size",
+            "schedule", T, type=float),
 )
 AUGMENTATION = (
     Setting("mosaic", 0.5, "probability of a mosaic sample", "augmentation", T, type=float),

@@ -35,6 +35,20 @@ def mosaic_enabled(epoch: int, epochs: int, ratio: float = 0.7) -> bool:
     return epoch < int(epochs * ratio)
 
 
+def epoch_input_size(epoch: int, epochs: int, input_hw: Tuple[int, int], start: int = 0,
+                     ratio: float = 0.5) -> Tuple[int, int]:
+    """The training input (h, w) of `epoch` under progressive resizing (--progressive-size `start`, 0: off): the
+    longer side grows linearly from `start` at epoch 0 to the full `input_hw` at `ratio` of the `epochs`, each side
+    rounded down to a multiple of 32 (the early epochs cost about (side / full)^2 of a full one)."""
+    h, w = input_hw
+    grow = int(epochs * ratio)
+    if not start or epoch >= grow:
+        return h, w
+    longer = max(h, w)
+    side = start + (longer - start) * epoch // grow  # integers: exact, the same on every machine
+    return max(32, h * side // longer // 32 * 32), max(32, w * side // longer // 32 * 32)
+
+
 class YoloDataset(Dataset):
     """Samples -> (HxWx3 uint8 input image, float32 [N, 5] targets: class, cx, cy, w, h normalised).
 
@@ -64,6 +78,7 @@ class YoloDataset(Dataset):
         self.cache = cache
         self.epoch = 0
         self.use_mosaic = True
+        self.epoch_hw = self.input_hw  # this epoch's training input (progressive resizing: set_input_size)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -75,9 +90,13 @@ class YoloDataset(Dataset):
         """Switch mosaic (and mixup) on or off, e.g. off for the final part of training."""
         self.use_mosaic = bool(enabled)
 
-    def key(self, index: int) -> Tuple[int, int, bool]:
-        """(index, epoch, mosaic on): all that sample `index` depends on, for a worker process."""
-        return index, self.epoch, self.use_mosaic
+    def set_input_size(self, hw: Tuple[int, int]) -> None:
+        """This epoch's training input (h, w) (utils.data.dataloader.epoch_input_size); validation stays at input_hw."""
+        self.epoch_hw = tuple(hw)
+
+    def key(self, index: int) -> Tuple[int, int, bool, Tuple[int, int]]:
+        """(index, epoch, mosaic on, input (h, w)): all that sample `index` depends on, for a worker process."""
+        return index, self.epoch, self.use_mosaic, self.epoch_hw
 
     def load(self, index: int, keep_difficult: bool = False):
         """(image, boxes [N, 4] xyxy image pixels, labels [N]) of sample `index`, without difficult objects."""
@@ -88,16 +107,16 @@ class YoloDataset(Dataset):
         keep = np.ones(len(s.labels), bool) if keep_difficult else ~s.difficult
         return image, s.boxes[keep].astype(np.float32), s.labels[keep]
 
-    def _augmented(self, index: int, rng: np.random.Generator, use_mosaic: bool):
+    def _augmented(self, index: int, rng: np.random.Generator, use_mosaic: bool, hw: Tuple[int, int]):
         draw = rng.random()  # drawn either way, so switching mosaic off equals probability 0
         if use_mosaic and draw < self.mosaic_prob:
             picks = [index] + rng.integers(0, len(self), size=3).tolist()
-            out = mosaic([self.load(i) for i in picks], self.input_hw, self.cfg, rng)
+            out = mosaic([self.load(i) for i in picks], hw, self.cfg, rng)
             if rng.random() < self.mixup_prob:
                 other = int(rng.integers(0, len(self)))
-                out = mixup(out, random_place(self.load(other), self.input_hw, self.cfg, rng))
+                out = mixup(out, random_place(self.load(other), hw, self.cfg, rng))
         else:
-            out = random_place(self.load(index), self.input_hw, self.cfg, rng)
+            out = random_place(self.load(index), hw, self.cfg, rng)
         return hsv_jitter(out[0], self.cfg.hsv, rng), out[1], out[2]
 
     def _letterboxed(self, index: int):
@@ -105,15 +124,17 @@ class YoloDataset(Dataset):
         resized, lb = letterbox_image(image, self.input_hw)
         return resized, image_to_input_boxes(boxes, lb), labels
 
-    def __getitem__(self, key: Union[int, Tuple[int, int, bool]]) -> Tuple[np.ndarray, np.ndarray]:
-        """Sample `key`: an index (under this dataset's epoch and mosaic switch), or the tuple `self.key` made."""
-        index, epoch, use_mosaic = self.key(key) if isinstance(key, (int, np.integer)) else key
+    def __getitem__(self, key: Union[int, tuple]) -> Tuple[np.ndarray, np.ndarray]:
+        """Sample `key`: an index (under this dataset's epoch, mosaic switch and input size), or the tuple
+        `self.key` made."""
+        index, epoch, use_mosaic, hw = self.key(key) if isinstance(key, (int, np.integer)) else key
         if self.train:
             rng = np.random.default_rng([self.seed, epoch, index])
-            image, boxes, labels = self._augmented(index, rng, use_mosaic)
+            image, boxes, labels = self._augmented(index, rng, use_mosaic, hw)
         else:
+            hw = self.input_hw
             image, boxes, labels = self._letterboxed(index)
-        h, w = self.input_hw
+        h, w = hw
         targets = np.zeros((len(labels), 5), dtype=np.float32)
         if len(labels):
             targets[:, 0] = labels

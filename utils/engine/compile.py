@@ -8,8 +8,9 @@ step's forward and backward are both compiled; the loss (its assignment of posit
 batch's objects) and the optimizer step stay eager.
 
 Compiling happens on the first call of each mode (training or evaluation, with or without autograd), for the
-input shape of that call; a call of the same mode with another shape (an epoch's or an evaluation's smaller last
-batch) runs eagerly rather than compiling again (about a minute on 2 cores). When it fails (no C++
+input shape of that call; a call of the same mode with another batch size (an epoch's or an evaluation's smaller
+last batch) runs eagerly rather than compiling again (about a minute on 2 cores), while a new image size of the
+same batch size (--progressive-size's growing input) is compiled once more. When it fails (no C++
 compiler, an operator inductor does not support, any error of the compiler), the call is made again eagerly,
 with the module's buffers (BatchNorm statistics) and the random state as they were before it, so the result is
 the eager one; one line says so, once per process, and the module stays eager from then on.
@@ -58,13 +59,13 @@ class GuardedForward:
     def __init__(self, module: torch.nn.Module, eager: Callable, training: bool = True):
         self.module, self.eager, self.training = module, eager, training
         self.compiled: Optional[Callable] = torch.compile(eager, backend=BACKEND, dynamic=False)
-        self.shapes: dict = {}  # (training, autograd on) -> the input shape compiled for that mode
+        self.batches: dict = {}  # (training, autograd on) -> the batch size compiled for that mode
 
     def __call__(self, *args, **kwargs):
         if self.compiled is None or (self.module.training and not self.training):
             return self.eager(*args, **kwargs)
-        shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else None
-        if self.shapes.setdefault((self.module.training, torch.is_grad_enabled()), shape) != shape:
+        batch = len(args[0]) if args and isinstance(args[0], torch.Tensor) else None
+        if self.batches.setdefault((self.module.training, torch.is_grad_enabled()), batch) != batch:
             return self.eager(*args, **kwargs)  # a smaller last batch: not worth a compilation of its own
         buffers = list(self.module.buffers())
         saved = [b.clone() for b in buffers]

@@ -14,7 +14,7 @@ from utils.core.detector_spec import DetectorSpec
 from nets.yolo import YoloBody
 from utils.data.augment import AugmentConfig
 from utils.data.batch_picture import save_batch_picture
-from utils.data.dataloader import YoloDataset, build_dataloader, mosaic_enabled
+from utils.data.dataloader import YoloDataset, build_dataloader, epoch_input_size, mosaic_enabled
 from utils.data.image_cache import build_image_cache
 from utils.engine import distributed as dist
 from utils.engine.checkpoint import save_atomic
@@ -119,6 +119,7 @@ class EpochLoop:
             train_loader.set_epoch(epoch)
             mosaic = mosaic_enabled(epoch, self.state.schedule_end, self.config.mosaic_ratio)  # extended: as at its end
             train_loader.dataset.set_mosaic(mosaic)
+            self.set_training_size(train_loader.dataset, epoch)
             picture = self.batch_picture if epoch == 0 and dist.is_main() else None  # epoch 0: a fresh run
             try:
                 stats = train_one_epoch(self.state, train_loader, epoch,
@@ -131,6 +132,15 @@ class EpochLoop:
             self.last_completed = epoch  # complete only once evaluated and saved
             if dist.broadcast_flag(stop, self.state.device):
                 break
+
+    def set_training_size(self, dataset: YoloDataset, epoch: int) -> None:
+        """--progressive-size: this epoch's training input, said when it changes (and at a resumed run's start)."""
+        config = self.config
+        hw = epoch_input_size(epoch, self.state.schedule_end, parse_input_size(config.input_size),
+                              config.progressive_size, config.progressive_ratio)
+        if config.progressive_size and dist.is_main() and (epoch == self.start_epoch or hw != dataset.epoch_hw):
+            print(f"epoch {epoch + 1}: training input {hw[0]}x{hw[1]} (--progressive-size)")
+        dataset.set_input_size(hw)
 
     def batch_picture(self, images, targets) -> None:
         """train_batch0.jpg: the first training batch as the model sees it, with its target boxes."""

@@ -51,6 +51,7 @@ def make_config(values: Mapping[str, Any], is_demo: bool, amp_used: str) -> Trai
     if v["min_lr"] is None:
         v["min_lr"] = v["lr"] / 100
     v["input_size"] = _input_size(v["input_size"])
+    check_progressive(v["progressive_size"], v["progressive_ratio"], v["input_size"])
     if v["epochs"] < 1 or v["freeze_epochs"] > v["epochs"]:
         raise ValueError(f"--epochs must be >= 1 and >= --freeze-epochs, got {v['epochs']} and {v['freeze_epochs']}")
     v["attention"], v["fusion"] = check_model(v)
@@ -67,6 +68,17 @@ def _input_size(size):
     except ValueError as e:
         raise ValueError(f"--input-size: {e}") from None
     return size[0] if isinstance(size, tuple) and size[0] == size[1] else size
+
+
+def check_progressive(start: int, ratio: float, input_size) -> None:
+    """ValueError unless --progressive-size is 0 or a multiple of 32 below the input's longer side, and
+    --progressive-ratio in (0, 1]."""
+    longer = max(input_size) if isinstance(input_size, tuple) else input_size
+    if start and (start % 32 or not 32 <= start < longer):
+        raise ValueError(f"--progressive-size must be 0 (off) or a multiple of 32 below --input-size's longer side "
+                         f"({longer}), got {start}")
+    if not 0 < ratio <= 1:
+        raise ValueError(f"--progressive-ratio must be in (0, 1], got {ratio}")
 
 
 def check_model(values: Mapping[str, Any]) -> Tuple[str, str]:
