@@ -3,12 +3,14 @@
     python bench/bench_vs_peer.py                              # demo and alt, 320 px, 25 epochs, batch 8, YOLOv8n
     python bench/bench_vs_peer.py --peer-model yolov8n.yaml yolo11n.yaml yolo26n.yaml   # three peers
     python bench/bench_vs_peer.py --epochs 1 --max-images 16   # smoke run
+    python bench/bench_vs_peer.py --skip-peer --ours before="--progressive-size 0" ours   # two recipes of ours
 
 For each dataset, every model trains from scratch with the same image size, epochs, batch, workers and
 torch threads, one after the other, each timed by the wall clock of its training process (issues 9, 17):
   * ours: `train.py` with its default recipe (only data, size, epochs, batch, workers and run folder are
     passed, and `--eval-period EPOCHS --no-val-loss`: validated once, after the last epoch, as the peers
-    with val=False), scored from last.pth;
+    with val=False), scored from last.pth; each --ours variant (default: one, `ours`) adds its own train.py
+    flags after those, which win (an --epochs of its own included);
   * each peer of --peer-model (default: yolov8n.yaml; named by the yaml's stem: yolov8n, yolo11n,
     yolo26n): built from its yaml with random weights, ultralytics' own defaults with val=False (it still
     validates once after the last epoch and once in its final_eval; on CPU it forces 0 loader workers),
@@ -28,13 +30,14 @@ The table, one row per (dataset, model), goes to stdout and, atomically, to <out
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -45,12 +48,12 @@ from utils.eval.evaluator import CONF_THRES, NMS_THRES  # noqa: E402
 from utils.core.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 from utils.data.voc import REPO_ROOT, Sample  # noqa: E402
 from bench.peer_setup import convert_to_yolo, ensure_peer_venv, yolo_val_images  # noqa: E402
+from bench.peer_table import MAX_DET, format_table, table_notes, write_outputs  # noqa: E402, F401
 
 DATASETS = {"demo": "model_data/demo_classes.txt", "alt": "model_data/demo_alt_classes.txt"}  # demo style -> classes
 PEER_SCRIPT = Path(__file__).resolve().with_name("peer_ultralytics.py")
 PEER_PACKAGE = "ultralytics==8.4.190"  # the version whose offline behaviour peer_ultralytics.py was checked against
 DEFAULT_PEER = "yolov8n.yaml"
-MAX_DET = 300
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -65,6 +68,9 @@ def make_parser() -> argparse.ArgumentParser:
     a("--threads", type=int, default=os.cpu_count() or 1, help="OMP/torch threads of every process (default: all cores)")
     a("--max-images", type=int, default=0, help="only the first N train and N val images, for smoke runs (default: 0: all)")
     a("--out", default=None, help="folder of runs, converted data, results, table (default: bench/out/peer in the repo)")
+    a("--ours", nargs="+", type=parse_ours, default=[("ours", "")], metavar="NAME[=FLAGS]",
+      help="our model's variants, each trained with train.py's default recipe and the shared settings, then its "
+           "FLAGS (which win), e.g. --ours before='--epochs 25 --progressive-size 0' ours (default: ours)")
     a("--skip-ours", action="store_true", help="do not train or score our model")
     a("--peer-model", nargs="+", type=parse_peer_model, default=[DEFAULT_PEER], metavar="YAML",
       help=f"ultralytics model yamls to compare, each built with random weights (default: {DEFAULT_PEER})")
@@ -82,11 +88,35 @@ def parse_datasets(text: str) -> List[str]:
     return names
 
 
+def parse_ours(text: str) -> Tuple[str, str]:
+    """(name, train.py flags) of one --ours variant, 'NAME' or 'NAME=FLAGS'."""
+    name, _, flags = text.partition("=")
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"--ours {text!r}: expected NAME or NAME=FLAGS, NAME of letters, digits, "
+                                         "- and _")
+    try:
+        shlex.split(flags)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--ours {text!r}: {e}") from None
+    return name, flags.strip()
+
+
 def parse_peer_model(text: str) -> str:
     """An ultralytics model yaml: a name it ships (yolo11n.yaml) or a file path, absolute as the peer runs elsewhere."""
     if Path(text).suffix not in (".yaml", ".yml") or Path(text).stem == "ours":
         raise argparse.ArgumentTypeError(f"expected an ultralytics model yaml such as yolo11n.yaml, got {text!r}")
     return str(Path(text).resolve()) if Path(text).is_file() else text
+
+
+def ours_variants(variants: Sequence[Tuple[str, str]], peers: Dict[str, str]) -> Dict[str, str]:
+    """{name: flags} of the --ours variants; a name given twice or a peer's is refused (they name result files)."""
+    ours: Dict[str, str] = {}
+    for name, flags in variants:
+        if name in ours or name in peers:
+            raise ValueError(f"--ours: the name {name!r} is taken (by {'a peer' if name in peers else 'another'}); "
+                             "rename one")
+        ours[name] = flags
+    return ours
 
 
 def peer_models(yamls: Sequence[str]) -> Dict[str, str]:
@@ -176,16 +206,16 @@ def run_logged(cmd: Sequence[str], log: Path, env: Dict[str, str], cwd: Path) ->
     return seconds
 
 
-def train_ours(dataset: Dataset, settings: Settings, out: Path, key: str) -> Dict:
-    """train.py with its default recipe; returns the training record (weights, wall seconds)."""
+def train_ours(dataset: Dataset, settings: Settings, out: Path, key: str, flags: str = "") -> Dict:
+    """train.py with its default recipe, then `flags`; returns the training record (weights, wall seconds)."""
     runs = out / "runs"
     shutil.rmtree(runs / key, ignore_errors=True)  # an unfinished earlier attempt
     cmd = [sys.executable, "train.py", "--data", dataset.path, "--classes", dataset.classes_file,
            "--input-size", settings.input_size, "--epochs", settings.epochs, "--batch-size", settings.batch_size,
            "--workers", settings.workers, "--eval-period", settings.epochs, "--no-val-loss", "--name", key,
-           "--save-dir", runs.resolve(), "--quiet"]
+           "--save-dir", runs.resolve(), "--quiet", *shlex.split(flags)]
     seconds = run_logged(cmd, runs / f"{key}.log", process_env(settings.threads), REPO_ROOT)
-    return {"weights": str(runs / key / "last.pth"), "train_wall_s": seconds}
+    return {"weights": str(runs / key / "last.pth"), "train_wall_s": seconds, "ours_flags": flags}
 
 
 def train_peer(python: Path, model_yaml: str, data_yaml: Path, settings: Settings, out: Path, key: str) -> Dict:
@@ -256,6 +286,7 @@ class Bench:
         self.out = Path(args.out).resolve() if args.out else REPO_ROOT / "bench" / "out" / "peer"
         self.venv = Path(args.peer_venv).resolve() if args.peer_venv else REPO_ROOT / "bench" / ".venv-peer"
         self.peers = peer_models(args.peer_model)  # {name: yaml}
+        self.ours = ours_variants(args.ours, self.peers)  # {name: train.py flags}
         self._python: Optional[Path] = None
         self._converted: Dict[str, Path] = {}  # dataset name -> data.yaml
 
@@ -278,11 +309,11 @@ class Bench:
         """The training record of `key`: reused when finished earlier, else trained now."""
         record_file = self.out / "results" / f"{key}.train.json"
         record = read_json(record_file)
-        if record is not None and Path(record["weights"]).is_file():
+        if record is not None and Path(record["weights"]).is_file() and self.same_flags(model, record):
             print(f"  reusing the finished training of {key} ({record_file})")
             return record
-        if model == "ours":
-            record = train_ours(dataset, self.settings, self.out, key)
+        if model in self.ours:
+            record = train_ours(dataset, self.settings, self.out, key, self.ours[model])
         else:
             python = self.peer_python()
             record = train_peer(python, self.peers[model], self.convert(dataset), self.settings, self.out, key)
@@ -291,7 +322,7 @@ class Bench:
 
     def score(self, dataset: Dataset, model: str, key: str, record: Dict) -> Dict:
         val = load_split(dataset, "val")
-        if model == "ours":
+        if model in self.ours:
             return score_ours(record["weights"], val, dataset.class_names, self.settings.input_size)
         if not (self.yolo_root(dataset) / "data.yaml").is_file():
             self.convert(dataset)
@@ -303,12 +334,16 @@ class Bench:
         return {**score_detections(found["detections"], val, dataset.class_names), "params": found["params"],
                 "detect_settings": found["settings"], "predict_network_attempts": found["network_attempts"]}
 
+    def same_flags(self, model: str, record: Dict) -> bool:
+        """Whether a finished record of `model` ran with today's flags (a variant of ours may be given new ones)."""
+        return model not in self.ours or record.get("ours_flags", "") == self.ours[model]
+
     def run(self, dataset: Dataset, model: str) -> Dict:
         """The result row of (dataset, model): reused from results/<key>.json, or trained and scored now."""
         key = run_key(dataset.name, model, self.settings)
         result_file = self.out / "results" / f"{key}.json"
         row = read_json(result_file)
-        if row is not None:
+        if row is not None and self.same_flags(model, row):
             print(f"{key}: reusing {result_file}")
             return row
         print(f"{key}: training and scoring", flush=True)
@@ -321,50 +356,6 @@ class Bench:
         return row
 
 
-def format_table(rows: Sequence[Dict]) -> str:
-    """A markdown table: dataset, model, AP50, AP50-95, train wall time, params."""
-    lines = ["| dataset | model | AP50 | AP50-95 | train wall time | params |", "|---|---|---:|---:|---:|---:|"]
-    for r in rows:
-        params = f"{r['params'] / 1e6:.2f} M" if r.get("params") else "-"
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['map50']:.3f} | {r['map50_95']:.3f} | "
-                     f"{r['train_wall_s'] / 60:.1f} min | {params} |")
-    return "\n".join(lines)
-
-
-def table_notes(settings: Settings, rows: Sequence[Dict]) -> str:
-    """One line: the shared settings and scoring, then the peers' yamls, version and any network access tried."""
-    text = (f"{settings.input_size} px, {settings.epochs} epochs, batch {settings.batch_size}, "
-            f"{settings.workers} workers asked, {settings.threads} threads"
-            + (f", first {settings.max_images} train/val images" if settings.max_images else "")
-            + f"; scored by utils.eval.evaluator at conf {CONF_THRES}, NMS IoU {NMS_THRES}, max {MAX_DET} boxes")
-    peers = [r for r in rows if r["model"] != "ours"]
-    return text + (peer_notes(peers) if peers else "")
-
-
-def peer_notes(peers: Sequence[Dict]) -> str:
-    """'; peers: <yamls> (...)', the head each NMS-free model was scored from, network attempts, their own AP50."""
-    yamls = dict.fromkeys(Path(r.get("model_yaml", f"{r['model']}.yaml")).name for r in peers)
-    versions = sorted({r["ultralytics"] for r in peers if r.get("ultralytics")})
-    text = f"; peers: {', '.join(yamls)} (random weights, ultralytics {', '.join(versions)}, 0 workers on CPU)"
-    for model, used in dict.fromkeys((r["model"], r["detect_settings"].get("used_nms_free_head")) for r in peers
-                                     if r.get("detect_settings", {}).get("nms_free_head")):
-        text += (f"; {model} scored from its NMS-free end-to-end head (top {MAX_DET} by score, no NMS)" if used else
-                 f"; {model} scored from its one-to-many head with the NMS above (its NMS-free head unused)")
-    attempts = [f"{r['dataset']} {r['model']}: {a}" for r in peers
-                for a in r.get("train_network_attempts", []) + r.get("predict_network_attempts", [])]
-    text += f"; network attempts refused: {attempts}" if attempts else "; no network access attempted"
-    own = [f"{r['dataset']} {r['model']} {r['own_map50']:.3f}" for r in peers if r.get("own_map50") is not None]
-    return text + (f"; the peers' own val AP50 of last.pt (their NMS IoU 0.7): {', '.join(own)}" if own else "")
-
-
-def write_outputs(rows: List[Dict], settings: Settings, out: Path) -> str:
-    """Write <out>/bench_vs_peer.md and .json atomically; returns the markdown."""
-    text = format_table(rows) + "\n\n" + table_notes(settings, rows) + "\n"
-    write_text_atomic(out / "bench_vs_peer.md", text)
-    write_json_atomic(out / "bench_vs_peer.json", {"settings": asdict(settings), "rows": rows})
-    return text
-
-
 def main(args: argparse.Namespace) -> None:
     import torch
 
@@ -373,7 +364,7 @@ def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     bench = Bench(args)
     (bench.out / "results").mkdir(parents=True, exist_ok=True)
-    models = ([] if args.skip_ours else ["ours"]) + ([] if args.skip_peer else list(bench.peers))
+    models = ([] if args.skip_ours else list(bench.ours)) + ([] if args.skip_peer else list(bench.peers))
     rows = []
     for name in args.datasets:
         dataset = prepare_dataset(name, args.max_images, bench.out)

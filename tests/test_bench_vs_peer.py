@@ -238,3 +238,38 @@ def test_the_peer_venv_sees_this_interpreters_torch(tmp_path):
     found = subprocess.run([str(python), "-c", "import torch; print(torch.__version__, torch.__file__)"],
                            capture_output=True, text=True, check=True).stdout.split()
     assert found == [torch.__version__, torch.__file__]
+
+
+def test_ours_variants_add_their_flags_and_a_changed_flag_trains_again(tmp_path, monkeypatch):
+    bench = _bench(tmp_path, "--ours", "before=--epochs 25 --progressive-size 0", "ours")
+    assert bench.ours == {"before": "--epochs 25 --progressive-size 0", "ours": ""}
+    dataset = bvp.Dataset("demo", tmp_path, tmp_path / "classes.txt", ["a"])
+    commands = []
+
+    def fake_run(cmd, log, env, cwd):
+        commands.append([str(c) for c in cmd])
+        (log.parent / cmd[cmd.index("--name") + 1]).mkdir(parents=True, exist_ok=True)
+        (log.parent / cmd[cmd.index("--name") + 1] / "last.pth").write_bytes(b"")
+        return 60.0
+
+    monkeypatch.setattr(bvp, "run_logged", fake_run)
+    monkeypatch.setattr(bench, "score", lambda *a: {"map50": 0.5, "map50_95": 0.25, "params": 1})
+    rows = [bench.run(dataset, model) for model in ("before", "ours")]
+    assert commands[0][-4:] == ["--epochs", "25", "--progressive-size", "0"] and commands[1][-1] == "--quiet"
+    assert [r["ours_flags"] for r in rows] == ["--epochs 25 --progressive-size 0", ""]
+    assert bench.run(dataset, "before") == rows[0] and len(commands) == 2  # finished: reused
+    changed = _bench(tmp_path, "--ours", "before=--epochs 20")
+    changed.score = bench.score
+    assert changed.run(dataset, "before")["ours_flags"] == "--epochs 20" and commands[2][-2:] == ["--epochs", "20"]
+    notes = bvp.table_notes(SETTINGS, [{**rows[0], "train_wall_s": 120.0}, rows[1]])
+    assert "; before: train.py --epochs 25 --progressive-size 0" in notes
+    assert "; train wall time: demo ours 0.50x before's" in notes
+
+
+@pytest.mark.parametrize("bad", ["a b", "=--epochs 3", "x=--name 'unclosed"])
+def test_a_bad_ours_variant_is_refused(bad, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        bvp.make_parser().parse_args(["--ours", bad])
+    assert "--ours" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="'yolov8n' is taken"):
+        _bench(tmp_path, "--ours", "yolov8n")

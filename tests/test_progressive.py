@@ -6,7 +6,7 @@ import torch
 
 import train
 from tests.helpers.samples import make_colour_samples
-from tests.test_train import base_args, checkpoint_tensors
+from tests.helpers.runs import base_args, checkpoint_tensors
 from utils.data.dataloader import YoloDataset, build_dataloader, epoch_input_size
 from nets.yolo import YoloBody
 from utils.engine.checkpoint import read_checkpoint

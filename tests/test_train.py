@@ -11,6 +11,7 @@ import torch
 import yaml
 
 import train
+from tests.helpers.runs import base_args, checkpoint_tensors
 from tests.helpers.voc import TINY_CLASSES as CLASSES, write_tiny_voc
 from utils.engine.build import seeded_model
 from utils.engine.run import load_data, start_run
@@ -22,11 +23,6 @@ from tests.conftest import ANCHORS_MASK
 pytestmark = pytest.mark.usefixtures("scan_cache")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def base_args(data: Path, save_dir: Path, *extra) -> list:
-    return ["--data", str(data), "--classes", str(data / "classes.txt"), "--input-size", "128",
-            "--batch-size", "2", "--workers", "0", "--save-dir", str(save_dir), "--quiet", *map(str, extra)]
 
 
 def epoch_losses(run_dir: Path) -> list:
@@ -58,16 +54,6 @@ def test_printed_map_equals_get_map_on_the_checkpoint(tiny_voc, tmp_path, capsys
     out = capsys.readouterr().out
     reported = float(re.search(r"mAP@0\.5 VOC all-point: ([0-9.]+)", out).group(1))
     assert reported == pytest.approx(printed, abs=5e-5), out
-
-
-def checkpoint_tensors(ckpt: dict) -> dict:
-    """Model, training weights, EMA and optimizer state of a checkpoint, flattened to name -> tensor."""
-    import torch
-    flat = {f"model.{k}": v for k, v in ckpt["model"].items()}
-    flat.update({f"train_model.{k}": v for k, v in (ckpt["train_model"] or {}).items()})
-    for i, state in ckpt["optimizer"]["state"].items():
-        flat.update({f"optimizer.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
-    return flat
 
 
 @pytest.mark.slow
