@@ -111,6 +111,14 @@ def test_auto_is_inverse_frequency_to_the_power_with_mean_one():
     assert auto_weights([0, 0], 1.0) == (1.0, 1.0)
 
 
+@pytest.mark.parametrize("power", [math.inf, math.nan, -1.0])
+def test_a_power_that_is_not_finite_and_at_least_0_is_refused_with_or_without_weights(power):
+    with pytest.raises(UserError, match=f"--cls-weights-power must be a finite number >= 0, found {power}"):
+        resolve_class_weights("auto", power, NAMES, [sample([[0, 0, 5, 5]], [0])])
+    with pytest.raises(ValueError, match=f"--cls-weights-power must be a finite number >= 0, found {power}"):
+        make_loss(LossSettings(cls_weights_power=power))  # the loss checks it without --cls-weights too
+
+
 @pytest.mark.parametrize("text, error", [
     ("1,2", r"expected 3 weights, one per class of c.txt \(cat, dog, bird\), in that order; found 2"),
     ("1,x,2", "--cls-weights 1,x,2: expected a number .*found 'x'"),

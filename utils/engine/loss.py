@@ -4,6 +4,7 @@ EncNet's SE-loss on the class-presence logits of the model's enc blocks.
 Targets are Tensor[M, 6] rows (batch index, class, cx, cy, w, h), coordinates normalised to [0, 1]
 of the network input, as yolo_collate makes them. The loss does not depend on the order of the rows.
 """
+import math
 from dataclasses import fields
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
@@ -38,8 +39,8 @@ def check_loss_settings(s: "LossSettings") -> None:
         raise ValueError(f"--bce-clip must be in [0, 0.5), got {s.bce_clip}; the reference uses 1e-7, 0 turns it off")
     if s.se_loss < 0:
         raise ValueError(f"--se-loss must be >= 0 (0 turns the SE-loss off), got {s.se_loss}")
-    if not s.cls_weights_power >= 0:
-        raise ValueError(f"--cls-weights-power must be >= 0, got {s.cls_weights_power}")
+    if not (math.isfinite(s.cls_weights_power) and s.cls_weights_power >= 0):  # the rule of class_weights.py
+        raise ValueError(f"--cls-weights-power must be a finite number >= 0, found {s.cls_weights_power}")
 
 
 def loss_settings(values) -> "LossSettings":
