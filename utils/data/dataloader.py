@@ -39,7 +39,7 @@ def epoch_input_size(epoch: int, epochs: int, input_hw: Tuple[int, int], start: 
                      ratio: float = 0.5) -> Tuple[int, int]:
     """The training input (h, w) of `epoch` under progressive resizing (--progressive-size `start`, 0: off): the
     longer side grows linearly from `start` at epoch 0 to the full `input_hw` at `ratio` of the `epochs`, each side
-    rounded down to a multiple of 32 (the early epochs cost about (side / full)^2 of a full one)."""
+    rounded down to a multiple of 32."""
     h, w = input_hw
     grow = int(epochs * ratio)
     if not start or epoch >= grow:
