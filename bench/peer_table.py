@@ -39,8 +39,7 @@ def ours_notes(ours: Sequence[Dict]) -> str:
     for r in ours:
         base = first.setdefault(r["dataset"], r)
         if base is not r:
-            ratios.append(f"{r['dataset']} {r['model']} {r['train_wall_s'] / base['train_wall_s']:.2f}x "
-                          f"{base['model']}'s")
+            ratios.append(f"{r['dataset']} {r['model']} {r['train_wall_s'] / base['train_wall_s']:.2f}x {base['model']}")
     return text + (f"; train wall time: {', '.join(ratios)}" if ratios else "")
 
 

@@ -263,7 +263,7 @@ def test_ours_variants_add_their_flags_and_a_changed_flag_trains_again(tmp_path,
     assert changed.run(dataset, "before")["ours_flags"] == "--epochs 20" and commands[2][-2:] == ["--epochs", "20"]
     notes = bvp.table_notes(SETTINGS, [{**rows[0], "train_wall_s": 120.0}, rows[1]])
     assert "; before: train.py --epochs 25 --progressive-size 0" in notes
-    assert "; train wall time: demo ours 0.50x before's" in notes
+    assert "; train wall time: demo ours 0.50x before" in notes
 
 
 @pytest.mark.parametrize("bad", ["a b", "=--epochs 3", "x=--name 'unclosed"])
