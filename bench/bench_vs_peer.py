@@ -54,6 +54,9 @@ DATASETS = {"demo": "model_data/demo_classes.txt", "alt": "model_data/demo_alt_c
 PEER_SCRIPT = Path(__file__).resolve().with_name("peer_ultralytics.py")
 PEER_PACKAGE = "ultralytics==8.4.190"  # the version whose offline behaviour peer_ultralytics.py was checked against
 DEFAULT_PEER = "yolov8n.yaml"
+# train.py flags an --ours variant may not give: the shared data and input size, and the run folder it is scored from
+BENCH_OWNS = ("--data", "--data-format", "--images", "--classes", "--input-size", "--imgsz", "--name", "--save-dir",
+              "--resume")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -95,9 +98,13 @@ def parse_ours(text: str) -> Tuple[str, str]:
         raise argparse.ArgumentTypeError(f"--ours {text!r}: expected NAME or NAME=FLAGS, NAME of letters, digits, "
                                          "- and _")
     try:
-        shlex.split(flags)
+        words = shlex.split(flags)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"--ours {text!r}: {e}") from None
+    owned = [w for w in words if w.split("=")[0] in BENCH_OWNS]
+    if owned:
+        raise argparse.ArgumentTypeError(f"--ours {text!r}: {owned[0].split('=')[0]} is the bench's own (every model "
+                                         "is trained on the same data and scored at the same size from its run folder)")
     return name, flags.strip()
 
 

@@ -266,7 +266,8 @@ def test_ours_variants_add_their_flags_and_a_changed_flag_trains_again(tmp_path,
     assert "; train wall time: demo ours 0.50x before" in notes
 
 
-@pytest.mark.parametrize("bad", ["a b", "=--epochs 3", "x=--name 'unclosed"])
+@pytest.mark.parametrize("bad", ["a b", "=--epochs 3", "x=--phi 'unclosed", "x=--input-size 416",
+                                 "x=--epochs 3 --save-dir=elsewhere"])
 def test_a_bad_ours_variant_is_refused(bad, capsys, tmp_path):
     with pytest.raises(SystemExit):
         bvp.make_parser().parse_args(["--ours", bad])

@@ -216,3 +216,6 @@ def test_one_batch_size_per_mode_is_compiled_another_runs_eagerly(graphs):
     with torch.no_grad():
         model.eval()(torch.rand(1, 3, 8, 8))  # evaluation: a mode of its own, compiled at its first shape
     assert len(graphs) == 3
+    for side in range(24, 112, 8):  # 11 more sizes: past dynamo's default limit of 8 graphs, still compiled
+        model(torch.rand(2, 3, side, side))
+    assert len(graphs) == 14

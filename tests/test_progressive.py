@@ -18,7 +18,7 @@ def test_the_longer_side_grows_in_steps_of_32_and_reaches_the_full_size_at_the_r
     sides = [epoch_input_size(e, 16, (320, 320), 224, 0.5)[0] for e in range(16)]
     assert sides == [224, 224, 224, 256, 256, 256, 288, 288] + [320] * 8
     assert [epoch_input_size(e, 16, (320, 320))[0] for e in (0, 15)] == [320, 320]  # off
-    assert epoch_input_size(0, 10, (320, 480), 224, 0.5) == (128, 224)  # the shorter side keeps its share
+    assert epoch_input_size(0, 10, (320, 480), 224, 0.5) == (128, 224)  # scaled alike, each rounded down to 32
     assert epoch_input_size(5, 10, (320, 480), 224, 0.5) == (320, 480)
     assert epoch_input_size(0, 3, (64, 64), 32, 0.3) == (64, 64)  # no epoch before 30% of 3: off
 
@@ -34,7 +34,9 @@ def test_a_smaller_epoch_size_reaches_the_workers_and_gives_the_batches_of_a_dat
     small.set_epoch(1)
     for (a, ta), (b, tb) in zip(loader, small, strict=True):
         assert a.shape[-2:] == (64, 64) and torch.equal(a, b) and torch.equal(ta, tb)
-    assert YoloDataset(samples, 128, train=False).epoch_hw == (128, 128)
+    val = YoloDataset(samples, 128, train=False)
+    val.set_input_size((64, 64))
+    assert val[0][0].shape[:2] == (128, 128)  # validation stays at the input size
 
 
 @pytest.mark.slow
@@ -70,6 +72,8 @@ def test_a_progressive_run_grows_its_input_and_resumes_exactly(tiny_voc, tmp_pat
     (("--progressive-size", 100), "multiple of 32 below --input-size's longer side \\(128\\), got 100"),
     (("--progressive-size", 128), "got 128"),
     (("--progressive-size", 64, "--progressive-ratio", 0), "--progressive-ratio must be in \\(0, 1\\], got 0"),
+    (("--progressive-size", 64, "--progressive-ratio", 0.5), "--progressive-ratio 0.5 of 1 epochs leaves no epoch"),
+    (("--progressive-size", 64, "--epochs", 2, "--attention", "cbam_joint"), "holds cbam_joint, whose weights fix"),
 ])
 def test_a_bad_progressive_setting_is_refused_in_one_line(tiny_voc, tmp_path, capsys, flags, message):
     assert train.main(base_args(tiny_voc, tmp_path, "--epochs", 1, *flags)) == 1

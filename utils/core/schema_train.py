@@ -86,9 +86,9 @@ SCHEDULE = (
     Setting("lr_schedule", "cos", "learning-rate decay after warmup", "schedule", T, choices=("cos", "step")),
     Setting("warmup_epochs", 3.0, "linear warmup length in epochs", "schedule", T, type=float),
     Setting("progressive_size", 0, "progressive resizing: the first epoch trains at this input size (its longer "
-            "side, a multiple of 32 below --input-size's), which grows in steps of 32 to --input-size by "
-            "--progressive-ratio of the epochs; validation and mAP stay at --input-size (0: off)", "schedule", T,
-            type=int),
+            "side, a multiple of 32 below --input-size's), which grows linearly, rounded down to multiples of 32, "
+            "to --input-size by --progressive-ratio of the epochs; validation and mAP stay at --input-size (0: off)",
+            "schedule", T, type=int),
     Setting("progressive_ratio", 0.5, "share of the epochs over which --progressive-size grows to --input-size",
             "schedule", T, type=float),
 )

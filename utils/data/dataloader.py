@@ -10,9 +10,10 @@ resumed at epoch k sees exactly the batches of an uninterrupted run.
 
 Per epoch, call `loader.set_epoch(epoch)` on the loader from `build_dataloader` (it sets the sampler's
 and the dataset's epoch), and `loader.dataset.set_mosaic(False)` for the last part of training (see
-`mosaic_enabled`). Worker processes live as long as the loader (persistent_workers), so they never see
-these calls: the sampler reads the dataset's epoch and mosaic switch in the main process when an epoch's
-iteration begins and sends them to the workers with every index (`YoloDataset.key`).
+`mosaic_enabled`), and `loader.dataset.set_input_size(hw)` for --progressive-size (see `epoch_input_size`).
+Worker processes live as long as the loader (persistent_workers), so they never see these calls: the sampler
+reads the dataset's epoch, mosaic switch and input size in the main process when an epoch's iteration begins and
+sends them to the workers with every index (`YoloDataset.key`).
 """
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -38,8 +39,8 @@ def mosaic_enabled(epoch: int, epochs: int, ratio: float = 0.7) -> bool:
 def epoch_input_size(epoch: int, epochs: int, input_hw: Tuple[int, int], start: int = 0,
                      ratio: float = 0.5) -> Tuple[int, int]:
     """The training input (h, w) of `epoch` under progressive resizing (--progressive-size `start`, 0: off): the
-    longer side grows linearly from `start` at epoch 0 to the full `input_hw` at `ratio` of the `epochs`, each side
-    rounded down to a multiple of 32."""
+    longer side grows linearly from `start` at epoch 0 to the full `input_hw` at `ratio` of the `epochs`, the
+    shorter by the same factor, each rounded down to a multiple of 32."""
     h, w = input_hw
     grow = int(epochs * ratio)
     if not start or epoch >= grow:

@@ -94,6 +94,14 @@ def given_weights(spec: str, class_names: Sequence[str], classes_file=None) -> T
     return weights
 
 
+def power_problem(power: float) -> Optional[str]:
+    """What is wrong with --cls-weights-power `power` (it must be a finite number >= 0), or None; the one rule,
+    which the loss checks too (utils.engine.loss.check_loss_settings)."""
+    if math.isfinite(power) and power >= 0:
+        return None
+    return f"--cls-weights-power must be a finite number >= 0, found {power}"
+
+
 def resolve_class_weights(spec: Optional[str], power: float, class_names: Sequence[str], samples: Sequence,
                           classes_file=None) -> Tuple[Weights, str]:
     """(weights or None, how they were found) of --cls-weights `spec` for a new run on `samples`."""
@@ -101,8 +109,8 @@ def resolve_class_weights(spec: Optional[str], power: float, class_names: Sequen
         return None, ""
     if spec != AUTO:
         return given_weights(spec, class_names, classes_file), f"from {spec}"
-    if not math.isfinite(power) or power < 0:
-        raise UserError(f"--cls-weights-power must be a finite number >= 0, found {power}")
+    if power_problem(power):
+        raise UserError(power_problem(power))
     counts = class_counts(samples, len(class_names))
     absent = [name for name, n in zip(class_names, counts) if n == 0]
     if absent:

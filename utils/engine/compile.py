@@ -10,7 +10,7 @@ batch's objects) and the optimizer step stay eager.
 Compiling happens on the first call of each mode (training or evaluation, with or without autograd), for the
 input shape of that call; a call of the same mode with another batch size (an epoch's or an evaluation's smaller
 last batch) runs eagerly rather than compiling again (about a minute on 2 cores), while a new image size of the
-same batch size (--progressive-size's growing input) is compiled once more. When it fails (no C++
+same batch size (--progressive-size's growing input) is compiled once more, at that cost again. When it fails (no C++
 compiler, an operator inductor does not support, any error of the compiler), the call is made again eagerly,
 with the module's buffers (BatchNorm statistics) and the random state as they were before it, so the result is
 the eager one; one line says so, once per process, and the module stays eager from then on.
@@ -23,6 +23,9 @@ from typing import Callable, List, Optional
 import torch
 
 BACKEND = "inductor"
+# Graphs one forward may hold: a training and an evaluation mode, with or without autograd, at each input size of
+# --progressive-size (128 to 416 px: 10). Past dynamo's limit (8 by default) a new size would run eagerly unsaid.
+RECOMPILE_LIMIT = 32
 _said: List[str] = []  # the fallback line printed in this process (printed once)
 _failed: List[str] = []  # a compilation failed in this process: later models (an evaluation's copy) stay eager
 
@@ -59,6 +62,7 @@ class GuardedForward:
     def __init__(self, module: torch.nn.Module, eager: Callable, training: bool = True):
         self.module, self.eager, self.training = module, eager, training
         self.compiled: Optional[Callable] = torch.compile(eager, backend=BACKEND, dynamic=False)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         self.batches: dict = {}  # (training, autograd on) -> the batch size compiled for that mode
 
     def __call__(self, *args, **kwargs):

@@ -104,6 +104,7 @@ class EpochLoop:
         self.loaders = None
         self.clock = RunClock(config.epochs, config.eval_period)  # the time left, at the end of each epoch's line
         self.image_cache = None  # --cache ram: filled when the first loaders are built
+        self.training_hw = None  # --progressive-size: the input size of the last epoch begun
 
     def run(self) -> None:
         try:
@@ -134,12 +135,13 @@ class EpochLoop:
                 break
 
     def set_training_size(self, dataset: YoloDataset, epoch: int) -> None:
-        """--progressive-size: this epoch's training input, said when it changes (and at a resumed run's start)."""
+        """--progressive-size: this epoch's training input, said when it changes (and at a run's first epoch)."""
         config = self.config
         hw = epoch_input_size(epoch, self.state.schedule_end, parse_input_size(config.input_size),
                               config.progressive_size, config.progressive_ratio)
-        if config.progressive_size and dist.is_main() and (epoch == self.start_epoch or hw != dataset.epoch_hw):
+        if config.progressive_size and dist.is_main() and hw != self.training_hw:
             print(f"epoch {epoch + 1}: training input {hw[0]}x{hw[1]} (--progressive-size)")
+        self.training_hw = hw  # kept here: a new phase (--freeze-epochs) builds new loaders
         dataset.set_input_size(hw)
 
     def batch_picture(self, images, targets) -> None:

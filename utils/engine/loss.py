@@ -4,7 +4,6 @@ EncNet's SE-loss on the class-presence logits of the model's enc blocks.
 Targets are Tensor[M, 6] rows (batch index, class, cx, cy, w, h), coordinates normalised to [0, 1]
 of the network input, as yolo_collate makes them. The loss does not depend on the order of the rows.
 """
-import math
 from dataclasses import fields
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
@@ -19,6 +18,7 @@ from utils.core.migrate import BEFORE_IT_EXISTED
 from utils.core.schema_train import ASSIGNERS, BOX_LOSSES
 from utils.core.settings import settings_class, tool_settings
 from utils.engine.assign import one_truth_per_slot, task_aligned_positives
+from utils.engine.class_weights import power_problem
 from utils.ops.boxes import batched_box_iou, cxcywh_to_xyxy, decode_grid, head_grid, paired_box_iou, wh_iou
 
 MAX_WH_LOGIT = 8.0  # tw, th clamped before exp() in the loss: exp(8) ~ 3000 cells, no overflow
@@ -39,8 +39,8 @@ def check_loss_settings(s: "LossSettings") -> None:
         raise ValueError(f"--bce-clip must be in [0, 0.5), got {s.bce_clip}; the reference uses 1e-7, 0 turns it off")
     if s.se_loss < 0:
         raise ValueError(f"--se-loss must be >= 0 (0 turns the SE-loss off), got {s.se_loss}")
-    if not (math.isfinite(s.cls_weights_power) and s.cls_weights_power >= 0):  # the rule of class_weights.py
-        raise ValueError(f"--cls-weights-power must be a finite number >= 0, found {s.cls_weights_power}")
+    if power_problem(s.cls_weights_power):
+        raise ValueError(power_problem(s.cls_weights_power))
 
 
 def loss_settings(values) -> "LossSettings":

@@ -51,10 +51,10 @@ def make_config(values: Mapping[str, Any], is_demo: bool, amp_used: str) -> Trai
     if v["min_lr"] is None:
         v["min_lr"] = v["lr"] / 100
     v["input_size"] = _input_size(v["input_size"])
-    check_progressive(v["progressive_size"], v["progressive_ratio"], v["input_size"])
     if v["epochs"] < 1 or v["freeze_epochs"] > v["epochs"]:
         raise ValueError(f"--epochs must be >= 1 and >= --freeze-epochs, got {v['epochs']} and {v['freeze_epochs']}")
     v["attention"], v["fusion"] = check_model(v)
+    check_progressive(v["progressive_size"], v["progressive_ratio"], v["input_size"], v["epochs"], v["attention"])
     v["scale"], v["hsv"] = tuple(v["scale"]), tuple(v["hsv"])
     if v["channels_last"] not in ("on", "off"):  # an older record's 'auto' is migrated (utils/core/migrate.py)
         raise ValueError(f"--channels-last must be on or off, got {v['channels_last']!r}")
@@ -70,15 +70,24 @@ def _input_size(size):
     return size[0] if isinstance(size, tuple) and size[0] == size[1] else size
 
 
-def check_progressive(start: int, ratio: float, input_size) -> None:
-    """ValueError unless --progressive-size is 0 or a multiple of 32 below the input's longer side, and
-    --progressive-ratio in (0, 1]."""
-    longer = max(input_size) if isinstance(input_size, tuple) else input_size
-    if start and (start % 32 or not 32 <= start < longer):
-        raise ValueError(f"--progressive-size must be 0 (off) or a multiple of 32 below --input-size's longer side "
-                         f"({longer}), got {start}")
+def check_progressive(start: int, ratio: float, input_size, epochs: int, attention: str) -> None:
+    """ValueError unless --progressive-size is 0, or a multiple of 32 below the input's longer side with at least
+    one epoch to grow over and no attention block fixed to one map size; and --progressive-ratio in (0, 1]."""
     if not 0 < ratio <= 1:
         raise ValueError(f"--progressive-ratio must be in (0, 1], got {ratio}")
+    if not start:
+        return
+    longer = max(input_size) if isinstance(input_size, tuple) else input_size
+    if start % 32 or not 32 <= start < longer:
+        raise ValueError(f"--progressive-size must be 0 (off) or a multiple of 32 below --input-size's longer side "
+                         f"({longer}), got {start}")
+    if int(epochs * ratio) < 1:
+        raise ValueError(f"--progressive-ratio {ratio:g} of {epochs} epochs leaves no epoch for --progressive-size "
+                         "to grow over; raise either")
+    fixed = [block for block in parse_attention(attention).values() if "map_size" in site_facts(block)]
+    if fixed:
+        raise ValueError(f"--progressive-size: attention {attention!r} holds {fixed[0]}, whose weights fix the map "
+                         "size, so it trains at --input-size only; drop --progressive-size")
 
 
 def check_model(values: Mapping[str, Any]) -> Tuple[str, str]:
