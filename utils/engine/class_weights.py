@@ -109,8 +109,9 @@ def resolve_class_weights(spec: Optional[str], power: float, class_names: Sequen
         return None, ""
     if spec != AUTO:
         return given_weights(spec, class_names, classes_file), f"from {spec}"
-    if power_problem(power):
-        raise UserError(power_problem(power))
+    problem = power_problem(power)
+    if problem:
+        raise UserError(problem)
     counts = class_counts(samples, len(class_names))
     absent = [name for name, n in zip(class_names, counts) if n == 0]
     if absent:

@@ -39,8 +39,9 @@ def check_loss_settings(s: "LossSettings") -> None:
         raise ValueError(f"--bce-clip must be in [0, 0.5), got {s.bce_clip}; the reference uses 1e-7, 0 turns it off")
     if s.se_loss < 0:
         raise ValueError(f"--se-loss must be >= 0 (0 turns the SE-loss off), got {s.se_loss}")
-    if power_problem(s.cls_weights_power):
-        raise ValueError(power_problem(s.cls_weights_power))
+    problem = power_problem(s.cls_weights_power)
+    if problem:
+        raise ValueError(problem)
 
 
 def loss_settings(values) -> "LossSettings":
