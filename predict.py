@@ -111,7 +111,7 @@ def run(args) -> None:
     yolo = build_yolo(args)
     if args.cam:
         cam_layers(yolo.cam_detector().model, args.cam_layer)  # a bad layer or an .onnx file fails here, once
-    amp_note = f"--amp {args.amp}" if yolo.backend == "torch" else "--amp applies to the torch backend only"
+    amp_note = f"--amp {args.amp}" if yolo.backend != "onnx" else "--amp applies to the torch and openvino backends"
     print(f"backend {yolo.backend} on {yolo.device}, precision {yolo.precision} ({amp_note})")
     if args.export_onnx:
         path, kind = export_model(yolo, args.export_onnx, args.export_onnx_nms, args.int8, args.data, args.split,

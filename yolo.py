@@ -28,7 +28,7 @@ from utils.core.settings import default
 from utils.deploy.drawing import draw_detections, heatmap_overlay
 from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, load_onnx_graph, onnx_metadata,
                                   raw_graph, read_onnx_spec)
-from utils.deploy.openvino_backend import GRAPH_SESSIONS
+from utils.deploy.openvino_backend import GRAPH_RUNTIMES, graph_session, openvino_bf16, runtime_precision
 from utils.ops.image import read_image
 from utils.ops.pipeline import Thresholds, detect_images, forward_fp32, input_batch, letterbox_input, spec_decode_select
 from utils.deploy.attention_maps import attention_maps
@@ -40,7 +40,7 @@ from utils.deploy.sliced import slicing_of, yolo_detect_sliced
 from utils.ops.slicing import slice_settings
 from utils.eval.scoring import evaluate
 
-BACKENDS = ("torch",) + tuple(GRAPH_SESSIONS)  # torch, onnx (ONNX Runtime), openvino (OpenVINO)
+BACKENDS = ("torch",) + tuple(GRAPH_RUNTIMES)  # torch, onnx (ONNX Runtime), openvino (OpenVINO)
 ImageLike = Union[str, Path, np.ndarray]
 
 
@@ -95,8 +95,9 @@ class YOLO:
         device: 'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'...
         backend: 'torch' (BN folded, channels-last, autocast), 'onnx' (ONNX Runtime) or 'openvino' (the same graph
             on OpenVINO's CPU plugin, utils/deploy/openvino_backend.py); default torch, onnx for .onnx files.
-        amp: autocast for the torch backend, 'auto' | 'off' | 'bf16' | 'fp16' (utils.core.amp.resolve_amp: auto is
-            bf16 on CPUs with native bf16 and on CUDA, else fp32); decoding and NMS always run in fp32.
+        amp: 'auto' | 'off' | 'bf16' | 'fp16' (utils.core.amp.resolve_amp: auto is bf16 on CPUs with native bf16
+            and on CUDA, else fp32): autocast for torch, the CPU plugin's precision for openvino (where auto keeps
+            int8 graphs' unquantized ops in fp32: openvino_bf16); onnx runs fp32. Decoding and NMS run in fp32.
         anchors, scale_x_y: override the file's (darknet files default to scale_x_y 1.05).
 
     `spec` (utils/core/detector_spec.py) holds the detector's facts, read from the weights file with the
@@ -133,7 +134,8 @@ class YOLO:
         self.anchors = self.spec.anchor_tensor()
         self.conf, self.nms, self.max_det, self.agnostic_nms, self.slice = conf, nms, max_det, agnostic_nms, slice
         amp_dtype = resolve_amp(amp, self.device)
-        self.amp = amp_dtype if backend == "torch" else None
+        bf16_graph = backend == "openvino" and openvino_bf16(amp, amp_dtype, self._precision)
+        self.amp = amp_dtype if backend == "torch" or bf16_graph else None
         # channels-last measured faster on CPU for this network, fp32 and bf16 (bench/bench_infer.py)
         self.model = None if model is None else fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
         if backend != "torch":
@@ -178,9 +180,9 @@ class YOLO:
 
     @property
     def precision(self) -> str:
-        """What runs the network: 'bf16 autocast', 'off (fp32)' (torch), 'int8 ONNX Runtime', ..."""
+        """What runs the network: 'bf16 autocast', 'off (fp32)' (torch), 'int8 ONNX Runtime', 'bf16 OpenVINO'..."""
         if self.backend != "torch":
-            return f"{self._precision} {GRAPH_SESSIONS[self.backend][1]}"
+            return runtime_precision(self.backend, self._precision, self.session)
         return f"{amp_name(self.amp)} autocast" if self.amp is not None else amp_name(None)
 
     @property
@@ -191,7 +193,7 @@ class YOLO:
         key = self.thresholds
         if self.backend != "torch" and self._session_key != key:
             graph = detector_graph(self._raw_graph(), self.spec, key, where=self._source).SerializeToString()
-            self._session, self._session_key = GRAPH_SESSIONS[self.backend][0](graph, str(self.device)), key
+            self._session, self._session_key = graph_session(self.backend, graph, str(self.device), self.amp), key
         return self._session
 
     def _raw_graph(self):

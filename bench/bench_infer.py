@@ -13,8 +13,9 @@ sees. Paths timed:
   YOLO("model_int8.onnx")). Their forward rows run the raw graph file as exported (float NCHW in, raw
   outputs out); detect() runs it as YOLO does, behind uint8 NHWC input with decoding and NMS added
   to the graph (utils.deploy.export.detector_graph);
-  openvino and openvino int8: the same two graphs run by OpenVINO's CPU plugin (--backend openvino,
-  utils/deploy/openvino_backend.py: fp32 precision hint, latency hint).
+  openvino and openvino int8: the same two graphs run by OpenVINO's CPU plugin (--backend openvino --amp off,
+  utils/deploy/openvino_backend.py: fp32 precision hint, latency hint); openvino bf16: the fp32 graph with the
+  bf16 precision hint (--amp bf16, and what --amp auto picks on a CPU with native bf16).
 Threads: torch rows use --threads; ONNX Runtime and OpenVINO rows both use --runtime-threads (default 0:
 each runtime's default, one thread per physical core: ONNX Runtime's intra_op_num_threads 0, OpenVINO's
 latency hint; the count OpenVINO took is printed), so the two runtimes compete on equal terms.
@@ -24,7 +25,8 @@ and slow. A random model finds nothing at --conf 0.5, so NMS is nearly free here
 weights NMS adds a little. Ratios printed:
   detect/forward per path (target <= 1.15); plain eager forward / best forward (target >= 1.3);
   fastest detect() / fp32 ONNX Runtime forward of the raw graph (target <= 0.7);
-  OpenVINO / ONNX Runtime, forward and detect(), fp32 and int8 (below 1: OpenVINO is faster).
+  OpenVINO / ONNX Runtime, forward and detect(), fp32 and int8, and OpenVINO bf16 / ONNX Runtime fp32 (below 1:
+  OpenVINO is faster).
 Run it on a quiet machine (check `uptime`): while other processes keep a core busy, torch's rows
 (OpenMP, --threads threads, each parallel op waiting for every thread) were measured 10-40x slower,
 ONNX Runtime's forwards about 1.5x slower.
@@ -62,9 +64,10 @@ PATHS = {
     "onnx int8": ("forward ONNX Runtime int8 raw graph [onnx int8]", "detect() onnx int8"),
     "openvino": ("forward OpenVINO fp32 raw graph [openvino]", "detect() openvino"),
     "openvino int8": ("forward OpenVINO int8 raw graph [openvino int8]", "detect() openvino int8"),
+    "openvino bf16": ("forward OpenVINO bf16 raw fp32 graph [openvino bf16]", "detect() openvino bf16"),
 }
 # (OpenVINO path, the ONNX Runtime path it is compared with)
-RUNTIME_PAIRS = (("openvino", "onnx"), ("openvino int8", "onnx int8"))
+RUNTIME_PAIRS = (("openvino", "onnx"), ("openvino int8", "onnx int8"), ("openvino bf16", "onnx"))
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -111,8 +114,9 @@ def build_rows(weights: Path, input_size: int, image: np.ndarray, int8_path: Pat
     dets = {"torch": YOLO(weights, input_size=input_size, device="cpu", amp="off"),
             "torch bf16": YOLO(weights, input_size=input_size, device="cpu", amp="bf16"),
             "onnx": YOLO(weights, input_size=input_size, backend="onnx", device="cpu"), "onnx int8": YOLO(int8_path),
-            "openvino": YOLO(weights, input_size=input_size, backend="openvino", device="cpu"),
-            "openvino int8": YOLO(int8_path, backend="openvino")}
+            "openvino": YOLO(weights, input_size=input_size, backend="openvino", device="cpu", amp="off"),
+            "openvino int8": YOLO(int8_path, backend="openvino", amp="off"),
+            "openvino bf16": YOLO(weights, input_size=input_size, backend="openvino", device="cpu", amp="bf16")}
     eager = model_from_weights(weights, input_size=[input_size, input_size])[0].eval()
     x = torch.rand(1, 3, input_size, input_size)
     x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -120,8 +124,10 @@ def build_rows(weights: Path, input_size: int, image: np.ndarray, int8_path: Pat
     fp32_path = export_onnx(fused_nchw, folder / "fp32.onnx", (input_size, input_size))
     raw_fp32, raw_int8 = ort_session(fp32_path, threads=threads), ort_session(int8_path, threads=threads)
     ov_fp32, ov_int8 = openvino_session(fp32_path, threads=threads), openvino_session(int8_path, threads=threads)
+    ov_bf16 = openvino_session(fp32_path, threads=threads, bf16=True)
     print(f"OpenVINO threads: {ov_fp32.threads} (forward rows), {dets['openvino'].session.threads} (detect() rows); "
-          f"ONNX Runtime: {threads or 'its default, one per physical core'}")
+          f"ONNX Runtime: {threads or 'its default, one per physical core'}; OpenVINO bf16 rows computed in "
+          f"{ov_bf16.inference_precision} ({dets['openvino bf16'].precision})")
 
     def no_grad(fn):
         def run():
@@ -138,6 +144,7 @@ def build_rows(weights: Path, input_size: int, image: np.ndarray, int8_path: Pat
         (PATHS["onnx int8"][0], lambda: raw_int8.run(None, {"images": x.numpy()})),
         (PATHS["openvino"][0], lambda: ov_fp32.run(None, {"images": x.numpy()})),
         (PATHS["openvino int8"][0], lambda: ov_int8.run(None, {"images": x.numpy()})),
+        (PATHS["openvino bf16"][0], lambda: ov_bf16.run(None, {"images": x.numpy()})),
     ] + [(PATHS[name][1], lambda det=det: det.detect(image)) for name, det in dets.items()]
 
 

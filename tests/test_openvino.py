@@ -1,13 +1,15 @@
 """The openvino backend (utils/deploy/openvino_backend.py) against the onnx backend on the same graphs.
 
 Tolerances (what holds, tested here):
-  fp32: raw head outputs within 1e-4 absolute of ONNX Runtime's (measured: under 1e-5); the same detections
+  fp32 (--amp off): raw head outputs within 1e-4 absolute of ONNX Runtime's (measured: under 1e-5); the same detections
     (boxes within 1e-3 px, scores within 1e-4); get_map.py scores predict.py --save-json of both to the same
     mAP within 0.001 (measured: equal).
   int8 (QDQ graph of utils/deploy/quantize.py): the two runtimes round some activations differently, so
     outputs are not equal: on most images they agree to ~1e-6, on some by ~1e-2 RMS. What holds: OpenVINO runs
     the quantized convolutions in int8 (u8 activations), and its int8 outputs are closer to ONNX Runtime's
     int8 outputs than either is to fp32 (RMS over 4 images below 0.75x int8's own error against fp32).
+  bf16 (--amp bf16, and auto on CPUs with native bf16, for fp32 graphs): the plugin reports bf16, the outputs
+    move off fp32 (RMS above 1e-4) by no more than twice what the torch backend's bf16 autocast moves them.
 """
 import importlib.util
 import json
@@ -23,7 +25,8 @@ import get_map
 import predict
 from tests.helpers.models import make_checkpoint, rgb, save_random_checkpoint
 from tests.helpers.voc import MAP_CLASSES, write_map_voc
-from utils.deploy.openvino_backend import OPENVINO_MISSING, OpenVinoSession, openvino_session
+from utils.core.amp import cpu_supports_bf16
+from utils.deploy.openvino_backend import OPENVINO_MISSING, OpenVinoSession, openvino_bf16, openvino_session
 from utils.deploy.quantize import output_convs
 from yolo import YOLO
 
@@ -53,7 +56,7 @@ def raw_outputs(yolo, seed):
 
 
 def test_fp32_outputs_equal_onnx_runtime(ckpt):
-    ort, ov = (YOLO(ckpt, backend=b, device="cpu", conf=0.3) for b in ("onnx", "openvino"))
+    ort, ov = (YOLO(ckpt, backend=b, device="cpu", conf=0.3, amp="off") for b in ("onnx", "openvino"))
     assert ov.precision == "fp32 OpenVINO" and ort.precision == "fp32 ONNX Runtime"
     # not trivially equal: two runtimes (not ONNX Runtime twice), outputs spread far beyond the tolerance
     assert isinstance(ov.session, OpenVinoSession) and not isinstance(ort.session, OpenVinoSession)
@@ -111,12 +114,13 @@ def test_get_map_scores_openvino_like_onnx(tmp_path, monkeypatch, capsys):
     for backend in ("onnx", "openvino"):
         pred, scored = tmp_path / f"pred_{backend}", tmp_path / f"map_{backend}"
         argv = ["--weights", str(weights), "--dir", str(voc / "VOC2007" / "JPEGImages"), "--conf", "0.001",
-                "--nms", "0.5", "--backend", backend, "--device", "cpu", "--save-json", "--out", str(pred)]
+                "--nms", "0.5", "--backend", backend, "--device", "cpu", "--amp", "off", "--save-json",
+                "--out", str(pred)]
         assert predict.main(argv) == 0, capsys.readouterr().err
         assert get_map.main(["--detections", str(pred / "detections.json"), "--classes", str(tmp_path / "classes.txt"),
                              "--data", str(voc), "--no-plots", "--out", str(scored)]) == 0
         summaries[backend] = json.loads((scored / "summary.json").read_text())
-    assert "backend openvino on cpu, precision fp32 OpenVINO" in capsys.readouterr().out
+    assert "backend openvino on cpu, precision fp32 OpenVINO (--amp off)" in capsys.readouterr().out
     assert summaries["onnx"]["map50"] > 0.05
     assert summaries["openvino"]["map50"] == pytest.approx(summaries["onnx"]["map50"], abs=1e-3)
     assert summaries["openvino"]["coco"] == pytest.approx(summaries["onnx"]["coco"], abs=1e-3)
@@ -134,13 +138,47 @@ def test_missing_openvino_is_one_line(ckpt, tmp_path, monkeypatch, capsys):
 
 
 def test_session_settings(ckpt):
-    """The CPU only (device auto picks it), fp32 where the graph is fp32, the threads asked for."""
+    """The CPU only (device auto picks it), the precision --amp asks for, the threads asked for."""
     with pytest.raises(ValueError, match="runs on the CPU"):
         openvino_session(b"", device="cuda")
-    yolo = YOLO(ckpt, backend="openvino")
-    assert str(yolo.device) == "cpu"
+    yolo = YOLO(ckpt, backend="openvino", amp="off")
+    assert str(yolo.device) == "cpu" and yolo.session.inference_precision == "f32"
     assert yolo.session.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
     assert openvino_session(yolo._raw_graph().SerializeToString(), threads=1).threads == 1
+    auto = YOLO(ckpt, backend="openvino")  # --amp auto: bf16 where the CPU has it natively, as for torch
+    assert auto.precision == ("bf16 OpenVINO" if cpu_supports_bf16() else "fp32 OpenVINO")
+
+
+def test_amp_rule():
+    """auto leaves an int8 graph's unquantized ops in fp32; bf16 asked for is bf16; off is fp32."""
+    assert openvino_bf16("auto", torch.bfloat16, "fp32") and openvino_bf16("bf16", torch.bfloat16, "int8")
+    assert not openvino_bf16("auto", torch.bfloat16, "int8") and not openvino_bf16("off", None, "fp32")
+
+
+def test_bf16_is_bf16_and_as_close_as_torch_bf16(ckpt):
+    """--amp bf16: what OpenVINO reports is what ran, and its outputs stay as close to fp32 as torch's bf16."""
+    ov = YOLO(ckpt, backend="openvino", amp="bf16")
+    exact, torch_bf16 = YOLO(ckpt, backend="onnx", device="cpu"), YOLO(ckpt, device="cpu", amp="bf16")
+    found, expected, reference = ([raw_outputs(y, s) for s in range(3)] for y in (ov, exact, torch_bf16))
+    found, expected, reference = sum(found, []), sum(expected, []), sum(reference, [])
+    if cpu_supports_bf16():
+        assert ov.session.inference_precision == "bf16"
+    if ov.session.inference_precision == "bf16":
+        assert ov.precision == "bf16 OpenVINO"
+        assert 1e-4 < rms(found, expected) < 2 * rms(reference, expected)
+    else:  # a CPU where the plugin keeps fp32: said so, and fp32's tolerance holds
+        assert ov.precision == "fp32 OpenVINO"
+        assert max(np.abs(e - f).max() for e, f in zip(expected, found)) < FP32_ATOL
+
+
+@pytest.mark.slow
+def test_int8_precision_under_amp(int8):
+    """An int8 graph: auto keeps its unquantized ops in fp32; --amp bf16 runs them in bf16 where the CPU can."""
+    assert YOLO(int8, backend="openvino").precision == "int8 OpenVINO"
+    bf16 = YOLO(int8, backend="openvino", amp="bf16")
+    assert bf16.precision == ("int8 + bf16 OpenVINO" if bf16.session.inference_precision == "bf16" else "int8 OpenVINO")
+    if cpu_supports_bf16():
+        assert bf16.precision == "int8 + bf16 OpenVINO"
 
 
 @pytest.mark.slow
@@ -153,6 +191,7 @@ def test_onnx_graphs_refuse_the_torch_backend(int8):
 def test_sliced_detect_is_the_same_on_openvino(ckpt):
     """detect(image, slice=...) sends batches of tiles through the session: the same boxes as ONNX Runtime's."""
     image = rgb(150, 200, 3)
-    a, b = (YOLO(ckpt, backend=k, device="cpu", conf=0.3).detect(image, slice=64) for k in ("onnx", "openvino"))
+    a, b = (YOLO(ckpt, backend=k, device="cpu", conf=0.3, amp="off").detect(image, slice=64)
+            for k in ("onnx", "openvino"))
     assert len(a) == len(b) >= 10
     assert np.abs(a.boxes - b.boxes).max() < 1e-3 and (a.class_ids == b.class_ids).all()

@@ -173,8 +173,9 @@ RUN = (
             ("train", "get_map", "predict", "ablate", "quantize"), tool_defaults={"quantize": "cpu"}),
     Setting("seed", 0, "random seed: the same seed gives the same losses on CPU (anchors: the k-means seed)", "run",
             ("train", "anchors"), type=int),
-    Setting("amp", "auto", "mixed precision of the network (decoding and NMS stay fp32): auto picks bf16 on CPUs "
-            "and GPUs that support it, fp16 on other GPUs, else off", "run", ("train", "get_map", "predict",
+    Setting("amp", "auto", "mixed precision of the network (decoding and NMS stay fp32; predict: torch and "
+            "openvino backends, onnx runs fp32): auto picks bf16 on CPUs and GPUs that support it, fp16 on other "
+            "GPUs, else off", "run", ("train", "get_map", "predict",
             "quantize"), choices=AMP_CHOICES),
     Setting("ema", True, "turn off the EMA of the weights", "run", T, kind="negated", flag="--no-ema"),
     Setting("ema_tau", 2000.0, "EMA warm-up: the decay ramps up as 1 - exp(-updates / tau)", "run", T, type=float),

@@ -5,12 +5,13 @@ utils/deploy/quantize.py), run by OpenVINO's CPU plugin instead of ONNX Runtime.
 graph, the device, the thread count) and returns an object with the part of an ONNX Runtime
 InferenceSession that the project calls: run(output_names, feeds), get_inputs(), get_outputs(). So
 yolo.YOLO runs detector_graph (uint8 NHWC in, decoding and NMS inside) on either runtime through
-GRAPH_SESSIONS, and the rest of the pipeline does not know which.
+graph_session, and the rest of the pipeline does not know which.
 
 Settings, so that the comparison with ONNX Runtime is fair and the outputs match its own:
-  - INFERENCE_PRECISION_HINT f32: on CPUs with native bf16 (AVX512_BF16, AMX) the CPU plugin's default is
-    bf16, which moves the raw outputs by ~1e-2; ONNX Runtime computes in fp32. An int8 graph still runs its
-    quantized convolutions in int8 (the hint only concerns what is not quantized).
+  - INFERENCE_PRECISION_HINT: f32, as ONNX Runtime computes, or bf16 (`bf16=True`), the CPU plugin's own
+    default on CPUs with native bf16 (AVX512_BF16, AMX), which moves the raw outputs by ~1e-2 and measured about
+    twice as fast as fp32 there (bench/bench_infer.py). The hint concerns what is not quantized: an int8 graph
+    runs its quantized convolutions in int8 either way. yolo.YOLO passes bf16 by --amp (openvino_bf16).
   - PERFORMANCE_HINT LATENCY (one stream, batch 1), as ONNX Runtime runs a session call.
   - threads: 0 leaves both runtimes at their default, one thread per physical core (ONNX Runtime's
     intra_op_num_threads 0, OpenVINO's latency hint); N sets INFERENCE_NUM_THREADS, as ort_session sets
@@ -30,6 +31,8 @@ import numpy as np
 
 from utils.deploy.export import load_onnx_graph, ort_session
 
+# backend name -> what runs its graph, for the backends that run an ONNX graph
+GRAPH_RUNTIMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
 OPENVINO_MISSING = "the openvino backend needs OpenVINO, which is not installed: pip install openvino"
 
 
@@ -42,9 +45,10 @@ def import_openvino():
     return openvino
 
 
-def ov_config(threads: int = 0) -> Dict[str, str]:
-    """The CPU plugin's settings (see the module docstring): fp32, latency, `threads` (0: its default)."""
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+def ov_config(threads: int = 0, bf16: bool = False) -> Dict[str, str]:
+    """The CPU plugin's settings (see the module docstring): fp32 (bf16: bf16), latency, `threads` (0: its
+    default)."""
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(int(threads))
     return config
@@ -96,6 +100,11 @@ class OpenVinoSession:
         """The threads the CPU plugin runs inference on."""
         return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
 
+    @property
+    def inference_precision(self) -> str:
+        """What the CPU plugin computes the unquantized ops in, as it reports it: 'f32' or 'bf16'."""
+        return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+
     def get_inputs(self) -> List[IoInfo]:
         return [IoInfo(p.get_any_name(), p.get_element_type().get_type_name()) for p in self.compiled.inputs]
 
@@ -110,9 +119,10 @@ class OpenVinoSession:
         return [np.array(by_name[name], copy=True) for name in names]
 
 
-def openvino_session(model, device: str = "cpu", threads: int = 0) -> OpenVinoSession:
+def openvino_session(model, device: str = "cpu", threads: int = 0, bf16: bool = False) -> OpenVinoSession:
     """An OpenVinoSession of `model` (a path to an .onnx file, or the serialized bytes of an ONNX graph) on
-    OpenVINO's CPU plugin. `device` must be the CPU: this backend does not run on CUDA."""
+    OpenVINO's CPU plugin, computing its unquantized ops in bf16 when `bf16`. `device` must be the CPU: this
+    backend does not run on CUDA."""
     if not str(device).startswith("cpu"):
         raise ValueError(f"the openvino backend runs on the CPU; found device {device}: give --device cpu "
                          "(or use --backend onnx or torch on CUDA)")
@@ -123,10 +133,30 @@ def openvino_session(model, device: str = "cpu", threads: int = 0) -> OpenVinoSe
     core = ov.Core()
     try:
         read = core.read_model(broadcast_free(graph).SerializeToString(), b"")
-        return OpenVinoSession(core.compile_model(read, "CPU", ov_config(threads)))
+        return OpenVinoSession(core.compile_model(read, "CPU", ov_config(threads, bf16)))
     except RuntimeError as e:  # OpenVINO raises its errors (unreadable graph, unsupported op) as RuntimeError
         raise ValueError(f"{where}: OpenVINO cannot load it ({str(e).strip().splitlines()[0][:300]})") from None
 
 
-# backend name -> (session factory, what runs the graph), for the backends that run an ONNX graph
-GRAPH_SESSIONS = {"onnx": (ort_session, "ONNX Runtime"), "openvino": (openvino_session, "OpenVINO")}
+def openvino_bf16(amp: str, amp_dtype, graph_precision: str) -> bool:
+    """Whether the openvino backend computes in bf16: where --amp resolves to bf16 (`amp_dtype`, from
+    utils.core.amp.resolve_amp: auto is bf16 on CPUs with native bf16), except that auto leaves an int8 graph's
+    unquantized ops in fp32: there bf16 measured slower (bench/bench_infer.py) and the graph is already fast."""
+    return amp_dtype is not None and not (amp == "auto" and graph_precision == "int8")
+
+
+def graph_session(backend: str, graph: bytes, device: str, amp_dtype=None):
+    """A session running the serialized ONNX `graph` on `backend`: 'onnx' (ONNX Runtime, in fp32: `amp_dtype` is
+    None there) or 'openvino' (its unquantized ops in bf16 where `amp_dtype` is torch.bfloat16, else fp32)."""
+    if backend == "openvino":
+        return openvino_session(graph, device, bf16=amp_dtype is not None)
+    return ort_session(graph, device)
+
+
+def runtime_precision(backend: str, graph_precision: str, session) -> str:
+    """What runs a graph of `graph_precision` ('fp32', 'int8') on `backend`, in the words of YOLO.precision:
+    'fp32 ONNX Runtime', 'int8 ONNX Runtime', 'fp32 OpenVINO', 'bf16 OpenVINO' (an fp32 graph computed in bf16),
+    'int8 + bf16 OpenVINO'. OpenVINO's precision is read from `session`, as its CPU plugin reports it."""
+    if backend == "openvino" and session.inference_precision == "bf16":
+        graph_precision = "bf16" if graph_precision == "fp32" else f"{graph_precision} + bf16"
+    return f"{graph_precision} {GRAPH_RUNTIMES[backend]}"

@@ -1,0 +1,99 @@
+"""mAP of one model on each backend and precision, scored the way a user scores it: predict.py --save-json on
+the images of the evaluation split, then get_map.py --detections; one table, each row against the ONNX Runtime
+row of the same graph.
+
+    python bench/bench_backend_map.py --weights logs/exp/best.pth --data demo_data/demo
+
+Rows: torch (--amp off and bf16), onnx (fp32 graph), openvino (fp32 graph, --amp off and bf16), and the int8 graph
+(`python -m utils.deploy.quantize`, calibrated on --calib-images images of the training split) on onnx and openvino.
+predict.py runs with --conf 0.001 --nms 0.5, get_map.py's own defaults, so the scores are get_map.py's.
+bf16 rows on a CPU without native bf16 are emulated (torch) or run as the plugin decides (openvino): the
+precision column is what predict.py printed.
+"""
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from utils.data.layouts import open_dataset  # noqa: E402
+from utils.data.voc import load_samples  # noqa: E402
+from yolo import YOLO  # noqa: E402
+
+# (row, graph: the weights or their int8 graph, --backend, --amp, the row it is compared with)
+ROWS = (("onnx fp32", "weights", "onnx", "off", "onnx fp32"),
+        ("torch fp32", "weights", "torch", "off", "onnx fp32"),
+        ("torch bf16", "weights", "torch", "bf16", "onnx fp32"),
+        ("openvino fp32", "weights", "openvino", "off", "onnx fp32"),
+        ("openvino bf16", "weights", "openvino", "bf16", "onnx fp32"),
+        ("onnx int8", "int8", "onnx", "off", "onnx int8"),
+        ("openvino int8", "int8", "openvino", "off", "onnx int8"))
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="the checkpoint to score")
+    p.add_argument("--data", required=True, help="the dataset (what get_map.py --data takes)")
+    p.add_argument("--split", help="the split to score (default: the dataset's evaluation split)")
+    p.add_argument("--calib-images", type=int, default=100, help="int8 calibration images (default: 100)")
+    p.add_argument("--out", help="keep each row's detections and scores here (default: a temporary folder)")
+    return p
+
+
+def run(args, what: str) -> str:
+    """stdout of `python args...` from the repository root; stops with its stderr when it fails."""
+    done = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"bench_backend_map.py: {what} failed:\n{done.stderr.strip()}")
+    return done.stdout
+
+
+def split_images(data: str, split, class_names, folder: Path) -> str:
+    """Links to the images of `split` of `data` in `folder` (predict.py --dir reads a folder); returns the split."""
+    dataset = open_dataset(data)
+    split = split or dataset.default_split("eval")
+    folder.mkdir(parents=True)
+    for sample in load_samples(dataset, split, class_names):
+        (folder / Path(sample.image_path).name).symlink_to(Path(sample.image_path).resolve())
+    return split
+
+
+def score_row(args, row, graph: Path, backend: str, amp: str, images: Path, split: str, out: Path):
+    """(precision predict.py printed, mAP@0.5, mAP@0.5:0.95) of one row."""
+    pred, scored = out / f"pred {row}", out / f"map {row}"
+    printed = run(["predict.py", "--weights", graph, "--dir", images, "--conf", "0.001", "--nms", "0.5",
+                   "--backend", backend, "--amp", amp, "--device", "cpu", "--save-json", "--out", pred], row)
+    run(["get_map.py", "--detections", pred / "detections.json", "--classes", out / "classes.txt",
+         "--data", args.data, "--split", split, "--no-plots", "--out", scored], f"scoring {row}")
+    summary = json.loads((scored / "summary.json").read_text())
+    return re.search(r"precision (.+) \(--amp", printed).group(1), summary["map50"], summary["map50_95"]
+
+
+def main(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out or tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        class_names = YOLO(args.weights, device="cpu").class_names
+        (out / "classes.txt").write_text("\n".join(class_names) + "\n")
+        split = split_images(args.data, args.split, class_names, out / "images")
+        graphs = {"weights": Path(args.weights), "int8": out / "model_int8.onnx"}
+        run(["-m", "utils.deploy.quantize", "--weights", args.weights, "--data", args.data, "--calib-images",
+             args.calib_images, "--out", graphs["int8"], "--fp32-out", out / "model.onnx"], "quantizing")
+        print(f"{args.weights} on {args.data} [{split}], {len(list((out / 'images').iterdir()))} images")
+        print(f"{'row':<15}{'precision':<24}{'mAP@0.5':>9}{'mAP@.5:.95':>12}{'d mAP@0.5':>11}{'d @.5:.95':>11}  vs")
+        scores = {}
+        for row, graph, backend, amp, reference in ROWS:
+            precision, *scores[row] = score_row(args, row, graph=graphs[graph], backend=backend, amp=amp,
+                                                images=out / "images", split=split, out=out)
+            d50, d95 = (a - b for a, b in zip(scores[row], scores[reference]))
+            print(f"{row:<15}{precision:<24}{scores[row][0]:>9.4f}{scores[row][1]:>12.4f}{d50:>+11.4f}{d95:>+11.4f}"
+                  f"  {reference}", flush=True)
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())
