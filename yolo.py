@@ -134,8 +134,8 @@ class YOLO:
         self.anchors = self.spec.anchor_tensor()
         self.conf, self.nms, self.max_det, self.agnostic_nms, self.slice = conf, nms, max_det, agnostic_nms, slice
         amp_dtype = resolve_amp(amp, self.device)
-        bf16_graph = backend == "openvino" and openvino_bf16(amp, amp_dtype, self._precision)
-        self.amp = amp_dtype if backend == "torch" or bf16_graph else None
+        self.amp = amp_dtype if backend == "torch" else None  # torch's autocast (also for the class activation maps)
+        self._graph_bf16 = backend == "openvino" and openvino_bf16(amp, amp_dtype, self._precision)
         # channels-last measured faster on CPU for this network, fp32 and bf16 (bench/bench_infer.py)
         self.model = None if model is None else fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
         if backend != "torch":
@@ -193,7 +193,7 @@ class YOLO:
         key = self.thresholds
         if self.backend != "torch" and self._session_key != key:
             graph = detector_graph(self._raw_graph(), self.spec, key, where=self._source).SerializeToString()
-            self._session, self._session_key = graph_session(self.backend, graph, str(self.device), self.amp), key
+            self._session, self._session_key = graph_session(self.backend, graph, str(self.device), self._graph_bf16), key
         return self._session
 
     def _raw_graph(self):

@@ -1,6 +1,6 @@
 """mAP of one model on each backend and precision, scored the way a user scores it: predict.py --save-json on
-the images of the evaluation split, then get_map.py --detections; one table, each row against the ONNX Runtime
-row of the same graph.
+the images of the evaluation split, then get_map.py --detections (each script's main, in this process); one
+table, each row against the ONNX Runtime row of the same graph.
 
     python bench/bench_backend_map.py --weights logs/exp/best.pth --data demo_data/demo
 
@@ -11,17 +11,26 @@ bf16 rows on a CPU without native bf16 are emulated (torch) or run as the plugin
 precision column is what predict.py printed.
 """
 import argparse
+import contextlib
+import io
 import json
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import onnxruntime
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import get_map  # noqa: E402
+import predict  # noqa: E402
+from utils.core.amp import cpu_name, cpu_supports_bf16  # noqa: E402
 from utils.data.layouts import open_dataset  # noqa: E402
+from utils.deploy import quantize  # noqa: E402
+from utils.deploy.openvino_backend import import_openvino  # noqa: E402
 from utils.data.voc import load_samples  # noqa: E402
 from yolo import YOLO  # noqa: E402
 
@@ -41,40 +50,50 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the dataset (what get_map.py --data takes)")
     p.add_argument("--split", help="the split to score (default: the dataset's evaluation split)")
     p.add_argument("--calib-images", type=int, default=100, help="int8 calibration images (default: 100)")
-    p.add_argument("--out", help="keep each row's detections and scores here (default: a temporary folder)")
+    p.add_argument("--out", help="keep each row's detections and scores here, replacing what an earlier run left "
+                   "(default: a temporary folder)")
     return p
 
 
-def run(args, what: str) -> str:
-    """stdout of `python args...` from the repository root; stops with its stderr when it fails."""
-    done = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"bench_backend_map.py: {what} failed:\n{done.stderr.strip()}")
-    return done.stdout
+def run(script_main, argv, what: str) -> str:
+    """What a script's main(argv) prints; stops with what it printed to stderr when it fails."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = script_main([str(a) for a in argv])
+    if code:
+        raise ValueError(f"{what} failed: {err.getvalue().strip()}")
+    return out.getvalue()
 
 
 def split_images(data: str, split, class_names, folder: Path) -> str:
     """Links to the images of `split` of `data` in `folder` (predict.py --dir reads a folder); returns the split."""
     dataset = open_dataset(data)
     split = split or dataset.default_split("eval")
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
     for sample in load_samples(dataset, split, class_names):
-        (folder / Path(sample.image_path).name).symlink_to(Path(sample.image_path).resolve())
+        link = folder / Path(sample.image_path).name
+        if link.is_symlink():
+            raise ValueError(f"{data} [{split}]: two images named {link.name}; predict.py --dir needs unique names")
+        link.symlink_to(Path(sample.image_path).resolve())
     return split
 
 
 def score_row(args, row, graph: Path, backend: str, amp: str, images: Path, split: str, out: Path):
     """(precision predict.py printed, mAP@0.5, mAP@0.5:0.95) of one row."""
     pred, scored = out / f"pred {row}", out / f"map {row}"
-    printed = run(["predict.py", "--weights", graph, "--dir", images, "--conf", "0.001", "--nms", "0.5",
+    printed = run(predict.main, ["--weights", graph, "--dir", images, "--conf", "0.001", "--nms", "0.5",
                    "--backend", backend, "--amp", amp, "--device", "cpu", "--save-json", "--out", pred], row)
-    run(["get_map.py", "--detections", pred / "detections.json", "--classes", out / "classes.txt",
+    run(get_map.main, ["--detections", pred / "detections.json", "--classes", out / "classes.txt",
          "--data", args.data, "--split", split, "--no-plots", "--out", scored], f"scoring {row}")
     summary = json.loads((scored / "summary.json").read_text())
-    return re.search(r"precision (.+) \(--amp", printed).group(1), summary["map50"], summary["map50_95"]
+    precision = re.search(r"precision (.+) \(--amp", printed)
+    return precision.group(1) if precision else "?", summary["map50"], summary["map50_95"]
 
 
 def main(args) -> None:
+    openvino = import_openvino()  # one line naming `pip install openvino` when it is missing
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         out.mkdir(parents=True, exist_ok=True)
@@ -82,9 +101,11 @@ def main(args) -> None:
         (out / "classes.txt").write_text("\n".join(class_names) + "\n")
         split = split_images(args.data, args.split, class_names, out / "images")
         graphs = {"weights": Path(args.weights), "int8": out / "model_int8.onnx"}
-        run(["-m", "utils.deploy.quantize", "--weights", args.weights, "--data", args.data, "--calib-images",
-             args.calib_images, "--out", graphs["int8"], "--fp32-out", out / "model.onnx"], "quantizing")
-        print(f"{args.weights} on {args.data} [{split}], {len(list((out / 'images').iterdir()))} images")
+        run(quantize.main, ["--weights", args.weights, "--data", args.data, "--calib-images",
+             args.calib_images, "--out", graphs["int8"]], "quantizing")
+        print(f"{args.weights} on {args.data} [{split}], {len(list((out / 'images').iterdir()))} images; CPU "
+              f"{cpu_name()}, native bf16: {'yes' if cpu_supports_bf16() else 'no'}; torch {torch.__version__}, "
+              f"ONNX Runtime {onnxruntime.__version__}, OpenVINO {openvino.__version__}")
         print(f"{'row':<15}{'precision':<24}{'mAP@0.5':>9}{'mAP@.5:.95':>12}{'d mAP@0.5':>11}{'d @.5:.95':>11}  vs")
         scores = {}
         for row, graph, backend, amp, reference in ROWS:
@@ -96,4 +117,7 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    main(make_parser().parse_args())
+    try:
+        main(make_parser().parse_args())
+    except (ValueError, OSError) as e:  # bad input or a missing optional package: one line
+        sys.exit(f"bench_backend_map.py: {e}")

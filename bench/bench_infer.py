@@ -15,18 +15,20 @@ sees. Paths timed:
   to the graph (utils.deploy.export.detector_graph);
   openvino and openvino int8: the same two graphs run by OpenVINO's CPU plugin (--backend openvino --amp off,
   utils/deploy/openvino_backend.py: fp32 precision hint, latency hint); openvino bf16: the fp32 graph with the
-  bf16 precision hint (--amp bf16, and what --amp auto picks on a CPU with native bf16).
+  bf16 precision hint (--amp bf16, and what --amp auto picks on a CPU with native bf16); openvino int8 bf16: the int8
+  graph with the bf16 hint (--amp bf16; auto keeps int8 graphs in fp32). The precision each OpenVINO bf16 row
+  ran at is printed as the plugin reports it (where the CPU has no native bf16 it may keep fp32).
 Threads: torch rows use --threads; ONNX Runtime and OpenVINO rows both use --runtime-threads (default 0:
 each runtime's default, one thread per physical core: ONNX Runtime's intra_op_num_threads 0, OpenVINO's
 latency hint; the count OpenVINO took is printed), so the two runtimes compete on equal terms.
 The int8 graph is calibrated on --calib-images images from --data, or on random images without
---data (the speed does not depend on them). On a CPU without native bf16 the bf16 rows are emulated
+--data (the speed does not depend on them). On a CPU without native bf16 torch's bf16 rows are emulated
 and slow. A random model finds nothing at --conf 0.5, so NMS is nearly free here; with trained
 weights NMS adds a little. Ratios printed:
   detect/forward per path (target <= 1.15); plain eager forward / best forward (target >= 1.3);
   fastest detect() / fp32 ONNX Runtime forward of the raw graph (target <= 0.7);
-  OpenVINO / ONNX Runtime, forward and detect(), fp32 and int8, and OpenVINO bf16 / ONNX Runtime fp32 (below 1:
-  OpenVINO is faster).
+  OpenVINO / ONNX Runtime, forward and detect(), fp32 and int8, OpenVINO bf16 / ONNX Runtime fp32, and OpenVINO
+  int8 with bf16 / without (below 1: the first is faster).
 Run it on a quiet machine (check `uptime`): while other processes keep a core busy, torch's rows
 (OpenMP, --threads threads, each parallel op waiting for every thread) were measured 10-40x slower,
 ONNX Runtime's forwards about 1.5x slower.
@@ -45,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nets.yolo import YoloBody  # noqa: E402
-from utils.core.amp import cpu_supports_bf16  # noqa: E402
+from utils.core.amp import cpu_name, cpu_supports_bf16  # noqa: E402
 from utils.engine.checkpoint import CHECKPOINT_FORMAT, model_from_weights, save_atomic  # noqa: E402
 from utils.core.config import DEFAULT_ANCHORS_MASK, read_anchors  # noqa: E402
 from utils.deploy.export import export_onnx, ort_session  # noqa: E402
@@ -65,9 +67,12 @@ PATHS = {
     "openvino": ("forward OpenVINO fp32 raw graph [openvino]", "detect() openvino"),
     "openvino int8": ("forward OpenVINO int8 raw graph [openvino int8]", "detect() openvino int8"),
     "openvino bf16": ("forward OpenVINO bf16 raw fp32 graph [openvino bf16]", "detect() openvino bf16"),
+    "openvino int8 bf16": ("forward OpenVINO int8 graph, bf16 between [openvino int8 bf16]",
+                           "detect() openvino int8 bf16"),
 }
 # (OpenVINO path, the ONNX Runtime path it is compared with)
-RUNTIME_PAIRS = (("openvino", "onnx"), ("openvino int8", "onnx int8"), ("openvino bf16", "onnx"))
+RUNTIME_PAIRS = (("openvino", "onnx"), ("openvino int8", "onnx int8"), ("openvino bf16", "onnx"),
+                 ("openvino int8 bf16", "openvino int8"))
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -116,7 +121,8 @@ def build_rows(weights: Path, input_size: int, image: np.ndarray, int8_path: Pat
             "onnx": YOLO(weights, input_size=input_size, backend="onnx", device="cpu"), "onnx int8": YOLO(int8_path),
             "openvino": YOLO(weights, input_size=input_size, backend="openvino", device="cpu", amp="off"),
             "openvino int8": YOLO(int8_path, backend="openvino", amp="off"),
-            "openvino bf16": YOLO(weights, input_size=input_size, backend="openvino", device="cpu", amp="bf16")}
+            "openvino bf16": YOLO(weights, input_size=input_size, backend="openvino", device="cpu", amp="bf16"),
+            "openvino int8 bf16": YOLO(int8_path, backend="openvino", amp="bf16")}
     eager = model_from_weights(weights, input_size=[input_size, input_size])[0].eval()
     x = torch.rand(1, 3, input_size, input_size)
     x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -124,10 +130,10 @@ def build_rows(weights: Path, input_size: int, image: np.ndarray, int8_path: Pat
     fp32_path = export_onnx(fused_nchw, folder / "fp32.onnx", (input_size, input_size))
     raw_fp32, raw_int8 = ort_session(fp32_path, threads=threads), ort_session(int8_path, threads=threads)
     ov_fp32, ov_int8 = openvino_session(fp32_path, threads=threads), openvino_session(int8_path, threads=threads)
-    ov_bf16 = openvino_session(fp32_path, threads=threads, bf16=True)
+    ov_bf16, ov_int8_bf16 = (openvino_session(path, threads=threads, bf16=True) for path in (fp32_path, int8_path))
     print(f"OpenVINO threads: {ov_fp32.threads} (forward rows), {dets['openvino'].session.threads} (detect() rows); "
           f"ONNX Runtime: {threads or 'its default, one per physical core'}; OpenVINO bf16 rows computed in "
-          f"{ov_bf16.inference_precision} ({dets['openvino bf16'].precision})")
+          f"{ov_bf16.inference_precision} ({dets['openvino bf16'].precision}, {dets['openvino int8 bf16'].precision})")
 
     def no_grad(fn):
         def run():
@@ -145,6 +151,7 @@ def build_rows(weights: Path, input_size: int, image: np.ndarray, int8_path: Pat
         (PATHS["openvino"][0], lambda: ov_fp32.run(None, {"images": x.numpy()})),
         (PATHS["openvino int8"][0], lambda: ov_int8.run(None, {"images": x.numpy()})),
         (PATHS["openvino bf16"][0], lambda: ov_bf16.run(None, {"images": x.numpy()})),
+        (PATHS["openvino int8 bf16"][0], lambda: ov_int8_bf16.run(None, {"images": x.numpy()})),
     ] + [(PATHS[name][1], lambda det=det: det.detect(image)) for name, det in dets.items()]
 
 
@@ -176,7 +183,7 @@ def ratios(ms, col: int) -> None:
           f"(target <= 0.7) {'ok' if ratio <= 0.7 else 'MISSED'}")
     for ov, ort in RUNTIME_PAIRS:
         rows = [ms[PATHS[ov][i]][col] / ms[PATHS[ort][i]][col] for i in (0, 1)]
-        print(f"  {ov} / {ort}: forward {rows[0]:.3f}, detect() {rows[1]:.3f} (below 1: OpenVINO faster)")
+        print(f"  {ov} / {ort}: forward {rows[0]:.3f}, detect() {rows[1]:.3f} (below 1: the first faster)")
 
 
 def report(ms) -> None:
@@ -190,7 +197,8 @@ def report(ms) -> None:
 
 
 def main(args) -> None:
-    import_openvino()  # one line naming `pip install openvino` when it is missing
+    openvino = import_openvino()  # one line naming `pip install openvino` when it is missing
+    import onnxruntime
     torch.set_num_threads(args.threads)
     image = read_image(args.img) if args.img else np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,8 +207,9 @@ def main(args) -> None:
         rows = build_rows(weights, args.input_size, image, int8, Path(tmp), args.runtime_threads)
     print(f"input {args.input_size}x{args.input_size}, batch 1, {args.threads} torch threads, image "
           f"{image.shape[1]}x{image.shape[0]}, {args.rounds} rounds (median), {args.pause * 1000:.0f} ms pause, "
-          f"torch {torch.__version__}, "
-          f"CPU native bf16: {'yes' if cpu_supports_bf16() else 'no (bf16 rows emulated)'}")
+          f"torch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}, OpenVINO {openvino.__version__}, "
+          f"CPU {cpu_name()}, "
+          f"native bf16: {'yes' if cpu_supports_bf16() else 'no (torch bf16 rows emulated)'}")
     report(time_rows(rows, args.rounds, args.warmup, args.pause))
 
 

@@ -20,7 +20,6 @@ machine the times move with the load, the recalls do not.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.core.amp import cpu_name  # noqa: E402
 from utils.data.demo_data import STYLES, ensure_demo_dataset, read_demo_splits  # noqa: E402
 from utils.ops.boxes import box_iou_np  # noqa: E402
 from utils.ops.slicing import Slicing  # noqa: E402
@@ -60,13 +60,6 @@ def matches(det, boxes, labels, iou: float = 0.5) -> int:
         if overlap.size and overlap.max() >= iou:
             taken[overlap.argmax()] = True
     return int(taken.sum())
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def timed(call, runs: int):

@@ -13,6 +13,7 @@ Tolerances (what holds, tested here):
 """
 import importlib.util
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -23,6 +24,8 @@ from PIL import Image
 
 import get_map
 import predict
+import yolo as yolo_module
+from tests.conftest import ROOT
 from tests.helpers.models import make_checkpoint, rgb, save_random_checkpoint
 from tests.helpers.voc import MAP_CLASSES, write_map_voc
 from utils.core.amp import cpu_supports_bf16
@@ -138,15 +141,42 @@ def test_missing_openvino_is_one_line(ckpt, tmp_path, monkeypatch, capsys):
 
 
 def test_session_settings(ckpt):
-    """The CPU only (device auto picks it), the precision --amp asks for, the threads asked for."""
+    """The CPU only (device auto picks it), fp32 with --amp off, the threads asked for."""
     with pytest.raises(ValueError, match="runs on the CPU"):
         openvino_session(b"", device="cuda")
     yolo = YOLO(ckpt, backend="openvino", amp="off")
     assert str(yolo.device) == "cpu" and yolo.session.inference_precision == "f32"
-    assert yolo.session.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
     assert openvino_session(yolo._raw_graph().SerializeToString(), threads=1).threads == 1
-    auto = YOLO(ckpt, backend="openvino")  # --amp auto: bf16 where the CPU has it natively, as for torch
-    assert auto.precision == ("bf16 OpenVINO" if cpu_supports_bf16() else "fp32 OpenVINO")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_amp_auto_follows_the_cpu(ckpt, native, monkeypatch):
+    """--amp auto asks the plugin for bf16 exactly where the CPU has native bf16 (as torch's auto does), and the
+    torch-side autocast (the class activation maps) stays off for a graph backend."""
+    monkeypatch.setattr("utils.core.amp.cpu_supports_bf16", lambda *a: native)
+    asked = []
+    real = yolo_module.graph_session
+    monkeypatch.setattr(yolo_module, "graph_session", lambda *a, **k: asked.append(a[3]) or real(*a, **k))
+    yolo = YOLO(ckpt, backend="openvino")
+    assert asked == [native] and yolo.amp is None and yolo.cam_detector().amp is None
+
+
+def test_predict_prints_what_openvino_runs(ckpt, tmp_path, capsys):
+    Image.fromarray(rgb(40, 50)).save(tmp_path / "a.jpg")
+    argv = ["--weights", str(ckpt), "--img", str(tmp_path / "a.jpg"), "--backend", "openvino", "--out", str(tmp_path)]
+    assert predict.main(argv) == 0
+    expected = "bf16 OpenVINO" if cpu_supports_bf16() else "fp32 OpenVINO"
+    assert f"backend openvino on cpu, precision {expected} (--amp auto)" in capsys.readouterr().out
+
+
+def test_freed_sessions_leave_signals_working(ckpt):
+    """Two sessions freed in the order they were made, then a Python signal handler: with a Core (and CPU plugin)
+    per session, OpenVINO 2026.4 left the signal stack in freed memory and the signal crashed the process."""
+    code = (f"import os, signal\nfrom yolo import YOLO\na = YOLO({str(ckpt)!r}, backend='openvino')\n"
+            f"b = YOLO({str(ckpt)!r}, backend='openvino', amp='off')\ndel a\ndel b\n"
+            "signal.signal(signal.SIGUSR1, lambda *_: print('handled'))\nos.kill(os.getpid(), signal.SIGUSR1)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "handled", (done.returncode, done.stderr[-2000:])
 
 
 def test_amp_rule():

@@ -4,6 +4,7 @@ CPU threads of --threads.
 torch is imported where it is used, so that the schema (utils/core/schema_train.py reads AMP_CHOICES), and
 with it every script's --help, does not import it.
 """
+import platform
 import warnings
 from typing import Optional
 
@@ -22,6 +23,16 @@ def cpu_supports_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     except OSError:
         return False
     return any(flag in flags.split() for flag in _CPU_BF16_FLAGS)
+
+
+def cpu_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name, for benchmarks to say which CPU their figures come from."""
+    try:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def resolve_amp(choice: str, device, cpu_bf16: Optional[bool] = None):

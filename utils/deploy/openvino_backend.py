@@ -7,7 +7,7 @@ InferenceSession that the project calls: run(output_names, feeds), get_inputs(),
 yolo.YOLO runs detector_graph (uint8 NHWC in, decoding and NMS inside) on either runtime through
 graph_session, and the rest of the pipeline does not know which.
 
-Settings, so that the comparison with ONNX Runtime is fair and the outputs match its own:
+Settings, so that the comparison with ONNX Runtime is fair (and in fp32 the outputs match its own):
   - INFERENCE_PRECISION_HINT: f32, as ONNX Runtime computes, or bf16 (`bf16=True`), the CPU plugin's own
     default on CPUs with native bf16 (AVX512_BF16, AMX), which moves the raw outputs by ~1e-2 and measured about
     twice as fast as fp32 there (bench/bench_infer.py). The hint concerns what is not quantized: an int8 graph
@@ -25,6 +25,7 @@ included) from element-wise ops only.
 OpenVINO is optional (requirements-extra.txt); without it the backend stops with one line naming
 `pip install openvino`.
 """
+import functools
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -43,6 +44,17 @@ def import_openvino():
     except ImportError:
         raise ValueError(OPENVINO_MISSING) from None
     return openvino
+
+
+@functools.lru_cache(maxsize=None)
+def shared_core():
+    """The process's one openvino.Core, made on first use and kept. Each Core loads its own CPU plugin, and the
+    plugin swaps the calling thread's signal stack (sigaltstack) in when it is made and back when it is freed
+    (OpenVINO 2026.4): two plugins freed in the order they were made left the main thread's signal stack in freed
+    memory, and the next Python signal handler (Ctrl-C, the SIGCHLD of a finished child) crashed the process with
+    SIGSEGV. One Core loads the plugin once."""
+    import openvino
+    return openvino.Core()
 
 
 def ov_config(threads: int = 0, bf16: bool = False) -> Dict[str, str]:
@@ -126,11 +138,11 @@ def openvino_session(model, device: str = "cpu", threads: int = 0, bf16: bool = 
     if not str(device).startswith("cpu"):
         raise ValueError(f"the openvino backend runs on the CPU; found device {device}: give --device cpu "
                          "(or use --backend onnx or torch on CUDA)")
-    ov = import_openvino()
+    import_openvino()  # one line naming what to install when it is missing
+    core = shared_core()
     import onnx
     where = "the ONNX graph" if isinstance(model, bytes) else str(model)
     graph = onnx.load_from_string(model) if isinstance(model, bytes) else load_onnx_graph(model)
-    core = ov.Core()
     try:
         read = core.read_model(broadcast_free(graph).SerializeToString(), b"")
         return OpenVinoSession(core.compile_model(read, "CPU", ov_config(threads, bf16)))
@@ -141,15 +153,15 @@ def openvino_session(model, device: str = "cpu", threads: int = 0, bf16: bool = 
 def openvino_bf16(amp: str, amp_dtype, graph_precision: str) -> bool:
     """Whether the openvino backend computes in bf16: where --amp resolves to bf16 (`amp_dtype`, from
     utils.core.amp.resolve_amp: auto is bf16 on CPUs with native bf16), except that auto leaves an int8 graph's
-    unquantized ops in fp32: there bf16 measured slower (bench/bench_infer.py) and the graph is already fast."""
+    unquantized ops in fp32: there bf16 measured slower (bench/bench_infer.py's openvino int8 bf16 row)."""
     return amp_dtype is not None and not (amp == "auto" and graph_precision == "int8")
 
 
-def graph_session(backend: str, graph: bytes, device: str, amp_dtype=None):
-    """A session running the serialized ONNX `graph` on `backend`: 'onnx' (ONNX Runtime, in fp32: `amp_dtype` is
-    None there) or 'openvino' (its unquantized ops in bf16 where `amp_dtype` is torch.bfloat16, else fp32)."""
+def graph_session(backend: str, graph: bytes, device: str, bf16: bool = False):
+    """A session running the serialized ONNX `graph` on `backend`: 'onnx' (ONNX Runtime, fp32: its CPU has no bf16)
+    or 'openvino' (its unquantized ops in bf16 where `bf16`: openvino_bf16, else fp32)."""
     if backend == "openvino":
-        return openvino_session(graph, device, bf16=amp_dtype is not None)
+        return openvino_session(graph, device, bf16=bf16)
     return ort_session(graph, device)
 
 
