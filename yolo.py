@@ -279,13 +279,13 @@ class YOLO:
         if self.model is None:
             raise ValueError("attention maps need the torch backend (a .pth or .weights file, --backend torch)")
         image = as_rgb_array(image)
-        batch, lb = self.preprocess(image)
-        maps = attention_maps(self.model, batch)
+        item = letterbox_input(image, self.spec)  # the torch network's float input, whichever the backend
+        maps = attention_maps(self.model, input_batch([item.input], self.device))
         for site, (kind, values) in maps.items():
             if kind == "spatial":  # map grid -> input pixels -> the image part of the letterbox
                 full = F.interpolate(torch.from_numpy(values)[None, None], size=self.input_hw, mode="bilinear",
                                      align_corners=False)[0, 0].numpy()
-                maps[site] = (kind, letterbox_crop(full, lb, image.shape[:2]))
+                maps[site] = (kind, letterbox_crop(full, item.lb, image.shape[:2]))
         return maps
 
     def cam_detector(self) -> CamDetector:

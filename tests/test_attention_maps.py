@@ -105,6 +105,20 @@ def test_yolo_attention_maps_per_site(tmp_path):
     assert np.array_equal(heat > 0, support)
 
 
+def test_graph_backends_map_the_torch_network(tmp_path):
+    """YOLO(.pth, backend='onnx' or 'openvino').attention_maps: the torch network's maps, as with the torch backend
+    (the graph backends' own input is uint8 NHWC, which the torch network does not take)."""
+    from yolo import YOLO
+    write_checkpoint(tmp_path / "m.pth")
+    image = np.random.default_rng(1).integers(0, 255, (90, 160, 3), dtype=np.uint8)
+    expected = YOLO(str(tmp_path / "m.pth"), amp="off").attention_maps(image)
+    for backend in ("onnx", "openvino"):
+        found = YOLO(str(tmp_path / "m.pth"), backend=backend, device="cpu").attention_maps(image)
+        assert set(found) == set(expected) == {"feat1", "feat2", "upsample", "csp1"}
+        for site, (kind, values) in expected.items():
+            assert found[site][0] == kind and np.allclose(found[site][1], values, atol=1e-5)
+
+
 def test_predict_writes_attention_maps(tmp_path, capsys):
     write_checkpoint(tmp_path / "m.pth")
     img = tmp_path / "im.png"
