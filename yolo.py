@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from nets.fuse import fuse_model
-from utils.core.amp import amp_name, resolve_amp, select_device
+from utils.core.amp import amp_name, select_device
 from utils.ops.boxes import Letterbox, detections_to_image, head_grid, letterbox_crop
 from nets.checkpoint import load_detector
 from utils.core.config import parse_input_size, read_classes
@@ -28,7 +28,7 @@ from utils.core.settings import default
 from utils.deploy.drawing import draw_detections, heatmap_overlay
 from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, load_onnx_graph, onnx_metadata,
                                   raw_graph, read_onnx_spec)
-from utils.deploy.openvino_backend import GRAPH_RUNTIMES, graph_session, openvino_bf16, runtime_precision
+from utils.deploy.openvino_backend import GRAPH_RUNTIMES, backend_amp, graph_session, runtime_precision
 from utils.ops.image import read_image
 from utils.ops.pipeline import Thresholds, detect_images, forward_fp32, input_batch, letterbox_input, spec_decode_select
 from utils.deploy.attention_maps import attention_maps
@@ -133,9 +133,7 @@ class YOLO:
         self.spec: DetectorSpec = spec.replace(letterbox=letterbox)
         self.anchors = self.spec.anchor_tensor()
         self.conf, self.nms, self.max_det, self.agnostic_nms, self.slice = conf, nms, max_det, agnostic_nms, slice
-        amp_dtype = resolve_amp(amp, self.device)
-        self.amp = amp_dtype if backend == "torch" else None  # torch's autocast (also for the class activation maps)
-        self._graph_bf16 = backend == "openvino" and openvino_bf16(amp, amp_dtype, self._precision)
+        self.amp, self._graph_bf16 = backend_amp(backend, amp, self.device, self._precision)  # torch's; openvino's
         # channels-last measured faster on CPU for this network, fp32 and bf16 (bench/bench_infer.py)
         self.model = None if model is None else fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
         if backend != "torch":

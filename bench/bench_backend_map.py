@@ -5,7 +5,8 @@ table, each row against the ONNX Runtime row of the same graph.
     python bench/bench_backend_map.py --weights logs/exp/best.pth --data demo_data/demo
 
 Rows: torch (--amp off and bf16), onnx (fp32 graph), openvino (fp32 graph, --amp off and bf16), and the int8 graph
-(`python -m utils.deploy.quantize`, calibrated on --calib-images images of the training split) on onnx and openvino.
+(YOLO.export_onnx with --calib-images calibration images of the training split, as predict.py --export-onnx
+--int8 and python -m utils.deploy.quantize make it) on onnx and on openvino (--amp off and bf16).
 predict.py runs with --conf 0.001 --nms 0.5, get_map.py's own defaults, so the scores are get_map.py's.
 bf16 rows on a CPU without native bf16 are emulated (torch) or run as the plugin decides (openvino): the
 precision column is what predict.py printed.
@@ -29,7 +30,7 @@ import get_map  # noqa: E402
 import predict  # noqa: E402
 from utils.core.amp import cpu_name, cpu_supports_bf16  # noqa: E402
 from utils.data.layouts import open_dataset  # noqa: E402
-from utils.deploy import quantize  # noqa: E402
+from utils.deploy.quantize import calibration_images  # noqa: E402
 from utils.deploy.openvino_backend import import_openvino  # noqa: E402
 from utils.data.voc import load_samples  # noqa: E402
 from yolo import YOLO  # noqa: E402
@@ -41,7 +42,9 @@ ROWS = (("onnx fp32", "weights", "onnx", "off", "onnx fp32"),
         ("openvino fp32", "weights", "openvino", "off", "onnx fp32"),
         ("openvino bf16", "weights", "openvino", "bf16", "onnx fp32"),
         ("onnx int8", "int8", "onnx", "off", "onnx int8"),
-        ("openvino int8", "int8", "openvino", "off", "onnx int8"))
+        ("openvino int8", "int8", "openvino", "off", "onnx int8"),
+        ("openvino int8 bf16", "int8", "openvino", "bf16", "onnx int8"))
+ROW_WIDTH, PRECISION_WIDTH = 20, 24  # the table's first two columns
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -56,12 +59,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def run(script_main, argv, what: str) -> str:
-    """What a script's main(argv) prints; stops with what it printed to stderr when it fails."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    """What a script's main(argv) prints to stdout; its warnings and errors go to stderr as they come."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
         code = script_main([str(a) for a in argv])
     if code:
-        raise ValueError(f"{what} failed: {err.getvalue().strip()}")
+        raise ValueError(f"{what} failed with exit code {code} (its message is above)")
     return out.getvalue()
 
 
@@ -70,7 +73,9 @@ def split_images(data: str, split, class_names, folder: Path) -> str:
     dataset = open_dataset(data)
     split = split or dataset.default_split("eval")
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
+    for old in folder.iterdir():  # links an earlier run left; anything else is not this bench's to delete
+        if not old.is_symlink():
+            raise ValueError(f"{folder} holds {old.name}, which this bench did not make: give another --out")
         old.unlink()
     for sample in load_samples(dataset, split, class_names):
         link = folder / Path(sample.image_path).name
@@ -101,19 +106,21 @@ def main(args) -> None:
         (out / "classes.txt").write_text("\n".join(class_names) + "\n")
         split = split_images(args.data, args.split, class_names, out / "images")
         graphs = {"weights": Path(args.weights), "int8": out / "model_int8.onnx"}
-        run(quantize.main, ["--weights", args.weights, "--data", args.data, "--calib-images",
-             args.calib_images, "--out", graphs["int8"]], "quantizing")
+        fp32 = YOLO(args.weights, device="cpu", amp="off")
+        fp32.export_onnx(graphs["int8"], calibration_images=calibration_images(args.data, None, class_names,
+                                                                               args.calib_images))
         print(f"{args.weights} on {args.data} [{split}], {len(list((out / 'images').iterdir()))} images; CPU "
               f"{cpu_name()}, native bf16: {'yes' if cpu_supports_bf16() else 'no'}; torch {torch.__version__}, "
               f"ONNX Runtime {onnxruntime.__version__}, OpenVINO {openvino.__version__}")
-        print(f"{'row':<15}{'precision':<24}{'mAP@0.5':>9}{'mAP@.5:.95':>12}{'d mAP@0.5':>11}{'d @.5:.95':>11}  vs")
+        print(f"{'row':<{ROW_WIDTH}}{'precision':<{PRECISION_WIDTH}}{'mAP@0.5':>9}{'mAP@.5:.95':>12}{'d mAP@0.5':>11}"
+              f"{'d @.5:.95':>11}  vs")
         scores = {}
         for row, graph, backend, amp, reference in ROWS:
             precision, *scores[row] = score_row(args, row, graph=graphs[graph], backend=backend, amp=amp,
                                                 images=out / "images", split=split, out=out)
             d50, d95 = (a - b for a, b in zip(scores[row], scores[reference]))
-            print(f"{row:<15}{precision:<24}{scores[row][0]:>9.4f}{scores[row][1]:>12.4f}{d50:>+11.4f}{d95:>+11.4f}"
-                  f"  {reference}", flush=True)
+            print(f"{row:<{ROW_WIDTH}}{precision:<{PRECISION_WIDTH}}{scores[row][0]:>9.4f}{scores[row][1]:>12.4f}"
+                  f"{d50:>+11.4f}{d95:>+11.4f}  {reference}", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import onnx
@@ -29,7 +30,8 @@ from tests.conftest import ROOT
 from tests.helpers.models import make_checkpoint, rgb, save_random_checkpoint
 from tests.helpers.voc import MAP_CLASSES, write_map_voc
 from utils.core.amp import cpu_supports_bf16
-from utils.deploy.openvino_backend import OPENVINO_MISSING, OpenVinoSession, openvino_bf16, openvino_session
+from utils.deploy.openvino_backend import (OPENVINO_MISSING, OpenVinoSession, backend_amp, openvino_bf16,
+                                           openvino_session)
 from utils.deploy.quantize import output_convs
 from yolo import YOLO
 
@@ -202,13 +204,32 @@ def test_bf16_is_bf16_and_as_close_as_torch_bf16(ckpt):
 
 
 @pytest.mark.slow
-def test_int8_precision_under_amp(int8):
-    """An int8 graph: auto keeps its unquantized ops in fp32; --amp bf16 runs them in bf16 where the CPU can."""
-    assert YOLO(int8, backend="openvino").precision == "int8 OpenVINO"
-    bf16 = YOLO(int8, backend="openvino", amp="bf16")
-    assert bf16.precision == ("int8 + bf16 OpenVINO" if bf16.session.inference_precision == "bf16" else "int8 OpenVINO")
-    if cpu_supports_bf16():
+def test_int8_precision_under_amp(int8, monkeypatch):
+    """An int8 graph on a CPU with native bf16: auto asks the plugin for fp32 between the quantized ops, --amp bf16
+    for bf16 (on this machine's CPU, whatever it has, the precision printed is the plugin's)."""
+    monkeypatch.setattr("utils.core.amp.cpu_supports_bf16", lambda *a: True)
+    asked = []
+    real = yolo_module.graph_session
+    monkeypatch.setattr(yolo_module, "graph_session", lambda *a, **k: asked.append(a[3]) or real(*a, **k))
+    auto, bf16 = YOLO(int8, backend="openvino"), YOLO(int8, backend="openvino", amp="bf16")
+    assert asked == [False, True] and auto.precision == "int8 OpenVINO"
+    if cpu_supports_bf16():  # this module's name for the real function, not the patched one
         assert bf16.precision == "int8 + bf16 OpenVINO"
+
+
+def test_amp_warnings_name_what_runs(ckpt, monkeypatch):
+    """The warning about emulated bf16 is torch's: --amp bf16 on onnx (which ignores --amp) gives none; on openvino
+    a plugin that keeps fp32 says so."""
+    monkeypatch.setattr("utils.core.amp.cpu_supports_bf16", lambda *a: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        assert backend_amp("torch", "bf16", torch.device("cpu")) == (torch.bfloat16, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backend_amp("onnx", "bf16", torch.device("cpu")) == (None, False)
+        assert backend_amp("openvino", "bf16", torch.device("cpu")) == (None, True)
+    monkeypatch.setattr(OpenVinoSession, "inference_precision", property(lambda self: "f32"))
+    with pytest.warns(UserWarning, match="computes in f32 on this CPU, not bf16"):
+        openvino_session(YOLO(ckpt, backend="onnx", device="cpu")._raw_graph().SerializeToString(), bf16=True)
 
 
 @pytest.mark.slow

@@ -25,16 +25,19 @@ included) from element-wise ops only.
 OpenVINO is optional (requirements-extra.txt); without it the backend stops with one line naming
 `pip install openvino`.
 """
-import functools
-from typing import Dict, List, Sequence
+import threading
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from utils.core.amp import resolve_amp
 from utils.deploy.export import load_onnx_graph, ort_session
 
 # backend name -> what runs its graph, for the backends that run an ONNX graph
 GRAPH_RUNTIMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
 OPENVINO_MISSING = "the openvino backend needs OpenVINO, which is not installed: pip install openvino"
+_core, _core_lock = None, threading.Lock()
 
 
 def import_openvino():
@@ -46,15 +49,18 @@ def import_openvino():
     return openvino
 
 
-@functools.lru_cache(maxsize=None)
 def shared_core():
     """The process's one openvino.Core, made on first use and kept. Each Core loads its own CPU plugin, and the
     plugin swaps the calling thread's signal stack (sigaltstack) in when it is made and back when it is freed
     (OpenVINO 2026.4): two plugins freed in the order they were made left the main thread's signal stack in freed
     memory, and the next Python signal handler (Ctrl-C, the SIGCHLD of a finished child) crashed the process with
-    SIGSEGV. One Core loads the plugin once."""
-    import openvino
-    return openvino.Core()
+    SIGSEGV. One Core loads the plugin once (made under a lock: two threads must not make two)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino
+            _core = openvino.Core()
+    return _core
 
 
 def ov_config(threads: int = 0, bf16: bool = False) -> Dict[str, str]:
@@ -145,9 +151,13 @@ def openvino_session(model, device: str = "cpu", threads: int = 0, bf16: bool = 
     graph = onnx.load_from_string(model) if isinstance(model, bytes) else load_onnx_graph(model)
     try:
         read = core.read_model(broadcast_free(graph).SerializeToString(), b"")
-        return OpenVinoSession(core.compile_model(read, "CPU", ov_config(threads, bf16)))
+        session = OpenVinoSession(core.compile_model(read, "CPU", ov_config(threads, bf16)))
     except RuntimeError as e:  # OpenVINO raises its errors (unreadable graph, unsupported op) as RuntimeError
         raise ValueError(f"{where}: OpenVINO cannot load it ({str(e).strip().splitlines()[0][:300]})") from None
+    if bf16 and session.inference_precision != "bf16":
+        warnings.warn(f"--amp bf16: OpenVINO's CPU plugin computes in {session.inference_precision} on this CPU, "
+                      "not bf16", stacklevel=2)
+    return session
 
 
 def openvino_bf16(amp: str, amp_dtype, graph_precision: str) -> bool:
@@ -155,6 +165,21 @@ def openvino_bf16(amp: str, amp_dtype, graph_precision: str) -> bool:
     utils.core.amp.resolve_amp: auto is bf16 on CPUs with native bf16), except that auto leaves an int8 graph's
     unquantized ops in fp32: there bf16 measured slower (bench/bench_infer.py's openvino int8 bf16 row)."""
     return amp_dtype is not None and not (amp == "auto" and graph_precision == "int8")
+
+
+def backend_amp(backend: str, amp: str, device, graph_precision: str = "fp32") -> Tuple[Optional[object], bool]:
+    """(torch's autocast dtype or None, whether OpenVINO computes in bf16) for --amp `amp` on `backend`, one rule
+    (utils.core.amp.resolve_amp): torch autocasts; openvino asks its plugin for bf16 (openvino_bf16), and
+    openvino_session warns if the plugin keeps fp32; onnx computes fp32. resolve_amp's warning about emulated bf16
+    speaks of torch, so only the torch backend gives it; a choice that cannot be (fp16 on a CPU) fails on every
+    backend."""
+    with warnings.catch_warnings():
+        if backend != "torch":
+            warnings.simplefilter("ignore")
+        dtype = resolve_amp(amp, device)
+    if backend == "torch":
+        return dtype, False
+    return None, backend == "openvino" and openvino_bf16(amp, dtype, graph_precision)
 
 
 def graph_session(backend: str, graph: bytes, device: str, bf16: bool = False):
