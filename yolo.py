@@ -191,7 +191,8 @@ class YOLO:
         key = self.thresholds
         if self.backend != "torch" and self._session_key != key:
             graph = detector_graph(self._raw_graph(), self.spec, key, where=self._source).SerializeToString()
-            self._session, self._session_key = graph_session(self.backend, graph, str(self.device), self._graph_bf16), key
+            self._session = graph_session(self.backend, graph, str(self.device), self._graph_bf16)
+            self._session_key = key
         return self._session
 
     def _raw_graph(self):
