@@ -26,8 +26,8 @@ from utils.core.config import parse_input_size, read_classes
 from utils.core.detector_spec import DetectorSpec
 from utils.core.settings import default
 from utils.deploy.drawing import draw_detections, heatmap_overlay
-from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, load_onnx_graph, onnx_metadata,
-                                  raw_graph, read_onnx_spec)
+from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, onnx_metadata, open_raw_graph,
+                                  raw_graph)
 from utils.deploy.openvino_backend import GRAPH_RUNTIMES, backend_amp, graph_session, runtime_precision
 from utils.ops.image import read_image
 from utils.ops.pipeline import Thresholds, detect_images, forward_fp32, input_batch, letterbox_input, spec_decode_select
@@ -125,7 +125,7 @@ class YOLO:
                        "scale_x_y": scale_x_y, "device": device, "amp": amp, "agnostic_nms": agnostic_nms}
         self._precision = "fp32"
         if is_onnx:
-            model, spec = None, self._load_onnx(weights, names, hw, anchors, scale_x_y)
+            model, (self._raw, spec, self._precision) = None, open_raw_graph(weights, names, hw, anchors, scale_x_y)
         else:
             model, spec = load_detector(weights, class_names=names, attention=attention, anchors=anchors,
                                         input_size=hw, scale_x_y=scale_x_y)
@@ -138,18 +138,6 @@ class YOLO:
         self.model = None if model is None else fuse_model(model).to(self.device).to(memory_format=torch.channels_last)
         if backend != "torch":
             _ = self.session  # built now, so a graph that cannot serve fails here
-
-    def _load_onnx(self, path, names, hw, anchors, scale_x_y) -> DetectorSpec:
-        """Open a raw graph written by export_onnx; returns its spec with the given overrides."""
-        spec, extras = read_onnx_spec(path)
-        if hw is not None and tuple(hw) != spec.input_size:
-            raise ValueError(f"{path} was exported for input {spec.input_size[0]}x{spec.input_size[1]}, "
-                             f"not {hw[0]}x{hw[1]}: its size is fixed; leave out the input size or export again")
-        if names is not None and len(names) != spec.num_classes:
-            raise ValueError(f"{path} predicts {spec.num_classes} classes, {len(names)} names given")
-        self._precision = extras.get("precision", "fp32")
-        self._raw = load_onnx_graph(path)  # refuses external data and custom ops, naming the file
-        return spec.replace(class_names=names, anchors=anchors, scale_x_y=scale_x_y)
 
     @property
     def class_names(self) -> List[str]:

@@ -126,6 +126,22 @@ def _read_props(path) -> Dict:
     return {key: json.loads(value) for key, value in props.items() if key in RECORD_KEYS + EXTRA_KEYS}
 
 
+def open_raw_graph(path, class_names=None, input_hw=None, anchors=None, scale_x_y=None):
+    """(the raw graph in `path` as an onnx.ModelProto, its DetectorSpec with the given overrides, its precision
+    'fp32' or 'int8') for a graph written by export_onnx or quantized from one. A graph's input size is fixed and its
+    class count too: a different one given is refused naming the file."""
+    spec, extras = read_onnx_spec(path)
+    if input_hw is not None and tuple(input_hw) != spec.input_size:
+        raise ValueError(f"{path} was exported for input {spec.input_size[0]}x{spec.input_size[1]}, "
+                         f"not {input_hw[0]}x{input_hw[1]}: its size is fixed; leave out the input size or export "
+                         "again")
+    if class_names is not None and len(class_names) != spec.num_classes:
+        raise ValueError(f"{path} predicts {spec.num_classes} classes, {len(class_names)} names given")
+    graph = load_onnx_graph(path)  # refuses external data and custom ops, naming the file
+    return graph, spec.replace(class_names=class_names, anchors=anchors, scale_x_y=scale_x_y), \
+        extras.get("precision", "fp32")
+
+
 def load_onnx_graph(path):
     """The graph in `path` as an onnx.ModelProto, refused with a ValueError naming the file when it is not
     self-contained: tensors kept in external data files, or operators of domains ONNX Runtime lacks (custom
