@@ -3,6 +3,7 @@
   python get_map.py                                  # the newest ./logs/**/best.pth on the default eval split
                                                      # (no best.pth: the newest last.pth or interrupted.pth)
   python get_map.py --weights logs/exp/best.pth --metric voc07
+  python get_map.py --weights logs/exp/model_int8.onnx --backend openvino   # a graph on ONNX Runtime or OpenVINO
   python get_map.py --detections results.json        # score a saved COCO results file, no model
 
 Images of the split that cannot be read, or whose ground truth is invalid (a box of `70px`, NaN, xmin > xmax),
@@ -24,11 +25,11 @@ from utils.core.cli import run_main
 from utils.core.settings import add_flags
 
 # torch and the evaluator are imported when scoring starts, so that --help and flag errors are quick
-_LAZY = {"scoring": "utils.eval.scoring"}
+_LAZY = {"graph_scoring": "utils.deploy.graph_scoring"}
 
 
 def __getattr__(name):
-    """get_map.scoring: the module utils.eval.scoring, imported on first use."""
+    """get_map.graph_scoring: the module utils.deploy.graph_scoring, imported on first use."""
     if name in _LAZY:
         return importlib.import_module(_LAZY[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -62,7 +63,7 @@ def settings_of(args) -> dict:
 def run(args) -> None:
     """Score, write the results folder and print the table, the headline and the settings."""
     from nets.attention import parse_attention
-    from utils.eval import scoring
+    from utils.deploy import graph_scoring
     from utils.eval.report import report_text, save_results
 
     set_threads(args.threads)
@@ -71,7 +72,7 @@ def run(args) -> None:
     if args.slice:  # a bad --slice or --overlap: said before the scan too
         from utils.ops.slicing import flag_slicing
         flag_slicing(args.slice, args.overlap, args.slice_full)
-    scored = scoring.score(**settings_of(args))
+    scored = graph_scoring.score(**settings_of(args))
     out = output_dir(args.out, scored.base)
     save_results(out, scored, plots=not args.no_plots)
     print(report_text(scored.result))

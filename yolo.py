@@ -38,7 +38,7 @@ from utils.deploy.predict_outputs import PredictOutputs
 from utils.deploy.quantize import DEFAULT_CALIB_IMAGES, export_int8
 from utils.deploy.sliced import slicing_of, yolo_detect_sliced
 from utils.ops.slicing import slice_settings
-from utils.eval.scoring import evaluate
+from utils.deploy.graph_scoring import evaluate
 
 BACKENDS = ("torch",) + tuple(GRAPH_RUNTIMES)  # torch, onnx (ONNX Runtime), openvino (OpenVINO)
 ImageLike = Union[str, Path, np.ndarray]
@@ -122,7 +122,8 @@ class YOLO:
         self._session, self._session_key, self._raw = None, None, None
         self._source = str(weights)
         self._given = {"classes": names, "attention": attention, "input_size": hw, "anchors": anchors,  # for val
-                       "scale_x_y": scale_x_y, "device": device, "amp": amp, "agnostic_nms": agnostic_nms}
+                       "scale_x_y": scale_x_y, "device": device, "amp": amp, "agnostic_nms": agnostic_nms,
+                       "backend": backend}
         self._precision = "fp32"
         if is_onnx:
             model, (self._raw, spec, self._precision) = None, open_raw_graph(weights, names, hw, anchors, scale_x_y)
@@ -341,16 +342,14 @@ class YOLO:
         return train_run({**settings, **({"data": data} if data is not None else {})})
 
     def val(self, data: str = "VOCdevkit", split: Optional[str] = None, **settings) -> Dict:
-        """Score these weights on a dataset split as get_map.py does; returns the result get_map.py prints and saves
-        (utils.eval.scoring.evaluate: map, map_voc, map_voc07, map50_95, coco, per_class, settings, left_out).
+        """Score these weights on a dataset split as get_map.py does, on this detector's backend (an .onnx graph
+        too); returns the result get_map.py prints and saves (utils.deploy.graph_scoring.evaluate: map, map_voc,
+        map_voc07, map50_95, coco, per_class, settings, left_out).
 
         The weights file is read again with the classes, attention, input size, anchors, scale_x_y, device, amp,
-        agnostic_nms and slice this detector was given; the other keywords are get_map.py's flags (conf, nms, iou, metric,
+        backend, agnostic_nms and slice this detector was given; the other keywords are get_map.py's flags (conf, nms, iou, metric,
         score_thr, batch_size, workers, skip_unreadable, data_format, images, ...) with get_map.py's defaults
         (conf 0.001 and NMS 0.5 for the PR curve, not this detector's conf and nms)."""
-        if self._source.lower().endswith(".onnx"):
-            raise ValueError(f"val scores checkpoints and darknet .weights; {self._source} is an ONNX graph: write its "
-                             "detections with predict.py --save-json and score them with get_map.py --detections")
         given = {**{k: v for k, v in self._given.items() if v is not None}, **slice_settings(self.slice, self.input_hw)}
         return evaluate(weights=self._source, data=data, split=split, **{**given, **settings})
 

@@ -131,6 +131,34 @@ def test_get_map_scores_openvino_like_onnx(tmp_path, monkeypatch, capsys):
     assert summaries["openvino"]["coco"] == pytest.approx(summaries["onnx"]["coco"], abs=1e-3)
 
 
+@pytest.mark.slow
+def test_get_map_scores_graphs_as_predict_and_detections_do(tmp_path, monkeypatch, capsys):
+    """get_map.py --weights (a checkpoint on --backend onnx / openvino, or an int8 graph file) scores what
+    predict.py --save-json of the same backend, scored by get_map.py --detections, scores: one number on both paths."""
+    monkeypatch.setenv("YOLO_SCAN_CACHE", str(tmp_path / "cache"))
+    voc = write_map_voc(tmp_path)
+    weights = save_random_checkpoint(tmp_path / "run" / "best.pth", MAP_CLASSES)
+    int8 = YOLO(weights, device="cpu", amp="off").export_onnx(
+        tmp_path / "m_int8.onnx", calibration_images=sorted((voc / "VOC2007" / "JPEGImages").glob("*.jpg")))
+    data = ["--data", str(voc), "--no-plots"]
+    for name, graph, backend in (("onnx", weights, "onnx"), ("openvino", weights, "openvino"),
+                                 ("int8 onnx", int8, "onnx"), ("int8 openvino", int8, "openvino")):
+        pred, scored, direct = (tmp_path / f"{kind} {name}" for kind in ("pred", "map", "direct"))
+        assert predict.main(["--weights", str(graph), "--dir", str(voc / "VOC2007" / "JPEGImages"), "--conf", "0.001",
+                             "--nms", "0.5", "--backend", backend, "--amp", "off", "--save-json", "--out",
+                             str(pred)]) == 0
+        assert get_map.main(["--detections", str(pred / "detections.json"), "--classes", str(tmp_path / "classes.txt"),
+                             *data, "--out", str(scored)]) == 0
+        assert get_map.main(["--weights", str(graph), "--backend", backend, "--amp", "off", *data,
+                             "--out", str(direct)]) == 0
+        via_detections, scored_directly = (json.loads((d / "summary.json").read_text()) for d in (scored, direct))
+        assert via_detections["map50"] > 0.05, name
+        for key in ("map50", "map50_95"):
+            assert scored_directly[key] == pytest.approx(via_detections[key], abs=1e-3), (name, key)
+        precision = "int8" if graph == int8 else "fp32"
+        assert scored_directly["settings"]["amp"] == f"{precision} {'OpenVINO' if backend == 'openvino' else 'ONNX Runtime'}"
+
+
 def test_missing_openvino_is_one_line(ckpt, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
     with pytest.raises(ValueError, match="pip install openvino"):

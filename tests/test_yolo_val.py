@@ -8,6 +8,7 @@ import pytest
 import get_map
 from tests.helpers.models import save_random_checkpoint
 from tests.helpers.voc import MAP_CLASSES as CLASSES
+from utils.core.cli import UserError
 from utils.eval.report import report_text
 from utils.eval.scoring import evaluate
 from yolo import YOLO
@@ -77,10 +78,23 @@ def test_evaluation_defaults_are_the_schemas():
             assert f.default == parsed[f.name] == default(f.name, "get_map"), f.name
 
 
-def test_val_of_an_onnx_graph_says_how_to_score_it(tmp_path, weights):
+def test_val_of_an_onnx_graph_is_get_maps(map_voc, weights, tmp_path, capsys):
+    """YOLO(graph).val and get_map.py --weights graph print one report; the fp32 graph on ONNX Runtime scores as its
+    checkpoint does on torch in fp32 (the same network); a graph refuses torch, and scoring.py (the layer below the
+    graph runtimes) says where graphs are scored."""
     graph = YOLO(weights, device="cpu").export_onnx(tmp_path / "m.onnx", check=False)
-    with pytest.raises(ValueError, match="get_map.py --detections"):
-        YOLO(graph).val(data="VOCdevkit")
+    text = printed(["--weights", str(graph), "--data", str(map_voc), "--out", str(tmp_path / "o"), "--no-plots"], capsys)
+    result = YOLO(graph).val(data=str(map_voc))
+    assert report_text(result) == text
+    assert (result["settings"]["backend"], result["settings"]["amp"]) == ("onnx", "fp32 ONNX Runtime")
+    on_torch = evaluate(weights=str(weights), data=str(map_voc), device="cpu", amp="off")
+    assert on_torch["map"] > 0.05 and on_torch["settings"]["backend"] == "torch"
+    assert (result["map"], result["map50_95"]) == pytest.approx((on_torch["map"], on_torch["map50_95"]), abs=1e-3)
+    assert get_map.main(["--weights", str(graph), "--data", str(map_voc), "--backend", "torch", "--out",
+                         str(tmp_path / "t")]) == 1
+    assert "runs on the onnx or openvino backend, not torch" in capsys.readouterr().err
+    with pytest.raises(UserError, match="utils.deploy.graph_scoring.evaluate"):
+        evaluate(weights=str(graph), data=str(map_voc))
 
 
 def test_get_map_is_a_parser_plus_library_calls(root, monkeypatch):
@@ -99,7 +113,7 @@ def test_get_map_is_a_parser_plus_library_calls(root, monkeypatch):
         seen.update(settings)
         raise KeyboardInterrupt  # stop before anything is read
 
-    monkeypatch.setattr(get_map.scoring, "score", score)
+    monkeypatch.setattr(get_map.graph_scoring, "score", score)
     with pytest.raises(KeyboardInterrupt):
         get_map.run(get_map.make_parser().parse_args(["--weights", "w.pth", "--input-size", "384,640"]))
     assert seen["weights"] == "w.pth" and seen["input_size"] == (384, 640) and "out" not in seen

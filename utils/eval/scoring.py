@@ -11,8 +11,9 @@ The result dict is utils.eval.evaluator.evaluate_detections's, its `settings` co
 outside the class list. utils/eval/report.py prints and saves it.
 """
 from dataclasses import field, fields, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
@@ -91,6 +92,12 @@ def given_classes(s: EvalSettings) -> Optional[List[str]]:
     return read_classes(s.classes) if isinstance(s.classes, (str, Path)) else list(s.classes)
 
 
+def given_size(s: EvalSettings):
+    """The input size asked for: None, or (h, w) from 416, (384, 640) or '384,640'."""
+    return None if s.input_size is None else parse_input_size(
+        s.input_size.split(",") if isinstance(s.input_size, str) else s.input_size)
+
+
 def build_model(s: EvalSettings, dataset: Dataset):
     """(model, its DetectorSpec, is_our_checkpoint) with the class names checked against `classes`."""
     weights = Path(s.weights)
@@ -106,9 +113,7 @@ def build_model(s: EvalSettings, dataset: Dataset):
     if own_names and attention is not None:
         print(f"note: {weights} records its attention; --phi/--attention ignored")
         attention = None
-    size = None if s.input_size is None else parse_input_size(
-        s.input_size.split(",") if isinstance(s.input_size, str) else s.input_size)  # 416, (384, 640), "384,640"
-    model, spec = load_detector(weights, class_names=names, attention=attention, input_size=size,
+    model, spec = load_detector(weights, class_names=names, attention=attention, input_size=given_size(s),
                                      anchors=s.anchors, scale_x_y=s.scale_x_y)
     return model, spec, bool(own_names)
 
@@ -148,16 +153,29 @@ def load_split(dataset: Dataset, split: str, class_names, skip_unreadable: bool 
     return samples, left_out
 
 
-def run_model(s: EvalSettings, dataset: Dataset, split: str, stats=None):
+def torch_runner(s: EvalSettings, dataset: Dataset):
+    """What runs the network for the torch backend: (model, spec, is_our_checkpoint, None: torch's --amp). The graph
+    backends (--backend onnx or openvino, .onnx files) are utils.deploy.graph_scoring's: it sits above this layer."""
+    if str(s.weights).lower().endswith(".onnx") or s.backend not in (None, "torch"):
+        raise UserError(f"{s.weights} on backend {s.backend or 'onnx'}: score it with get_map.py or, from Python, "
+                        "utils.deploy.graph_scoring.evaluate (this module scores on torch)")
+    return (*build_model(s, dataset), None)
+
+
+# (settings, dataset) -> (network, DetectorSpec, is our checkpoint, precision: None for torch, else what runs it)
+Runner = Callable[[EvalSettings, Dataset], tuple]
+
+
+def run_model(s: EvalSettings, dataset: Dataset, split: str, stats=None, runner: Runner = torch_runner):
     """Detections from the model: (detections, samples, left_out, class_names, results base folder, settings);
-    `stats`: the split's ScanStats to fill."""
-    model, spec, ours = build_model(s, dataset)
+    `stats`: the split's ScanStats to fill; `runner` builds what runs the network."""
+    model, spec, ours, precision = runner(s, dataset)
     if spec.input_size[0] % 32 or spec.input_size[1] % 32:
         raise UserError(f"input size {list(spec.input_size)} is not a multiple of 32")
     names = list(spec.class_names)
     samples, left_out = load_split(dataset, split, names, s.skip_unreadable, stats)
-    device = select_device(s.device)
-    amp = resolve_amp(s.amp, device)
+    device = select_device(s.device if precision is None else "cpu")  # a graph's session holds its own device
+    amp = resolve_amp(s.amp, device) if precision is None else None
     slicing = flag_slicing(s.slice, s.overlap, s.slice_full)
     detections = detect.detect_samples(model.to(device), samples, spec=spec, conf_thres=s.conf, nms_thres=s.nms,
                                        batch_size=s.batch_size, workers=s.workers, device=device, amp=amp,
@@ -166,7 +184,9 @@ def run_model(s: EvalSettings, dataset: Dataset, split: str, stats=None):
     detections, samples, unread = detect.drop_unreadable(detections, samples)
     settings = {"weights": str(s.weights), "input_size": list(spec.input_size), "conf_thres": s.conf,
                 "nms_thres": s.nms, "attention": spec.attention, "scale_x_y": spec.scale_x_y,
-                "device": str(device), "amp": amp_name(amp), "agnostic_nms": s.agnostic_nms,
+                "device": str(device), "backend": s.backend or ("torch" if precision is None else "onnx"),
+                "amp": precision or amp_name(amp),
+                "agnostic_nms": s.agnostic_nms,
                 "slice": None if slicing is None else {"tile": list(slicing.tile), "overlap": slicing.overlap,
                                                        "full": slicing.full}}
     base = Path(s.weights).parent if ours else RESULTS_BASE
@@ -188,7 +208,7 @@ def unlisted_summary(stats) -> dict:
     return {"classes": dict(stats.unknown.most_common()), "other_class_images": stats.scored_empty}
 
 
-def score_settings(s: EvalSettings) -> Scored:
+def score_settings(s: EvalSettings, runner: Runner = torch_runner) -> Scored:
     """score for settings already built (eval_settings)."""
     if not s.detections and not s.weights:
         weights, why = default_weights()
@@ -196,7 +216,7 @@ def score_settings(s: EvalSettings) -> Scored:
         s = replace(s, weights=str(weights))
     dataset = open_dataset(s.data, s.data_format, s.images)  # its layout detected here, once
     split = s.split or dataset.default_split("eval")
-    source = load_detections if s.detections else run_model
+    source = load_detections if s.detections else partial(run_model, runner=runner)
     stats = ScanStats()
     detections, samples, left_out, names, base, settings = source(s, dataset, split, stats)
     result = ev.evaluate_detections(detections, samples, names, metric=s.metric, iou_thres=s.iou,
@@ -206,9 +226,10 @@ def score_settings(s: EvalSettings) -> Scored:
     return Scored(result, detections, samples, names, base, dataset)
 
 
-def score(**settings) -> Scored:
-    """Detect (or read `detections`) and score as get_map.py does; keywords: EvalSettings's fields."""
-    return score_settings(eval_settings(**settings))
+def score(runner: Runner = torch_runner, **settings) -> Scored:
+    """Detect (or read `detections`) and score as get_map.py does; keywords: EvalSettings's fields; `runner`: what
+    builds the network (utils.deploy.graph_scoring passes one for every backend)."""
+    return score_settings(eval_settings(**settings), runner)
 
 
 def evaluate(**settings) -> Dict:

@@ -1,0 +1,53 @@
+"""Scoring on every backend, as get_map.py does: utils.eval.scoring with the network run by torch, or by ONNX Runtime
+or OpenVINO on the raw graph (an .onnx file, fp32 or int8, or the graph exported from a checkpoint).
+
+    from utils.deploy.graph_scoring import evaluate
+    evaluate(weights="logs/exp/model_int8.onnx", data="demo_data/demo", backend="openvino")
+
+The graph runs as utils.deploy.quantize.evaluate_onnx runs it: raw outputs from the runtime (utils.deploy.export.
+OrtRaw), then the evaluation's own letterbox, fp32 decoding and NMS. The backend follows YOLO's rule: torch for
+checkpoints, onnx for .onnx files unless --backend says otherwise; --amp sets OpenVINO's precision as predict.py
+does (utils.deploy.openvino_backend.backend_amp). scoring.py cannot import this layer, so get_map.py and YOLO.val
+pass `graph_runner` down.
+"""
+from typing import Dict
+
+from nets.fuse import fuse_model
+from utils.core.amp import select_device
+from utils.core.cli import UserError
+from utils.data.layouts import Dataset
+from utils.deploy.export import OrtRaw, open_raw_graph, raw_graph
+from utils.deploy.openvino_backend import backend_amp, graph_session, runtime_precision
+from utils.eval import scoring
+
+
+def graph_runner(s: scoring.EvalSettings, dataset: Dataset):
+    """scoring.Runner for every backend: the torch model (scoring.torch_runner), or OrtRaw over the raw graph on
+    s.backend with the precision it runs at ('int8 OpenVINO', ...)."""
+    is_onnx = str(s.weights).lower().endswith(".onnx")
+    backend = s.backend or ("onnx" if is_onnx else "torch")
+    if backend == "torch":
+        if is_onnx:
+            raise UserError(f"{s.weights} is an ONNX graph: it runs on the onnx or openvino backend, not torch")
+        return scoring.torch_runner(s, dataset)
+    if is_onnx:
+        graph, spec, graph_precision = open_raw_graph(s.weights, scoring.given_classes(s), scoring.given_size(s),
+                                                      s.anchors, s.scale_x_y)
+        ours = True  # written by this project (export_onnx's metadata): results go beside it
+    else:
+        model, spec, ours = scoring.build_model(s, dataset)
+        graph, graph_precision = raw_graph(fuse_model(model), spec.input_size), "fp32"
+    device = select_device("cpu" if backend == "openvino" and s.device == "auto" else s.device)
+    _, bf16 = backend_amp(backend, s.amp, device, graph_precision)
+    session = graph_session(backend, graph.SerializeToString(), str(device), bf16)
+    return OrtRaw(session, str(s.weights)), spec, ours, runtime_precision(backend, graph_precision, session)
+
+
+def score(**settings) -> scoring.Scored:
+    """scoring.score on every backend (keywords: get_map.py's flags, `backend` among them)."""
+    return scoring.score(runner=graph_runner, **settings)
+
+
+def evaluate(**settings) -> Dict:
+    """The result dict get_map.py prints and saves, on every backend (scoring.evaluate's, with `backend`)."""
+    return score(**settings).result
