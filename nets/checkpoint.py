@@ -36,10 +36,9 @@ READS = (f"{CHECKPOINT_FORMAT!r} checkpoints, bare state dicts (the reference re
          "{'model': ...} dicts")
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
 PICKLE_MAGIC = b"\x80"  # the legacy torch.save: a pickle (protocol 2 or later)
-ONNX_HINT = ("training and get_map.py --weights read checkpoints (.pth, darknet .weights); predict.py runs ONNX "
-             "graphs. To score this graph: python predict.py --weights {path} --dir IMAGES --conf 0.001 --nms 0.5 "
-             "--save-json --out OUT, then python get_map.py --data DATA --classes CLASSES --detections "
-             "OUT/detections.json")
+ONNX_HINT = ("training reads checkpoints (.pth, darknet .weights); predict.py and get_map.py run ONNX graphs, "
+             "named .onnx. To score this graph: python get_map.py --weights GRAPH.onnx --data DATA (--backend onnx "
+             "or openvino), with {path} named GRAPH.onnx")
 
 
 def read_checkpoint(path) -> Dict:
