@@ -1,6 +1,6 @@
 """The README's "Evaluation" section runs as written: each `python get_map.py` line and the Python block, at tiny
-size, in a folder holding the files the commands name (a run under logs/, a VOCdevkit, a reference .pth, a
-results file)."""
+size, in a folder holding the files the commands name (a run under logs/ with its int8 graph, a VOCdevkit, a
+reference .pth, a results file)."""
 import json
 import shutil
 
@@ -15,6 +15,7 @@ from tests.helpers.models import save_random_checkpoint
 from tests.helpers.voc import MAP_CLASSES as CLASSES, MAP_IMAGES as IMAGES, write_map_voc
 from utils.core.config import read_classes
 from utils.eval import scoring
+from yolo import YOLO
 
 
 def evaluation_blocks():
@@ -37,7 +38,8 @@ def workdir(tmp_path, monkeypatch, scan_cache):
     monkeypatch.setattr(scoring, "RESULTS_BASE", tmp_path / "map_out")  # not the repository's map_out/
     shutil.copytree(ROOT / "model_data", tmp_path / "model_data")
     write_map_voc(tmp_path)  # VOCdevkit/VOC2007 with cat and dog, test split of 3 images
-    save_random_checkpoint(tmp_path / "logs" / "exp" / "best.pth", CLASSES)
+    weights = save_random_checkpoint(tmp_path / "logs" / "exp" / "best.pth", CLASSES)
+    YOLO(weights, device="cpu", amp="off").export(int8=True, data="VOCdevkit", calib_images=2)  # best_int8.onnx
     torch.save(randomize(ReferenceYoloBody(ANCHORS_MASK, 20, phi=0)).state_dict(),
                tmp_path / "yolov4_tiny_weights_voc.pth")
     voc_results(tmp_path / "results.json")
@@ -46,7 +48,7 @@ def workdir(tmp_path, monkeypatch, scan_cache):
 
 def test_readme_evaluation_commands_run(workdir, capsys):
     lines, python = evaluation_blocks()
-    assert len(lines) == 4 and all(line[:2] == ["python", "get_map.py"] for line in lines)
+    assert len(lines) == 5 and all(line[:2] == ["python", "get_map.py"] for line in lines)
     for line in lines:
         assert get_map.main(line[2:] + ["--no-plots"]) == 0, (line, capsys.readouterr().err)
         out = capsys.readouterr().out
