@@ -347,8 +347,8 @@ class YOLO:
         map_voc07, map50_95, coco, per_class, settings, left_out).
 
         The weights file is read again with the classes, attention, input size, anchors, scale_x_y, device, amp,
-        backend, agnostic_nms and slice this detector was given; the other keywords are get_map.py's flags (conf, nms, iou, metric,
-        score_thr, batch_size, workers, skip_unreadable, data_format, images, ...) with get_map.py's defaults
+        backend, agnostic_nms and slice this detector was given; the other keywords are get_map.py's flags (conf,
+        nms, iou, metric, score_thr, batch_size, workers, skip_unreadable, data_format, images, ...) with its defaults
         (conf 0.001 and NMS 0.5 for the PR curve, not this detector's conf and nms)."""
         given = {**{k: v for k, v in self._given.items() if v is not None}, **slice_settings(self.slice, self.input_hw)}
         return evaluate(weights=self._source, data=data, split=split, **{**given, **settings})

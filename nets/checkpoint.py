@@ -36,9 +36,8 @@ READS = (f"{CHECKPOINT_FORMAT!r} checkpoints, bare state dicts (the reference re
          "{'model': ...} dicts")
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
 PICKLE_MAGIC = b"\x80"  # the legacy torch.save: a pickle (protocol 2 or later)
-ONNX_HINT = ("training reads checkpoints (.pth, darknet .weights); predict.py and get_map.py run ONNX graphs, "
-             "named .onnx. To score this graph: python get_map.py --weights GRAPH.onnx --data DATA (--backend onnx "
-             "or openvino), with {path} named GRAPH.onnx")
+ONNX_HINT = ("training reads checkpoints (.pth, darknet .weights); predict.py and get_map.py run ONNX graphs "
+             "named .onnx: python get_map.py --weights {graph} --data DATA [--backend openvino] scores it")
 
 
 def read_checkpoint(path) -> Dict:
@@ -91,7 +90,8 @@ def check_weights_file(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(8)
     if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # ModelProto starts with ir_version (field 1)
-        raise ValueError(f"{path}: an ONNX graph, not a PyTorch checkpoint: " + ONNX_HINT.format(path=path))
+        graph = path if path.suffix.lower() == ".onnx" else f"{path.with_suffix('.onnx')} (the file renamed)"
+        raise ValueError(f"{path}: an ONNX graph, not a PyTorch checkpoint: " + ONNX_HINT.format(graph=graph))
     if head.startswith(ZIP_MAGIC):
         _check_zip_records(path)
     elif not head.startswith(PICKLE_MAGIC):

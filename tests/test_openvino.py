@@ -32,6 +32,8 @@ from tests.helpers.voc import MAP_CLASSES, write_map_voc
 from utils.core.amp import cpu_supports_bf16
 from utils.deploy.openvino_backend import (OPENVINO_MISSING, OpenVinoSession, backend_amp, openvino_bf16,
                                            openvino_session)
+from utils.core.cli import UserError
+from utils.deploy.graph_scoring import evaluate
 from utils.deploy.quantize import output_convs
 from yolo import YOLO
 
@@ -140,7 +142,7 @@ def test_get_map_scores_graphs_as_predict_and_detections_do(tmp_path, monkeypatc
     weights = save_random_checkpoint(tmp_path / "run" / "best.pth", MAP_CLASSES)
     int8 = YOLO(weights, device="cpu", amp="off").export_onnx(
         tmp_path / "m_int8.onnx", calibration_images=sorted((voc / "VOC2007" / "JPEGImages").glob("*.jpg")))
-    data = ["--data", str(voc), "--no-plots"]
+    data, direct_scores = ["--data", str(voc), "--no-plots"], {}
     for name, graph, backend in (("onnx", weights, "onnx"), ("openvino", weights, "openvino"),
                                  ("int8 onnx", int8, "onnx"), ("int8 openvino", int8, "openvino")):
         pred, scored, direct = (tmp_path / f"{kind} {name}" for kind in ("pred", "map", "direct"))
@@ -156,7 +158,15 @@ def test_get_map_scores_graphs_as_predict_and_detections_do(tmp_path, monkeypatc
         for key in ("map50", "map50_95"):
             assert scored_directly[key] == pytest.approx(via_detections[key], abs=1e-3), (name, key)
         precision = "int8" if graph == int8 else "fp32"
-        assert scored_directly["settings"]["amp"] == f"{precision} {'OpenVINO' if backend == 'openvino' else 'ONNX Runtime'}"
+        runtime = "OpenVINO" if backend == "openvino" else "ONNX Runtime"
+        assert scored_directly["settings"]["amp"] == f"{precision} {runtime}"
+        assert (scored_directly["settings"]["backend"], scored_directly["settings"]["device"]) == (backend, "cpu")
+        direct_scores[name] = scored_directly
+    val = YOLO(weights, backend="openvino", amp="off").val(data=str(voc))  # YOLO.val on its detector's backend
+    assert (val["settings"]["backend"], val["settings"]["amp"]) == ("openvino", "fp32 OpenVINO")
+    assert val["map50_95"] == pytest.approx(direct_scores["openvino"]["map50_95"], abs=1e-3)
+    with pytest.raises(UserError, match="differs from the 2 classes"):
+        evaluate(weights=str(int8), data=str(voc), classes=MAP_CLASSES[::-1])
 
 
 def test_missing_openvino_is_one_line(ckpt, tmp_path, monkeypatch, capsys):

@@ -129,7 +129,7 @@ def test_an_onnx_graph_given_to_get_map_says_how_to_score_it(tmp_path, capsys):
     assert get_map.main(args) == 1
     err = capsys.readouterr().err
     assert "model.bin: an ONNX graph, not a PyTorch checkpoint" in err and "asks to run" not in err
-    assert "get_map.py --weights GRAPH.onnx --data DATA" in err
+    assert f"get_map.py --weights {tmp_path / 'model.onnx'} (the file renamed) --data DATA" in err
     with pytest.raises(ValueError, match="model.bin: an ONNX graph"):
         read_checkpoint(renamed)
     text = tmp_path / "notes.pth"

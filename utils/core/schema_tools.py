@@ -110,7 +110,8 @@ PREDICT = (
             "last.pth or interrupted.pth)", "run", P,
             default_text="logs, in the working directory"),
     Setting("backend", None, "inference engine: torch, onnx (ONNX Runtime) or openvino (the same ONNX graph on "
-            "OpenVINO's CPU plugin, fp32 or int8 graphs, bf16 by --amp; pip install openvino)", "run", ("get_map", "predict"),
+            "OpenVINO's CPU plugin, fp32 or int8 graphs, bf16 by --amp; pip install openvino)", "run",
+            ("get_map", "predict"),
             choices=("torch", "onnx", "openvino"), default_text="torch; onnx for .onnx weights (or openvino)"),
 )
 ABLATE = (

@@ -151,7 +151,7 @@ LOSS = (
 )
 RUN = (
     Setting("weights", None, "weights: a train.py checkpoint, a reference .pth or a darknet .weights file "
-            "(predict.py: or a .onnx graph it exported); train.py starts from them, the others run them", "run",
+            "(predict.py, get_map.py: or a .onnx graph exported here); train.py starts from them, the others run them", "run",
             ("train", "get_map", "predict", "quantize"), tool_defaults={"quantize": REQUIRED},
             default_text="train.py: none; get_map.py and predict.py: the newest best.pth under logs/"),
     Setting("resume", None, "continue the run of this last.pth exactly where it stopped, in its folder and with its "
@@ -173,8 +173,8 @@ RUN = (
             ("train", "get_map", "predict", "ablate", "quantize"), tool_defaults={"quantize": "cpu"}),
     Setting("seed", 0, "random seed: the same seed gives the same losses on CPU (anchors: the k-means seed)", "run",
             ("train", "anchors"), type=int),
-    Setting("amp", "auto", "mixed precision of the network (decoding and NMS stay fp32; predict: torch and "
-            "openvino backends, onnx runs fp32): auto picks bf16 on CPUs and GPUs that support it, fp16 on other "
+    Setting("amp", "auto", "mixed precision of the network (decoding and NMS stay fp32; predict, get_map: "
+            "torch and openvino backends, onnx runs fp32): auto picks bf16 on CPUs and GPUs that support it, fp16 on other "
             "GPUs, else off", "run", ("train", "get_map", "predict",
             "quantize"), choices=AMP_CHOICES),
     Setting("ema", True, "turn off the EMA of the weights", "run", T, kind="negated", flag="--no-ema"),

@@ -23,7 +23,8 @@ from utils.eval import scoring
 
 def graph_runner(s: scoring.EvalSettings, dataset: Dataset):
     """scoring.Runner for every backend: the torch model (scoring.torch_runner), or OrtRaw over the raw graph on
-    s.backend with the precision it runs at ('int8 OpenVINO', ...)."""
+    s.backend with what ran ({"device", "backend", "amp": 'int8 OpenVINO', ...}). A graph file's class names are its
+    own: other names given are refused, as for a checkpoint (scoring.build_model)."""
     is_onnx = str(s.weights).lower().endswith(".onnx")
     backend = s.backend or ("onnx" if is_onnx else "torch")
     if backend == "torch":
@@ -31,8 +32,8 @@ def graph_runner(s: scoring.EvalSettings, dataset: Dataset):
             raise UserError(f"{s.weights} is an ONNX graph: it runs on the onnx or openvino backend, not torch")
         return scoring.torch_runner(s, dataset)
     if is_onnx:
-        graph, spec, graph_precision = open_raw_graph(s.weights, scoring.given_classes(s), scoring.given_size(s),
-                                                      s.anchors, s.scale_x_y)
+        graph, spec, graph_precision = open_raw_graph(s.weights, None, scoring.given_size(s), s.anchors, s.scale_x_y)
+        check_graph_settings(s, spec.class_names)
         ours = True  # written by this project (export_onnx's metadata): results go beside it
     else:
         model, spec, ours = scoring.build_model(s, dataset)
@@ -40,7 +41,22 @@ def graph_runner(s: scoring.EvalSettings, dataset: Dataset):
     device = select_device("cpu" if backend == "openvino" and s.device == "auto" else s.device)
     _, bf16 = backend_amp(backend, s.amp, device, graph_precision)
     session = graph_session(backend, graph.SerializeToString(), str(device), bf16)
-    return OrtRaw(session, str(s.weights)), spec, ours, runtime_precision(backend, graph_precision, session)
+    on_cuda = "CUDAExecutionProvider" in getattr(session, "get_providers", list)()[:1]
+    ran = {"device": "cuda" if on_cuda else "cpu", "backend": backend,
+           "amp": runtime_precision(backend, graph_precision, session)}
+    return OrtRaw(session, str(s.weights)), spec, ours, ran
+
+
+def check_graph_settings(s: scoring.EvalSettings, own_names) -> None:
+    """--classes must be the graph's own class names (it scores its outputs under them); --phi / --attention are
+    the graph's already (noted, as for a checkpoint that records them)."""
+    given = scoring.given_classes(s)
+    if given is not None and list(given) != list(own_names):
+        raise UserError(f"--classes {s.classes} ({len(given)}: {', '.join(given[:6])}...) differs from the "
+                        f"{len(own_names)} classes {s.weights} was exported with ({', '.join(own_names[:6])}...); "
+                        "leave out --classes to use the graph's")
+    if s.attention is not None or s.phi is not None:
+        print(f"note: {s.weights} is a graph with its attention built in; --phi/--attention ignored")
 
 
 def score(**settings) -> scoring.Scored:

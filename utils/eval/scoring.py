@@ -7,8 +7,9 @@
 The keyword names are get_map.py's flags (`--score-thr` is `score_thr`), and so are the defaults: get_map.py,
 YOLO.val and ablate.py call this module, so the numbers they report for one checkpoint are the same.
 The result dict is utils.eval.evaluator.evaluate_detections's, its `settings` completed with what ran
-(weights, input size, thresholds, device, amp, data, split) and its `left_out` with the objects of classes
-outside the class list. utils/eval/report.py prints and saves it.
+(weights, input size, thresholds, device, backend, amp, data, split) and its `left_out` with the objects of
+classes outside the class list. This module runs the network on torch; utils/deploy/graph_scoring.py passes `score` a
+runner for ONNX graphs on ONNX Runtime or OpenVINO (get_map.py and YOLO.val score through it). utils/eval/report.py prints and saves it.
 """
 from dataclasses import field, fields, replace
 from functools import partial
@@ -154,28 +155,29 @@ def load_split(dataset: Dataset, split: str, class_names, skip_unreadable: bool 
 
 
 def torch_runner(s: EvalSettings, dataset: Dataset):
-    """What runs the network for the torch backend: (model, spec, is_our_checkpoint, None: torch's --amp). The graph
+    """What runs the network for the torch backend: (model, spec, is_our_checkpoint, None: torch runs it). The graph
     backends (--backend onnx or openvino, .onnx files) are utils.deploy.graph_scoring's: it sits above this layer."""
     if str(s.weights).lower().endswith(".onnx") or s.backend not in (None, "torch"):
-        raise UserError(f"{s.weights} on backend {s.backend or 'onnx'}: score it with get_map.py or, from Python, "
-                        "utils.deploy.graph_scoring.evaluate (this module scores on torch)")
+        raise UserError(f"{s.weights} on backend {s.backend or 'onnx'}: this module scores on torch; score it with "
+                        "get_map.py or, from Python, utils.deploy.graph_scoring.evaluate")
     return (*build_model(s, dataset), None)
 
 
-# (settings, dataset) -> (network, DetectorSpec, is our checkpoint, precision: None for torch, else what runs it)
+# (settings, dataset) -> (network, DetectorSpec, is our checkpoint, what ran: None for torch, else the settings a
+# graph runtime ran with, {"device", "backend", "amp"}, recorded in the result's settings)
 Runner = Callable[[EvalSettings, Dataset], tuple]
 
 
 def run_model(s: EvalSettings, dataset: Dataset, split: str, stats=None, runner: Runner = torch_runner):
     """Detections from the model: (detections, samples, left_out, class_names, results base folder, settings);
     `stats`: the split's ScanStats to fill; `runner` builds what runs the network."""
-    model, spec, ours, precision = runner(s, dataset)
+    model, spec, ours, ran = runner(s, dataset)
     if spec.input_size[0] % 32 or spec.input_size[1] % 32:
         raise UserError(f"input size {list(spec.input_size)} is not a multiple of 32")
     names = list(spec.class_names)
     samples, left_out = load_split(dataset, split, names, s.skip_unreadable, stats)
-    device = select_device(s.device if precision is None else "cpu")  # a graph's session holds its own device
-    amp = resolve_amp(s.amp, device) if precision is None else None
+    device = select_device(s.device if ran is None else "cpu")  # a graph's session holds its own device
+    amp = resolve_amp(s.amp, device) if ran is None else None
     slicing = flag_slicing(s.slice, s.overlap, s.slice_full)
     detections = detect.detect_samples(model.to(device), samples, spec=spec, conf_thres=s.conf, nms_thres=s.nms,
                                        batch_size=s.batch_size, workers=s.workers, device=device, amp=amp,
@@ -184,11 +186,9 @@ def run_model(s: EvalSettings, dataset: Dataset, split: str, stats=None, runner:
     detections, samples, unread = detect.drop_unreadable(detections, samples)
     settings = {"weights": str(s.weights), "input_size": list(spec.input_size), "conf_thres": s.conf,
                 "nms_thres": s.nms, "attention": spec.attention, "scale_x_y": spec.scale_x_y,
-                "device": str(device), "backend": s.backend or ("torch" if precision is None else "onnx"),
-                "amp": precision or amp_name(amp),
-                "agnostic_nms": s.agnostic_nms,
+                "device": str(device), "backend": "torch", "amp": amp_name(amp), "agnostic_nms": s.agnostic_nms,
                 "slice": None if slicing is None else {"tile": list(slicing.tile), "overlap": slicing.overlap,
-                                                       "full": slicing.full}}
+                                                       "full": slicing.full}, **(ran or {})}
     base = Path(s.weights).parent if ours else RESULTS_BASE
     return detections, samples, left_out + unread, names, base, settings
 
