@@ -83,7 +83,8 @@ def test_val_of_an_onnx_graph_is_get_maps(map_voc, weights, tmp_path, capsys):
     checkpoint does on torch in fp32 (the same network); a graph refuses torch, and scoring.py (the layer below the
     graph runtimes) says where graphs are scored."""
     graph = YOLO(weights, device="cpu").export_onnx(tmp_path / "m.onnx", check=False)
-    text = printed(["--weights", str(graph), "--data", str(map_voc), "--out", str(tmp_path / "o"), "--no-plots"], capsys)
+    text = printed(["--weights", str(graph), "--data", str(map_voc), "--out", str(tmp_path / "o"), "--no-plots"],
+                   capsys)
     result = YOLO(graph).val(data=str(map_voc))
     assert report_text(result) == text
     assert (result["settings"]["backend"], result["settings"]["amp"]) == ("onnx", "fp32 ONNX Runtime")

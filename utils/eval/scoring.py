@@ -8,8 +8,9 @@ The keyword names are get_map.py's flags (`--score-thr` is `score_thr`), and so 
 YOLO.val and ablate.py call this module, so the numbers they report for one checkpoint are the same.
 The result dict is utils.eval.evaluator.evaluate_detections's, its `settings` completed with what ran
 (weights, input size, thresholds, device, backend, amp, data, split) and its `left_out` with the objects of
-classes outside the class list. This module runs the network on torch; utils/deploy/graph_scoring.py passes `score` a
-runner for ONNX graphs on ONNX Runtime or OpenVINO (get_map.py and YOLO.val score through it). utils/eval/report.py prints and saves it.
+classes outside the class list. This module runs the network on torch; utils/deploy/graph_scoring.py passes
+`score` a runner for ONNX graphs on ONNX Runtime or OpenVINO (get_map.py and YOLO.val score through it).
+utils/eval/report.py prints and saves the result.
 """
 from dataclasses import field, fields, replace
 from functools import partial
