@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from nets.fuse import fuse_model
-from utils.core.amp import amp_name, select_device
+from utils.core.amp import amp_name
 from utils.ops.boxes import Letterbox, detections_to_image, head_grid, letterbox_crop
 from nets.checkpoint import load_detector
 from utils.core.config import parse_input_size, read_classes
@@ -28,7 +28,8 @@ from utils.core.settings import default
 from utils.deploy.drawing import draw_detections, heatmap_overlay
 from utils.deploy.export import (detector_graph, export_onnx, export_onnx_nms, onnx_metadata, open_raw_graph,
                                   raw_graph)
-from utils.deploy.openvino_backend import GRAPH_RUNTIMES, backend_amp, graph_session, runtime_precision
+from utils.deploy.openvino_backend import (GRAPH_RUNTIMES, backend_amp, backend_device, graph_session,
+                                            runtime_precision)
 from utils.ops.image import read_image
 from utils.ops.pipeline import Thresholds, detect_images, forward_fp32, input_batch, letterbox_input, spec_decode_select
 from utils.deploy.attention_maps import attention_maps
@@ -117,7 +118,7 @@ class YOLO:
             raise ValueError(f"{weights} is an ONNX graph: it runs on the onnx or openvino backend, not torch")
         names = read_classes(classes) if isinstance(classes, (str, Path)) else classes
         hw = parse_input_size(input_size) if input_size is not None else None
-        self.device = select_device("cpu" if backend == "openvino" and device == "auto" else device)  # CPU plugin
+        self.device = backend_device(backend, device)
         self.backend = backend
         self._session, self._session_key, self._raw = None, None, None
         self._source = str(weights)

@@ -13,11 +13,10 @@ pass `graph_runner` down.
 from typing import Dict
 
 from nets.fuse import fuse_model
-from utils.core.amp import select_device
 from utils.core.cli import UserError
 from utils.data.layouts import Dataset
 from utils.deploy.export import OrtRaw, open_raw_graph, raw_graph
-from utils.deploy.openvino_backend import backend_amp, graph_session, runtime_precision
+from utils.deploy.openvino_backend import backend_amp, backend_device, graph_session, runtime_precision
 from utils.eval import scoring
 
 
@@ -38,10 +37,11 @@ def graph_runner(s: scoring.EvalSettings, dataset: Dataset):
     else:
         model, spec, ours = scoring.build_model(s, dataset)
         graph, graph_precision = raw_graph(fuse_model(model), spec.input_size), "fp32"
-    device = select_device("cpu" if backend == "openvino" and s.device == "auto" else s.device)
+    device = backend_device(backend, s.device)
     _, bf16 = backend_amp(backend, s.amp, device, graph_precision)
     session = graph_session(backend, graph.SerializeToString(), str(device), bf16)
-    on_cuda = "CUDAExecutionProvider" in getattr(session, "get_providers", list)()[:1]
+    # where the session runs: ONNX Runtime may fall back from CUDA to the CPU; OpenVINO runs on the CPU
+    on_cuda = backend == "onnx" and session.get_providers()[0] == "CUDAExecutionProvider"
     ran = {"device": "cuda" if on_cuda else "cpu", "backend": backend,
            "amp": runtime_precision(backend, graph_precision, session)}
     return OrtRaw(session, str(s.weights)), spec, ours, ran

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.core.amp import resolve_amp
+from utils.core.amp import resolve_amp, select_device
 from utils.deploy.export import load_onnx_graph, ort_session
 
 # backend name -> what runs its graph, for the backends that run an ONNX graph
@@ -165,6 +165,12 @@ def openvino_bf16(amp: str, amp_dtype, graph_precision: str) -> bool:
     utils.core.amp.resolve_amp: auto is bf16 on CPUs with native bf16), except that auto leaves an int8 graph's
     unquantized ops in fp32: there bf16 measured slower (bench/bench_infer.py's openvino int8 bf16 row)."""
     return amp_dtype is not None and not (amp == "auto" and graph_precision == "int8")
+
+
+def backend_device(backend: str, device: str = "auto"):
+    """The torch.device a backend runs on for --device `device`: auto is the CPU for openvino (its CPU plugin is
+    the only one this backend uses), and select_device's choice for the others."""
+    return select_device("cpu" if backend == "openvino" and device == "auto" else device)
 
 
 def backend_amp(backend: str, amp: str, device, graph_precision: str = "fp32") -> Tuple[Optional[object], bool]:
